@@ -1,0 +1,20 @@
+"""The `choreo` command: one Typer application, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from choreo.cli import schemas, up
+
+app = typer.Typer(
+    name="choreo",
+    help="Run, inspect and repair a Choreo system.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(schemas.app, name="schemas")
+up.register(app)
+
+
+def main() -> None:
+    app()
