@@ -1,0 +1,237 @@
+"""The idempotent consumer: inbox table, retry policy, dead letters, offset commits.
+
+Each record is applied in its own unit of work together with its inbox row, so a record
+delivered twice is applied once. Kafka offsets are committed only after that transaction.
+Partitions of one poll are worked concurrently; records of one partition (so of one key)
+strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter
+from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from choreo.avro import SchemaStore
+from choreo.db import UnitOfWork, UnitOfWorkFactory, kit_metadata
+from choreo.errors import ChoreoError
+from choreo.events import Event, decode_record
+
+log = logging.getLogger(__name__)
+
+inbox_table = Table(
+    "inbox",
+    kit_metadata,
+    Column("consumer", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "event_id"),
+)
+
+RECORDS = Counter(
+    "choreo_consumer_records_total",
+    "Records handled by consumers, by outcome",
+    ["consumer", "topic", "outcome"],
+)
+RETRIES = Counter("choreo_consumer_retries_total", "Retried handler attempts", ["consumer"])
+
+Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
+
+# SQLSTATE classes worth another try: connection problems, serialization failures, deadlocks,
+# lock timeouts, too many connections, server shutting down.
+_RETRIABLE_SQLSTATES = ("08", "40001", "40P01", "55P03", "53300", "57P")
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Whether trying again may succeed; anything not known to be transient is permanent."""
+    if isinstance(error, ChoreoError):
+        return error.retriable
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        return sqlstate.startswith(_RETRIABLE_SQLSTATES)
+    return isinstance(error, TimeoutError | ConnectionError | OSError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_seconds: float = 0.2
+    max_seconds: float = 5.0
+
+
+class _AlreadyAppliedError(Exception):
+    """The event was already applied by this consumer (inbox hit)."""
+
+
+class Consumer:
+    """Applies the records of `handlers`' topics, each once, and dead-letters the unusable."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        handlers: Mapping[str, Mapping[str, Handler]],
+        uow_factory: UnitOfWorkFactory,
+        store: SchemaStore,
+        dlq_topic: str,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        """`handlers` maps a physical topic to {event type: handler}; other types are skipped."""
+        self.name = name
+        self._consumer = consumer
+        self._producer = producer
+        self._handlers = handlers
+        self._uow_factory = uow_factory
+        self._store = store
+        self._dlq_topic = dlq_topic
+        self._retry = retry
+        self._stopping = asyncio.Event()
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._handlers)
+
+    def stop(self) -> None:
+        """Finish the record in hand, commit, and leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Join the group and apply records until `stop()`; then commit and leave."""
+        await self._consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                if not batch:
+                    continue
+                done = await asyncio.gather(
+                    *(self._work_partition(tp, records) for tp, records in batch.items())
+                )
+                offsets = {tp: offset for tp, offset in done if offset is not None}
+                if offsets:
+                    await self._consumer.commit(offsets)
+        finally:
+            await self._consumer.stop()
+
+    async def _work_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[TopicPartition, int | None]:
+        """Apply `records` in order; return the offset to commit (next to read) or None."""
+        next_offset: int | None = None
+        for record in records:
+            if self._stopping.is_set():
+                break
+            await self.handle(record)
+            next_offset = record.offset + 1
+        return tp, next_offset
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply one record, or dead-letter it; returns once it needs no more work."""
+        try:
+            event = decode_record(record.headers, record.value, self._store)
+        except ChoreoError as error:
+            await self._dead_letter(record, error, attempts=1)
+            return
+        handler = self._handlers.get(record.topic, {}).get(event.type)
+        if handler is None:
+            RECORDS.labels(self.name, record.topic, "ignored").inc()
+            return
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_retriable),
+                stop=stop_after_attempt(self._retry.max_attempts),
+                wait=wait_exponential_jitter(
+                    initial=self._retry.initial_seconds, max=self._retry.max_seconds
+                ),
+                reraise=False,
+            ):
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        RETRIES.labels(self.name).inc()
+                    await self._apply(event, handler)
+        except _AlreadyAppliedError:
+            RECORDS.labels(self.name, record.topic, "duplicate").inc()
+            return
+        except RetryError as exhausted:
+            cause = exhausted.last_attempt.exception() or exhausted
+            await self._dead_letter(record, cause, attempts=attempts)
+            return
+        except Exception as error:
+            await self._dead_letter(record, error, attempts=attempts)
+            return
+        RECORDS.labels(self.name, record.topic, "applied").inc()
+
+    async def _apply(self, event: Event, handler: Handler) -> None:
+        async with self._uow_factory() as uow:
+            claimed = await uow.session.execute(
+                insert(inbox_table)
+                .values(consumer=self.name, event_id=event.id)
+                .on_conflict_do_nothing()
+                .returning(inbox_table.c.event_id)
+            )
+            if claimed.first() is None:
+                raise _AlreadyAppliedError
+            await handler(event, uow)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: BaseException, *, attempts: int
+    ) -> None:
+        log.error(
+            "consumer %s dead-letters %s[%d]@%d after %d attempt(s): %s: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            type(error).__name__,
+            error,
+        )
+        headers = [*record.headers, *dead_letter_headers(record, error, self.name, attempts)]
+        # The offset is committed only once the dead letter is acknowledged: wait out a broker
+        # outage rather than lose the record.
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.5, max=10.0), reraise=True
+        ):
+            with attempt:
+                await self._producer.send_and_wait(
+                    self._dlq_topic, value=record.value, key=record.key, headers=headers
+                )
+        RECORDS.labels(self.name, record.topic, "dead_lettered").inc()
+
+
+def dead_letter_headers(
+    record: ConsumerRecord[Any, Any], error: BaseException, consumer: str, attempts: int
+) -> list[tuple[str, bytes]]:
+    """DESIGN.md §3's dead-letter headers (the Kafka Connect / Spring convention)."""
+    values = {
+        "dlq.original.topic": record.topic,
+        "dlq.original.partition": str(record.partition),
+        "dlq.original.offset": str(record.offset),
+        "dlq.consumer": consumer,
+        "dlq.error.type": type(error).__name__,
+        "dlq.error.message": str(error)[:1000],
+        "dlq.attempts": str(attempts),
+        "dlq.failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    return [(name, value.encode()) for name, value in values.items()]

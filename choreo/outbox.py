@@ -1,0 +1,265 @@
+"""The transactional outbox: its table, the writer used inside a unit of work, and the relay.
+
+The relay is the only thing that moves outbox rows to Kafka. One relay per database is active
+at a time (a PostgreSQL advisory lock held on its own connection; when that connection dies the
+lock passes to another replica), so rows leave in id order and each key keeps its order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    Table,
+    Text,
+    func,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from choreo.avro import SchemaStore
+from choreo.db import kit_metadata
+from choreo.events import Event, headers_of
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "choreo_outbox"
+
+outbox_table = Table(
+    "outbox",
+    kit_metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+    Index("outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+)
+
+# Wakes the relay when a transaction that wrote outbox rows commits (NOTIFY is transactional).
+NOTIFY_TRIGGER_DDL = (
+    f"""
+    CREATE OR REPLACE FUNCTION choreo_outbox_notify() RETURNS trigger AS $$
+    BEGIN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+        RETURN NULL;
+    END;
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION choreo_outbox_notify()
+    """,
+)
+
+PUBLISHED = Counter("choreo_relay_published_total", "Outbox rows published", ["database"])
+BATCH_SECONDS = Histogram(
+    "choreo_relay_batch_seconds", "Time to publish and mark one relay batch", ["database"]
+)
+BACKLOG = Gauge("choreo_outbox_backlog", "Unpublished outbox rows at last look", ["database"])
+ACTIVE = Gauge("choreo_relay_active", "1 while this process holds the relay lock", ["database"])
+
+
+class OutboxWriter:
+    """Encodes events (Avro single-object, CloudEvents headers) into outbox rows."""
+
+    def __init__(
+        self, store: SchemaStore, source: str, topic_name: Callable[[str], str] = str
+    ) -> None:
+        self._store = store
+        self._source = source
+        self._topic_name = topic_name
+
+    def row(self, event: Event) -> dict[str, object]:
+        if not event.source:
+            event = Event(
+                type=event.type,
+                subject=event.subject,
+                data=event.data,
+                id=event.id,
+                time=event.time,
+                source=self._source,
+                traceparent=event.traceparent,
+            )
+        return {
+            "topic": self._topic_name(event.topic),
+            "key": event.subject,
+            "value": self._store.encode(event.type, event.data),
+            "headers": headers_of(event),
+        }
+
+    async def write(self, session: AsyncSession, events: Sequence[Event]) -> None:
+        """Insert the rows of `events` in the session's transaction, in order (one statement)."""
+        await session.execute(insert(outbox_table), [self.row(e) for e in events])
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+
+def relay_lock_key(database: str) -> int:
+    """The advisory-lock key that elects one relay per database."""
+    return zlib.crc32(f"choreo-relay:{database}".encode())
+
+
+class Relay:
+    """Publishes outbox rows to Kafka in id order, in batches, marking them after the ack."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        producer: AIOKafkaProducer,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        lock_retry_interval: float = 1.0,
+        name: str = "relay",
+    ) -> None:
+        self._conninfo = conninfo
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._lock_retry_interval = lock_retry_interval
+        self._name = name
+        self._stopping = asyncio.Event()
+        self.published = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Hold the relay lock and publish until `stop()`; reconnect and re-elect on failure."""
+        while not self._stopping.is_set():
+            try:
+                await self._run_once()
+            except (psycopg.OperationalError, OSError) as error:
+                ACTIVE.labels(self._name).set(0)
+                log.warning("relay %s lost its database connection: %s", self._name, error)
+                await self._sleep(self._lock_retry_interval)
+
+    async def _run_once(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        async with conn:
+            database = conn.info.dbname
+            while not await self._try_lock(conn, database):
+                if await self._sleep(self._lock_retry_interval):
+                    return
+            ACTIVE.labels(self._name).set(1)
+            log.info("relay %s is the active relay of database %s", self._name, database)
+            try:
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not self._stopping.is_set():
+                    published = await self._publish_batch(conn)
+                    if published < self._batch_size:
+                        await self._wait_for_rows(conn)
+            finally:
+                ACTIVE.labels(self._name).set(0)
+
+    async def _try_lock(self, conn: psycopg.AsyncConnection[tuple[object, ...]], db: str) -> bool:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (relay_lock_key(db),))
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def _wait_for_rows(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        """Sleep until a commit NOTIFYs, the poll interval passes (fallback), or stop()."""
+        waiter = asyncio.ensure_future(self._stopping.wait())
+        notified = asyncio.ensure_future(self._next_notify(conn))
+        try:
+            await asyncio.wait(
+                {waiter, notified},
+                timeout=self._poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (waiter, notified):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                await notified
+
+    @staticmethod
+    async def _next_notify(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        async for _ in conn.notifies(stop_after=1):
+            return
+
+    async def _publish_batch(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> int:
+        started = time.perf_counter()
+        cursor = await conn.execute(
+            "SELECT id, topic, key, value, headers FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+            (self._batch_size,),
+        )
+        rows = [_Row(*r) for r in await cursor.fetchall()]  # type: ignore[arg-type]
+        if not rows:
+            BACKLOG.labels(self._name).set(0)
+            return 0
+        sent = [
+            await self._producer.send(
+                row.topic,
+                value=row.value,
+                key=row.key.encode(),
+                headers=[(k, v.encode()) for k, v in row.headers.items()],
+            )
+            for row in rows
+        ]
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        acked = _acknowledged_prefixes(rows, results)
+        if acked:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (acked,)
+            )
+        self.published += len(acked)
+        PUBLISHED.labels(self._name).inc(len(acked))
+        BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            log.warning("relay %s: broker refused part of a batch: %s", self._name, failure)
+            await self._sleep(self._lock_retry_interval)
+            return 0
+        return len(rows)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped first; True when stop() was called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+
+def _acknowledged_prefixes(rows: Sequence[_Row], results: Sequence[object]) -> list[int]:
+    """Ids safe to mark published: per key, the rows acked before that key's first failure.
+
+    A later row of a key whose earlier row failed stays unpublished, so the next batch sends
+    both again in order (consumers drop the duplicate by `ce_id`).
+    """
+    failed_keys: set[tuple[str, str]] = set()
+    acked: list[int] = []
+    for row, result in zip(rows, results, strict=True):
+        stream = (row.topic, row.key)
+        if isinstance(result, BaseException) or stream in failed_keys:
+            failed_keys.add(stream)
+        else:
+            acked.append(row.id)
+    return acked

@@ -1,0 +1,196 @@
+"""Runs one service in one process: its HTTP API, its consumers and its outbox relay.
+
+`main.py` of each service builds a `Service` (settings, routers, subscriptions) and calls
+`run()`. SIGTERM or Ctrl-C drains: uvicorn stops taking requests and finishes those in flight,
+then each consumer finishes the record in hand and commits, then the relay and the producer
+stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo import kafka
+from choreo.avro import SchemaStore, default_store
+from choreo.consumer import Consumer, Handler, RetryPolicy
+from choreo.db import UnitOfWorkFactory, create_engine, sync_dsn, unit_of_work_factory
+from choreo.errors import ChoreoError
+from choreo.logs import configure_logging
+from choreo.migrate import migrate
+from choreo.outbox import OutboxWriter, Relay
+from choreo.settings import ServiceSettings
+from choreo.web import ReadinessCheck, create_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """The handlers one service applies to the records of one logical topic."""
+
+    topic: str
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+
+
+class ConfigurationError(ChoreoError):
+    """The service is wired inconsistently (a programming error, found at start-up)."""
+
+
+class Service:
+    """One service's process: wiring shared by all six, built from `main.py`."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        routers: Sequence[APIRouter] = (),
+        subscriptions: Sequence[Subscription] = (),
+        error_statuses: Mapping[type[Exception], tuple[int, str]] | None = None,
+        store: SchemaStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = f"{settings.service}_service"
+        self.store = store or default_store()
+        self._subscriptions = subscriptions
+        self._routers = routers
+        self._error_statuses = error_statuses
+        self._producer: AIOKafkaProducer | None = None
+        self.engine: AsyncEngine | None = None
+        self.uow_factory: UnitOfWorkFactory | None = None
+        dsn = settings.database_dsn
+        if dsn is not None:
+            self.engine = create_engine(dsn)
+            writer = OutboxWriter(self.store, f"/{self.name}", settings.topic)
+            self.uow_factory = unit_of_work_factory(self.engine, writer)
+        elif subscriptions:
+            raise ConfigurationError(f"{self.name} consumes events but has no database")
+
+    def unit_of_work(self) -> UnitOfWorkFactory:
+        if self.uow_factory is None:
+            raise ConfigurationError(f"{self.name} has no database")
+        return self.uow_factory
+
+    def app(self) -> FastAPI:
+        return create_app(
+            self.name,
+            readiness=self._readiness(),
+            routers=self._routers,
+            lifespan=self._lifespan,
+            error_statuses=self._error_statuses,
+        )
+
+    def run(self) -> None:
+        """Migrate the database, then serve until SIGTERM or Ctrl-C."""
+        configure_logging(self.name, self.settings.log_level)
+        if self.settings.database_dsn is not None:
+            migrate(self.settings.service, self.settings.database_dsn)
+        uvicorn.run(
+            self.app(),
+            host=self.settings.host,
+            port=self.settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+        )
+
+    def _readiness(self) -> dict[str, ReadinessCheck]:
+        checks: dict[str, ReadinessCheck] = {}
+        if self.engine is not None:
+            engine = self.engine
+
+            async def database() -> None:
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+
+            checks["database"] = database
+
+        async def broker() -> None:
+            if self._producer is None:
+                raise ChoreoError("the broker client is not started")
+            await self._producer.client.fetch_all_metadata()
+
+        checks["broker"] = broker
+        return checks
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        del app
+        settings = self.settings
+        self._producer = kafka.producer(settings.kafka_bootstrap_servers, client_id=self.name)
+        await _start_with_retry(self._producer)
+        relay: Relay | None = None
+        tasks: list[asyncio.Task[None]] = []
+        consumers: list[Consumer] = []
+        if settings.database_dsn is not None:
+            relay = Relay(
+                sync_dsn(settings.database_dsn),
+                self._producer,
+                batch_size=settings.relay_batch_size,
+                poll_interval=settings.relay_poll_interval_seconds,
+                name=self.name,
+            )
+            tasks.append(asyncio.create_task(relay.run(), name=f"{self.name}-relay"))
+        if self._subscriptions:
+            consumers.append(self._consumer(self._producer))
+            tasks.extend(
+                asyncio.create_task(c.run(), name=f"{self.name}-consumer") for c in consumers
+            )
+        try:
+            yield
+        finally:
+            for consumer in consumers:
+                consumer.stop()
+            if relay is not None:
+                relay.stop()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.error("%s: a background task failed on stop: %r", self.name, result)
+            await self._producer.stop()
+            if self.engine is not None:
+                await self.engine.dispose()
+
+    def _consumer(self, producer: AIOKafkaProducer) -> Consumer:
+        settings = self.settings
+        handlers = {settings.topic(s.topic): dict(s.handlers) for s in self._subscriptions}
+        return Consumer(
+            name=self.name,
+            consumer=kafka.consumer(
+                settings.kafka_bootstrap_servers,
+                group_id=settings.topic(self.name),
+                topics=handlers,
+                client_id=self.name,
+            ),
+            producer=producer,
+            handlers=handlers,
+            uow_factory=self.unit_of_work(),
+            store=self.store,
+            dlq_topic=settings.topic(f"{settings.service}.dlq"),
+            retry=RetryPolicy(
+                max_attempts=settings.consumer_max_attempts,
+                initial_seconds=settings.consumer_retry_initial_seconds,
+                max_seconds=settings.consumer_retry_max_seconds,
+            ),
+        )
+
+
+async def _start_with_retry(producer: AIOKafkaProducer, attempts: int = 30) -> None:
+    """Start the producer, waiting for a broker that is still coming up."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await producer.start()
+            return
+        except Exception as error:
+            if attempt == attempts:
+                raise
+            log.warning("broker not reachable yet (%s); retrying", error)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,70 @@
+"""The base settings every service builds on: the only code that reads the environment.
+
+Each service subclasses `ServiceSettings` with its own env prefix (`ORDER_`, `PAYMENT_`, ...).
+What the whole system shares (the broker, Stripe, SendGrid, Redis, a shared PostgreSQL server)
+is read from unprefixed variables, so one `.env` can describe the stack.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every service; subclasses set `service` and `database_name`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    service: ClassVar[str]
+    database_name: ClassVar[str | None] = None
+
+    env: Literal["dev", "test", "prod"] = Field(
+        default="dev", validation_alias=AliasChoices("CHOREO_ENV")
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    # The service's own database; when unset, `shared_database_url` (a server URL) is used
+    # with this service's database name.
+    database_url: str | None = None
+    shared_database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL")
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    topic_prefix: str = Field(default="", validation_alias=AliasChoices("CHOREO_TOPIC_PREFIX"))
+    relay_batch_size: int = 500
+    relay_poll_interval_seconds: float = 1.0
+    consumer_max_attempts: int = 5
+    consumer_retry_initial_seconds: float = 0.2
+    consumer_retry_max_seconds: float = 5.0
+
+    @model_validator(mode="after")
+    def _require_a_database(self) -> ServiceSettings:
+        if self.database_name is not None and self.database_dsn is None:
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"no database configured: set {prefix}DATABASE_URL, or DATABASE_URL to a "
+                "PostgreSQL server URL"
+            )
+        return self
+
+    @property
+    def database_dsn(self) -> str | None:
+        """The SQLAlchemy URL of this service's own database (psycopg 3 driver)."""
+        if self.database_url:
+            url = make_url(self.database_url)
+        elif self.shared_database_url and self.database_name:
+            url = make_url(self.shared_database_url).set(database=self.database_name)
+        else:
+            return None
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+    def topic(self, name: str) -> str:
+        """The physical name of a logical topic (a prefix isolates test runs)."""
+        return f"{self.topic_prefix}{name}"
