@@ -103,61 +103,70 @@ class Service:
         )
 
     def _readiness(self) -> dict[str, ReadinessCheck]:
-        checks: dict[str, ReadinessCheck] = {}
-        if self.engine is not None:
-            engine = self.engine
+        """Database and broker, for a service that has them (the gateway has neither)."""
+        engine = self.engine
+        if engine is None:
+            return {}
 
-            async def database() -> None:
-                async with engine.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
-
-            checks["database"] = database
+        async def database() -> None:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
 
         async def broker() -> None:
             if self._producer is None:
                 raise ChoreoError("the broker client is not started")
             await self._producer.client.fetch_all_metadata()
 
-        checks["broker"] = broker
-        return checks
+        return {"database": database, "broker": broker}
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         del app
+        if self.settings.database_dsn is None:
+            yield
+            return
         settings = self.settings
-        self._producer = kafka.producer(settings.kafka_bootstrap_servers, client_id=self.name)
-        await _start_with_retry(self._producer)
-        relay: Relay | None = None
-        tasks: list[asyncio.Task[None]] = []
-        consumers: list[Consumer] = []
-        if settings.database_dsn is not None:
-            relay = Relay(
-                sync_dsn(settings.database_dsn),
-                self._producer,
-                batch_size=settings.relay_batch_size,
-                poll_interval=settings.relay_poll_interval_seconds,
-                name=self.name,
-            )
-            tasks.append(asyncio.create_task(relay.run(), name=f"{self.name}-relay"))
+        producer = kafka.producer(settings.kafka_bootstrap_servers, client_id=self.name)
+        await _start_with_retry(producer)
+        self._producer = producer
+        relay = Relay(
+            sync_dsn(settings.database_dsn),
+            producer,
+            batch_size=settings.relay_batch_size,
+            poll_interval=settings.relay_poll_interval_seconds,
+            name=self.name,
+        )
+        stopping = asyncio.Event()
+        tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-relay")]
         if self._subscriptions:
-            consumers.append(self._consumer(self._producer))
-            tasks.extend(
-                asyncio.create_task(c.run(), name=f"{self.name}-consumer") for c in consumers
-            )
+            tasks.append(asyncio.create_task(self._consume(producer, stopping)))
         try:
             yield
         finally:
-            for consumer in consumers:
-                consumer.stop()
-            if relay is not None:
-                relay.stop()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
+            stopping.set()
+            relay.stop()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(result, BaseException):
-                    log.error("%s: a background task failed on stop: %r", self.name, result)
-            await self._producer.stop()
+                    log.error("%s: a background task failed: %r", self.name, result)
+            await producer.stop()
             if self.engine is not None:
                 await self.engine.dispose()
+
+    async def _consume(self, producer: AIOKafkaProducer, stopping: asyncio.Event) -> None:
+        """Run the consumer until `stopping`; a consumer that crashes is replaced."""
+        while not stopping.is_set():
+            consumer = self._consumer(producer)
+            run = asyncio.create_task(consumer.run(), name=f"{self.name}-consumer")
+            stop = asyncio.create_task(stopping.wait())
+            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+            consumer.stop()
+            stop.cancel()
+            try:
+                await run
+            except Exception:
+                log.exception("%s: consumer failed; starting a new one", self.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 2.0)
 
     def _consumer(self, producer: AIOKafkaProducer) -> Consumer:
         settings = self.settings

@@ -1,0 +1,1 @@
+"""Inventory service: product catalog, stock levels, reservations, low-stock alerts."""

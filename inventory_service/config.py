@@ -1,0 +1,18 @@
+"""The inventory service's settings: the only module of the service that reads the environment."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from choreo.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_")
+
+    service: ClassVar[str] = "inventory"
+    database_name: ClassVar[str | None] = "inventory"
+
+    port: int = 8004

@@ -1,0 +1,1 @@
+"""Alembic versions of the inventory service's database (environment: choreo.migrate)."""

@@ -1,0 +1,1 @@
+"""Notification service: e-mail and in-app notifications, dead-letter topic."""

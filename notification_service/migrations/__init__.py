@@ -1,0 +1,1 @@
+"""Alembic versions of the notification service's database (environment: choreo.migrate)."""

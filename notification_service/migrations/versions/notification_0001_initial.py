@@ -1,0 +1,21 @@
+"""The notification service's branch, on top of the kit's outbox and inbox tables.
+
+Revision ID: notification_0001
+Revises:
+Create Date: 2026-11-25
+"""
+
+from collections.abc import Sequence
+
+revision: str = "notification_0001"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("notification",)
+depends_on: str | Sequence[str] | None = ("kit_0001",)
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,1 @@
+"""Order service: orders and the saga's state machine, order timeouts."""

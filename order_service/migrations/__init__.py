@@ -1,0 +1,1 @@
+"""Alembic versions of the order service's database (environment: choreo.migrate)."""

@@ -1,0 +1,7 @@
+"""The order service's own tables (the kit's outbox and inbox come from choreo)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+metadata = MetaData()

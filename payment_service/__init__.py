@@ -1,0 +1,1 @@
+"""Payment service: card vault (tokenized through Stripe), charges and refunds."""

@@ -1,0 +1,1 @@
+"""Alembic versions of the payment service's database (environment: choreo.migrate)."""

@@ -1,0 +1,226 @@
+"""The idempotent consumer against real PostgreSQL and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo import kafka
+from choreo.avro import default_store
+from choreo.consumer import Consumer, Handler, RetryPolicy
+from choreo.db import UnitOfWork, unit_of_work_factory
+from choreo.errors import PermanentError, TransientError
+from choreo.events import Event, headers_of
+
+from .conftest import new_key, stock_event
+
+Apply = Callable[..., Awaitable[Consumer]]
+
+
+@pytest_asyncio.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = kafka.producer(kafka_bootstrap)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest_asyncio.fixture
+async def applied_table(engine: AsyncEngine) -> AsyncEngine:
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE applied (event_id text, available int)"))
+    return engine
+
+
+async def applied_rows(engine: AsyncEngine) -> list[tuple[str, int]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT event_id, available FROM applied"))
+        return [(r[0], r[1]) for r in rows]
+
+
+async def record_applied(event: Event, uow: UnitOfWork) -> None:
+    await uow.session.execute(
+        text("INSERT INTO applied VALUES (:id, :available)"),
+        {"id": event.id, "available": event.data["available"]},
+    )
+
+
+async def send(producer: AIOKafkaProducer, topic: str, event: Event) -> None:
+    value = default_store().encode(event.type, event.data)
+    headers = [(k, v.encode()) for k, v in headers_of(event).items()]
+    await producer.send_and_wait(topic, value, key=event.subject.encode(), headers=headers)
+
+
+@pytest_asyncio.fixture
+async def run_consumer(
+    applied_table: AsyncEngine, kafka_bootstrap: str, producer: AIOKafkaProducer, topics: str
+) -> AsyncIterator[Callable[[Handler], Consumer]]:
+    """Start a consumer of `stock.updated` with the given StockLevelChanged handler."""
+    started: list[tuple[Consumer, asyncio.Task[None]]] = []
+
+    def start(handler: Handler) -> Consumer:
+        topic = f"{topics}stock.updated"
+        consumer = Consumer(
+            name="test_service",
+            consumer=kafka.consumer(kafka_bootstrap, group_id=f"{topics}test", topics=[topic]),
+            producer=producer,
+            handlers={topic: {"StockLevelChanged": handler}},
+            uow_factory=unit_of_work_factory(applied_table),
+            store=default_store(),
+            dlq_topic=f"{topics}test.dlq",
+            retry=RetryPolicy(max_attempts=4, initial_seconds=0.05, max_seconds=0.2),
+        )
+        started.append((consumer, asyncio.create_task(consumer.run())))
+        return consumer
+
+    yield start
+    for consumer, task in started:
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def wait_for_rows(engine: AsyncEngine, count: int, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while len(await applied_rows(engine)) < count:
+            await asyncio.sleep(0.1)
+
+
+async def read_dlq(bootstrap: str, topic: str, count: int) -> list[object]:
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await reader.start()
+    found: list[object] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < count:
+                for records in (await reader.getmany(timeout_ms=500)).values():
+                    found.extend(records)
+    finally:
+        await reader.stop()
+    return found
+
+
+async def test_a_record_delivered_twice_is_applied_once(
+    run_consumer: Callable[[Handler], Consumer],
+    producer: AIOKafkaProducer,
+    applied_table: AsyncEngine,
+    topics: str,
+) -> None:
+    key = new_key()
+    duplicate = stock_event(key, 1)
+    for event in (duplicate, duplicate, stock_event(key, 2)):
+        await send(producer, f"{topics}stock.updated", event)
+
+    run_consumer(record_applied)
+    await wait_for_rows(applied_table, 2)
+    await asyncio.sleep(1.0)  # a second application of the duplicate would land by now
+
+    assert sorted(a for _, a in await applied_rows(applied_table)) == [1, 2]
+
+
+async def test_a_retriable_failure_is_retried_then_succeeds(
+    run_consumer: Callable[[Handler], Consumer],
+    producer: AIOKafkaProducer,
+    applied_table: AsyncEngine,
+    topics: str,
+) -> None:
+    attempts: list[int] = []
+
+    async def flaky(event: Event, uow: UnitOfWork) -> None:
+        await record_applied(event, uow)  # rolled back with the failed attempts
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TransientError("the upstream is briefly down")
+
+    await send(producer, f"{topics}stock.updated", stock_event(new_key(), 7))
+    run_consumer(flaky)
+    await wait_for_rows(applied_table, 1)
+
+    assert len(attempts) == 3
+    assert [available for _, available in await applied_rows(applied_table)] == [7]
+
+
+async def test_an_undecodable_record_is_dead_lettered_and_the_next_one_applied(
+    run_consumer: Callable[[Handler], Consumer],
+    producer: AIOKafkaProducer,
+    applied_table: AsyncEngine,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    key = new_key()
+    garbage = b"\xc3\x01not-an-avro-body"
+    bad = stock_event(key, 1)
+    bad_headers = [(k, v.encode()) for k, v in headers_of(bad).items()]
+    topic = f"{topics}stock.updated"
+    await producer.send_and_wait(topic, garbage, key=key.encode(), headers=bad_headers)
+    await send(producer, topic, stock_event(key, 2))
+
+    run_consumer(record_applied)
+    await wait_for_rows(applied_table, 1)
+    [dead] = await read_dlq(kafka_bootstrap, f"{topics}test.dlq", 1)
+
+    assert [a for _, a in await applied_rows(applied_table)] == [2]
+    assert dead.value == garbage  # type: ignore[attr-defined]
+    assert dead.key == key.encode()  # type: ignore[attr-defined]
+    headers = dict(dead.headers)  # type: ignore[attr-defined]
+    assert headers["ce_id"] == bad.id.encode()
+    assert headers["dlq.original.topic"] == topic.encode()
+    assert headers["dlq.consumer"] == b"test_service"
+    assert headers["dlq.error.type"] == b"UnknownSchemaError"
+    assert headers["dlq.original.offset"].isdigit()
+    assert headers["dlq.original.partition"].isdigit()
+    for name in ("dlq.error.message", "dlq.attempts", "dlq.failed_at"):
+        assert headers[name], name
+
+
+async def test_a_permanent_failure_is_dead_lettered_at_once(
+    run_consumer: Callable[[Handler], Consumer],
+    producer: AIOKafkaProducer,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    calls: list[int] = []
+
+    async def invalid(event: Event, uow: UnitOfWork) -> None:
+        calls.append(1)
+        raise PermanentError(f"order {event.subject} does not exist")
+
+    await send(producer, f"{topics}stock.updated", stock_event(new_key(), 3))
+    run_consumer(invalid)
+    [dead] = await read_dlq(kafka_bootstrap, f"{topics}test.dlq", 1)
+
+    headers = dict(dead.headers)  # type: ignore[attr-defined]
+    assert calls == [1]
+    assert headers["dlq.attempts"] == b"1"
+    assert headers["dlq.error.type"] == b"PermanentError"
+
+
+async def test_offsets_are_committed_after_the_records_are_applied(
+    run_consumer: Callable[[Handler], Consumer],
+    producer: AIOKafkaProducer,
+    applied_table: AsyncEngine,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    key = new_key()
+    topic = f"{topics}stock.updated"
+    for seq in range(5):
+        await send(producer, topic, stock_event(key, seq))
+    consumer = run_consumer(record_applied)
+    await wait_for_rows(applied_table, 5)
+    consumer.stop()
+    await asyncio.sleep(1.5)
+
+    probe = kafka.consumer(kafka_bootstrap, group_id=f"{topics}test", topics=[])
+    await probe.start()
+    try:
+        partitions = probe.partitions_for_topic(topic) or set()
+        committed = [await probe.committed(TopicPartition(topic, p)) or 0 for p in partitions]
+    finally:
+        await probe.stop()
+    assert sum(committed) == 5

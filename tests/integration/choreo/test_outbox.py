@@ -1,0 +1,191 @@
+"""Outbox and relay against real PostgreSQL and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo import kafka
+from choreo.avro import default_store
+from choreo.db import UnitOfWorkFactory, sync_dsn, unit_of_work_factory
+from choreo.outbox import OutboxWriter, Relay, outbox_table
+
+from .conftest import new_key, read_until, stock_event
+
+RELAY_PROCESS = Path(__file__).with_name("relay_process.py")
+
+
+@pytest.fixture
+def topic(topics: str) -> str:
+    return f"{topics}stock.updated"
+
+
+@pytest.fixture
+def uow_factory(engine: AsyncEngine, topics: str) -> UnitOfWorkFactory:
+    writer = OutboxWriter(default_store(), "/test_service", lambda name: f"{topics}{name}")
+    return unit_of_work_factory(engine, writer)
+
+
+@pytest_asyncio.fixture
+async def start_relay(
+    database_url: str, kafka_bootstrap: str
+) -> AsyncIterator[Callable[[], Relay]]:
+    """Start in-process relays on the test database; all are stopped afterwards."""
+    producer = kafka.producer(kafka_bootstrap)
+    await producer.start()
+    running: list[tuple[Relay, asyncio.Task[None]]] = []
+
+    def start() -> Relay:
+        relay = Relay(sync_dsn(database_url), producer, poll_interval=0.5, lock_retry_interval=0.2)
+        running.append((relay, asyncio.create_task(relay.run())))
+        return relay
+
+    yield start
+    for relay, task in running:
+        relay.stop()
+        await task
+    await producer.stop()
+
+
+async def write_streams(
+    uow_factory: UnitOfWorkFactory,
+    keys: list[str],
+    per_key: int,
+    *,
+    writers: int,
+    per_txn: int,
+    first: int = 0,
+) -> None:
+    """Concurrent writers, each owning some keys, commit sequence numbers first.. in order."""
+    end = first + per_key
+
+    async def writer(owned: list[str]) -> None:
+        for start in range(first, end, per_txn):
+            async with uow_factory() as uow:
+                for seq in range(start, min(start + per_txn, end)):
+                    for key in owned:
+                        uow.publish(stock_event(key, seq))
+
+    await asyncio.gather(*(writer(keys[i::writers]) for i in range(writers)))
+
+
+async def unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        query = select(func.count()).where(outbox_table.c.published_at.is_(None))
+        return int((await connection.execute(query)).scalar_one())
+
+
+def assert_each_key_in_order(received_by_key: dict[str, list[int]], keys: list[str], n: int) -> None:
+    for key in keys:
+        seen = list(dict.fromkeys(received_by_key[key]))
+        assert seen == list(range(n)), f"key {key} arrived out of order or incomplete"
+
+
+async def test_twenty_thousand_events_across_200_keys_arrive_in_key_order(
+    uow_factory: UnitOfWorkFactory,
+    start_relay: Callable[[], Relay],
+    engine: AsyncEngine,
+    kafka_bootstrap: str,
+    topic: str,
+) -> None:
+    keys = [new_key() for _ in range(200)]
+    start_relay()
+    await write_streams(uow_factory, keys, 100, writers=20, per_txn=5)
+
+    received = await read_until(kafka_bootstrap, topic, 20_000)
+
+    assert len(received.ids) == 20_000
+    assert_each_key_in_order(received.by_key, keys, 100)
+    assert await unpublished(engine) == 0
+
+
+async def test_a_rolled_back_transaction_publishes_nothing(
+    uow_factory: UnitOfWorkFactory,
+    start_relay: Callable[[], Relay],
+    kafka_bootstrap: str,
+    topic: str,
+) -> None:
+    start_relay()
+    doomed = new_key()
+    with pytest.raises(RuntimeError):
+        async with uow_factory() as uow:
+            uow.publish(stock_event(doomed, 0))
+            raise RuntimeError("the handler failed after publishing")
+    survivor = new_key()
+    async with uow_factory() as uow:
+        uow.publish(stock_event(survivor, 0))
+
+    received = await read_until(kafka_bootstrap, topic, 1)
+    await asyncio.sleep(1.0)  # give a wrongly published record time to show up too
+    received = await read_until(kafka_bootstrap, topic, 1)
+
+    assert set(received.by_key) == {survivor}
+
+
+async def test_two_relays_on_one_database_keep_key_order_and_fail_over(
+    uow_factory: UnitOfWorkFactory,
+    start_relay: Callable[[], Relay],
+    engine: AsyncEngine,
+    kafka_bootstrap: str,
+    topic: str,
+) -> None:
+    keys = [new_key() for _ in range(50)]
+    first, second = start_relay(), start_relay()
+    await write_streams(uow_factory, keys, 40, writers=10, per_txn=4)
+    await read_until(kafka_bootstrap, topic, 2_000)
+    assert sorted([first.published, second.published])[0] == 0, "both relays published at once"
+
+    active = first if first.published else second
+    active.stop()
+    await asyncio.sleep(0.5)
+    await write_streams(uow_factory, keys, 40, writers=10, per_txn=4, first=40)
+
+    received = await read_until(kafka_bootstrap, topic, 4_000)
+    standby = second if active is first else first
+    assert standby.published > 0, "the standby relay never took over"
+    assert_each_key_in_order(received.by_key, keys, 80)
+    assert await unpublished(engine) == 0
+
+
+async def test_a_relay_killed_mid_run_loses_nothing_after_restart(
+    uow_factory: UnitOfWorkFactory,
+    database_url: str,
+    engine: AsyncEngine,
+    kafka_bootstrap: str,
+    topic: str,
+) -> None:
+    keys = [new_key() for _ in range(100)]
+    await write_streams(uow_factory, keys, 50, writers=10, per_txn=5)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        command = [sys.executable, str(RELAY_PROCESS), sync_dsn(database_url), kafka_bootstrap]
+        return subprocess.Popen(command, env={**os.environ, "RELAY_BATCH_SIZE": "100"})
+
+    relay = spawn()
+    try:
+        async with asyncio.timeout(60):
+            while await unpublished(engine) > 3_000:
+                await asyncio.sleep(0.01)
+        relay.send_signal(signal.SIGKILL)
+        relay.wait()
+        left = await unpublished(engine)
+        assert 0 < left < 5_000, "the relay was not killed mid-run"
+
+        relay = spawn()
+        received = await read_until(kafka_bootstrap, topic, 5_000)
+    finally:
+        relay.kill()
+        relay.wait()
+
+    assert_each_key_in_order(received.by_key, keys, 50)
+    assert await unpublished(engine) == 0

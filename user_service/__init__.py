@@ -1,0 +1,1 @@
+"""User service: accounts, password auth, JWT issuing, profiles and roles."""

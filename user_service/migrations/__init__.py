@@ -1,0 +1,1 @@
+"""Alembic versions of the user service's database (environment: choreo.migrate)."""
