@@ -161,7 +161,9 @@ class Consumer:
                 retry=retry_if_exception(is_retriable),
                 stop=stop_after_attempt(self._retry.max_attempts),
                 wait=wait_exponential_jitter(
-                    initial=self._retry.initial_seconds, max=self._retry.max_seconds
+                    multiplier=self._retry.initial_seconds,
+                    max=self._retry.max_seconds,
+                    jitter=self._retry.initial_seconds,
                 ),
                 reraise=False,
             ):
@@ -211,7 +213,7 @@ class Consumer:
         # The offset is committed only once the dead letter is acknowledged: wait out a broker
         # outage rather than lose the record.
         async for attempt in AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.5, max=10.0), reraise=True
+            wait=wait_exponential_jitter(multiplier=0.5, max=10.0, jitter=0.5), reraise=True
         ):
             with attempt:
                 await self._producer.send_and_wait(

@@ -122,15 +122,16 @@ class Service:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         del app
-        if self.settings.database_dsn is None:
+        settings = self.settings
+        dsn = settings.database_dsn
+        if dsn is None:
             yield
             return
-        settings = self.settings
         producer = kafka.producer(settings.kafka_bootstrap_servers, client_id=self.name)
         await _start_with_retry(producer)
         self._producer = producer
         relay = Relay(
-            sync_dsn(settings.database_dsn),
+            sync_dsn(dsn),
             producer,
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_interval_seconds,
