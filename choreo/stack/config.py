@@ -1,0 +1,175 @@
+"""What `choreo up` runs and where: the services, the topics, the ports, and which parts the
+environment provides instead of the embedded ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from choreo.events import DLQ_TOPICS, EVENT_TOPICS
+from choreo.stack.errors import StackError
+from choreo.stack.postgres import database_url
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    """Its part name, in logs and in `--port NAME=PORT`."""
+    module: str
+    """Run as `python -m <module>`."""
+    env_prefix: str
+    """Its settings' prefix: `<PREFIX>_PORT`, `<PREFIX>_DATABASE_URL`, `<PREFIX>_SERVICE_URL`."""
+    database: str | None
+    """Its own PostgreSQL database, if it keeps state."""
+
+
+SERVICES = (
+    Service("gateway", "gateway_service.main", "GATEWAY", None),
+    Service("user", "user_service.main", "USER", "users"),
+    Service("order", "order_service.main", "ORDER", "orders"),
+    Service("payment", "payment_service.main", "PAYMENT", "payments"),
+    Service("inventory", "inventory_service.main", "INVENTORY", "inventory"),
+    Service("notification", "notification_service.main", "NOTIFICATION", "notifications"),
+)
+
+TOPICS = EVENT_TOPICS + DLQ_TOPICS
+
+DEFAULT_ADMIN_EMAIL = "admin@example.com"
+DEFAULT_ADMIN_PASSWORD = "choreo-admin"
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """The loopback port of every part (`s3` serves only `--durable-broker`)."""
+
+    gateway: int = 8000
+    user: int = 8001
+    order: int = 8002
+    payment: int = 8003
+    inventory: int = 8004
+    notification: int = 8005
+    postgres: int = 54320
+    broker: int = 9092
+    stripe: int = 8420
+    sendgrid: int = 8025
+    s3: int = 9000
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(port.name for port in dataclasses.fields(cls))
+
+    @classmethod
+    def from_base(cls, base: int) -> StackPorts:
+        """Consecutive ports from `base`, in the order of `names()`."""
+        return cls(**{name: base + offset for offset, name in enumerate(cls.names())})
+
+    def with_overrides(self, overrides: Mapping[str, int]) -> StackPorts:
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            raise StackError(
+                f"unknown part {', '.join(unknown)}: the parts are {', '.join(self.names())}"
+            )
+        return dataclasses.replace(self, **overrides)
+
+    def of(self, part: str) -> int:
+        port: int = getattr(self, part)
+        return port
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    data_dir: Path = Path(".choreo")
+    ports: StackPorts = field(default_factory=StackPorts)
+    partitions: int = 6
+    durable_broker: bool = False
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """The environment `choreo up` runs in: parts it names are not started, and the children
+    inherit it."""
+    services: Sequence[Service] = SERVICES
+    python: str = sys.executable
+    readiness_timeout: float = 60.0
+    restart: bool = True
+    """Restart a part that exits after it was ready."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where every part is, and whether the stack runs it (embedded) or the environment gave it."""
+
+    database_urls: Mapping[str, str]
+    """Service name to database URL."""
+    database_server: str | None
+    """The server on which the stack creates the databases it derived URLs for."""
+    databases_to_create: tuple[str, ...]
+    embedded_postgres: bool
+    kafka_bootstrap_servers: str
+    embedded_broker: bool
+    stripe_api_base: str
+    embedded_stripe: bool
+    sendgrid_host: str
+    embedded_sendgrid: bool
+
+
+def resolve_endpoints(config: StackConfig) -> Endpoints:
+    environment = config.environment
+    ports = config.ports
+    shared_server = environment.get("DATABASE_URL")
+    embedded_server = f"postgresql://postgres@127.0.0.1:{ports.postgres}"
+    database_urls: dict[str, str] = {}
+    to_create: list[str] = []
+    needs_embedded = False
+    for service in config.services:
+        if service.database is None:
+            continue
+        given = environment.get(f"{service.env_prefix}_DATABASE_URL")
+        if given:
+            database_urls[service.name] = given
+            continue
+        needs_embedded = needs_embedded or not shared_server
+        database_urls[service.name] = database_url(
+            shared_server or embedded_server, service.database
+        )
+        to_create.append(service.database)
+    kafka = environment.get("KAFKA_BOOTSTRAP_SERVERS")
+    stripe = environment.get("STRIPE_API_BASE")
+    sendgrid = environment.get("SENDGRID_HOST")
+    return Endpoints(
+        database_urls=database_urls,
+        database_server=(shared_server or embedded_server) if to_create else None,
+        databases_to_create=tuple(to_create),
+        embedded_postgres=needs_embedded,
+        kafka_bootstrap_servers=kafka or f"127.0.0.1:{ports.broker}",
+        embedded_broker=not kafka,
+        stripe_api_base=stripe or f"http://127.0.0.1:{ports.stripe}",
+        embedded_stripe=not stripe,
+        sendgrid_host=sendgrid or f"http://127.0.0.1:{ports.sendgrid}",
+        embedded_sendgrid=not sendgrid,
+    )
+
+
+def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, str]:
+    """The environment every service runs with: this one, plus where everything is."""
+    environment = dict(config.environment)
+    environment.setdefault("CHOREO_ENV", "dev")
+    if environment["CHOREO_ENV"] == "dev":
+        # Set here so that the stack can print them: a service refuses defaults outside dev.
+        environment.setdefault("CHOREO_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL)
+        environment.setdefault("CHOREO_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD)
+    environment.update(
+        KAFKA_BOOTSTRAP_SERVERS=endpoints.kafka_bootstrap_servers,
+        STRIPE_API_BASE=endpoints.stripe_api_base,
+        SENDGRID_HOST=endpoints.sendgrid_host,
+        PYTHONUNBUFFERED="1",  # their log lines reach the terminal as they are written
+    )
+    for service in config.services:
+        port = config.ports.of(service.name)
+        environment[f"{service.env_prefix}_PORT"] = str(port)
+        environment[f"{service.env_prefix}_SERVICE_URL"] = f"http://127.0.0.1:{port}"
+        if service.name in endpoints.database_urls:
+            environment[f"{service.env_prefix}_DATABASE_URL"] = endpoints.database_urls[
+                service.name
+            ]
+    return environment

@@ -1,0 +1,63 @@
+"""How `choreo up` shows the stack: every part's lines behind its name (padded, coloured on a
+terminal) and the table of URLs once everything is ready."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from choreo.stack.stack import Link
+
+_PALETTE = (
+    "cyan",
+    "magenta",
+    "green",
+    "yellow",
+    "blue",
+    "bright_red",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+    "bright_yellow",
+    "bright_blue",
+)
+
+
+class PrefixedOutput:
+    """An output sink that prints `name | line` on a rich console, one colour per part."""
+
+    def __init__(self, console: Console, names: Sequence[str]) -> None:
+        self.console = console
+        self._width = max((len(name) for name in names), default=0)
+        self._styles = {name: _PALETTE[index % len(_PALETTE)] for index, name in enumerate(names)}
+        self._lock = threading.Lock()
+
+    def __call__(self, part: str, line: str) -> None:
+        style = self._styles.get(part, "bold")
+        text = Text(f"{part:<{self._width}} | ", style=style)
+        text.append(line)
+        with self._lock:
+            self.console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
+def url_table(links: Sequence[Link], admin: tuple[str, str] | None = None) -> Table:
+    """The parts and where to reach them; `admin` (email, password) is shown when it is the
+    dev default, so that a user can log in."""
+    table = Table(title="Choreo is up", title_justify="left")
+    table.add_column("part", style="bold", no_wrap=True)
+    table.add_column("URL", no_wrap=True, overflow="fold")
+    table.add_column("", style="dim", no_wrap=True)
+    for link in links:
+        note = "" if link.embedded else "from the environment"
+        if link.part == "gateway":
+            note = f"API {link.url}/api/v1, docs {link.url}/docs"
+        table.add_row(link.part, link.url, note)
+    if admin is not None:
+        email, password = admin
+        table.caption = f"admin: {email} / {password} (dev default)"
+        table.caption_justify = "left"
+    return table

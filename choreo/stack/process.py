@@ -1,0 +1,226 @@
+"""One child process of the stack: spawned in its own process group, its output forwarded line
+by line, probed until ready, and stopped so that nothing it started is left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from choreo.stack.errors import PartExitedError, ReadinessTimeoutError, StackError
+
+OutputSink = Callable[[str, str], None]
+"""Receives each line a part prints: `(part name, line)`."""
+
+Probe = Callable[[], bool]
+"""True once the part serves requests; must answer within about a second."""
+
+_logger = logging.getLogger("choreo.stack")
+_TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1
+
+
+def log_output(part: str, line: str) -> None:
+    """The default sink: each line goes to the `choreo.stack.<part>` logger."""
+    _logger.getChild(part).info("%s", line)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to run one part: its command, how to tell it is ready, how to stop it."""
+
+    name: str
+    command: Sequence[str]
+    ready: Probe
+    port: int | None = None
+    """A loopback TCP port the part listens on: it must be free before the part starts."""
+    environment: Mapping[str, str] | None = None
+    """The child's whole environment; None inherits this process's."""
+    user: str | None = None
+    prepare: Callable[[], None] | None = None
+    """Runs before every spawn (e.g. initdb)."""
+    after_ready: Callable[[], None] | None = None
+    """Runs each time the part becomes ready (e.g. create databases or topics)."""
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_grace: float = 10.0
+    restart: bool = False
+    """Restart the part when it exits after it was ready (used by `Supervisor.watch`)."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on host:port now (SO_REUSEADDR, as servers bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent(stop_signal: signal.Signals) -> Callable[[], None] | None:
+    """Have Linux signal the child if this process dies without stopping it (even by SIGKILL).
+
+    The kernel ties the parent-death signal to the *thread* that spawned the child, so it is
+    only requested from the main thread, which lives as long as the process.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def request() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(stop_signal), 0, 0, 0)
+
+    return request
+
+
+class ChildProcess:
+    """A running part. Not thread-safe: one thread drives it."""
+
+    def __init__(self, spec: ProcessSpec, output: OutputSink = log_output) -> None:
+        self.spec = spec
+        self._output = output
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self.ready_since: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def tail(self) -> list[str]:
+        """The last lines the part printed."""
+        return list(self._tail)
+
+    def start(self, timeout: float) -> None:
+        """Spawn the part and wait until it is ready."""
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while not self.check_ready():
+            if time.monotonic() > deadline:
+                raise ReadinessTimeoutError([self.name], timeout)
+            time.sleep(0.1)
+
+    def spawn(self) -> None:
+        if self.running():
+            raise StackError(f"{self.name} is already running")
+        port = self.spec.port
+        if port is not None and not port_is_free(port):
+            raise StackError(
+                f"port {port} for {self.name} is in use: is another `choreo up` running? "
+                f"Choose another port with --port {self.name}=PORT"
+            )
+        if self.spec.prepare is not None:
+            self.spec.prepare()
+        self._tail.clear()
+        self.ready_since = None
+        try:
+            self._process = subprocess.Popen(
+                list(self.spec.command),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(self.spec.environment) if self.spec.environment is not None else None,
+                user=self.spec.user,
+                process_group=0,
+                preexec_fn=_die_with_parent(self.spec.stop_signal),
+            )
+        except OSError as error:
+            raise StackError(f"cannot start {self.name}: {error}") from error
+        assert self._process.stdout is not None
+        self._reader = threading.Thread(
+            target=self._forward_output,
+            args=(self._process.stdout,),
+            name=f"output-{self.name}",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _forward_output(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            self._tail.append(line)
+            self._output(self.name, line)
+
+    def poll(self) -> int | None:
+        """The exit code once the process has exited, else None."""
+        return self._process.poll() if self._process else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def check_ready(self) -> bool:
+        """Probe the part once; run its after-ready step the first time it answers.
+
+        Raises PartExitedError when the process has already exited.
+        """
+        if self.ready_since is not None:
+            return True
+        returncode = self.poll()
+        if returncode is not None:
+            self._join_reader()
+            raise PartExitedError(self.name, returncode, self.tail())
+        try:
+            ready = self.spec.ready()
+        except Exception as error:  # a probe that errors just means "not yet"
+            _logger.debug("probe of %s: %s", self.name, error)
+            ready = False
+        if not ready:
+            return False
+        if self.spec.after_ready is not None:
+            self.spec.after_ready()
+        self.ready_since = time.monotonic()
+        return True
+
+    def send_signal(self, signum: signal.Signals) -> None:
+        """Signal the part's main process (chaos tests kill parts this way)."""
+        if self.running():
+            assert self._process is not None
+            self._process.send_signal(signum)
+
+    def stop(self, force: threading.Event | None = None) -> None:
+        """Stop the part: its stop signal, then SIGKILL to its whole process group after the
+        grace period (at once when `force` is set)."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(self.spec.stop_signal)
+            deadline = time.monotonic() + self.spec.stop_grace
+            while process.poll() is None and time.monotonic() < deadline:
+                if force is not None and force.wait(0.05):
+                    break
+                time.sleep(0.05)
+        self._kill_group(process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        self._join_reader()
+
+    def _kill_group(self, pgid: int) -> None:
+        """SIGKILL whatever is left in the part's process group (the group outlives its leader
+        while any member lives)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=5)

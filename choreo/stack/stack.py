@@ -1,0 +1,180 @@
+"""The whole system on one machine: the embedded parts the environment does not provide, the
+databases and topics, then the six services, all under one supervisor (`choreo up`, e2e tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from choreo.kafka import ensure_topics
+from choreo.stack.broker import TansuBroker
+from choreo.stack.config import (
+    TOPICS,
+    StackConfig,
+    resolve_endpoints,
+    service_environment,
+)
+from choreo.stack.postgres import EmbeddedPostgres, create_database
+from choreo.stack.probes import http_ok
+from choreo.stack.process import OutputSink, ProcessSpec, log_output
+from choreo.stack.s3 import MotoS3
+from choreo.stack.sendgrid_sink import SendGridSink
+from choreo.stack.stripe import LocalStripe
+from choreo.stack.supervisor import Progress, Supervisor
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where a user reaches one part."""
+
+    part: str
+    url: str
+    embedded: bool
+    """False when the environment gave the part."""
+
+
+class Stack:
+    """Start with `start()` (blocks until every part is ready), keep alive with `watch()`,
+    stop with `stop()` or by leaving the `with` block."""
+
+    def __init__(self, config: StackConfig, output: OutputSink = log_output) -> None:
+        self.config = config
+        self.endpoints = resolve_endpoints(config)
+        self.supervisor = Supervisor(output, restart_timeout=config.readiness_timeout)
+        self.data_dir = config.data_dir.resolve()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, progress: Progress | None = None) -> None:
+        """Start the infrastructure, create databases and topics, then start the services and
+        wait until each one's /readyz answers 200."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        infrastructure = self._infrastructure()
+        if infrastructure:
+            self.supervisor.start(
+                infrastructure, timeout=self.config.readiness_timeout, progress=progress
+            )
+        if not self.endpoints.embedded_postgres and self.endpoints.databases_to_create:
+            self._create_databases()
+        if not self.endpoints.embedded_broker:
+            self._create_topics()
+        self.supervisor.start(
+            self._services(), timeout=self.config.readiness_timeout, progress=progress
+        )
+
+    def watch(self) -> None:
+        """Block while the stack runs, restarting parts that exit (see `Supervisor.watch`)."""
+        self.supervisor.watch()
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+
+    def links(self) -> list[Link]:
+        endpoints = self.endpoints
+        links = [
+            Link(service.name, f"http://127.0.0.1:{self.config.ports.of(service.name)}", True)
+            for service in self.config.services
+        ]
+        if endpoints.database_urls:
+            server = endpoints.database_server or next(iter(endpoints.database_urls.values()))
+            links.append(Link("postgres", _without_password(server), endpoints.embedded_postgres))
+        links += [
+            Link("broker", endpoints.kafka_bootstrap_servers, endpoints.embedded_broker),
+            Link("stripe", endpoints.stripe_api_base, endpoints.embedded_stripe),
+            Link("sendgrid", f"{endpoints.sendgrid_host}/messages", endpoints.embedded_sendgrid),
+        ]
+        return links
+
+    def _infrastructure(self) -> list[ProcessSpec]:
+        config, endpoints, ports = self.config, self.endpoints, self.config.ports
+        restart = config.restart
+        environment = dict(config.environment)
+        specs: list[ProcessSpec] = []
+        if endpoints.embedded_postgres:
+            postgres = EmbeddedPostgres(self.data_dir / "pg", ports.postgres)
+            specs.append(
+                dataclasses.replace(
+                    postgres.spec, after_ready=self._create_databases, restart=restart
+                )
+            )
+        if endpoints.embedded_broker:
+            broker_environment = environment
+            storage_url = "memory://tansu/"
+            if config.durable_broker:
+                s3 = MotoS3(ports.s3, python=config.python, environment=environment)
+                specs.append(dataclasses.replace(s3.spec, restart=restart))
+                broker_environment = {**environment, **s3.client_environment()}
+                storage_url = s3.storage_url
+            broker = TansuBroker(ports.broker, storage_url, environment=broker_environment)
+            specs.append(
+                dataclasses.replace(broker.spec, after_ready=self._create_topics, restart=restart)
+            )
+        if endpoints.embedded_stripe:
+            stripe = LocalStripe(
+                ports.stripe,
+                self.data_dir / "stripe.pickle",
+                python=config.python,
+                environment=environment,
+            )
+            specs.append(dataclasses.replace(stripe.spec, restart=restart))
+        if endpoints.embedded_sendgrid:
+            sendgrid = SendGridSink(ports.sendgrid, python=config.python, environment=environment)
+            specs.append(dataclasses.replace(sendgrid.spec, restart=restart))
+        return specs
+
+    def _services(self) -> list[ProcessSpec]:
+        environment = service_environment(self.config, self.endpoints)
+        specs = []
+        for service in self.config.services:
+            port = self.config.ports.of(service.name)
+            specs.append(
+                ProcessSpec(
+                    name=service.name,
+                    command=[self.config.python, "-m", service.module],
+                    ready=http_ok(f"http://127.0.0.1:{port}/readyz"),
+                    port=port,
+                    environment=environment,
+                    restart=self.config.restart,
+                    stop_grace=15.0,
+                )
+            )
+        return specs
+
+    def _create_databases(self) -> None:
+        server = self.endpoints.database_server
+        if server is None:
+            return
+        created = [
+            name for name in self.endpoints.databases_to_create if create_database(server, name)
+        ]
+        if created:
+            self.supervisor.say(f"created databases {', '.join(created)}")
+
+    def _create_topics(self) -> None:
+        created = asyncio.run(
+            ensure_topics(
+                self.endpoints.kafka_bootstrap_servers, TOPICS, partitions=self.config.partitions
+            )
+        )
+        if created:
+            self.supervisor.say(f"created topics {', '.join(created)}")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,246 @@
+"""The embedded stack's parts, each started and stopped on free ports: PostgreSQL, the broker,
+the SendGrid sink, and the supervisor's guarantees (ready, restarted, nothing left behind)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from choreo.kafka import ensure_topics
+from choreo.stack.broker import TansuBroker
+from choreo.stack.errors import PartExitedError, StackError
+from choreo.stack.postgres import EmbeddedPostgres
+from choreo.stack.process import ProcessSpec
+from choreo.stack.sendgrid_sink import SendGridSink
+from choreo.stack.supervisor import Supervisor
+from choreo.testing import free_port
+
+MAIL = {
+    "personalizations": [{"to": [{"email": "ada@example.com"}]}],
+    "from": {"email": "shop@example.com"},
+    "subject": "Your order",
+    "content": [{"type": "text/plain", "value": "Thank you."}],
+}
+SENDGRID_AUTH = {"Authorization": "Bearer SG.test"}
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        for pid in pids
+    )
+
+
+def _family(pid: int) -> list[int]:
+    process = psutil.Process(pid)
+    return [pid, *(child.pid for child in process.children(recursive=True))]
+
+
+def test_postgres_starts_creates_databases_and_stops(tmp_path: Path) -> None:
+    postgres = EmbeddedPostgres(tmp_path / "pg", free_port())
+    postgres.start()
+    try:
+        assert postgres.pid is not None
+        family = _family(postgres.pid)
+        assert postgres.create_database("orders") is True
+        assert postgres.create_database("orders") is False
+        url = postgres.url("orders")
+        assert url == f"postgresql://postgres@127.0.0.1:{postgres.port}/orders"
+        with psycopg.connect(url) as connection:
+            assert connection.execute("SELECT current_database()").fetchone() == ("orders",)
+        postgres.drop_database("orders")
+        postgres.drop_database("orders")
+        with psycopg.connect(postgres.url("postgres")) as connection:
+            names = connection.execute("SELECT datname FROM pg_database").fetchall()
+        assert ("orders",) not in names
+    finally:
+        postgres.stop()
+    assert _gone(family)
+    assert not postgres.accepts_connections()
+
+
+def test_postgres_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    postgres = EmbeddedPostgres(tmp_path / "pg", free_port())
+    with postgres:
+        postgres.create_database("kept")
+    with postgres, psycopg.connect(postgres.url("kept")) as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+async def test_broker_creates_topics_and_carries_a_record() -> None:
+    broker = TansuBroker(free_port())
+    broker.start()
+    try:
+        topic = f"stack-{uuid.uuid4().hex[:8]}"
+        assert await ensure_topics(broker.bootstrap_servers, [topic], partitions=3) == [topic]
+        assert await ensure_topics(broker.bootstrap_servers, [topic], partitions=3) == []
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers, acks="all", enable_idempotence=False
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"hello", key=b"order-1")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            record = await consumer.getone()
+        finally:
+            await consumer.stop()
+        assert (record.key, record.value) == (b"order-1", b"hello")
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def sendgrid() -> Iterator[str]:
+    sink = SendGridSink(free_port())
+    with sink:
+        yield sink.host
+
+
+@pytest.fixture
+def mailbox(sendgrid: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sendgrid, timeout=5) as client:
+        client.delete("/messages")
+        client.delete("/_control/fail")
+        yield client
+
+
+def test_sendgrid_sink_accepts_and_lists_messages(mailbox: httpx.Client) -> None:
+    first = mailbox.post("/v3/mail/send", json=MAIL, headers=SENDGRID_AUTH)
+    second = mailbox.post(
+        "/v3/mail/send", json={**MAIL, "subject": "Second"}, headers=SENDGRID_AUTH
+    )
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.content == b""
+    assert first.headers["X-Message-Id"]
+
+    messages = mailbox.get("/messages").json()
+    assert [message["subject"] for message in messages] == ["Your order", "Second"]
+    assert messages[0]["id"] == first.headers["X-Message-Id"]
+    assert messages[0]["received_at"].endswith("Z")
+    assert messages[0]["personalizations"][0]["to"][0]["email"] == "ada@example.com"
+    assert len(mailbox.get("/messages", params={"to": "ADA@example.com"}).json()) == 2
+    assert mailbox.get("/messages", params={"to": "bob@example.com"}).json() == []
+
+    assert mailbox.delete("/messages").status_code == 204
+    assert mailbox.get("/messages").json() == []
+
+
+def test_sendgrid_sink_rejects_what_sendgrid_rejects(mailbox: httpx.Client) -> None:
+    unauthorized = mailbox.post("/v3/mail/send", json=MAIL)
+    assert unauthorized.status_code == 401
+    incomplete = mailbox.post("/v3/mail/send", json={"subject": "x"}, headers=SENDGRID_AUTH)
+    assert incomplete.status_code == 400
+    fields = {error["field"] for error in incomplete.json()["errors"]}
+    assert fields == {"personalizations", "from", "content"}
+    not_json = mailbox.post("/v3/mail/send", content=b"{", headers=SENDGRID_AUTH)
+    assert not_json.status_code == 400
+    assert mailbox.get("/messages").json() == []
+
+
+def test_sendgrid_sink_fails_on_demand_then_heals(mailbox: httpx.Client) -> None:
+    assert mailbox.post("/_control/fail", json={"status": 503, "count": 2}).status_code == 200
+    statuses = [
+        mailbox.post("/v3/mail/send", json=MAIL, headers=SENDGRID_AUTH).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [503, 503, 202]
+
+    mailbox.post("/_control/fail", json={"status": 429})
+    statuses = [
+        mailbox.post("/v3/mail/send", json=MAIL, headers=SENDGRID_AUTH).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [429, 429, 429]
+    assert mailbox.delete("/_control/fail").status_code == 204
+    assert mailbox.post("/v3/mail/send", json=MAIL, headers=SENDGRID_AUTH).status_code == 202
+    assert len(mailbox.get("/messages").json()) == 2
+    assert mailbox.post("/_control/fail", json={"status": 200}).status_code == 422
+
+
+def _sleeper(name: str, *, restart: bool = False, ready: bool = True) -> ProcessSpec:
+    """A part that prints, starts a grandchild, and sleeps: a stand-in for a server."""
+    script = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        "print('up', flush=True); time.sleep(600)"
+    )
+    return ProcessSpec(
+        name=name,
+        command=[sys.executable, "-c", script],
+        ready=lambda: ready,
+        restart=restart,
+        stop_grace=2.0,
+    )
+
+
+def test_supervisor_prefixes_output_and_leaves_nothing_behind() -> None:
+    lines: list[tuple[str, str]] = []
+    supervisor = Supervisor(lambda part, line: lines.append((part, line)))
+    with supervisor:
+        supervisor.start([_sleeper("first"), _sleeper("second")], timeout=10)
+        deadline = time.monotonic() + 10
+        while len([line for line in lines if line[1] == "up"]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        family = [pid for child in supervisor.children for pid in _family(child.pid or 0)]
+        assert len(family) == 4
+    assert _gone(family)
+    assert ("first", "up") in lines
+    assert ("second", "up") in lines
+    assert ("choreo", "stopping second") in lines
+    assert lines.index(("choreo", "stopping second")) < lines.index(("choreo", "stopping first"))
+
+
+def test_supervisor_reports_a_part_that_dies_before_it_is_ready() -> None:
+    failing = ProcessSpec(
+        name="failing",
+        command=[sys.executable, "-c", "print('no config'); raise SystemExit(3)"],
+        ready=lambda: False,
+    )
+    with Supervisor(lambda part, line: None) as supervisor, pytest.raises(PartExitedError) as error:
+        supervisor.start([failing], timeout=10)
+    assert error.value.returncode == 3
+    assert "no config" in str(error.value)
+
+
+def test_supervisor_times_out_on_a_part_that_never_gets_ready() -> None:
+    with Supervisor(lambda part, line: None) as supervisor, pytest.raises(StackError) as error:
+        supervisor.start([_sleeper("stuck", ready=False)], timeout=0.5)
+    assert "stuck" in str(error.value)
+
+
+def test_supervisor_restarts_a_part_that_crashes() -> None:
+    lines: list[tuple[str, str]] = []
+    with Supervisor(lambda part, line: lines.append((part, line))) as supervisor:
+        supervisor.start([_sleeper("crashy", restart=True)], timeout=10)
+        first_family = _family(supervisor.child("crashy").pid or 0)
+        supervisor.kill("crashy", signal.SIGKILL)
+        restarted = threading.Event()
+        watcher = threading.Thread(target=supervisor.watch, args=(restarted,), daemon=True)
+        watcher.start()
+        deadline = time.monotonic() + 15
+        while ("choreo", "crashy restarted") not in lines:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        restarted.set()
+        watcher.join(5)
+        assert supervisor.child("crashy").running()
+        assert supervisor.child("crashy").pid not in first_family
+        assert _gone(first_family)  # the crashed part's own child went with it
