@@ -124,7 +124,12 @@ async def commit_to_consume_latency(
     await producer.start()
     relay = Relay(sync_dsn(dsn), producer, poll_interval=1.0)
     relay_task = asyncio.create_task(relay.run())
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    reader = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=kafka.FETCH_MAX_WAIT_MS,
+    )
     await reader.start()
     await reader.seek_to_end()
     committed: dict[str, float] = {}
