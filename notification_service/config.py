@@ -1,4 +1,4 @@
-"""The notification service's settings: the only module of the service that reads the environment."""
+"""The notification service's settings: the only module of it that reads the environment."""
 
 from __future__ import annotations
 

@@ -85,9 +85,11 @@ async def unpublished(engine: AsyncEngine) -> int:
         return int((await connection.execute(query)).scalar_one())
 
 
-def assert_each_key_in_order(received_by_key: dict[str, list[int]], keys: list[str], n: int) -> None:
+def assert_each_key_in_order(
+    received_by_key: dict[str, list[int]], keys: list[str], n: int
+) -> None:
     for key in keys:
-        seen = list(dict.fromkeys(received_by_key[key]))
+        seen = list(dict.fromkeys(by_key[key]))
         assert seen == list(range(n)), f"key {key} arrived out of order or incomplete"
 
 
@@ -117,10 +119,14 @@ async def test_a_rolled_back_transaction_publishes_nothing(
 ) -> None:
     start_relay()
     doomed = new_key()
-    with pytest.raises(RuntimeError):
+
+    async def failing_step() -> None:
         async with uow_factory() as uow:
             uow.publish(stock_event(doomed, 0))
             raise RuntimeError("the handler failed after publishing")
+
+    with pytest.raises(RuntimeError):
+        await failing_step()
     survivor = new_key()
     async with uow_factory() as uow:
         uow.publish(stock_event(survivor, 0))
