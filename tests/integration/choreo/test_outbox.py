@@ -89,7 +89,7 @@ def assert_each_key_in_order(
     received_by_key: dict[str, list[int]], keys: list[str], n: int
 ) -> None:
     for key in keys:
-        seen = list(dict.fromkeys(by_key[key]))
+        seen = list(dict.fromkeys(received_by_key[key]))
         assert seen == list(range(n)), f"key {key} arrived out of order or incomplete"
 
 
