@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo import kafka
+from choreo.auth import TokenVerifier, verifier_from_settings
 from choreo.avro import SchemaStore, default_store
 from choreo.consumer import Consumer, Handler, RetryPolicy
 from choreo.db import UnitOfWorkFactory, create_engine, sync_dsn, unit_of_work_factory
@@ -42,6 +44,10 @@ class Subscription:
     handlers: Mapping[str, Handler] = field(default_factory=dict)
 
 
+# A background job of a service (a periodic sweep, say): runs until the event is set.
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
 class ConfigurationError(ChoreoError):
     """The service is wired inconsistently (a programming error, found at start-up)."""
 
@@ -57,13 +63,22 @@ class Service:
         subscriptions: Sequence[Subscription] = (),
         error_statuses: Mapping[type[Exception], tuple[int, str]] | None = None,
         store: SchemaStore | None = None,
+        background: Sequence[BackgroundTask] = (),
+        resources: Mapping[str, object] | None = None,
+        token_verifier: TokenVerifier | None = None,
     ) -> None:
+        """`resources` become attributes of `app.state` for the routers' dependencies."""
         self.settings = settings
         self.name = f"{settings.service}_service"
         self.store = store or default_store()
         self._subscriptions = subscriptions
         self._routers = routers
         self._error_statuses = error_statuses
+        self._background = background
+        self._resources = dict(resources or {})
+        self.token_verifier = token_verifier or verifier_from_settings(
+            settings.jwks_url, settings.jwks_json
+        )
         self._producer: AIOKafkaProducer | None = None
         self.engine: AsyncEngine | None = None
         self.uow_factory: UnitOfWorkFactory | None = None
@@ -81,13 +96,18 @@ class Service:
         return self.uow_factory
 
     def app(self) -> FastAPI:
-        return create_app(
+        app = create_app(
             self.name,
             readiness=self._readiness(),
             routers=self._routers,
             lifespan=self._lifespan,
             error_statuses=self._error_statuses,
         )
+        app.state.uow_factory = self.uow_factory
+        app.state.token_verifier = self.token_verifier
+        for name, resource in self._resources.items():
+            setattr(app.state, name, resource)
+        return app
 
     def run(self) -> None:
         """Migrate the database, then serve until SIGTERM or Ctrl-C."""
@@ -141,6 +161,7 @@ class Service:
         tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-relay")]
         if self._subscriptions:
             tasks.append(asyncio.create_task(self._consume(producer, stopping)))
+        tasks += [asyncio.create_task(job(stopping)) for job in self._background]
         try:
             yield
         finally:

@@ -38,6 +38,8 @@ class ServiceSettings(BaseSettings):
         default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
     )
     topic_prefix: str = Field(default="", validation_alias=AliasChoices("CHOREO_TOPIC_PREFIX"))
+    jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS_URL"))
+    jwks_json: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS"))
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 1.0
     consumer_max_attempts: int = 5

@@ -1,0 +1,211 @@
+"""JWT issuing and verification shared by the user service, the gateway and every service.
+
+Tokens are signed with an asymmetric key (EdDSA / Ed25519 by default, RS256 accepted); the
+public keys travel as a JWKS. A service verifies every request itself, so a call that bypasses
+the gateway is still authenticated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Depends, Request
+from jwt.algorithms import OKPAlgorithm
+
+from choreo.errors import ChoreoError
+from choreo.web import ApiError
+
+ALGORITHMS = ("EdDSA", "RS256")
+ISSUER = "choreo"
+AUDIENCE = "choreo"
+
+
+class AuthError(ChoreoError):
+    """The request carries no valid token."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject and roles."""
+
+    user_id: str
+    roles: frozenset[str] = frozenset()
+    email: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+class KeySource(Protocol):
+    async def keys(self, *, refresh: bool) -> Mapping[str, jwt.PyJWK]: ...
+
+
+@dataclass
+class StaticKeys:
+    """Keys given up front (a JWKS document from the environment, or a test's own)."""
+
+    jwks: Mapping[str, Any]
+    _parsed: dict[str, jwt.PyJWK] = field(default_factory=dict)
+
+    async def keys(self, *, refresh: bool) -> Mapping[str, jwt.PyJWK]:
+        if not self._parsed:
+            self._parsed = _parse_jwks(self.jwks)
+        return self._parsed
+
+
+class RemoteJwks:
+    """A JWKS URL (the user service's /auth/jwks), cached; refetched on an unknown `kid`."""
+
+    def __init__(self, url: str, *, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0):
+        self._url = url
+        self._ttl = ttl_seconds
+        self._min_refresh = min_refresh_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+
+    async def keys(self, *, refresh: bool) -> Mapping[str, jwt.PyJWK]:
+        age = time.monotonic() - self._fetched_at
+        if age > self._ttl or (refresh and age > self._min_refresh):
+            try:
+                async with httpx.AsyncClient(timeout=3.0) as client:
+                    response = await client.get(self._url)
+                    response.raise_for_status()
+                self._keys = _parse_jwks(response.json())
+                self._fetched_at = time.monotonic()
+            except (httpx.HTTPError, ValueError) as error:
+                if not self._keys:
+                    raise AuthError(f"signing keys unavailable: {error}", retriable=True) from error
+        return self._keys
+
+
+def _parse_jwks(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
+    return {key["kid"]: jwt.PyJWK(key) for key in jwks.get("keys", []) if "kid" in key}
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, expiry, issuer and audience; returns the principal."""
+
+    def __init__(self, source: KeySource, *, issuer: str = ISSUER, audience: str = AUDIENCE):
+        self._source = source
+        self._issuer = issuer
+        self._audience = audience
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise AuthError(f"malformed token: {error}") from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in ALGORITHMS:
+            raise AuthError(f"token algorithm {algorithm!r} is not accepted")
+        keys = await self._source.keys(refresh=False)
+        if kid not in keys:
+            keys = await self._source.keys(refresh=True)
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise AuthError("token signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as error:
+            raise AuthError(f"invalid token: {error}") from None
+        if claims.get("typ", "access") != "access":
+            raise AuthError("not an access token")
+        return Principal(
+            user_id=str(claims["sub"]),
+            roles=frozenset(claims.get("roles", [])),
+            email=claims.get("email"),
+        )
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private Ed25519 key and its id; `jwks()` is what verifiers need."""
+
+    kid: str
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(kid=uuid.uuid4().hex[:16], private_key=Ed25519PrivateKey.generate())
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(OKPAlgorithm.to_jwk(self.private_key.public_key()))
+        return {"keys": [{**public, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
+
+    def issue(
+        self,
+        user_id: str,
+        *,
+        roles: Iterable[str] = ("user",),
+        email: str | None = None,
+        ttl_seconds: int = 900,
+        token_type: str = "access",
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "roles": sorted(roles),
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + ttl_seconds,
+            "jti": uuid.uuid4().hex,
+            "typ": token_type,
+        }
+        if email is not None:
+            claims["email"] = email
+        return jwt.encode(claims, self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+def verifier_from_settings(jwks_url: str | None, jwks_json: str | None) -> TokenVerifier | None:
+    """The verifier a service's settings describe, or None when they name no keys."""
+    if jwks_json:
+        return TokenVerifier(StaticKeys(json.loads(jwks_json)))
+    if jwks_url:
+        return TokenVerifier(RemoteJwks(jwks_url))
+    return None
+
+
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the verified caller, or 401."""
+    verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthenticated", "a bearer token is required", headers=challenge)
+    if verifier is None:
+        raise ApiError(503, "auth_unavailable", "this service has no signing keys configured")
+    try:
+        return await verifier.verify(token.strip())
+    except AuthError as error:
+        if error.retriable:
+            raise ApiError(503, "auth_unavailable", str(error)) from None
+        raise ApiError(401, "unauthenticated", str(error), headers=challenge) from None
+
+
+async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """FastAPI dependency: the verified caller, who must hold the admin role, or 403."""
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "this needs the admin role")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+AdminUser = Annotated[Principal, Depends(admin_principal)]
