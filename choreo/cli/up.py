@@ -1,9 +1,180 @@
-"""`choreo up`: placeholder replaced by the stack work in this session."""
+"""`choreo up` runs the whole system on this machine; `choreo migrate` migrates databases."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.text import Text
+
+from choreo.stack.config import SERVICES, StackConfig, StackPorts, resolve_endpoints
+from choreo.stack.console import PrefixedOutput, url_table
+from choreo.stack.demo import seed_catalog
+from choreo.stack.errors import StackError
+from choreo.stack.postgres import create_database
+from choreo.stack.stack import Stack
+from choreo.stack.supervisor import SUPERVISOR_NAME, stop_signals_interrupt
+
+_PORTS_HELP = (
+    "Listen on PORT for PART (repeatable). Parts and defaults: "
+    + ", ".join(f"{name}={getattr(StackPorts(), name)}" for name in StackPorts.names())
+    + "."
+)
+_BASE_PORT_HELP = (
+    "Give the parts consecutive ports from N, in this order: "
+    + ", ".join(StackPorts.names())
+    + ". --port overrides single parts."
+)
+
+PortOption = Annotated[
+    list[str] | None, typer.Option("--port", metavar="PART=PORT", help=_PORTS_HELP)
+]
+BasePortOption = Annotated[
+    int | None, typer.Option("--base-port", metavar="N", help=_BASE_PORT_HELP, min=1, max=65525)
+]
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command(epilog=_UP_EPILOG)(up)
+    app.command()(migrate)
+
+
+_UP_EPILOG = (
+    "Parts given by the environment are used instead of the embedded ones: DATABASE_URL "
+    "(a PostgreSQL server URL) or <SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, "
+    "STRIPE_API_BASE, SENDGRID_HOST. The services get <SERVICE>_PORT, <SERVICE>_SERVICE_URL, "
+    "<SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, STRIPE_API_BASE, SENDGRID_HOST and "
+    "CHOREO_ENV (default dev). Ctrl-C (or SIGTERM) stops everything; exit status 0 then, "
+    "1 when a part fails."
+)
+
+
+def up(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also seed a demo catalog (through the gateway).")
+    ] = False,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where PostgreSQL and the Stripe emulator keep their data.")
+    ] = Path(".choreo"),
+    durable_broker: Annotated[
+        bool,
+        typer.Option(
+            "--durable-broker",
+            help="Keep the broker's records in S3 on a loopback moto server (needs"
+            " moto\\[server]), so that a broker crash loses nothing.",
+        ),
+    ] = False,
+    partitions: Annotated[int, typer.Option(help="Partitions of each topic created.", min=1)] = 6,
+    port: PortOption = None,
+    base_port: BasePortOption = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each group of parts has to become ready.", min=1)
+    ] = 60.0,
+) -> None:
+    """Start PostgreSQL, the broker, the Stripe and SendGrid emulators and the six services,
+    print their URLs, and supervise them until Ctrl-C."""
+    console = _console()
+    ports = _ports(base_port, port or [])
+    config = StackConfig(
+        data_dir=data_dir,
+        ports=ports,
+        partitions=partitions,
+        durable_broker=durable_broker,
+        environment=dict(os.environ),
+        readiness_timeout=timeout,
+    )
+    output = PrefixedOutput(console, [SUPERVISOR_NAME, *StackPorts.names()])
+    stack = Stack(config, output)
+    with stop_signals_interrupt():
+        try:
+            with stack:
+                with console.status("starting") as status:
+
+                    def progress(pending: Sequence[str]) -> None:
+                        status.update(f"waiting for {', '.join(pending) or 'the next parts'}")
+
+                    stack.start(progress=progress)
+                if demo:
+                    _seed_demo(stack)
+                admin = stack.admin()
+                shown = admin if "CHOREO_ADMIN_PASSWORD" not in config.environment else None
+                console.print(url_table(stack.links(), shown))
+                stack.watch()
+        except KeyboardInterrupt:
+            console.print("stopped", style="bold")
+        except StackError as error:
+            console.print(Text(f"error: {error}", style="red"))
+            raise typer.Exit(1) from None
+
+
+def migrate(
+    service: Annotated[
+        str | None,
+        typer.Argument(help="One service (e.g. order or order_service); all when omitted."),
+    ] = None,
+    port: PortOption = None,
+) -> None:
+    """Bring service databases to their latest schema (the services also do it at start-up).
+
+    Uses the same database URLs as `choreo up`: <SERVICE>_DATABASE_URL, else DATABASE_URL, else
+    the embedded PostgreSQL (which must be running)."""
+    console = _console()
+    config = StackConfig(ports=_ports(None, port or []), environment=dict(os.environ))
+    endpoints = resolve_endpoints(config)
+    wanted = service.removesuffix("_service") if service else None
+    targets = [s for s in SERVICES if s.database and wanted in (None, s.name)]
+    if not targets:
+        names = ", ".join(s.name for s in SERVICES if s.database)
+        console.print(Text(f"error: no service {service!r} with a database; one of {names}"))
+        raise typer.Exit(2)
+    from choreo.migrate import migrate as migrate_database
+
+    try:
+        for target in targets:
+            url = endpoints.database_urls[target.name]
+            if endpoints.database_server and target.database in endpoints.databases_to_create:
+                create_database(endpoints.database_server, target.database or "")
+            console.print(f"migrating {target.name}")
+            migrate_database(target.name, url)
+    except Exception as error:
+        console.print(Text(f"error: {target.name}: {error}", style="red"))
+        raise typer.Exit(1) from None
+    console.print("migrated", style="bold")
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        # Piped output (CI, tests, `| tee`) keeps whole lines and URLs instead of 80 columns.
+        console = Console(width=200)
+    return console
+
+
+def _ports(base_port: int | None, overrides: list[str]) -> StackPorts:
+    ports = StackPorts.from_base(base_port) if base_port is not None else StackPorts()
+    parsed: dict[str, int] = {}
+    for override in overrides:
+        name, _, value = override.partition("=")
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise typer.BadParameter(f"{override!r} is not PART=PORT", param_hint="--port")
+        parsed[name.strip()] = int(value)
+    try:
+        return ports.with_overrides(parsed)
+    except StackError as error:
+        raise typer.BadParameter(str(error), param_hint="--port") from None
+
+
+def _seed_demo(stack: Stack) -> None:
+    """Seed the demo catalog; a failure is reported and the stack keeps running."""
+    admin = stack.admin()
+    if admin is None:
+        stack.supervisor.say("no admin credentials (CHOREO_ADMIN_EMAIL/PASSWORD): no demo catalog")
+        return
+    try:
+        seed_catalog(stack.url_of("gateway"), admin, stack.supervisor.say)
+    except StackError as error:
+        stack.supervisor.say(str(error))

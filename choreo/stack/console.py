@@ -52,10 +52,9 @@ def url_table(links: Sequence[Link], admin: tuple[str, str] | None = None) -> Ta
     table.add_column("URL", no_wrap=True, overflow="fold")
     table.add_column("", style="dim", no_wrap=True)
     for link in links:
-        note = "" if link.embedded else "from the environment"
-        if link.part == "gateway":
-            note = f"API {link.url}/api/v1, docs {link.url}/docs"
-        table.add_row(link.part, link.url, note)
+        notes = [] if link.embedded else ["from the environment"]
+        notes += [link.note] if link.note else []
+        table.add_row(link.part, link.url, ", ".join(notes))
     if admin is not None:
         email, password = admin
         table.caption = f"admin: {email} / {password} (dev default)"

@@ -34,6 +34,7 @@ class Link:
     url: str
     embedded: bool
     """False when the environment gave the part."""
+    note: str = ""
 
 
 class Stack:
@@ -81,19 +82,49 @@ class Stack:
     def stop(self) -> None:
         self.supervisor.stop()
 
+    def url_of(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports.of(service)}"
+
+    def admin(self) -> tuple[str, str] | None:
+        """The admin's (email, password) the user service seeds, when known."""
+        environment = service_environment(self.config, self.endpoints)
+        email = environment.get("CHOREO_ADMIN_EMAIL")
+        password = environment.get("CHOREO_ADMIN_PASSWORD")
+        return (email, password) if email and password else None
+
     def links(self) -> list[Link]:
         endpoints = self.endpoints
+        gateway = self.url_of("gateway")
         links = [
-            Link(service.name, f"http://127.0.0.1:{self.config.ports.of(service.name)}", True)
+            Link(
+                service.name,
+                self.url_of(service.name),
+                True,
+                f"API {gateway}/api/v1, docs {gateway}/docs" if service.name == "gateway" else "",
+            )
             for service in self.config.services
         ]
-        if endpoints.database_urls:
-            server = endpoints.database_server or next(iter(endpoints.database_urls.values()))
-            links.append(Link("postgres", _without_password(server), endpoints.embedded_postgres))
+        if endpoints.database_server is not None:
+            databases = ", ".join(endpoints.databases_to_create)
+            links.append(
+                Link(
+                    "postgres",
+                    _without_password(endpoints.database_server),
+                    endpoints.embedded_postgres,
+                    f"databases {databases}",
+                )
+            )
+        elif endpoints.database_urls:
+            links.append(Link("postgres", "<SERVICE>_DATABASE_URL", False))
         links += [
             Link("broker", endpoints.kafka_bootstrap_servers, endpoints.embedded_broker),
             Link("stripe", endpoints.stripe_api_base, endpoints.embedded_stripe),
-            Link("sendgrid", f"{endpoints.sendgrid_host}/messages", endpoints.embedded_sendgrid),
+            Link(
+                "sendgrid",
+                f"{endpoints.sendgrid_host}/messages",
+                endpoints.embedded_sendgrid,
+                "the e-mails sent",
+            ),
         ]
         return links
 

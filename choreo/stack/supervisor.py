@@ -172,11 +172,13 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 @contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP interrupt the main thread like Ctrl-C does
-    (KeyboardInterrupt), so one `except KeyboardInterrupt` handles every way of stopping."""
+    """Within the block, SIGINT, SIGTERM and SIGHUP interrupt the main thread like Ctrl-C
+    (KeyboardInterrupt), so one `except KeyboardInterrupt` handles every way of stopping.
+
+    SIGINT is included because a shell starts background commands with SIGINT ignored.
+    """
     previous = {
-        signum: signal.signal(signum, signal.default_int_handler)
-        for signum in (signal.SIGTERM, signal.SIGHUP)
+        signum: signal.signal(signum, signal.default_int_handler) for signum in _STOP_SIGNALS
     }
     try:
         yield

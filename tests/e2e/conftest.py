@@ -1,0 +1,129 @@
+"""End-to-end fixtures: `choreo up` run as a user runs it, as a subprocess on free ports.
+
+`choreo_up` (session-scoped) is the running system for the e2e scenarios: its URLs come from
+`ChoreoUp.url(part)`. `start_choreo_up` starts a private one for tests that stop or break it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from choreo.stack.config import StackPorts
+from choreo.testing import free_port, repository_root
+
+UP_BANNER = "Choreo is up"
+EXTERNAL_PARTS = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "STRIPE_API_BASE", "SENDGRID_HOST")
+
+
+@dataclass
+class ChoreoUp:
+    """A running `choreo up` process and everything it printed so far."""
+
+    process: subprocess.Popen[str]
+    ports: StackPorts
+    lines: list[str] = field(default_factory=list)
+
+    def url(self, part: str) -> str:
+        return f"http://127.0.0.1:{self.ports.of(part)}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.ports.broker}"
+
+    def database_url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.ports.postgres}/{database}"
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"choreo up exited ({self.process.returncode}):\n{self.output()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {timeout:.0f} s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def interrupt(self, timeout: float = 60.0) -> int:
+        """Ctrl-C, then wait for the exit status."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout)
+
+
+def _environment() -> dict[str, str]:
+    """This environment without anything that would replace an embedded part."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in EXTERNAL_PARTS and not name.endswith("_DATABASE_URL")
+    }
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+def start_choreo_up(
+    data_dir: Path, *arguments: str, environment: Mapping[str, str] | None = None
+) -> ChoreoUp:
+    """Start `choreo up` on free ports (returns at once; see `ChoreoUp.wait_for_line`)."""
+    ports = StackPorts(**{name: free_port() for name in StackPorts.names()})
+    port_options = [f"--port={name}={ports.of(name)}" for name in StackPorts.names()]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from choreo.cli import main; main()",
+            "up",
+            f"--data-dir={data_dir}",
+            *port_options,
+            *arguments,
+        ],
+        cwd=repository_root(),  # the service packages are importable from the checkout
+        env={**_environment(), **(environment or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = ChoreoUp(process, ports)
+
+    def collect() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            running.lines.append(line.rstrip("\n"))
+
+    threading.Thread(target=collect, name="choreo-up-output", daemon=True).start()
+    return running
+
+
+def stop_choreo_up(running: ChoreoUp) -> None:
+    """Stop it whatever state it is in (the tests' own cleanup)."""
+    if running.process.poll() is None:
+        try:
+            running.interrupt()
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+            running.process.wait()
+
+
+@pytest.fixture(scope="session")
+def choreo_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChoreoUp]:
+    """The whole system, started once for the e2e scenarios."""
+    running = start_choreo_up(tmp_path_factory.mktemp("choreo"))
+    try:
+        running.wait_for_line(UP_BANNER, timeout=120)
+        yield running
+    finally:
+        stop_choreo_up(running)

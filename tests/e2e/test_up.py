@@ -1,0 +1,92 @@
+"""`choreo up` as a user sees it: every service ready within a minute, the URLs printed, a
+crashed service brought back, and nothing left running after Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from choreo.stack.config import SERVICES
+from choreo.stack.process import port_is_free
+
+from .conftest import UP_BANNER, ChoreoUp, start_choreo_up, stop_choreo_up
+
+pytestmark = pytest.mark.slow
+
+
+def _ready(running: ChoreoUp, service: str) -> bool:
+    try:
+        response = httpx.get(f"{running.url(service)}/readyz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _wait_until_ready(running: ChoreoUp, services: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(services)
+    while pending:
+        assert running.process.poll() is None, running.output()
+        assert time.monotonic() < deadline, f"not ready: {pending}\n{running.output()}"
+        pending = [service for service in pending if not _ready(running, service)]
+        time.sleep(0.2)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _service_process(running: ChoreoUp, module: str) -> psutil.Process:
+    for child in psutil.Process(running.process.pid).children():
+        if module in " ".join(child.cmdline()):
+            return child
+    raise AssertionError(f"no process runs {module}")
+
+
+def test_choreo_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    running = start_choreo_up(tmp_path / "choreo")
+    try:
+        services = [service.name for service in SERVICES]
+        _wait_until_ready(running, services, timeout=60)
+        running.wait_for_line(UP_BANNER, timeout=10)
+        output = running.output()
+        for service in services:
+            assert running.url(service) in output
+        assert f"127.0.0.1:{running.ports.postgres}" in output
+        assert running.bootstrap_servers in output
+        assert running.url("stripe") in output
+        assert f"{running.url('sendgrid')}/messages" in output
+        assert "order        | " in output  # each part's lines carry its name
+
+        family = psutil.Process(running.process.pid).children(recursive=True)
+        assert len(family) >= 10  # four parts, six services, PostgreSQL's own processes
+
+        assert running.interrupt() == 0
+    finally:
+        stop_choreo_up(running)
+    assert "stopped" in running.output()
+    left = [process for process in family if _alive(process)]
+    assert left == [], f"left running: {[p.cmdline() for p in left]}"
+    assert all(port_is_free(running.ports.of(name)) for name in running.ports.names())
+
+
+def test_a_service_that_crashes_is_restarted(tmp_path: Path) -> None:
+    running = start_choreo_up(tmp_path / "choreo")
+    try:
+        running.wait_for_line(UP_BANNER, timeout=90)
+        order = _service_process(running, "order_service.main")
+        order.send_signal(signal.SIGKILL)
+        running.wait_for_line("order restarted", timeout=60)
+        _wait_until_ready(running, ["order"], timeout=10)
+        assert _service_process(running, "order_service.main").pid != order.pid
+    finally:
+        stop_choreo_up(running)
+    assert running.process.returncode == 0
