@@ -6,18 +6,35 @@ database and its own topic prefix, so tests never see each other's rows or recor
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from choreo import kafka
+from choreo.auth import SigningKey
 from choreo.events import DLQ_TOPICS, EVENT_TOPICS
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
+from choreo.stack.probes import http_ok
+from choreo.stack.process import ChildProcess, ProcessSpec
+from choreo.stack.stripe import TEST_SECRET_KEY, LocalStripe
+
+DATABASE_OF_SERVICE = {
+    "user": "users",
+    "order": "orders",
+    "payment": "payments",
+    "inventory": "inventory",
+    "notification": "notifications",
+}
 
 
 def free_port() -> int:
@@ -73,6 +90,115 @@ async def topics(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[str]:
     names = [f"{topic_prefix}{t}" for t in (*EVENT_TOPICS, *DLQ_TOPICS)]
     await kafka.ensure_topics(kafka_bootstrap, names, partitions=3)
     yield topic_prefix
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key tests sign tokens with; services started here trust it."""
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="session")
+def stripe_api_base() -> Iterator[str]:
+    """A localstripe emulator for the whole test run."""
+    stripe = LocalStripe(free_port())
+    stripe.start()
+    try:
+        yield stripe.api_base
+    finally:
+        stripe.stop()
+
+
+class ServiceProcess:
+    """One service run as in production (`python -m <service>_service.main`) on a free port."""
+
+    def __init__(
+        self, service: str, environment: Mapping[str, str], port: int | None = None
+    ) -> None:
+        self.service = service
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._environment = {**environment, f"{service.upper()}_PORT": str(self.port)}
+        self._child: ChildProcess | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        spec = ProcessSpec(
+            name=self.service,
+            command=[sys.executable, "-m", f"{self.service}_service.main"],
+            ready=http_ok(f"{self.url}/readyz"),
+            port=self.port,
+            environment=self._environment,
+            stop_grace=15.0,
+        )
+        self._child = ChildProcess(spec)
+        self._child.start(timeout)
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, with no chance to commit or clean up."""
+        if self._child is not None:
+            self._child.send_signal(signal.SIGKILL)
+            self._child.stop()
+            self._child = None
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30.0)
+
+
+StartService = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def start_service(
+    postgres: EmbeddedPostgres,
+    kafka_bootstrap: str,
+    topics: str,
+    signing_key: SigningKey,
+    stripe_api_base: str,
+) -> Iterator[StartService]:
+    """Start services of this test: each its own fresh database, all on this test's topics.
+
+    `start_service("order", ORDER_SAGA_TIMEOUT_SECONDS="3")` returns the running process;
+    extra keyword arguments become environment variables. Starting a service a second time
+    reuses its database and port (a restart). Everything started is stopped at the end.
+    """
+    started: list[ServiceProcess] = []
+    databases: dict[str, str] = {}
+    ports: dict[str, int] = {}
+
+    def start(service: str, **environment: str) -> ServiceProcess:
+        env = {
+            **os.environ,
+            "CHOREO_ENV": "test",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CHOREO_TOPIC_PREFIX": topics,
+            "JWT_JWKS": json.dumps(signing_key.jwks()),
+            "STRIPE_API_BASE": stripe_api_base,
+            "STRIPE_API_KEY": TEST_SECRET_KEY,
+            **{f"{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{p}" for name, p in ports.items()},
+            **environment,
+        }
+        if service in DATABASE_OF_SERVICE:
+            if service not in databases:
+                databases[service] = f"{DATABASE_OF_SERVICE[service]}_{uuid.uuid4().hex[:8]}"
+                postgres.create_database(databases[service])
+            env[f"{service.upper()}_DATABASE_URL"] = postgres.url(databases[service])
+        process = ServiceProcess(service, env, ports.get(service))
+        ports[service] = process.port
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+    for name in databases.values():
+        postgres.drop_database(name)
 
 
 def repository_root() -> Path:
