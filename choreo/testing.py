@@ -6,6 +6,7 @@ database and its own topic prefix, so tests never see each other's rows or recor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ import pytest_asyncio
 
 from choreo import kafka
 from choreo.auth import SigningKey
-from choreo.events import DLQ_TOPICS, EVENT_TOPICS
+from choreo.avro import default_store
+from choreo.events import DLQ_TOPICS, EVENT_TOPICS, Event, decode_record, headers_of
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
 from choreo.stack.probes import http_ok
@@ -199,6 +201,52 @@ def start_service(
         process.stop()
     for name in databases.values():
         postgres.drop_database(name)
+
+
+async def publish(bootstrap: str, prefix: str, *events: Event) -> None:
+    """Put `events` on their topics (under `prefix`) exactly as a service's relay would."""
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        store = default_store()
+        for event in events:
+            headers = [(k, v.encode()) for k, v in headers_of(event).items()]
+            await producer.send_and_wait(
+                f"{prefix}{event.topic}",
+                store.encode(event.type, event.data),
+                key=event.subject.encode(),
+                headers=headers,
+            )
+    finally:
+        await producer.stop()
+
+
+async def collect_events(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Event]], bool],
+    *,
+    timeout: float = 30.0,
+) -> list[Event]:
+    """Read `topic` (a physical name) from the start until `until(events so far)` holds.
+
+    Raises TimeoutError naming what was seen when the condition does not hold in time.
+    """
+    reader = kafka.consumer(bootstrap, group_id=f"collector-{uuid.uuid4().hex}", topics=[topic])
+    await reader.start()
+    events: list[Event] = []
+    store = default_store()
+    try:
+        async with asyncio.timeout(timeout):
+            while not until(events):
+                for records in (await reader.getmany(timeout_ms=200)).values():
+                    events += [decode_record(r.headers, r.value, store) for r in records]
+    except TimeoutError:
+        seen = ", ".join(f"{e.type}({e.subject})" for e in events) or "nothing"
+        raise TimeoutError(f"{topic}: condition not met in {timeout} s; saw {seen}") from None
+    finally:
+        await reader.stop()
+    return events
 
 
 def repository_root() -> Path:
