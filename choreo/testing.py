@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 import pytest_asyncio
 
 from choreo import kafka
@@ -232,7 +233,13 @@ async def collect_events(
 
     Raises TimeoutError naming what was seen when the condition does not hold in time.
     """
-    reader = kafka.consumer(bootstrap, group_id=f"collector-{uuid.uuid4().hex}", topics=[topic])
+    # No group: the reader gets every partition at once, without a join round.
+    reader = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=kafka.FETCH_MAX_WAIT_MS,
+    )
     await reader.start()
     events: list[Event] = []
     store = default_store()
