@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 
 from choreo import kafka
 from choreo.auth import SigningKey
