@@ -71,12 +71,11 @@ NOTIFY_TRIGGER_DDL = (
     """,
 )
 
-PUBLISHED = Counter("choreo_relay_published_total", "Outbox rows published", ["database"])
+PUBLISHED = Counter("choreo_relay_published_total", "Outbox rows published", ["relay"])
 BATCH_SECONDS = Histogram(
-    "choreo_relay_batch_seconds", "Time to publish and mark one relay batch", ["database"]
+    "choreo_relay_batch_seconds", "Time to publish and mark one relay batch", ["relay"]
 )
-BACKLOG = Gauge("choreo_outbox_backlog", "Unpublished outbox rows at last look", ["database"])
-ACTIVE = Gauge("choreo_relay_active", "1 while this process holds the relay lock", ["database"])
+ACTIVE = Gauge("choreo_relay_active", "1 while this process holds the relay lock", ["relay"])
 
 
 class OutboxWriter:
@@ -137,14 +136,18 @@ class Relay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         lock_retry_interval: float = 1.0,
+        retention_seconds: float = 24 * 3600,
         name: str = "relay",
     ) -> None:
+        """Published rows are kept `retention_seconds` (for `choreo saga` and audits)."""
         self._conninfo = conninfo
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._lock_retry_interval = lock_retry_interval
         self._name = name
+        self._retention_seconds = retention_seconds
+        self._next_cleanup = 0.0
         self._stopping = asyncio.Event()
         self.published = 0
 
@@ -175,6 +178,7 @@ class Relay:
                 while not self._stopping.is_set():
                     published = await self._publish_batch(conn)
                     if published < self._batch_size:
+                        await self._delete_expired(conn)
                         await self._wait_for_rows(conn)
             finally:
                 ACTIVE.labels(self._name).set(0)
@@ -214,7 +218,6 @@ class Relay:
         )
         rows = [_Row(*r) for r in await cursor.fetchall()]  # type: ignore[arg-type]
         if not rows:
-            BACKLOG.labels(self._name).set(0)
             return 0
         sent = [
             await self._producer.send(
@@ -240,6 +243,16 @@ class Relay:
             await self._sleep(self._lock_retry_interval)
             return 0
         return len(rows)
+
+    async def _delete_expired(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        """Now and then, when idle, drop rows published longer ago than the retention."""
+        if time.monotonic() < self._next_cleanup:
+            return
+        self._next_cleanup = time.monotonic() + 60.0
+        await conn.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => %s)",
+            (self._retention_seconds,),
+        )
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped first; True when stop() was called."""
