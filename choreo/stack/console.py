@@ -35,13 +35,21 @@ class PrefixedOutput:
         self._width = max((len(name) for name in names), default=0)
         self._styles = {name: _PALETTE[index % len(_PALETTE)] for index, name in enumerate(names)}
         self._lock = threading.Lock()
+        self._closed = False
 
     def __call__(self, part: str, line: str) -> None:
         style = self._styles.get(part, "bold")
         text = Text(f"{part:<{self._width}} | ", style=style)
         text.append(line)
         with self._lock:
-            self.console.print(text, soft_wrap=True, highlight=False, markup=False)
+            if self._closed:
+                return
+            try:
+                self.console.print(text, soft_wrap=True, highlight=False, markup=False)
+            except OSError:
+                # The terminal went away (closed window, broken pipe): keep stopping the
+                # parts rather than fail on their last words.
+                self._closed = True
 
 
 def url_table(links: Sequence[Link], admin: tuple[str, str] | None = None) -> Table:

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from choreo.stack.errors import PartExitedError, ReadinessTimeoutError, StackError
@@ -87,6 +88,28 @@ def _die_with_parent(stop_signal: signal.Signals) -> Callable[[], None] | None:
     return request
 
 
+def _group_alive(pgid: int) -> bool:
+    """Does a live (not zombie) process remain in process group `pgid`?"""
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs: zombies count as alive, at worst a longer wait
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _parent, group = stat.rsplit(")", 1)[1].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
 class ChildProcess:
     """A running part. Not thread-safe: one thread drives it."""
 
@@ -97,6 +120,7 @@ class ChildProcess:
         self._reader: threading.Thread | None = None
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
         self.ready_since: float | None = None
+        self._stop_requested_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -132,6 +156,7 @@ class ChildProcess:
             self.spec.prepare()
         self._tail.clear()
         self.ready_since = None
+        self._stop_requested_at = None
         try:
             self._process = subprocess.Popen(
                 list(self.spec.command),
@@ -196,30 +221,42 @@ class ChildProcess:
             assert self._process is not None
             self._process.send_signal(signum)
 
+    def request_stop(self) -> None:
+        """Send the part its stop signal (once); `stop()` then waits for it."""
+        process = self._process
+        if process is None or process.poll() is not None or self._stop_requested_at is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(self.spec.stop_signal)
+        self._stop_requested_at = time.monotonic()
+
     def stop(self, force: threading.Event | None = None) -> None:
-        """Stop the part: its stop signal, then SIGKILL to its whole process group after the
-        grace period (at once when `force` is set)."""
+        """Stop the part: its stop signal, then SIGKILL to its whole process group once the
+        grace period has passed (at once when `force` is set)."""
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(self.spec.stop_signal)
-            deadline = time.monotonic() + self.spec.stop_grace
+        self.request_stop()
+        if self._stop_requested_at is not None:
+            deadline = self._stop_requested_at + self.spec.stop_grace
+            pause = force.wait if force is not None else time.sleep
             while process.poll() is None and time.monotonic() < deadline:
-                if force is not None and force.wait(0.05):
+                if pause(0.05):
                     break
-                time.sleep(0.05)
         self._kill_group(process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
         self._join_reader()
+        self._stop_requested_at = None
 
     def _kill_group(self, pgid: int) -> None:
         """SIGKILL whatever is left in the part's process group (the group outlives its leader
-        while any member lives)."""
+        while any member lives), and wait until it is gone: kill() returns before that."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _join_reader(self) -> None:
         if self._reader is not None:

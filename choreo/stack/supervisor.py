@@ -32,7 +32,8 @@ class Supervisor:
     def __init__(self, output: OutputSink = log_output, *, restart_timeout: float = 60.0) -> None:
         self._output = output
         self._restart_timeout = restart_timeout
-        self._children: list[ChildProcess] = []
+        self._groups: list[list[ChildProcess]] = []
+        """The parts of each `start()` call, in order."""
         self._force = threading.Event()
 
     def __enter__(self) -> Supervisor:
@@ -48,10 +49,10 @@ class Supervisor:
 
     @property
     def children(self) -> tuple[ChildProcess, ...]:
-        return tuple(self._children)
+        return tuple(child for group in self._groups for child in group)
 
     def child(self, name: str) -> ChildProcess:
-        for child in self._children:
+        for child in self.children:
             if child.name == name:
                 return child
         raise KeyError(name)
@@ -65,14 +66,15 @@ class Supervisor:
     ) -> None:
         """Spawn every part of `specs`, then wait until all of them are ready, in parallel."""
         started_at = time.monotonic()
-        pending: list[ChildProcess] = []
+        group: list[ChildProcess] = []
+        self._groups.append(group)
         for spec in specs:
-            if any(child.name == spec.name for child in self._children):
+            if any(child.name == spec.name for child in self.children):
                 raise StackError(f"{spec.name} is already supervised")
             child = ChildProcess(spec, self._output)
             child.spawn()
-            self._children.append(child)
-            pending.append(child)
+            group.append(child)
+        pending = list(group)
         if progress is not None:
             progress([child.name for child in pending])
         while pending:
@@ -96,7 +98,7 @@ class Supervisor:
         restart_at: dict[str, float] = {}
         while until is None or not until.is_set():
             now = time.monotonic()
-            for child in self._children:
+            for child in self.children:
                 returncode = child.poll()
                 if returncode is None:
                     if child.ready_since is not None and now - child.ready_since > _STABLE_AFTER:
@@ -136,14 +138,19 @@ class Supervisor:
         return True
 
     def stop(self) -> None:
-        """Stop every part, last started first. A Ctrl-C meanwhile kills the rest at once."""
+        """Stop every part: the groups of `start()` calls last first, the parts of one group
+        together. A Ctrl-C meanwhile kills the remaining parts at once."""
         self._force.clear()
         with self._interrupts_force_kill():
-            for child in reversed(self._children):
-                if child.running():
-                    self.say(f"stopping {child.name}")
-                child.stop(self._force)
-        self._children.clear()
+            for group in reversed(self._groups):
+                running = [child.name for child in group if child.running()]
+                if running:
+                    self.say(f"stopping {', '.join(running)}")
+                for child in group:
+                    child.request_stop()
+                for child in group:
+                    child.stop(self._force)
+        self._groups.clear()
 
     @contextmanager
     def _interrupts_force_kill(self) -> Iterator[None]:

@@ -194,7 +194,8 @@ def test_supervisor_prefixes_output_and_leaves_nothing_behind() -> None:
     lines: list[tuple[str, str]] = []
     supervisor = Supervisor(lambda part, line: lines.append((part, line)))
     with supervisor:
-        supervisor.start([_sleeper("first"), _sleeper("second")], timeout=10)
+        supervisor.start([_sleeper("first")], timeout=10)
+        supervisor.start([_sleeper("second")], timeout=10)
         deadline = time.monotonic() + 10
         while len([line for line in lines if line[1] == "up"]) < 2:
             assert time.monotonic() < deadline
