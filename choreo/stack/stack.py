@@ -59,18 +59,26 @@ class Stack:
         self.stop()
 
     def start(self, progress: Progress | None = None) -> None:
-        """Start the infrastructure, create databases and topics, then start the services and
-        wait until each one's /readyz answers 200."""
+        """Start the infrastructure, then the services; returns once every part is ready."""
+        self.start_infrastructure(progress)
+        self.start_services(progress)
+
+    def start_infrastructure(self, progress: Progress | None = None) -> None:
+        """Start the embedded parts the environment does not give, and create the databases and
+        topics (on the embedded parts or on those given)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         infrastructure = self._infrastructure()
         if infrastructure:
             self.supervisor.start(
                 infrastructure, timeout=self.config.readiness_timeout, progress=progress
             )
-        if not self.endpoints.embedded_postgres and self.endpoints.databases_to_create:
+        if not self.endpoints.embedded_postgres:
             self._create_databases()
         if not self.endpoints.embedded_broker:
             self._create_topics()
+
+    def start_services(self, progress: Progress | None = None) -> None:
+        """Start the services and wait until each one's /readyz answers 200."""
         self.supervisor.start(
             self._services(), timeout=self.config.readiness_timeout, progress=progress
         )

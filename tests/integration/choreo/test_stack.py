@@ -3,6 +3,8 @@ the SendGrid sink, and the supervisor's guarantees (ready, restarted, nothing le
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import sys
 import threading
@@ -16,13 +18,22 @@ import psutil  # type: ignore[import-untyped]
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from choreo.kafka import ensure_topics
 from choreo.stack.broker import TansuBroker
+from choreo.stack.config import (
+    TOPICS,
+    StackConfig,
+    StackPorts,
+    resolve_endpoints,
+    service_environment,
+)
 from choreo.stack.errors import PartExitedError, StackError
 from choreo.stack.postgres import EmbeddedPostgres
-from choreo.stack.process import ProcessSpec
+from choreo.stack.process import ProcessSpec, port_is_free
 from choreo.stack.sendgrid_sink import SendGridSink
+from choreo.stack.stack import Stack
 from choreo.stack.supervisor import Supervisor
 from choreo.testing import free_port
 
@@ -33,6 +44,7 @@ MAIL = {
     "content": [{"type": "text/plain", "value": "Thank you."}],
 }
 SENDGRID_AUTH = {"Authorization": "Bearer SG.test"}
+EXTERNAL = ("postgres", "broker", "stripe", "sendgrid")
 
 
 def _gone(pids: list[int]) -> bool:
@@ -245,3 +257,110 @@ def test_supervisor_restarts_a_part_that_crashes() -> None:
         assert supervisor.child("crashy").running()
         assert supervisor.child("crashy").pid not in first_family
         assert _gone(first_family)  # the crashed part's own child went with it
+
+
+def _own_environment() -> dict[str, str]:
+    """This environment without anything that would replace an embedded part."""
+    external = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "STRIPE_API_BASE", "SENDGRID_HOST")
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in external and not name.endswith("_DATABASE_URL")
+    }
+
+
+def _free_ports() -> StackPorts:
+    return StackPorts(**{name: free_port() for name in StackPorts.names()})
+
+
+async def _topics(bootstrap_servers: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def test_stack_runs_the_embedded_parts_with_databases_and_topics(tmp_path: Path) -> None:
+    config = StackConfig(
+        data_dir=tmp_path / "choreo",
+        ports=_free_ports(),
+        partitions=2,
+        environment=_own_environment(),
+    )
+    with Stack(config, lambda part, line: None) as stack:
+        stack.start_infrastructure()
+        names = sorted(child.name for child in stack.supervisor.children)
+        assert names == ["broker", "postgres", "sendgrid", "stripe"]
+        for database in ("users", "orders", "payments", "inventory", "notifications"):
+            url = f"postgresql://postgres@127.0.0.1:{config.ports.postgres}/{database}"
+            with psycopg.connect(url) as connection:
+                assert connection.execute("SELECT 1").fetchone() == (1,)
+        assert set(TOPICS) <= asyncio.run(_topics(f"127.0.0.1:{config.ports.broker}"))
+        stripe = httpx.post(
+            f"http://127.0.0.1:{config.ports.stripe}/v1/customers",
+            data={"email": "ada@example.com"},
+            auth=("sk_test_choreo", ""),
+        )
+        assert stripe.status_code == 200
+        assert (tmp_path / "choreo" / "stripe.pickle").exists()
+        links = {link.part: link for link in stack.links()}
+        assert links["sendgrid"].url == f"http://127.0.0.1:{config.ports.sendgrid}/messages"
+        assert all(link.embedded for link in links.values())
+    assert all(port_is_free(config.ports.of(name)) for name in StackPorts.names())
+
+
+def test_stack_uses_the_parts_the_environment_gives(
+    postgres: EmbeddedPostgres, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    given_orders = postgres.url("given_orders")
+    environment = {
+        **_own_environment(),
+        "DATABASE_URL": postgres.server_url,
+        "ORDER_DATABASE_URL": given_orders,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STRIPE_API_BASE": "https://stripe.example.com",
+        "SENDGRID_HOST": "https://sendgrid.example.com",
+    }
+    config = StackConfig(data_dir=tmp_path / "choreo", ports=_free_ports(), environment=environment)
+    with Stack(config, lambda part, line: None) as stack:
+        stack.start_infrastructure()
+        assert stack.supervisor.children == ()
+        with psycopg.connect(postgres.url("postgres")) as connection:
+            databases = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
+        assert {"users", "payments", "inventory", "notifications"} <= databases
+        assert "orders" not in databases  # the order service was given its own URL
+        assert not any(link.embedded for link in stack.links() if link.part in EXTERNAL)
+
+    variables = service_environment(StackConfig(environment=environment), stack.endpoints)
+    assert variables["ORDER_DATABASE_URL"] == given_orders
+    assert variables["USER_DATABASE_URL"] == postgres.url("users")
+    assert variables["KAFKA_BOOTSTRAP_SERVERS"] == kafka_bootstrap
+    assert variables["STRIPE_API_BASE"] == "https://stripe.example.com"
+    assert variables["SENDGRID_HOST"] == "https://sendgrid.example.com"
+
+
+def test_services_learn_where_everything_is() -> None:
+    ports = StackPorts.from_base(20000)
+    config = StackConfig(ports=ports, environment={"PATH": "/usr/bin"})
+    variables = service_environment(config, resolve_endpoints(config))
+    assert variables["PATH"] == "/usr/bin"
+    assert variables["CHOREO_ENV"] == "dev"
+    assert variables["GATEWAY_PORT"] == "20000"
+    assert variables["NOTIFICATION_PORT"] == "20005"
+    assert variables["PAYMENT_SERVICE_URL"] == "http://127.0.0.1:20003"
+    assert variables["ORDER_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:20006/orders"
+    assert "GATEWAY_DATABASE_URL" not in variables
+    assert variables["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:20007"
+    assert variables["STRIPE_API_BASE"] == "http://127.0.0.1:20008"
+    assert variables["SENDGRID_HOST"] == "http://127.0.0.1:20009"
+    assert variables["CHOREO_ADMIN_EMAIL"] == "admin@example.com"
+
+    production = StackConfig(environment={"CHOREO_ENV": "prod"})
+    assert "CHOREO_ADMIN_PASSWORD" not in service_environment(
+        production, resolve_endpoints(production)
+    )
+    assert ports.with_overrides({"order": 1234}).order == 1234
+    with pytest.raises(StackError, match="unknown part"):
+        ports.with_overrides({"ordr": 1234})
