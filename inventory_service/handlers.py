@@ -1,0 +1,359 @@
+"""The inventory service's handlers: one async function per event consumed or command served.
+
+Each runs inside its caller's unit of work (the consumer's or the route's): it locks what it
+changes, asks domain.py what to do, and writes rows and outgoing events in that transaction.
+Lock order is always the reservation row first, then products in id order, so concurrent
+handlers never deadlock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from choreo.db import UnitOfWork
+from choreo.errors import TransientError
+from choreo.events import Event
+from inventory_service import domain
+from inventory_service.domain import ReservationStatus, StockLevel, StockMove, Transition
+from inventory_service.tables import products, reservation_lines, reservations, stock_adjustments
+
+INITIAL_STOCK_REASON = "initial stock"
+
+
+@dataclass(frozen=True, slots=True)
+class LockedProduct:
+    """A product row held `FOR UPDATE` by this transaction."""
+
+    id: str
+    name: str
+    low_stock_threshold: int
+    level: StockLevel
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    """What an admin gives to create a product; `stock` is its initial available units."""
+
+    name: str
+    description: str
+    category: str
+    price: int
+    currency: str
+    stock: int
+    low_stock_threshold: int
+    features: list[str]
+    image_url: str | None
+
+
+# Events (docs/saga.md, inventory).
+
+
+async def on_order_created(event: Event, uow: UnitOfWork) -> None:
+    """Reserve every line of a new order or none; an order seen before is left alone."""
+    order_id = str(event.data["order_id"])
+    lines = domain.order_lines(
+        (str(line["product_id"]), int(line["quantity"])) for line in event.data["items"]
+    )
+    session = uow.session
+    claimed = await session.execute(
+        insert(reservations)
+        .values(order_id=order_id, status=ReservationStatus.RESERVED)
+        .on_conflict_do_nothing()
+        .returning(reservations.c.order_id)
+    )
+    if claimed.first() is None:
+        return  # a duplicate OrderCreated, or the order was cancelled before it arrived
+    locked = await _lock_products(session, lines)
+    on_sale = {product_id: p.level for product_id, p in locked.items() if not p.deleted}
+    outcome = domain.reserve_all(lines, on_sale)
+    now = datetime.now(UTC)
+    if isinstance(outcome, domain.Rejection):
+        await _set_status(session, order_id, ReservationStatus.REJECTED, outcome.reason)
+        data = {
+            "order_id": order_id,
+            "reason": str(outcome.reason),
+            "unavailable_product_ids": list(outcome.product_ids),
+            "rejected_at": now,
+        }
+        uow.publish(_event("StockRejected", order_id, data, event.traceparent))
+        return
+    await session.execute(
+        insert(reservation_lines),
+        [{"order_id": order_id, "product_id": p, "quantity": q} for p, q in lines.items()],
+    )
+    data = {"order_id": order_id, "items": _stock_lines(lines), "reserved_at": now}
+    uow.publish(_event("StockReserved", order_id, data, event.traceparent))
+    for product_id, level in outcome.items():
+        await _write_level(uow, locked[product_id], level, now, event.traceparent, check_low=True)
+
+
+async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:
+    """Release the order's held units (reason PAYMENT_FAILED)."""
+    await _move_reservation(event, uow, domain.on_payment_failed, reason="PAYMENT_FAILED")
+
+
+async def on_order_cancelled(event: Event, uow: UnitOfWork) -> None:
+    """Release held units, return sold ones, or leave a tombstone for a late OrderCreated."""
+    await _move_reservation(event, uow, domain.on_order_cancelled, reason=event.data["reason"])
+
+
+async def on_order_confirmed(event: Event, uow: UnitOfWork) -> None:
+    """The order's held units are sold."""
+    await _move_reservation(event, uow, domain.on_order_confirmed, reason=None)
+
+
+async def _move_reservation(
+    event: Event,
+    uow: UnitOfWork,
+    decide: Callable[[ReservationStatus | None], Transition | None],
+    *,
+    reason: str | None,
+) -> None:
+    order_id = str(event.data["order_id"])
+    session = uow.session
+    row = await session.execute(
+        select(reservations.c.status).where(reservations.c.order_id == order_id).with_for_update()
+    )
+    status = row.scalar_one_or_none()
+    transition = decide(None if status is None else ReservationStatus(status))
+    if transition is None:
+        return
+    if transition.move is None:  # the tombstone: the order has no reservation yet
+        created = await session.execute(
+            insert(reservations)
+            .values(order_id=order_id, status=transition.status, reason=reason)
+            .on_conflict_do_nothing()
+            .returning(reservations.c.order_id)
+        )
+        if created.first() is None:
+            raise TransientError(f"order {order_id} was reserved meanwhile; deciding again")
+        return
+    lines = await _reservation_lines(session, order_id)
+    locked = await _lock_products(session, lines)
+    now = datetime.now(UTC)
+    await _set_status(session, order_id, transition.status, reason)
+    if transition.move in (StockMove.RELEASE, StockMove.RETURN):
+        data = {
+            "order_id": order_id,
+            "items": _stock_lines(lines),
+            "reason": reason or "",
+            "released_at": now,
+        }
+        uow.publish(_event("StockReleased", order_id, data, event.traceparent))
+    for product_id, quantity in lines.items():
+        product = locked.get(product_id)
+        if product is None:
+            raise domain.StockInvariantError(f"order {order_id} holds unknown product {product_id}")
+        level = transition.move.apply(product.level, quantity)
+        await _write_level(uow, product, level, now, event.traceparent, check_low=False)
+
+
+# Commands (the admin API).
+
+
+async def create_product(
+    uow: UnitOfWork, product: NewProduct, *, actor_id: str, traceparent: str | None
+) -> str:
+    """Add a product with its initial stock (recorded as its first adjustment); its id."""
+    product_id = str(uuid.uuid4())
+    level = StockLevel(available=0)
+    if product.stock:
+        level = level.adjust(product.stock)
+    session = uow.session
+    await session.execute(
+        insert(products).values(
+            id=product_id,
+            name=product.name,
+            description=product.description,
+            category=product.category,
+            price=product.price,
+            currency=product.currency,
+            available=level.available,
+            low_stock_threshold=product.low_stock_threshold,
+            features=product.features,
+            image_url=product.image_url,
+        )
+    )
+    if product.stock:
+        await _record_adjustment(
+            session, product_id, product.stock, INITIAL_STOCK_REASON, level, actor_id
+        )
+    uow.publish(_level_changed(product_id, level, datetime.now(UTC), traceparent))
+    return product_id
+
+
+async def update_product(uow: UnitOfWork, product_id: str, changes: Mapping[str, Any]) -> None:
+    """Change catalog fields (never stock); ProductNotFoundError when missing or deleted."""
+    updated = await uow.session.execute(
+        update(products)
+        .where(products.c.id == product_id, products.c.deleted_at.is_(None))
+        .values(**changes, updated_at=func.now())
+        .returning(products.c.id)
+    )
+    if updated.first() is None:
+        raise domain.ProductNotFoundError(f"no product {product_id}")
+
+
+async def delete_product(uow: UnitOfWork, product_id: str) -> None:
+    """Hide the product from the catalog and from new orders; its reservations still settle."""
+    deleted = await uow.session.execute(
+        update(products)
+        .where(products.c.id == product_id, products.c.deleted_at.is_(None))
+        .values(deleted_at=func.now(), updated_at=func.now())
+        .returning(products.c.id)
+    )
+    if deleted.first() is None:
+        raise domain.ProductNotFoundError(f"no product {product_id}")
+
+
+async def adjust_stock(
+    uow: UnitOfWork,
+    product_id: str,
+    delta: int,
+    *,
+    reason: str | None,
+    actor_id: str,
+    traceparent: str | None,
+) -> None:
+    """Restock (delta > 0) or write off (delta < 0) available units, recorded as an adjustment."""
+    session = uow.session
+    locked = await _lock_products(session, [product_id])
+    product = locked.get(product_id)
+    if product is None or product.deleted:
+        raise domain.ProductNotFoundError(f"no product {product_id}")
+    level = product.level.adjust(delta)
+    await _record_adjustment(session, product_id, delta, reason, level, actor_id)
+    await _write_level(uow, product, level, datetime.now(UTC), traceparent, check_low=True)
+
+
+# Rows and events.
+
+
+async def _lock_products(
+    session: AsyncSession, product_ids: Iterable[str]
+) -> dict[str, LockedProduct]:
+    """The products of `product_ids` that exist (deleted ones too), locked in id order."""
+    rows = await session.execute(
+        select(
+            products.c.id,
+            products.c.name,
+            products.c.low_stock_threshold,
+            products.c.available,
+            products.c.reserved,
+            products.c.sold,
+            products.c.deleted_at,
+        )
+        .where(products.c.id.in_(sorted(product_ids)))
+        .order_by(products.c.id)
+        .with_for_update()
+    )
+    return {
+        row.id: LockedProduct(
+            id=row.id,
+            name=row.name,
+            low_stock_threshold=row.low_stock_threshold,
+            level=StockLevel(row.available, row.reserved, row.sold),
+            deleted=row.deleted_at is not None,
+        )
+        for row in rows
+    }
+
+
+async def _reservation_lines(session: AsyncSession, order_id: str) -> dict[str, int]:
+    rows = await session.execute(
+        select(reservation_lines.c.product_id, reservation_lines.c.quantity)
+        .where(reservation_lines.c.order_id == order_id)
+        .order_by(reservation_lines.c.product_id)
+    )
+    return {row.product_id: row.quantity for row in rows}
+
+
+async def _set_status(
+    session: AsyncSession, order_id: str, status: ReservationStatus, reason: str | None
+) -> None:
+    await session.execute(
+        update(reservations)
+        .where(reservations.c.order_id == order_id)
+        .values(status=status, reason=reason, updated_at=func.now())
+    )
+
+
+async def _record_adjustment(
+    session: AsyncSession,
+    product_id: str,
+    delta: int,
+    reason: str | None,
+    level: StockLevel,
+    actor_id: str,
+) -> None:
+    await session.execute(
+        insert(stock_adjustments).values(
+            product_id=product_id,
+            delta=delta,
+            reason=reason,
+            available_after=level.available,
+            actor_id=actor_id,
+        )
+    )
+
+
+async def _write_level(
+    uow: UnitOfWork,
+    product: LockedProduct,
+    level: StockLevel,
+    now: datetime,
+    traceparent: str | None,
+    *,
+    check_low: bool,
+) -> None:
+    """Store a product's new counters; announce them, and a low level where it may have fallen."""
+    await uow.session.execute(
+        update(products)
+        .where(products.c.id == product.id)
+        .values(
+            available=level.available,
+            reserved=level.reserved,
+            sold=level.sold,
+            updated_at=func.now(),
+        )
+    )
+    uow.publish(_level_changed(product.id, level, now, traceparent))
+    if check_low and level.is_low(product.low_stock_threshold):
+        data = {
+            "product_id": product.id,
+            "product_name": product.name,
+            "available": level.available,
+            "threshold": product.low_stock_threshold,
+            "detected_at": now,
+        }
+        uow.publish(_event("LowStockDetected", product.id, data, traceparent))
+
+
+def _level_changed(
+    product_id: str, level: StockLevel, now: datetime, traceparent: str | None
+) -> Event:
+    data = {
+        "product_id": product_id,
+        "available": level.available,
+        "reserved": level.reserved,
+        "sold": level.sold,
+        "changed_at": now,
+    }
+    return _event("StockLevelChanged", product_id, data, traceparent)
+
+
+def _stock_lines(lines: Mapping[str, int]) -> list[dict[str, Any]]:
+    return [{"product_id": p, "quantity": q} for p, q in lines.items()]
+
+
+def _event(type_: str, subject: str, data: Mapping[str, Any], traceparent: str | None) -> Event:
+    return Event(type=type_, subject=subject, data=data, traceparent=traceparent)
