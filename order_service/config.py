@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from choreo.settings import ServiceSettings
@@ -16,3 +17,12 @@ class Settings(ServiceSettings):
     database_name: ClassVar[str | None] = "orders"
 
     port: int = 8002
+    # An order not CONFIRMED this long after it was placed is cancelled (TIMEOUT).
+    saga_timeout_seconds: float = Field(default=60.0, gt=0)
+    sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    sweep_batch_size: int = Field(default=100, ge=1)
+    # Shared by the stack (`choreo up` sets every <SERVICE>_SERVICE_URL), so unprefixed.
+    inventory_service_url: str = Field(
+        default="http://127.0.0.1:8004",
+        validation_alias=AliasChoices("INVENTORY_SERVICE_URL"),
+    )

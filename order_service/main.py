@@ -1,13 +1,70 @@
-"""Wiring of the order service: settings -> app, subscriptions, relay."""
+"""Wiring of the order service: settings -> app, subscriptions, the deadline sweep, resources."""
 
 from __future__ import annotations
 
-from choreo.service import Service
+import asyncio
+from datetime import timedelta
+
+import httpx
+
+from choreo.service import BackgroundTask, Service, Subscription
+from order_service import handlers, inventory
+from order_service.api import ERROR_STATUSES, router
 from order_service.config import Settings
+from order_service.sweep import run_deadline_sweep
 
 
 def build(settings: Settings | None = None) -> Service:
-    return Service(settings or Settings())
+    settings = settings or Settings()
+    inventory_http = inventory.http_client(settings.inventory_service_url)
+
+    async def sweep(stopping: asyncio.Event) -> None:
+        await run_deadline_sweep(
+            stopping,
+            service.unit_of_work(),
+            interval_seconds=settings.sweep_interval_seconds,
+            batch_size=settings.sweep_batch_size,
+        )
+
+    service = Service(
+        settings,
+        routers=[router],
+        subscriptions=[
+            Subscription(
+                "stock.updated",
+                {
+                    "StockReserved": handlers.on_stock_reserved,
+                    "StockRejected": handlers.on_stock_rejected,
+                },
+            ),
+            Subscription(
+                "payment.event",
+                {
+                    "PaymentSucceeded": handlers.on_payment_succeeded,
+                    "PaymentFailed": handlers.on_payment_failed,
+                },
+            ),
+        ],
+        error_statuses=ERROR_STATUSES,
+        background=[sweep, _closing_at_stop(inventory_http)],
+        resources={
+            "inventory": inventory.InventoryClient(inventory_http),
+            "saga_timeout": timedelta(seconds=settings.saga_timeout_seconds),
+        },
+    )
+    return service
+
+
+def _closing_at_stop(client: httpx.AsyncClient) -> BackgroundTask:
+    """Close `client` when the service stops. The kit closes only its own resources, but it
+    runs background tasks to the end after uvicorn has drained the requests that use it.
+    """
+
+    async def close(stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        await client.aclose()
+
+    return close
 
 
 if __name__ == "__main__":

@@ -1,0 +1,183 @@
+"""The order service's HTTP API: place, read, cancel orders; admin fulfilment and listing."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from datetime import timedelta
+from typing import Annotated, Final, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.web import ApiError, current_traceparent
+from order_service import handlers, queries
+from order_service.domain import (
+    MAX_LINES,
+    MAX_QUANTITY,
+    IdempotencyKeyReusedError,
+    MixedCurrenciesError,
+    OrderLine,
+    OrderNotCancellableError,
+    OrderNotFoundError,
+    OrderStatus,
+    QuantityLimitError,
+    StatusChangeNotAllowedError,
+    UnknownProductsError,
+    merge_lines,
+)
+from order_service.inventory import (
+    InventoryClient,
+    InventoryProtocolError,
+    InventoryUnavailableError,
+)
+from order_service.queries import InvalidCursorError, OrderPage, OrderView, Timeline
+
+RETRY_AFTER_SECONDS: Final = 5
+
+# Domain errors whose message says it all; main.py hands these to the kit's error handler.
+ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
+    OrderNotFoundError: (404, "not_found"),
+    OrderNotCancellableError: (409, "not_cancellable"),
+    StatusChangeNotAllowedError: (409, "invalid_status_transition"),
+    IdempotencyKeyReusedError: (422, "idempotency_key_reused"),
+    QuantityLimitError: (422, "quantity_limit_exceeded"),
+    InvalidCursorError: (422, "invalid_cursor"),
+    InventoryProtocolError: (502, "inventory_error"),
+}
+
+router = APIRouter(prefix="/api/v1", tags=["orders"])
+
+
+class OrderLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: uuid.UUID
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+
+class PlaceOrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[OrderLineIn] = Field(min_length=1, max_length=MAX_LINES)
+    payment_method_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class StatusChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[OrderStatus.PROCESSING, OrderStatus.COMPLETED]
+
+
+async def _customer_id(principal: CurrentUser) -> str:
+    """The caller's user id; every user id in this system is a UUID."""
+    try:
+        return str(uuid.UUID(principal.user_id))
+    except ValueError:
+        raise ApiError(403, "forbidden", "the token's subject is not a user id") from None
+
+
+def _inventory(request: Request) -> InventoryClient:
+    inventory: InventoryClient = request.app.state.inventory
+    return inventory
+
+
+def _saga_timeout(request: Request) -> timedelta:
+    timeout: timedelta = request.app.state.saga_timeout
+    return timeout
+
+
+CustomerId = Annotated[str, Depends(_customer_id)]
+Inventory = Annotated[InventoryClient, Depends(_inventory)]
+SagaTimeout = Annotated[timedelta, Depends(_saga_timeout)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+OrderId = uuid.UUID
+
+
+@router.post("/orders", status_code=202, response_model=OrderView)
+async def place_order(
+    body: PlaceOrderIn,
+    request: Request,
+    response: Response,
+    user_id: CustomerId,
+    uow: Uow,
+    inventory: Inventory,
+    saga_timeout: SagaTimeout,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> OrderView:
+    """Price the order and start its saga: 202, the PENDING order, and its `Location`."""
+    lines = merge_lines(OrderLine(str(line.product_id), line.quantity) for line in body.items)
+    command = handlers.PlaceOrder(
+        user_id=user_id,
+        lines=lines,
+        payment_method_id=body.payment_method_id,
+        idempotency_key=idempotency_key,
+        traceparent=current_traceparent(),
+    )
+    lookup = functools.partial(inventory.lookup, authorization=request.headers.get("authorization"))
+    try:
+        placed = await handlers.place_order(command, uow, lookup, saga_timeout=saga_timeout)
+    except UnknownProductsError as error:
+        raise ApiError(
+            422, "unknown_products", str(error), {"product_ids": error.product_ids}
+        ) from None
+    except MixedCurrenciesError as error:
+        raise ApiError(
+            422, "mixed_currencies", str(error), {"currency_of": error.currency_of}
+        ) from None
+    except InventoryUnavailableError as error:
+        raise ApiError(
+            503,
+            "inventory_unavailable",
+            f"{error}; try again in a few seconds",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+    response.headers["Location"] = f"/api/v1/orders/{placed.order_id}"
+    return await queries.get_order(uow, placed.order_id, user_id=user_id)
+
+
+@router.get("/orders", response_model=OrderPage)
+async def list_my_orders(
+    user_id: CustomerId, uow: Uow, limit: Limit = 20, cursor: str | None = None
+) -> OrderPage:
+    return await queries.list_orders(uow, limit=limit, cursor=cursor, user_id=user_id)
+
+
+@router.get("/orders/{order_id}", response_model=OrderView)
+async def get_order(order_id: OrderId, user_id: CustomerId, uow: Uow) -> OrderView:
+    return await queries.get_order(uow, str(order_id), user_id=user_id)
+
+
+@router.get("/orders/{order_id}/timeline", response_model=Timeline)
+async def get_timeline(order_id: OrderId, user_id: CustomerId, uow: Uow) -> Timeline:
+    """The saga's events so far, consumed and emitted, in the order they happened here."""
+    return await queries.get_timeline(uow, str(order_id), user_id=user_id)
+
+
+@router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderView)
+async def cancel_order(order_id: OrderId, user_id: CustomerId, uow: Uow) -> OrderView:
+    """Cancel an order not yet in fulfilment; inventory releases and payment refunds."""
+    await handlers.cancel_order(str(order_id), user_id, uow, traceparent=current_traceparent())
+    return await queries.get_order(uow, str(order_id), user_id=user_id)
+
+
+@router.patch("/orders/{order_id}/status", response_model=OrderView)
+async def change_status(
+    order_id: OrderId, body: StatusChangeIn, admin: AdminUser, uow: Uow
+) -> OrderView:
+    await handlers.change_fulfilment_status(str(order_id), OrderStatus(body.status), uow)
+    return await queries.get_order(uow, str(order_id), user_id=None)
+
+
+@router.get("/admin/orders", response_model=OrderPage)
+async def list_all_orders(
+    admin: AdminUser,
+    uow: Uow,
+    limit: Limit = 20,
+    cursor: str | None = None,
+    status: OrderStatus | None = None,
+) -> OrderPage:
+    return await queries.list_orders(uow, limit=limit, cursor=cursor, status=status)

@@ -1,0 +1,390 @@
+"""What the order service does on each command and event: one async function each.
+
+Every step that changes an order locks its row (`SELECT ... FOR UPDATE`), applies the domain's
+rules, writes the new facts, the events to emit and the timeline in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from choreo.db import UnitOfWork
+from choreo.events import Event
+from order_service.domain import (
+    OPEN_STATUSES,
+    CancelReason,
+    Emitted,
+    IdempotencyKeyReusedError,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    OrderNotFoundError,
+    OrderState,
+    OrderStatus,
+    PricedOrder,
+    Product,
+    SagaEvent,
+    Transition,
+    advance_fulfilment,
+    apply_saga_event,
+    cancel_by_customer,
+    price_lines,
+    request_fingerprint,
+)
+from order_service.tables import order_items, order_timeline, orders
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "order_service"
+
+# Prices the products among the given ids that the catalog knows, by id.
+PriceLookup = Callable[[Sequence[str]], Awaitable[dict[str, Product]]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    """A customer's order request, its lines already merged (one per product)."""
+
+    user_id: str
+    lines: tuple[OrderLine, ...]
+    payment_method_id: str | None = None
+    idempotency_key: str | None = None
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order_id: str
+    created: bool
+
+
+async def place_order(
+    command: PlaceOrder,
+    uow: UnitOfWork,
+    lookup: PriceLookup,
+    *,
+    saga_timeout: timedelta,
+    now: Callable[[], datetime] = utc_now,
+) -> PlacedOrder:
+    """Price the lines, then write the PENDING order and OrderCreated together.
+
+    With an idempotency key, a repeated request (same user, key and body) gets the order the
+    first one made, even when both race: the unique (user_id, idempotency_key) decides.
+    """
+    fingerprint = request_fingerprint(command.lines, command.payment_method_id)
+    if command.idempotency_key is not None:
+        async with uow:
+            earlier = await _order_by_key(uow, command.user_id, command.idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, fingerprint)
+    priced = price_lines(command.lines, await lookup([line.product_id for line in command.lines]))
+    order_id = str(uuid.uuid4())
+    created_at = now()
+    deadline = created_at + saga_timeout
+    async with uow:
+        inserted = await uow.session.execute(
+            pg_insert(orders)
+            .values(
+                id=order_id,
+                user_id=command.user_id,
+                status=OrderStatus.PENDING.value,
+                total_amount=priced.total,
+                currency=priced.currency,
+                payment_method_id=command.payment_method_id,
+                deadline=deadline,
+                idempotency_key=command.idempotency_key,
+                request_hash=fingerprint,
+                created_at=created_at,
+                updated_at=created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
+            .returning(orders.c.id)
+        )
+        if inserted.first() is None:
+            # A concurrent request with the same key committed first; this one wrote nothing.
+            assert command.idempotency_key is not None
+            winner = await _order_by_key(uow, command.user_id, command.idempotency_key)
+            assert winner is not None
+            return _replay(winner, fingerprint)
+        await uow.session.execute(
+            insert(order_items),
+            [
+                {
+                    "order_id": order_id,
+                    "line_number": number,
+                    "product_id": line.product_id,
+                    "name": line.name,
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                }
+                for number, line in enumerate(priced.lines, start=1)
+            ],
+        )
+        created = Event(
+            type="OrderCreated",
+            subject=order_id,
+            data=_order_created_data(order_id, command, priced, deadline, created_at),
+            time=created_at,
+            traceparent=command.traceparent,
+        )
+        await _emit(uow, created, _created_summary(priced))
+    return PlacedOrder(order_id, created=True)
+
+
+async def on_stock_reserved(event: Event, uow: UnitOfWork) -> None:
+    lines = len(event.data["items"])
+    await _apply(event, uow, SagaEvent.STOCK_RESERVED, f"stock reserved for {lines} line(s)")
+
+
+async def on_stock_rejected(event: Event, uow: UnitOfWork) -> None:
+    products = ", ".join(str(p) for p in event.data["unavailable_product_ids"]) or "none named"
+    summary = f"stock rejected ({event.data['reason']}): {products}"
+    await _apply(event, uow, SagaEvent.STOCK_REJECTED, summary)
+
+
+async def on_payment_succeeded(event: Event, uow: UnitOfWork) -> None:
+    summary = f"payment of {event.data['amount']} {event.data['currency']} succeeded"
+    await _apply(event, uow, SagaEvent.PAYMENT_SUCCEEDED, summary)
+
+
+async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:
+    summary = f"payment failed ({event.data['decline_code']}): {event.data['message']}"
+    await _apply(event, uow, SagaEvent.PAYMENT_FAILED, summary)
+
+
+async def cancel_order(
+    order_id: str,
+    user_id: str,
+    uow: UnitOfWork,
+    *,
+    traceparent: str | None = None,
+    now: Callable[[], datetime] = utc_now,
+) -> None:
+    """The customer cancels their own order (404 for anyone else's)."""
+    async with uow:
+        order = await _lock(uow, order_id)
+        if order is None or order.user_id != user_id:
+            raise OrderNotFoundError(order_id)
+        transition = cancel_by_customer(_state_of(order))
+        await _write(uow, order, transition, now(), traceparent)
+
+
+async def change_fulfilment_status(
+    order_id: str,
+    target: OrderStatus,
+    uow: UnitOfWork,
+    *,
+    now: Callable[[], datetime] = utc_now,
+) -> None:
+    """An admin moves a confirmed order through PROCESSING to COMPLETED."""
+    async with uow:
+        order = await _lock(uow, order_id)
+        if order is None:
+            raise OrderNotFoundError(order_id)
+        new_state = advance_fulfilment(_state_of(order), target)
+        await _write(uow, order, Transition(new_state), now(), None)
+
+
+async def cancel_overdue_orders(
+    uow: UnitOfWork, *, batch_size: int, now: Callable[[], datetime] = utc_now
+) -> int:
+    """Cancel (TIMEOUT) up to `batch_size` undecided orders past their deadline; return how many.
+
+    Rows another replica's sweep (or a saga step) holds are skipped, not waited for.
+    """
+    async with uow:
+        moment = now()
+        overdue = await uow.session.execute(
+            select(orders)
+            .where(
+                orders.c.status.in_([status.value for status in OPEN_STATUSES]),
+                orders.c.deadline <= moment,
+            )
+            .order_by(orders.c.deadline)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        rows = overdue.all()
+        for order in rows:
+            transition = apply_saga_event(_state_of(order), SagaEvent.DEADLINE_PASSED)
+            await _write(uow, order, transition, moment, None)
+    if rows:
+        log.info("cancelled %d order(s) past their deadline", len(rows))
+    return len(rows)
+
+
+async def _apply(event: Event, uow: UnitOfWork, saga_event: SagaEvent, summary: str) -> None:
+    order_id = str(event.data["order_id"])
+    order = await _lock(uow, order_id)
+    if order is None:
+        # OrderCreated commits with its order, so an unknown id is another system's order.
+        log.warning(
+            "ignoring %s %s for unknown order %s (from %s)",
+            event.type,
+            event.id,
+            order_id,
+            event.source or "an unnamed source",
+        )
+        return
+    await _append_timeline(uow, order_id, event, "consumed", _source_name(event.source), summary)
+    transition = apply_saga_event(_state_of(order), saga_event)
+    await _write(uow, order, transition, utc_now(), event.traceparent)
+
+
+async def _write(
+    uow: UnitOfWork,
+    order: Row[Any],
+    transition: Transition,
+    moment: datetime,
+    traceparent: str | None,
+) -> None:
+    """Store the transition's new facts and emit its events (timeline included)."""
+    state = transition.state
+    if state != _state_of(order):
+        await uow.session.execute(
+            update(orders)
+            .where(orders.c.id == order.id)
+            .values(
+                status=state.status.value,
+                cancel_reason=state.cancel_reason.value if state.cancel_reason else None,
+                charged=state.charged,
+                updated_at=moment,
+            )
+        )
+    for emitted in transition.emitted:
+        event = _event_of(emitted, order, moment, traceparent)
+        await _emit(uow, event, _emitted_summary(emitted, order))
+
+
+async def _emit(uow: UnitOfWork, event: Event, summary: str) -> None:
+    uow.publish(event)
+    await _append_timeline(uow, event.subject, event, "emitted", SERVICE_NAME, summary)
+
+
+async def _append_timeline(
+    uow: UnitOfWork, order_id: str, event: Event, direction: str, source: str, summary: str
+) -> None:
+    await uow.session.execute(
+        insert(order_timeline).values(
+            order_id=order_id,
+            event_id=event.id,
+            event_type=event.type,
+            direction=direction,
+            source=source,
+            occurred_at=event.time,
+            summary=summary,
+        )
+    )
+
+
+async def _lock(uow: UnitOfWork, order_id: str) -> Row[Any] | None:
+    result = await uow.session.execute(
+        select(orders).where(orders.c.id == order_id).with_for_update()
+    )
+    return result.first()
+
+
+async def _order_by_key(uow: UnitOfWork, user_id: str, key: str) -> Row[Any, Any] | None:
+    result = await uow.session.execute(
+        select(orders.c.id, orders.c.request_hash).where(
+            orders.c.user_id == user_id, orders.c.idempotency_key == key
+        )
+    )
+    return result.first()
+
+
+def _replay(earlier: Row[Any, Any], fingerprint: str) -> PlacedOrder:
+    if earlier.request_hash != fingerprint:
+        raise IdempotencyKeyReusedError
+    return PlacedOrder(str(earlier.id), created=False)
+
+
+def _state_of(order: Row[Any]) -> OrderState:
+    reason = CancelReason(order.cancel_reason) if order.cancel_reason else None
+    return OrderState(OrderStatus(order.status), reason, order.charged)
+
+
+def _source_name(source: str) -> str:
+    """`/inventory_service` -> `inventory_service` (CloudEvents sources are URI references)."""
+    return source.strip("/") or "unknown"
+
+
+def _order_created_data(
+    order_id: str,
+    command: PlaceOrder,
+    priced: PricedOrder,
+    deadline: datetime,
+    created_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "user_id": command.user_id,
+        "items": [
+            {
+                "product_id": line.product_id,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+            }
+            for line in priced.lines
+        ],
+        "total_amount": priced.total,
+        "currency": priced.currency,
+        "payment_method_id": command.payment_method_id,
+        "deadline": deadline,
+        "created_at": created_at,
+    }
+
+
+def _event_of(
+    emitted: Emitted, order: Row[Any], moment: datetime, traceparent: str | None
+) -> Event:
+    order_id = str(order.id)
+    if isinstance(emitted, OrderConfirmed):
+        record = "OrderConfirmed"
+        data: dict[str, Any] = {
+            "order_id": order_id,
+            "user_id": str(order.user_id),
+            "total_amount": order.total_amount,
+            "currency": order.currency,
+            "confirmed_at": moment,
+        }
+    else:
+        record = "OrderCancelled"
+        data = {
+            "order_id": order_id,
+            "user_id": str(order.user_id),
+            "reason": emitted.reason.value,
+            "previous_status": emitted.previous_status.value,
+            "charged": emitted.charged,
+            "cancelled_at": moment,
+        }
+    return Event(
+        type=record,
+        subject=order_id,
+        data=data,
+        time=moment,
+        traceparent=traceparent,
+    )
+
+
+def _created_summary(priced: PricedOrder) -> str:
+    return f"order placed: {len(priced.lines)} line(s), total {priced.total} {priced.currency}"
+
+
+def _emitted_summary(emitted: Emitted, order: Row[Any]) -> str:
+    if isinstance(emitted, OrderCancelled):
+        charged = "charged" if emitted.charged else "not charged"
+        return f"order cancelled ({emitted.reason}) from {emitted.previous_status}, {charged}"
+    return f"order confirmed: {order.total_amount} {order.currency}"

@@ -1,0 +1,194 @@
+"""Reads of orders and their timelines, as the API shows them; keyset pagination, newest first."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, or_, select
+
+from choreo.db import UnitOfWork
+from order_service.domain import CancelReason, OrderError, OrderNotFoundError, OrderStatus
+from order_service.tables import order_items, order_timeline, orders
+
+
+class InvalidCursorError(OrderError):
+    def __init__(self) -> None:
+        super().__init__("the cursor is not one this list handed out; start without a cursor")
+
+
+@dataclass(frozen=True)
+class OrderItemView:
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: int
+    line_total: int
+
+
+@dataclass(frozen=True)
+class OrderView:
+    id: str
+    user_id: str
+    status: OrderStatus
+    cancel_reason: CancelReason | None
+    # Whether a payment for the order succeeded (a cancelled order is refunded by payment).
+    charged: bool
+    items: list[OrderItemView]
+    total: int
+    currency: str
+    payment_method_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    items: list[OrderView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    type: str
+    event_id: str
+    time: datetime
+    source: str
+    direction: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    order_id: str
+    items: list[TimelineEntry]
+
+
+async def get_order(uow: UnitOfWork, order_id: str, *, user_id: str | None) -> OrderView:
+    """`user_id`'s order `order_id` (anyone else's is not found); anyone's when None."""
+    query = select(orders).where(orders.c.id == order_id)
+    if user_id is not None:
+        query = query.where(orders.c.user_id == user_id)
+    async with uow:
+        row = (await uow.session.execute(query)).first()
+        if row is None:
+            raise OrderNotFoundError(order_id)
+        return (await _views(uow, [row]))[0]
+
+
+async def list_orders(
+    uow: UnitOfWork,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    user_id: str | None = None,
+    status: OrderStatus | None = None,
+) -> OrderPage:
+    """Orders newest first, of one user and/or in one status when given."""
+    query = select(orders).order_by(orders.c.created_at.desc(), orders.c.id.desc())
+    if user_id is not None:
+        query = query.where(orders.c.user_id == user_id)
+    if status is not None:
+        query = query.where(orders.c.status == status.value)
+    if cursor is not None:
+        created_at, order_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                orders.c.created_at < created_at,
+                and_(orders.c.created_at == created_at, orders.c.id < order_id),
+            )
+        )
+    async with uow:
+        rows = (await uow.session.execute(query.limit(limit + 1))).all()
+        views = await _views(uow, rows[:limit])
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return OrderPage(views, next_cursor)
+
+
+async def get_timeline(uow: UnitOfWork, order_id: str, *, user_id: str) -> Timeline:
+    """Every event consumed or emitted for `user_id`'s order, in the order it happened here."""
+    async with uow:
+        owner = await uow.session.execute(
+            select(orders.c.id).where(orders.c.id == order_id, orders.c.user_id == user_id)
+        )
+        if owner.first() is None:
+            raise OrderNotFoundError(order_id)
+        rows = await uow.session.execute(
+            select(order_timeline)
+            .where(order_timeline.c.order_id == order_id)
+            .order_by(order_timeline.c.id)
+        )
+        entries = [
+            TimelineEntry(
+                type=row.event_type,
+                event_id=row.event_id,
+                time=row.occurred_at.astimezone(UTC),
+                source=row.source,
+                direction=row.direction,
+                summary=row.summary,
+            )
+            for row in rows
+        ]
+    return Timeline(order_id, entries)
+
+
+async def _views(uow: UnitOfWork, rows: Sequence[Row[Any]]) -> list[OrderView]:
+    if not rows:
+        return []
+    lines = await uow.session.execute(
+        select(order_items)
+        .where(order_items.c.order_id.in_([row.id for row in rows]))
+        .order_by(order_items.c.order_id, order_items.c.line_number)
+    )
+    items: dict[str, list[OrderItemView]] = {str(row.id): [] for row in rows}
+    for line in lines:
+        items[str(line.order_id)].append(
+            OrderItemView(
+                product_id=str(line.product_id),
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                line_total=line.quantity * line.unit_price,
+            )
+        )
+    return [
+        OrderView(
+            id=str(row.id),
+            user_id=str(row.user_id),
+            status=OrderStatus(row.status),
+            cancel_reason=CancelReason(row.cancel_reason) if row.cancel_reason else None,
+            charged=row.charged,
+            items=items[str(row.id)],
+            total=row.total_amount,
+            currency=row.currency,
+            payment_method_id=row.payment_method_id,
+            created_at=row.created_at.astimezone(UTC),
+            updated_at=row.updated_at.astimezone(UTC),
+            deadline=row.deadline.astimezone(UTC),
+        )
+        for row in rows
+    ]
+
+
+def _encode_cursor(row: Row[Any]) -> str:
+    position = json.dumps([row.created_at.isoformat(), str(row.id)])
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, order_id = json.loads(raw)
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive time")
+        return moment, str(uuid.UUID(order_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise InvalidCursorError from None
