@@ -1,11 +1,15 @@
 """The S3 endpoint behind `choreo up --durable-broker`: a `moto` server on loopback, holding the
-broker's bucket so that the broker can be killed and restarted without losing a record."""
+broker's bucket so that the broker can be killed and restarted without losing a record.
+`python -m choreo.stack.s3 --port P` runs it."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import logging
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -61,7 +65,7 @@ class MotoS3(Part):
             raise StackError("--durable-broker needs moto's server: pip install 'moto[server]'")
         return ProcessSpec(
             name="s3",
-            command=[self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            command=[self.python, "-m", "choreo.stack.s3", "--port", str(self.port)],
             ready=http_ok(f"{self.endpoint}/moto-api/"),
             port=self.port,
             environment=self.environment,
@@ -72,3 +76,20 @@ class MotoS3(Part):
         response = httpx.put(f"{self.endpoint}/{BUCKET}", timeout=10)
         if response.status_code not in (httpx.codes.OK, httpx.codes.CONFLICT):
             raise StackError(f"cannot create bucket {BUCKET}: {response.status_code}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="moto's S3 on 127.0.0.1, without request logs")
+    parser.add_argument("--port", type=int, default=9000)
+    arguments = parser.parse_args(argv)
+    from moto.server import ThreadedMotoServer
+
+    # One log line per S3 request would drown every other part's output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    ThreadedMotoServer("127.0.0.1", arguments.port, verbose=False).start()
+    print(f"S3 (moto) on http://127.0.0.1:{arguments.port}", flush=True)
+    threading.Event().wait()  # until SIGTERM
+
+
+if __name__ == "__main__":
+    main()

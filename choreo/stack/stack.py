@@ -125,7 +125,12 @@ class Stack:
         elif endpoints.database_urls:
             links.append(Link("postgres", "<SERVICE>_DATABASE_URL", False))
         links += [
-            Link("broker", endpoints.kafka_bootstrap_servers, endpoints.embedded_broker),
+            Link(
+                "broker",
+                endpoints.kafka_bootstrap_servers,
+                endpoints.embedded_broker,
+                self._broker_storage() if endpoints.embedded_broker else "",
+            ),
             Link("stripe", endpoints.stripe_api_base, endpoints.embedded_stripe),
             Link(
                 "sendgrid",
@@ -135,6 +140,11 @@ class Stack:
             ),
         ]
         return links
+
+    def _broker_storage(self) -> str:
+        if self.config.durable_broker:
+            return f"records in S3 (moto) at http://127.0.0.1:{self.config.ports.s3}"
+        return "records in memory: lost when it stops"
 
     def _infrastructure(self) -> list[ProcessSpec]:
         config, endpoints, ports = self.config, self.endpoints, self.config.ports

@@ -32,6 +32,7 @@ from choreo.stack.config import (
 from choreo.stack.errors import PartExitedError, StackError
 from choreo.stack.postgres import EmbeddedPostgres
 from choreo.stack.process import ProcessSpec, port_is_free
+from choreo.stack.s3 import MotoS3
 from choreo.stack.sendgrid_sink import SendGridSink
 from choreo.stack.stack import Stack
 from choreo.stack.supervisor import Supervisor
@@ -364,3 +365,52 @@ def test_services_learn_where_everything_is() -> None:
     assert ports.with_overrides({"order": 1234}).order == 1234
     with pytest.raises(StackError, match="unknown part"):
         ports.with_overrides({"ordr": 1234})
+
+
+async def _produce(bootstrap_servers: str, topic: str, count: int) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False
+    )
+    await producer.start()
+    try:
+        for number in range(count):
+            await producer.send_and_wait(topic, str(number).encode(), key=b"order-1")
+    finally:
+        await producer.stop()
+
+
+async def _consume_all(bootstrap_servers: str, topic: str, count: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(values) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                values += [record.value for records in batch.values() for record in records]
+    finally:
+        await consumer.stop()
+    return values
+
+
+def test_a_durable_broker_keeps_its_records_when_it_is_killed() -> None:
+    pytest.importorskip("moto.server", reason="--durable-broker needs moto[server]")
+    s3 = MotoS3(free_port())
+    broker = TansuBroker(
+        free_port(), s3.storage_url, environment={**os.environ, **s3.client_environment()}
+    )
+    with Supervisor(lambda part, line: None) as supervisor:
+        supervisor.start([s3.spec], timeout=60)
+        supervisor.start([broker.spec], timeout=30)
+        asyncio.run(ensure_topics(broker.bootstrap_servers, ["kept"], partitions=2))
+        asyncio.run(_produce(broker.bootstrap_servers, "kept", 50))
+
+        supervisor.kill("broker", signal.SIGKILL)
+        restarted = supervisor.child("broker")
+        restarted.stop()
+        restarted.start(30)
+
+        values = asyncio.run(_consume_all(broker.bootstrap_servers, "kept", 50))
+    assert values == [str(number).encode() for number in range(50)]
