@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -175,6 +176,7 @@ def _seed_demo(stack: Stack) -> None:
         stack.supervisor.say("no admin credentials (CHOREO_ADMIN_EMAIL/PASSWORD): no demo catalog")
         return
     try:
-        seed_catalog(stack.url_of("gateway"), admin, stack.supervisor.say)
+        with httpx.Client(base_url=stack.url_of("gateway"), timeout=15) as gateway:
+            seed_catalog(gateway, admin, stack.supervisor.say)
     except StackError as error:
         stack.supervisor.say(str(error))

@@ -4,6 +4,7 @@ the SendGrid sink, and the supervisor's guarantees (ready, restarted, nothing le
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from choreo.stack.config import (
     resolve_endpoints,
     service_environment,
 )
+from choreo.stack.demo import DEMO_PRODUCTS, seed_catalog
 from choreo.stack.errors import PartExitedError, StackError
 from choreo.stack.postgres import EmbeddedPostgres
 from choreo.stack.process import ProcessSpec, port_is_free
@@ -414,3 +416,32 @@ def test_a_durable_broker_keeps_its_records_when_it_is_killed() -> None:
 
         values = asyncio.run(_consume_all(broker.bootstrap_servers, "kept", 50))
     assert values == [str(number).encode() for number in range(50)]
+
+
+def test_the_demo_catalog_is_seeded_once_through_the_gateway() -> None:
+    products: list[dict[str, object]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/auth/login":
+            credentials = json.loads(request.content)
+            if credentials != {"email": "admin@example.com", "password": "choreo-admin"}:
+                return httpx.Response(401)
+            return httpx.Response(200, json={"access_token": "admin-token"})
+        if request.url.path == "/api/v1/products" and request.method == "GET":
+            return httpx.Response(200, json={"items": products[:1], "next_cursor": None})
+        if request.url.path == "/api/v1/products" and request.method == "POST":
+            assert request.headers["Authorization"] == "Bearer admin-token"
+            products.append(json.loads(request.content))
+            return httpx.Response(201, json=products[-1])
+        return httpx.Response(404)
+
+    said: list[str] = []
+    admin = ("admin@example.com", "choreo-admin")
+    with httpx.Client(base_url="http://gateway", transport=httpx.MockTransport(gateway)) as client:
+        assert seed_catalog(client, admin, said.append) == len(DEMO_PRODUCTS)
+        assert seed_catalog(client, admin, said.append) == 0
+        with pytest.raises(StackError, match="demo catalog"):
+            seed_catalog(client, ("admin@example.com", "wrong"), said.append)
+    assert len(products) == len(DEMO_PRODUCTS)
+    assert all(isinstance(product["price"], int) for product in products)
+    assert said[-1] == "the catalog has products already: demo catalog not seeded"
