@@ -9,7 +9,6 @@ import httpx
 
 from choreo.stack.errors import StackError
 
-
 # name, category, price in cents (USD), stock, description, features
 _CATALOG = (
     ("Espresso machine", "kitchen", 24900, 25, "15-bar pump, steam wand.", ["15 bar"]),
