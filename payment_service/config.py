@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from choreo.settings import ServiceSettings
+from choreo.stack.stripe import TEST_SECRET_KEY
 
 
 class Settings(ServiceSettings):
@@ -16,3 +18,39 @@ class Settings(ServiceSettings):
     database_name: ClassVar[str | None] = "payments"
 
     port: int = 8003
+
+    # Shared with the rest of the stack, so unprefixed: the embedded stack points them at
+    # localstripe, production at api.stripe.com with a live key.
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com", validation_alias=AliasChoices("STRIPE_API_BASE")
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STRIPE_API_KEY")
+    )
+    # A Stripe call is made while the order's row is locked: bound how long it may hang.
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Fault injection for the never-charge-twice tests; refused in production.
+    fault_kill_after_confirm: bool = False
+    fault_delay_after_confirm_seconds: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Self:
+        if self.env != "prod":
+            return self
+        key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
+        if not key or key == TEST_SECRET_KEY:
+            raise ValueError("STRIPE_API_KEY must be set to the account's secret key in prod")
+        if self.fault_kill_after_confirm or self.fault_delay_after_confirm_seconds:
+            raise ValueError(
+                "PAYMENT_FAULT_KILL_AFTER_CONFIRM and PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS "
+                "are test-only fault injection and are refused when CHOREO_ENV=prod"
+            )
+        return self
+
+    @property
+    def stripe_secret_key(self) -> str:
+        """The key to call Stripe with; outside prod, the emulator's test key by default."""
+        if self.stripe_api_key is not None:
+            return self.stripe_api_key.get_secret_value()
+        return TEST_SECRET_KEY

@@ -1,7 +1,102 @@
-"""The payment service's own tables (the kit's outbox and inbox come from choreo)."""
+"""The payment service's own tables (the kit's outbox and inbox come from choreo).
+
+Only the provider's ids, the brand, the last four digits and the expiry of a card are kept:
+never its number or CVC.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 
 metadata = MetaData()
+
+# The provider's customer of each user, created when the user saves a first card.
+customers = Table(
+    "customers",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("provider_customer_id", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+payment_methods = Table(
+    "payment_methods",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("provider_payment_method_id", Text, nullable=False),
+    Column("brand", Text, nullable=False),
+    Column("last4", Text, nullable=False),
+    Column("exp_month", Integer, nullable=False),
+    Column("exp_year", Integer, nullable=False),
+    Column("is_default", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("payment_methods_by_user", "user_id", "created_at", "id"),
+    Index(
+        "payment_methods_one_default",
+        "user_id",
+        unique=True,
+        postgresql_where=text("is_default"),
+    ),
+)
+
+# One row per order: the facts learned from its events, and its charge (docs/saga.md).
+order_payments = Table(
+    "order_payments",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    # The service's own id of the payment, named in the events it publishes.
+    Column("payment_id", Uuid, nullable=False, unique=True, server_default=func.gen_random_uuid()),
+    # Facts from OrderCreated (order known), StockReserved and OrderCancelled.
+    Column("order_known", Boolean, nullable=False, server_default=text("false")),
+    Column("user_id", Text),
+    Column("amount", BigInteger),
+    Column("currency", Text),
+    Column("payment_method_id", Text),  # as ordered; null: the user's default method
+    Column("stock_reserved", Boolean, nullable=False, server_default=text("false")),
+    Column("cancelled", Boolean, nullable=False, server_default=text("false")),
+    # The charge. CHARGING is not stored here but in charge_attempts (see there).
+    Column("status", Text, nullable=False, server_default=text("'NONE'")),
+    Column("provider_payment_id", Text),
+    Column("decline_code", Text),
+    Column("failure_message", Text),
+    Column("charged_at", DateTime(timezone=True)),  # when the outcome was recorded
+    Column("refund_id", Uuid),
+    Column("provider_refund_id", Text),
+    Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),
+    Column("refunded_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED')", name="order_payments_status"
+    ),
+    Index("order_payments_by_user", "user_id", "created_at", "order_id"),
+    Index("order_payments_by_time", "created_at", "order_id"),
+)
+
+# Phase one of a charge: the intent's id, committed before the intent is confirmed, in a
+# transaction of its own. It is a table apart because the handler that charges holds the
+# order's order_payments row locked until its own commit: a second transaction writing that
+# row would wait for it forever. An attempt whose order is still NONE is CHARGING.
+charge_attempts = Table(
+    "charge_attempts",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("provider_payment_id", Text, nullable=False, unique=True),
+    Column("provider_payment_method_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

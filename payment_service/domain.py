@@ -1,0 +1,156 @@
+"""What the payment service knows about an order and what it must do next: pure rules, no I/O.
+
+Events of one order arrive in any order and any number of times (docs/saga.md), so each
+handler records the fact it learned and asks `settle()` what the facts call for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from choreo.errors import ChoreoError, TransientError
+
+
+class PaymentError(ChoreoError):
+    """Root of the payment service's errors."""
+
+
+class PaymentMethodNotFoundError(PaymentError):
+    """No payment method of this user has that id."""
+
+
+class CardRejectedError(PaymentError):
+    """The card cannot be saved: invalid, expired, or declined by the provider."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidCardError(CardRejectedError):
+    """The card details or token are not valid (a client error, not a decline)."""
+
+
+class CardDeclinedError(CardRejectedError):
+    """The provider refused the card when it was saved."""
+
+
+class ProviderUnavailableError(PaymentError, TransientError):
+    """The payment provider failed in a way that may pass (5xx, 429, timeout, no connection)."""
+
+
+class ProviderError(PaymentError):
+    """The payment provider refused a request it will always refuse (e.g. a bad API key)."""
+
+
+class ChargeStatus(StrEnum):
+    NONE = "NONE"
+    CHARGING = "CHARGING"  # an intent exists and its outcome is not recorded yet
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+
+
+class Action(StrEnum):
+    CHARGE = "CHARGE"  # create an intent, commit its id, confirm it
+    RESUME_CHARGE = "RESUME_CHARGE"  # an intent was committed before: ask the provider
+    REFUND = "REFUND"
+    NOTHING = "NOTHING"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFacts:
+    """What the service has learned about one order, and where its charge stands."""
+
+    order_known: bool = False
+    stock_reserved: bool = False
+    cancelled: bool = False
+    status: ChargeStatus = ChargeStatus.NONE
+
+
+def settle(facts: PaymentFacts) -> Action:
+    """The one thing to do now; run again after doing it, until NOTHING.
+
+    An intent left CHARGING by a crash is always resolved first: it may already have moved
+    money, so a new charge must never be started beside it, and a refund needs its outcome.
+    """
+    if facts.status is ChargeStatus.CHARGING:
+        return Action.RESUME_CHARGE
+    if facts.cancelled:
+        return Action.REFUND if facts.status is ChargeStatus.SUCCEEDED else Action.NOTHING
+    if facts.order_known and facts.stock_reserved and facts.status is ChargeStatus.NONE:
+        return Action.CHARGE
+    return Action.NOTHING
+
+
+class IntentState(StrEnum):
+    """Where a provider's payment intent stands, in the service's own words."""
+
+    UNCONFIRMED = "UNCONFIRMED"  # created, never confirmed: no money moved
+    PROCESSING = "PROCESSING"  # confirmed, outcome not known yet
+    SUCCEEDED = "SUCCEEDED"
+    DECLINED = "DECLINED"
+    CANCELED = "CANCELED"  # abandoned before confirmation: no money moved
+
+
+class Resume(StrEnum):
+    """What to do with the intent of an order found CHARGING, once the provider said where it
+    stands."""
+
+    RECORD = "RECORD"  # succeeded or declined: record the outcome as it is
+    CONFIRM = "CONFIRM"  # never confirmed and the order still stands: confirm it now
+    ABANDON = "ABANDON"  # never confirmed and the order is cancelled: cancel it, back to NONE
+    FORGET = "FORGET"  # already cancelled at the provider, no money moved: back to NONE
+    WAIT = "WAIT"  # the provider has not decided yet: try again later
+
+
+def resume(state: IntentState, *, cancelled: bool) -> Resume:
+    """The step that brings an intent found CHARGING to a recorded outcome."""
+    if state is IntentState.UNCONFIRMED:
+        return Resume.ABANDON if cancelled else Resume.CONFIRM
+    if state is IntentState.CANCELED:
+        return Resume.FORGET
+    if state is IntentState.PROCESSING:
+        return Resume.WAIT
+    return Resume.RECORD
+
+
+# Messages for failures the service decides itself; safe to show the customer.
+NO_PAYMENT_METHOD = "no_payment_method"
+NO_PAYMENT_METHOD_MESSAGE = "No saved payment method to charge: add a card and order again."
+AUTHENTICATION_REQUIRED = "authentication_required"
+AUTHENTICATION_REQUIRED_MESSAGE = (
+    "The card asks for authentication (3-D Secure), which cannot be done for this payment."
+)
+
+
+def luhn_valid(number: str) -> bool:
+    """Whether `number` (digits only) passes the Luhn checksum every card number carries."""
+    if not number.isdigit():
+        return False
+    total = 0
+    for position, digit in enumerate(int(d) for d in reversed(number)):
+        if position % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def card_expired(exp_month: int, exp_year: int, today: date) -> bool:
+    """A card is valid until the end of its expiry month."""
+    return (exp_year, exp_month) < (today.year, today.month)
+
+
+def check_card(number: str, exp_month: int, exp_year: int, today: date) -> None:
+    """Refuse card details no provider would accept, before any is called.
+
+    The errors never quote the details.
+    """
+    if not luhn_valid(number):
+        raise InvalidCardError("incorrect_number", "The card number is not valid.")
+    if card_expired(exp_month, exp_year, today):
+        raise InvalidCardError("expired_card", "The card has expired.")

@@ -1,0 +1,280 @@
+"""The payment provider behind a narrow interface: Stripe, through its official SDK.
+
+Answers are plain dataclasses in the service's own words. A card the provider refuses is a
+decline (a result, or CardDeclinedError when saving a card); failures that may pass (5xx, 429,
+timeouts, no connection) raise ProviderUnavailableError, which consumers retry; requests the
+provider will always refuse raise ProviderError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import stripe
+from stripe import _util as stripe_util
+
+from payment_service.domain import (
+    AUTHENTICATION_REQUIRED,
+    AUTHENTICATION_REQUIRED_MESSAGE,
+    CardDeclinedError,
+    IntentState,
+    InvalidCardError,
+    ProviderError,
+    ProviderUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+_DECLINED = "card_declined"
+_DECLINED_MESSAGE = "Your card was declined."
+
+
+@dataclass(frozen=True, slots=True)
+class NewCard:
+    """Raw card details on their way to the provider; never stored, never printed."""
+
+    number: str = field(repr=False)
+    exp_month: int
+    exp_year: int
+    cvc: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCard:
+    """A card the provider holds for a customer: its id and what may be shown of it."""
+
+    provider_payment_method_id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A payment intent: the provider's id and where it stands."""
+
+    id: str
+    state: IntentState
+    decline_code: str | None = None
+    decline_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRefund:
+    id: str
+    amount: int
+
+
+class StripeGateway:
+    """Stripe (or localstripe) at `api_base`, called with the SDK's async HTTP client."""
+
+    def __init__(self, api_key: str, api_base: str, *, timeout_seconds: float = 10.0) -> None:
+        # The SDK logs request bodies at DEBUG, and prints them to stderr when STRIPE_LOG is
+        # set: a card number must never reach a log.
+        logging.getLogger("stripe").setLevel(logging.WARNING)
+        stripe_util.STRIPE_LOG = None
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds),
+            # Retries happen a level up, where a charge is resumed from what Stripe says it
+            # did: a blind re-send of a confirm relies on idempotency keys the emulator ignores.
+            max_network_retries=0,
+        )
+
+    async def create_customer(self, user_id: str) -> str:
+        with _translated_errors():
+            customer = await self._client.v1.customers.create_async(
+                params={"metadata": {"user_id": user_id}}
+            )
+        return customer.id
+
+    async def create_payment_method(self, customer_id: str, card: NewCard) -> SavedCard:
+        """Tokenize `card` and attach it to the customer."""
+        with _translated_errors(invalid_code="invalid_card"):
+            method = await self._client.v1.payment_methods.create_async(
+                params={
+                    "type": "card",
+                    "card": {
+                        "number": card.number,
+                        "exp_month": card.exp_month,
+                        "exp_year": card.exp_year,
+                        "cvc": card.cvc,
+                    },
+                }
+            )
+            method = await self._client.v1.payment_methods.attach_async(
+                method.id, params={"customer": customer_id}
+            )
+        return _saved_card(method)
+
+    async def payment_method_from_token(self, customer_id: str, token: str) -> SavedCard:
+        """Attach a card tokenized by the client: a PaymentMethod (`pm_`) or a token (`tok_`)."""
+        with _translated_errors(invalid_code="invalid_token"):
+            if token.startswith("tok_"):
+                source = await self._client.v1.customers.payment_sources.create_async(
+                    customer_id, params={"source": token}
+                )
+                if not isinstance(source, stripe.Card):
+                    raise InvalidCardError("invalid_token", "The token does not hold a card.")
+                return SavedCard(
+                    provider_payment_method_id=source.id,
+                    brand=source.brand.lower(),
+                    last4=source.last4,
+                    exp_month=source.exp_month,
+                    exp_year=source.exp_year,
+                )
+            method = await self._client.v1.payment_methods.retrieve_async(token)
+            if method.customer is not None and _id_of(method.customer) != customer_id:
+                raise InvalidCardError("invalid_token", "The payment method is not yours.")
+            method = await self._client.v1.payment_methods.attach_async(
+                method.id, params={"customer": customer_id}
+            )
+        return _saved_card(method)
+
+    async def create_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer_id: str,
+        payment_method_id: str,
+        metadata: Mapping[str, str],
+    ) -> Intent:
+        """An unconfirmed intent: it moves no money until `confirm_intent`."""
+        with _translated_errors():
+            intent = await self._client.v1.payment_intents.create_async(
+                params={
+                    "amount": amount,
+                    "currency": currency.lower(),
+                    "customer": customer_id,
+                    "payment_method": payment_method_id,
+                    "metadata": dict(metadata),
+                    "confirm": False,
+                }
+            )
+        return _intent(intent)
+
+    async def confirm_intent(self, intent_id: str) -> Intent:
+        """Charge the card; a declined card is an answer, not an error."""
+        with _translated_errors():
+            try:
+                intent = await self._client.v1.payment_intents.confirm_async(intent_id)
+            except stripe.CardError as error:
+                return Intent(
+                    id=intent_id,
+                    state=IntentState.DECLINED,
+                    decline_code=error.code or _DECLINED,
+                    decline_message=error.user_message or _DECLINED_MESSAGE,
+                )
+        return _intent(intent)
+
+    async def retrieve_intent(self, intent_id: str) -> Intent:
+        with _translated_errors():
+            intent = await self._client.v1.payment_intents.retrieve_async(intent_id)
+        return _intent(intent)
+
+    async def cancel_intent(self, intent_id: str) -> None:
+        with _translated_errors():
+            await self._client.v1.payment_intents.cancel_async(intent_id)
+
+    async def refund(
+        self, intent_id: str, *, amount: int, metadata: Mapping[str, str]
+    ) -> ProviderRefund:
+        """Refund the intent's charge, or return the refund it already has.
+
+        Looking first makes a refund retried after a crash safe without idempotency keys.
+        """
+        with _translated_errors():
+            existing = await self._client.v1.refunds.list_async(
+                params={"payment_intent": intent_id, "limit": 100}
+            )
+            for refund in existing.data:
+                if refund.status in ("succeeded", "pending", "requires_action"):
+                    return ProviderRefund(id=refund.id, amount=refund.amount)
+            refund = await self._client.v1.refunds.create_async(
+                params={"payment_intent": intent_id, "amount": amount, "metadata": dict(metadata)}
+            )
+        return ProviderRefund(id=refund.id, amount=refund.amount)
+
+
+@contextlib.contextmanager
+def _translated_errors(invalid_code: str | None = None) -> Iterator[None]:
+    """Stripe's errors as the service's; `invalid_code` makes a 4xx the card's fault."""
+    try:
+        yield
+    except stripe.CardError as error:
+        raise CardDeclinedError(
+            error.code or _DECLINED, error.user_message or _DECLINED_MESSAGE
+        ) from None
+    except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+        raise ProviderUnavailableError(f"Stripe is unreachable: {_summary(error)}") from None
+    except stripe.StripeError as error:
+        status = error.http_status or 0
+        if status >= 500 or status == 429:
+            raise ProviderUnavailableError(f"Stripe failed: {_summary(error)}") from None
+        if invalid_code is not None and isinstance(error, stripe.InvalidRequestError):
+            # Stripe's own wording is not passed on: its messages about a parameter may quote
+            # the value, and here the values are card details.
+            raise InvalidCardError(
+                error.code or invalid_code, "The payment provider refused the card details."
+            ) from None
+        raise ProviderError(f"Stripe refused the request: {_summary(error)}") from None
+
+
+def _summary(error: stripe.StripeError) -> str:
+    # The class, status and Stripe's own code and message: never the request, which may
+    # hold card details.
+    return (
+        f"{type(error).__name__} (HTTP {error.http_status}, code {error.code}): "
+        f"{error.user_message or ''}".rstrip()
+    )
+
+
+def _id_of(reference: str | stripe.Customer) -> str:
+    return reference if isinstance(reference, str) else reference.id
+
+
+def _saved_card(method: stripe.PaymentMethod) -> SavedCard:
+    card = method.card
+    if card is None:
+        raise InvalidCardError("invalid_token", "The payment method is not a card.")
+    return SavedCard(
+        provider_payment_method_id=method.id,
+        brand=card.brand.lower(),
+        last4=card.last4,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+    )
+
+
+def _intent(intent: stripe.PaymentIntent) -> Intent:
+    status = intent.status
+    if status == "succeeded":
+        return Intent(intent.id, IntentState.SUCCEEDED)
+    if status == "requires_confirmation":
+        return Intent(intent.id, IntentState.UNCONFIRMED)
+    if status in ("processing", "requires_capture"):
+        return Intent(intent.id, IntentState.PROCESSING)
+    if status == "canceled":
+        return Intent(intent.id, IntentState.CANCELED)
+    if status == "requires_action":
+        # 3-D Secure needs the customer at the keyboard; the saga charges off-session.
+        return Intent(
+            intent.id,
+            IntentState.DECLINED,
+            AUTHENTICATION_REQUIRED,
+            AUTHENTICATION_REQUIRED_MESSAGE,
+        )
+    # requires_payment_method: the last attempt failed.
+    error = getattr(intent, "last_payment_error", None)
+    return Intent(
+        intent.id,
+        IntentState.DECLINED,
+        getattr(error, "code", None) or _DECLINED,
+        getattr(error, "message", None) or _DECLINED_MESSAGE,
+    )

@@ -1,0 +1,23 @@
+"""What the payment service does on each event (saga) and command (vault)."""
+
+from payment_service.handlers.saga import (
+    Charging,
+    on_order_cancelled,
+    on_order_created,
+    on_stock_reserved,
+)
+from payment_service.handlers.vault import (
+    add_payment_method,
+    delete_payment_method,
+    ensure_customer,
+)
+
+__all__ = [
+    "Charging",
+    "add_payment_method",
+    "delete_payment_method",
+    "ensure_customer",
+    "on_order_cancelled",
+    "on_order_created",
+    "on_stock_reserved",
+]

@@ -1,0 +1,380 @@
+"""The saga's events: each locks its order's `order_payments` row, records the fact it carries
+and settles the order (docs/saga.md): charge, resume a charge a crash interrupted, refund, or
+nothing."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from choreo.db import UnitOfWork, UnitOfWorkFactory
+from choreo.errors import PermanentError
+from choreo.events import Event
+from payment_service.domain import (
+    NO_PAYMENT_METHOD,
+    NO_PAYMENT_METHOD_MESSAGE,
+    Action,
+    ChargeStatus,
+    IntentState,
+    PaymentFacts,
+    ProviderUnavailableError,
+    Resume,
+    resume,
+    settle,
+)
+from payment_service.faults import Faults
+from payment_service.gateway import Intent, StripeGateway
+from payment_service.tables import charge_attempts, customers, order_payments, payment_methods
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Charging:
+    """What charging and refunding need besides the handler's own unit of work."""
+
+    gateway: StripeGateway
+    # Commits an intent's id before the intent is confirmed (phase one of a charge).
+    new_unit_of_work: UnitOfWorkFactory
+    faults: Faults = field(default_factory=Faults)
+
+
+@dataclass(frozen=True)
+class OrderTerms:
+    """What OrderCreated said about the order's payment."""
+
+    user_id: str
+    amount: int
+    currency: str
+    payment_method_id: str | None  # the user's choice; None: their default method
+
+
+@dataclass(frozen=True)
+class OrderPayment:
+    """One order's row as the handler holding its lock sees it."""
+
+    order_id: uuid.UUID
+    payment_id: uuid.UUID
+    facts: PaymentFacts
+    terms: OrderTerms | None
+    provider_payment_id: str | None  # the recorded charge's intent
+    attempt_payment_id: str | None  # the intent committed in phase one, if any
+
+    def require_terms(self) -> OrderTerms:
+        if self.terms is None:
+            raise PermanentError(f"order {self.order_id} is settled without its terms")
+        return self.terms
+
+
+async def on_order_created(event: Event, uow: UnitOfWork, charging: Charging) -> None:
+    data = event.data
+    order_id = _uuid(data["order_id"])
+    await _lock(uow.session, order_id)
+    method = data.get("payment_method_id")
+    await uow.session.execute(
+        update(order_payments)
+        .where(order_payments.c.order_id == order_id, order_payments.c.order_known.is_(False))
+        .values(
+            order_known=True,
+            user_id=str(data["user_id"]),
+            amount=int(data["total_amount"]),
+            currency=str(data["currency"]),
+            payment_method_id=None if method is None else str(method),
+            updated_at=func.now(),
+        )
+    )
+    await _settle(uow, order_id, charging, event.traceparent)
+
+
+async def on_stock_reserved(event: Event, uow: UnitOfWork, charging: Charging) -> None:
+    order_id = _uuid(event.data["order_id"])
+    await _record_fact(uow.session, order_id, stock_reserved=True)
+    await _settle(uow, order_id, charging, event.traceparent)
+
+
+async def on_order_cancelled(event: Event, uow: UnitOfWork, charging: Charging) -> None:
+    order_id = _uuid(event.data["order_id"])
+    await _record_fact(uow.session, order_id, cancelled=True)
+    await _settle(uow, order_id, charging, event.traceparent)
+
+
+async def _record_fact(session: AsyncSession, order_id: uuid.UUID, **fact: bool) -> None:
+    await _lock(session, order_id)
+    await session.execute(
+        update(order_payments)
+        .where(order_payments.c.order_id == order_id)
+        .values(**fact, updated_at=func.now())
+    )
+
+
+async def _lock(session: AsyncSession, order_id: uuid.UUID) -> None:
+    """Create the order's row if this is its first event, and lock it until commit."""
+    await session.execute(insert(order_payments).values(order_id=order_id).on_conflict_do_nothing())
+    await session.execute(
+        select(order_payments.c.order_id)
+        .where(order_payments.c.order_id == order_id)
+        .with_for_update()
+    )
+
+
+async def _settle(
+    uow: UnitOfWork, order_id: uuid.UUID, charging: Charging, traceparent: str | None
+) -> None:
+    """Do what the order's facts call for, step by step, until they call for nothing."""
+    while True:
+        payment = await _load(uow.session, order_id)
+        action = settle(payment.facts)
+        if action is Action.NOTHING:
+            return
+        log.info("order %s: %s (%s)", order_id, action.value, payment.facts.status.value)
+        if action is Action.CHARGE:
+            await _charge(uow, payment, charging, traceparent)
+        elif action is Action.RESUME_CHARGE:
+            await _resume_charge(uow, payment, charging, traceparent)
+        else:
+            await _refund(uow, payment, charging, traceparent)
+
+
+async def _load(session: AsyncSession, order_id: uuid.UUID) -> OrderPayment:
+    row = (
+        await session.execute(
+            select(
+                order_payments,
+                charge_attempts.c.provider_payment_id.label("attempt_payment_id"),
+            )
+            .outerjoin(charge_attempts, charge_attempts.c.order_id == order_payments.c.order_id)
+            .where(order_payments.c.order_id == order_id)
+            .with_for_update(of=order_payments)
+        )
+    ).one()
+    status = ChargeStatus(row.status)
+    if status is ChargeStatus.NONE and row.attempt_payment_id is not None:
+        status = ChargeStatus.CHARGING
+    terms = None
+    if row.order_known:
+        terms = OrderTerms(row.user_id, row.amount, row.currency, row.payment_method_id)
+    return OrderPayment(
+        order_id=row.order_id,
+        payment_id=row.payment_id,
+        facts=PaymentFacts(
+            order_known=row.order_known,
+            stock_reserved=row.stock_reserved,
+            cancelled=row.cancelled,
+            status=status,
+        ),
+        terms=terms,
+        provider_payment_id=row.provider_payment_id,
+        attempt_payment_id=row.attempt_payment_id,
+    )
+
+
+async def _charge(
+    uow: UnitOfWork, payment: OrderPayment, charging: Charging, traceparent: str | None
+) -> None:
+    """Charge in two phases, so that a crash at any point never leads to a second charge."""
+    terms = payment.require_terms()
+    method = await _method_to_charge(uow.session, terms)
+    if method is None:
+        await _record_failure(
+            uow, payment, None, NO_PAYMENT_METHOD, NO_PAYMENT_METHOD_MESSAGE, traceparent
+        )
+        return
+    customer_id, payment_method_id = method
+    intent = await charging.gateway.create_intent(
+        amount=terms.amount,
+        currency=terms.currency,
+        customer_id=customer_id,
+        payment_method_id=payment_method_id,
+        metadata={"order_id": str(payment.order_id), "payment_id": str(payment.payment_id)},
+    )
+    # Phase one: from this commit on, a redelivered event finds the order CHARGING and asks
+    # the provider about this intent instead of creating another.
+    async with charging.new_unit_of_work() as phase_one:
+        await phase_one.session.execute(
+            insert(charge_attempts).values(
+                order_id=payment.order_id,
+                provider_payment_id=intent.id,
+                provider_payment_method_id=payment_method_id,
+            )
+        )
+    confirmed = await charging.gateway.confirm_intent(intent.id)
+    await charging.faults.after_confirm()
+    await _record_outcome(uow, payment, confirmed, traceparent)
+
+
+async def _resume_charge(
+    uow: UnitOfWork, payment: OrderPayment, charging: Charging, traceparent: str | None
+) -> None:
+    """Bring an intent committed before a crash (or a failed confirm) to a recorded outcome."""
+    intent_id = payment.attempt_payment_id
+    if intent_id is None:
+        raise PermanentError(f"order {payment.order_id} is CHARGING without an intent")
+    intent = await charging.gateway.retrieve_intent(intent_id)
+    step = resume(intent.state, cancelled=payment.facts.cancelled)
+    log.warning(
+        "order %s: resuming charge %s, found %s: %s",
+        payment.order_id,
+        intent_id,
+        intent.state.value,
+        step.value,
+    )
+    if step is Resume.RECORD:
+        await _record_outcome(uow, payment, intent, traceparent)
+    elif step is Resume.CONFIRM:
+        confirmed = await charging.gateway.confirm_intent(intent_id)
+        await charging.faults.after_confirm()
+        await _record_outcome(uow, payment, confirmed, traceparent)
+    elif step is Resume.ABANDON:
+        if intent.state is IntentState.UNCONFIRMED:
+            await charging.gateway.cancel_intent(intent_id)
+        await uow.session.execute(
+            delete(charge_attempts).where(charge_attempts.c.order_id == payment.order_id)
+        )
+    else:
+        raise ProviderUnavailableError(f"charge {intent_id} is still processing at the provider")
+
+
+async def _record_outcome(
+    uow: UnitOfWork, payment: OrderPayment, intent: Intent, traceparent: str | None
+) -> None:
+    if intent.state is IntentState.SUCCEEDED:
+        terms = payment.require_terms()
+        now = datetime.now(UTC)
+        await _update(
+            uow.session,
+            payment.order_id,
+            status=ChargeStatus.SUCCEEDED.value,
+            provider_payment_id=intent.id,
+            charged_at=now,
+        )
+        data = {
+            "order_id": str(payment.order_id),
+            "payment_id": str(payment.payment_id),
+            "amount": terms.amount,
+            "currency": terms.currency,
+            "provider_payment_id": intent.id,
+            "succeeded_at": now,
+        }
+        uow.publish(_event("PaymentSucceeded", payment, data, traceparent))
+    elif intent.state in (IntentState.DECLINED, IntentState.CANCELED):
+        code = intent.decline_code or "card_declined"
+        message = intent.decline_message or "The payment was declined."
+        await _record_failure(uow, payment, intent.id, code, message, traceparent)
+    else:
+        raise ProviderUnavailableError(f"the provider has not decided on charge {intent.id} yet")
+
+
+async def _record_failure(
+    uow: UnitOfWork,
+    payment: OrderPayment,
+    provider_payment_id: str | None,
+    code: str,
+    message: str,
+    traceparent: str | None,
+) -> None:
+    terms = payment.require_terms()
+    now = datetime.now(UTC)
+    await _update(
+        uow.session,
+        payment.order_id,
+        status=ChargeStatus.FAILED.value,
+        provider_payment_id=provider_payment_id,
+        decline_code=code,
+        failure_message=message,
+        charged_at=now,
+    )
+    data = {
+        "order_id": str(payment.order_id),
+        # No payment to name when no charge was attempted.
+        "payment_id": None if provider_payment_id is None else str(payment.payment_id),
+        "amount": terms.amount,
+        "currency": terms.currency,
+        "decline_code": code,
+        "message": message,
+        "failed_at": now,
+    }
+    uow.publish(_event("PaymentFailed", payment, data, traceparent))
+
+
+async def _refund(
+    uow: UnitOfWork, payment: OrderPayment, charging: Charging, traceparent: str | None
+) -> None:
+    terms = payment.require_terms()
+    if payment.provider_payment_id is None:
+        raise PermanentError(f"order {payment.order_id} is SUCCEEDED without a charge")
+    # One refund per payment, so its id can be derived: a retried refund keeps its id.
+    refund_id = uuid.uuid5(payment.payment_id, "refund")
+    refund = await charging.gateway.refund(
+        payment.provider_payment_id,
+        amount=terms.amount,
+        metadata={
+            "order_id": str(payment.order_id),
+            "payment_id": str(payment.payment_id),
+            "refund_id": str(refund_id),
+        },
+    )
+    now = datetime.now(UTC)
+    await _update(
+        uow.session,
+        payment.order_id,
+        status=ChargeStatus.REFUNDED.value,
+        refund_id=refund_id,
+        provider_refund_id=refund.id,
+        refunded_amount=refund.amount,
+        refunded_at=now,
+    )
+    data = {
+        "order_id": str(payment.order_id),
+        "payment_id": str(payment.payment_id),
+        "refund_id": str(refund_id),
+        "provider_refund_id": refund.id,
+        "amount": refund.amount,
+        "currency": terms.currency,
+        "refunded_at": now,
+    }
+    uow.publish(_event("PaymentRefunded", payment, data, traceparent))
+
+
+async def _method_to_charge(session: AsyncSession, terms: OrderTerms) -> tuple[str, str] | None:
+    """The provider's customer and payment method to charge for the order, if the user has it."""
+    query = (
+        select(customers.c.provider_customer_id, payment_methods.c.provider_payment_method_id)
+        .join(customers, customers.c.user_id == payment_methods.c.user_id)
+        .where(payment_methods.c.user_id == terms.user_id)
+    )
+    if terms.payment_method_id is None:
+        query = query.where(payment_methods.c.is_default)
+    else:
+        try:
+            chosen = uuid.UUID(terms.payment_method_id)
+        except ValueError:
+            return None
+        query = query.where(payment_methods.c.id == chosen)
+    row = (await session.execute(query)).first()
+    return None if row is None else (row.provider_customer_id, row.provider_payment_method_id)
+
+
+async def _update(session: AsyncSession, order_id: uuid.UUID, **values: Any) -> None:
+    await session.execute(
+        update(order_payments)
+        .where(order_payments.c.order_id == order_id)
+        .values(**values, updated_at=func.now())
+    )
+
+
+def _event(
+    type_: str, payment: OrderPayment, data: Mapping[str, Any], traceparent: str | None
+) -> Event:
+    return Event(type=type_, subject=str(payment.order_id), data=data, traceparent=traceparent)
+
+
+def _uuid(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -1,0 +1,157 @@
+"""Read side of the payment service: a user's saved cards and the payments of orders.
+
+Pages are keyset-paginated; the cursor is the (created_at, id) pair of the page's last item,
+opaque to clients (URL-safe base64 of JSON). Cards come oldest first, payments newest first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, case, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payment_service.domain import ChargeStatus, PaymentError, PaymentMethodNotFoundError
+from payment_service.tables import charge_attempts, order_payments, payment_methods
+
+
+class InvalidCursorError(PaymentError):
+    """A pagination cursor this service did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentMethod:
+    id: uuid.UUID
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    is_default: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    order_id: uuid.UUID
+    payment_id: uuid.UUID
+    user_id: str
+    amount: int
+    currency: str
+    status: str
+    decline_code: str | None
+    refunded_amount: int
+    created_at: datetime
+
+
+_METHOD_COLUMNS = (
+    payment_methods.c.id,
+    payment_methods.c.brand,
+    payment_methods.c.last4,
+    payment_methods.c.exp_month,
+    payment_methods.c.exp_year,
+    payment_methods.c.is_default,
+    payment_methods.c.created_at,
+)
+
+
+async def payment_method(
+    session: AsyncSession, user_id: str, method_id: uuid.UUID
+) -> PaymentMethod:
+    row = (
+        await session.execute(
+            select(*_METHOD_COLUMNS).where(
+                payment_methods.c.id == method_id, payment_methods.c.user_id == user_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise PaymentMethodNotFoundError(f"no payment method {method_id}")
+    return PaymentMethod(*row)
+
+
+async def payment_methods_of(
+    session: AsyncSession, user_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[PaymentMethod], str | None]:
+    """One page of the user's saved cards, oldest first."""
+    query = select(*_METHOD_COLUMNS).where(payment_methods.c.user_id == user_id)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            tuple_(payment_methods.c.created_at, payment_methods.c.id) > (created_at, last_id)
+        )
+    query = query.order_by(payment_methods.c.created_at, payment_methods.c.id).limit(limit + 1)
+    page = [PaymentMethod(*row) for row in await session.execute(query)]
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    return page, encode_cursor(page[-1].created_at, page[-1].id)
+
+
+async def payments(
+    session: AsyncSession, *, user_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[Payment], str | None]:
+    """One page of payments, newest first: the user's, or everyone's when `user_id` is None.
+
+    A payment is an order whose charge was at least attempted; one in flight is CHARGING.
+    """
+    attempted = charge_attempts.c.order_id.is_not(None)
+    not_charged = order_payments.c.status == ChargeStatus.NONE.value
+    status = case(
+        (and_(not_charged, attempted), ChargeStatus.CHARGING.value),
+        else_=order_payments.c.status,
+    )
+    conditions: list[ColumnElement[bool]] = [
+        order_payments.c.order_known,
+        or_(~not_charged, attempted),
+    ]
+    if user_id is not None:
+        conditions.append(order_payments.c.user_id == user_id)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        conditions.append(
+            tuple_(order_payments.c.created_at, order_payments.c.order_id) < (created_at, last_id)
+        )
+    query = (
+        select(
+            order_payments.c.order_id,
+            order_payments.c.payment_id,
+            order_payments.c.user_id,
+            order_payments.c.amount,
+            order_payments.c.currency,
+            status,
+            order_payments.c.decline_code,
+            order_payments.c.refunded_amount,
+            order_payments.c.created_at,
+        )
+        .outerjoin(charge_attempts, charge_attempts.c.order_id == order_payments.c.order_id)
+        .where(*conditions)
+        .order_by(order_payments.c.created_at.desc(), order_payments.c.order_id.desc())
+        .limit(limit + 1)
+    )
+    page = [Payment(*row) for row in await session.execute(query)]
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    return page, encode_cursor(page[-1].created_at, page[-1].order_id)
+
+
+def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(item_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, item_id = json.loads(raw)
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when, uuid.UUID(item_id)
+    except (binascii.Error, ValueError, TypeError, AttributeError):
+        raise InvalidCursorError("the cursor is not one this service handed out") from None
