@@ -110,6 +110,15 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def _run_hook(part: str, what: str, hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except StackError:
+        raise
+    except Exception as error:
+        raise StackError(f"cannot {what} {part}: {error}") from error
+
+
 class ChildProcess:
     """A running part. Not thread-safe: one thread drives it."""
 
@@ -153,7 +162,7 @@ class ChildProcess:
                 f"Choose another port with --port {self.name}=PORT"
             )
         if self.spec.prepare is not None:
-            self.spec.prepare()
+            _run_hook(self.name, "prepare", self.spec.prepare)
         self._tail.clear()
         self.ready_since = None
         self._stop_requested_at = None
@@ -211,7 +220,7 @@ class ChildProcess:
         if not ready:
             return False
         if self.spec.after_ready is not None:
-            self.spec.after_ready()
+            _run_hook(self.name, "set up", self.spec.after_ready)
         self.ready_since = time.monotonic()
         return True
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
+import psycopg
+
+from choreo.errors import ChoreoError
 from choreo.kafka import ensure_topics
 from choreo.stack.broker import TansuBroker
 from choreo.stack.config import (
@@ -17,6 +20,7 @@ from choreo.stack.config import (
     resolve_endpoints,
     service_environment,
 )
+from choreo.stack.errors import StackError
 from choreo.stack.postgres import EmbeddedPostgres, create_database
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
@@ -205,18 +209,25 @@ class Stack:
         server = self.endpoints.database_server
         if server is None:
             return
-        created = [
-            name for name in self.endpoints.databases_to_create if create_database(server, name)
-        ]
+        try:
+            created = [
+                name for name in self.endpoints.databases_to_create if create_database(server, name)
+            ]
+        except psycopg.Error as error:
+            raise StackError(
+                f"cannot create the databases on {_without_password(server)}: {error}"
+            ) from error
         if created:
             self.supervisor.say(f"created databases {', '.join(created)}")
 
     def _create_topics(self) -> None:
-        created = asyncio.run(
-            ensure_topics(
-                self.endpoints.kafka_bootstrap_servers, TOPICS, partitions=self.config.partitions
+        bootstrap_servers = self.endpoints.kafka_bootstrap_servers
+        try:
+            created = asyncio.run(
+                ensure_topics(bootstrap_servers, TOPICS, partitions=self.config.partitions)
             )
-        )
+        except ChoreoError as error:
+            raise StackError(f"cannot create the topics on {bootstrap_servers}: {error}") from error
         if created:
             self.supervisor.say(f"created topics {', '.join(created)}")
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType, TracebackType
+from typing import Any
 
 from choreo.stack.errors import PartExitedError, ReadinessTimeoutError, StackError
 from choreo.stack.process import ChildProcess, OutputSink, ProcessSpec, log_output
@@ -193,6 +194,9 @@ def stop_signals_interrupt() -> Iterator[None]:
         _restore(previous)
 
 
-def _restore(handlers: dict[signal.Signals, signal._HANDLER]) -> None:
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def _restore(handlers: dict[signal.Signals, _Handler]) -> None:
     for signum, handler in handlers.items():
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
