@@ -167,10 +167,14 @@ class LookupResult(BaseModel):
 
 
 async def _viewer(request: Request) -> Principal | None:
-    """The caller of a public route: None without a token, verified (or 401) with one."""
+    """The caller of a public route, or None: a missing, stale or unverifiable token only
+    costs the admin-only fields, never the catalog itself."""
     if "authorization" not in request.headers:
         return None
-    return await current_principal(request)
+    try:
+        return await current_principal(request)
+    except ApiError:
+        return None
 
 
 Viewer = Annotated[Principal | None, Depends(_viewer)]

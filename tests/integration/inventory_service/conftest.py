@@ -1,0 +1,148 @@
+"""The inventory service run as a process on real PostgreSQL and the real broker, and helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from choreo.auth import SigningKey
+from choreo.events import Event
+from choreo.testing import ServiceProcess, StartService, collect_events
+
+USER_ID = str(uuid.uuid4())
+
+
+@pytest.fixture
+def inventory(start_service: StartService) -> ServiceProcess:
+    return start_service("inventory")
+
+
+@pytest.fixture
+def admin_token(signing_key: SigningKey) -> str:
+    return signing_key.issue(str(uuid.uuid4()), roles=["admin", "user"])
+
+
+@pytest.fixture
+def user_token(signing_key: SigningKey) -> str:
+    return signing_key.issue(USER_ID, roles=["user"])
+
+
+def product_body(**fields: Any) -> dict[str, Any]:
+    """A valid product; `fields` override."""
+    return {
+        "name": "Burr grinder",
+        "description": "Conical burrs, 40 settings.",
+        "category": "kitchen",
+        "price": 8900,
+        "currency": "USD",
+        "stock": 10,
+        "low_stock_threshold": 2,
+        "features": ["conical burrs", "40 settings"],
+        "image_url": None,
+        **fields,
+    }
+
+
+async def create_product(admin: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    response = await admin.post("/api/v1/products", json=product_body(**fields))
+    assert response.status_code == 201, response.text
+    product: dict[str, Any] = response.json()
+    return product
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds; fail naming `what` when it does not in time."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+def order_created(order_id: str, lines: list[tuple[str, int]], *, key: str | None = None) -> Event:
+    """OrderCreated as the order service writes it; `key` overrides the Kafka key (order id)."""
+    now = datetime.now(UTC)
+    data = {
+        "order_id": order_id,
+        "user_id": USER_ID,
+        "items": [{"product_id": p, "quantity": q, "unit_price": 100} for p, q in lines],
+        "total_amount": 100 * sum(q for _, q in lines),
+        "currency": "USD",
+        "payment_method_id": None,
+        "deadline": now + timedelta(minutes=15),
+        "created_at": now,
+    }
+    return Event(type="OrderCreated", subject=key or order_id, data=data)
+
+
+def order_confirmed(order_id: str) -> Event:
+    data = {
+        "order_id": order_id,
+        "user_id": USER_ID,
+        "total_amount": 100,
+        "currency": "USD",
+        "confirmed_at": datetime.now(UTC),
+    }
+    return Event(type="OrderConfirmed", subject=order_id, data=data)
+
+
+def order_cancelled(
+    order_id: str, reason: str, *, previous_status: str = "RESERVED", key: str | None = None
+) -> Event:
+    data = {
+        "order_id": order_id,
+        "user_id": USER_ID,
+        "reason": reason,
+        "previous_status": previous_status,
+        "charged": False,
+        "cancelled_at": datetime.now(UTC),
+    }
+    return Event(type="OrderCancelled", subject=key or order_id, data=data)
+
+
+def payment_failed(order_id: str) -> Event:
+    data = {
+        "order_id": order_id,
+        "payment_id": None,
+        "amount": 100,
+        "currency": "USD",
+        "decline_code": "card_declined",
+        "message": "Your card was declined.",
+        "failed_at": datetime.now(UTC),
+    }
+    return Event(type="PaymentFailed", subject=order_id, data=data)
+
+
+def about(events: list[Event], subject: str, *types: str) -> list[Event]:
+    """The events about an order or a product (of the given types, if any), in the order read."""
+    return [e for e in events if _subject(e) == subject and (not types or e.type in types)]
+
+
+def _subject(event: Event) -> str:
+    return str(event.data.get("order_id") or event.data.get("product_id"))
+
+
+async def stock_events(
+    bootstrap: str, prefix: str, *wanted: tuple[str, str], timeout: float = 30.0
+) -> list[Event]:
+    """Everything read from `stock.updated` once each (subject, type) of `wanted` was seen.
+
+    A pair given n times waits for n such events. Events of different keys may sit on different
+    partitions, so wait for every event a test looks at, not only the last one it expects.
+    """
+    needed = Counter(wanted)
+
+    def complete(events: list[Event]) -> bool:
+        seen = Counter((_subject(e), e.type) for e in events)
+        return all(seen[pair] >= n for pair, n in needed.items())
+
+    return await collect_events(bootstrap, f"{prefix}stock.updated", complete, timeout=timeout)
