@@ -48,9 +48,11 @@ _UP_EPILOG = (
     "Parts given by the environment are used instead of the embedded ones: DATABASE_URL "
     "(a PostgreSQL server URL) or <SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, "
     "STRIPE_API_BASE, SENDGRID_HOST. The services get <SERVICE>_PORT, <SERVICE>_SERVICE_URL, "
-    "<SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, STRIPE_API_BASE, SENDGRID_HOST and "
-    "CHOREO_ENV (default dev). Ctrl-C (or SIGTERM) stops everything; exit status 0 then, "
-    "1 when a part fails."
+    "<SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, STRIPE_API_BASE, SENDGRID_HOST, "
+    "JWT_JWKS_URL (the user service's keys, unless JWT_JWKS is set), CHOREO_ENV (default dev) "
+    "and, in dev, CHOREO_ADMIN_EMAIL / CHOREO_ADMIN_PASSWORD defaults; STRIPE_API_KEY and "
+    "SENDGRID_API_KEY default to test keys of the emulators. Ctrl-C (or SIGTERM) stops "
+    "everything; exit status 0 then, 1 when a part fails."
 )
 
 
@@ -134,13 +136,15 @@ def migrate(
         raise typer.Exit(2)
     from choreo.migrate import migrate as migrate_database
 
+    server = endpoints.database_server
     try:
         for target in targets:
-            url = endpoints.database_urls[target.name]
-            if endpoints.database_server and target.database in endpoints.databases_to_create:
-                create_database(endpoints.database_server, target.database or "")
+            database = target.database
+            assert database is not None  # only services with a database are targets
+            if server is not None and database in endpoints.databases_to_create:
+                create_database(server, database)
             console.print(f"migrating {target.name}")
-            migrate_database(target.name, url)
+            migrate_database(target.name, endpoints.database_urls[target.name])
     except Exception as error:
         console.print(Text(f"error: {target.name}: {error}", style="red"))
         raise typer.Exit(1) from None

@@ -12,6 +12,8 @@ from pathlib import Path
 from choreo.events import DLQ_TOPICS, EVENT_TOPICS
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import database_url
+from choreo.stack.sendgrid_sink import SINK_API_KEY
+from choreo.stack.stripe import TEST_SECRET_KEY
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Endpoints:
 
 
 def resolve_endpoints(config: StackConfig) -> Endpoints:
+    """Which parts the environment gives, and the addresses of all of them."""
     environment = config.environment
     ports = config.ports
     shared_server = environment.get("DATABASE_URL")
@@ -158,6 +161,14 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         # Set here so that the stack can print them: a service refuses defaults outside dev.
         environment.setdefault("CHOREO_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL)
         environment.setdefault("CHOREO_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD)
+    if endpoints.embedded_stripe:
+        environment.setdefault("STRIPE_API_KEY", TEST_SECRET_KEY)
+    if endpoints.embedded_sendgrid:
+        environment.setdefault("SENDGRID_API_KEY", SINK_API_KEY)
+    if "JWT_JWKS" not in environment:
+        # Every service verifies tokens itself, with the user service's public keys.
+        user_service = f"http://127.0.0.1:{config.ports.user}"
+        environment.setdefault("JWT_JWKS_URL", f"{user_service}/auth/jwks")
     environment.update(
         KAFKA_BOOTSTRAP_SERVERS=endpoints.kafka_bootstrap_servers,
         STRIPE_API_BASE=endpoints.stripe_api_base,

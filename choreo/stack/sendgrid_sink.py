@@ -22,6 +22,9 @@ from choreo.stack.part import Part
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
 
+SINK_API_KEY = "SG.choreo-dev"
+"""The key the stack gives services for the sink, which accepts any bearer token."""
+
 
 class FailureInjection(BaseModel):
     status: int = Field(ge=400, le=599)
