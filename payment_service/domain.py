@@ -99,31 +99,32 @@ class Resume(StrEnum):
     """What to do with the intent of an order found CHARGING, once the provider said where it
     stands."""
 
-    RECORD = "RECORD"  # succeeded or declined: record the outcome as it is
+    RECORD = "RECORD"  # succeeded, declined, or cancelled by someone else: record it as it is
     CONFIRM = "CONFIRM"  # never confirmed and the order still stands: confirm it now
-    ABANDON = "ABANDON"  # never confirmed and the order is cancelled: cancel it, back to NONE
-    FORGET = "FORGET"  # already cancelled at the provider, no money moved: back to NONE
+    ABANDON = "ABANDON"  # no money moved and the order is cancelled: cancel it, back to NONE
     WAIT = "WAIT"  # the provider has not decided yet: try again later
 
 
 def resume(state: IntentState, *, cancelled: bool) -> Resume:
     """The step that brings an intent found CHARGING to a recorded outcome."""
-    if state is IntentState.UNCONFIRMED:
-        return Resume.ABANDON if cancelled else Resume.CONFIRM
-    if state is IntentState.CANCELED:
-        return Resume.FORGET
     if state is IntentState.PROCESSING:
         return Resume.WAIT
+    if state is IntentState.UNCONFIRMED:
+        return Resume.ABANDON if cancelled else Resume.CONFIRM
+    if state is IntentState.CANCELED and cancelled:
+        return Resume.ABANDON  # cancelled by an earlier ABANDON that did not commit
     return Resume.RECORD
 
 
-# Messages for failures the service decides itself; safe to show the customer.
+# Codes and messages of failures the provider does not word itself; safe to show the customer.
 NO_PAYMENT_METHOD = "no_payment_method"
 NO_PAYMENT_METHOD_MESSAGE = "No saved payment method to charge: add a card and order again."
 AUTHENTICATION_REQUIRED = "authentication_required"
 AUTHENTICATION_REQUIRED_MESSAGE = (
     "The card asks for authentication (3-D Secure), which cannot be done for this payment."
 )
+PAYMENT_CANCELED = "payment_intent_canceled"
+PAYMENT_CANCELED_MESSAGE = "The payment was cancelled at the payment provider."
 
 
 def luhn_valid(number: str) -> bool:

@@ -19,6 +19,8 @@ from stripe import _util as stripe_util
 from payment_service.domain import (
     AUTHENTICATION_REQUIRED,
     AUTHENTICATION_REQUIRED_MESSAGE,
+    PAYMENT_CANCELED,
+    PAYMENT_CANCELED_MESSAGE,
     CardDeclinedError,
     IntentState,
     InvalidCardError,
@@ -261,7 +263,7 @@ def _intent(intent: stripe.PaymentIntent) -> Intent:
     if status in ("processing", "requires_capture"):
         return Intent(intent.id, IntentState.PROCESSING)
     if status == "canceled":
-        return Intent(intent.id, IntentState.CANCELED)
+        return Intent(intent.id, IntentState.CANCELED, PAYMENT_CANCELED, PAYMENT_CANCELED_MESSAGE)
     if status == "requires_action":
         # 3-D Secure needs the customer at the keyboard; the saga charges off-session.
         return Intent(

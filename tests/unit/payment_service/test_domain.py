@@ -1,0 +1,332 @@
+"""The payment rules without I/O: settle(), resuming a charge, card checks, and a simulated
+saga in which events arrive in any order, any number of times, and the process crashes."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from payment_service.domain import (
+    Action,
+    ChargeStatus,
+    IntentState,
+    InvalidCardError,
+    PaymentFacts,
+    Resume,
+    card_expired,
+    check_card,
+    luhn_valid,
+    resume,
+    settle,
+)
+
+KNOWN_AND_RESERVED = PaymentFacts(order_known=True, stock_reserved=True)
+
+
+@pytest.mark.parametrize(
+    ("facts", "action"),
+    [
+        (PaymentFacts(), Action.NOTHING),
+        (PaymentFacts(order_known=True), Action.NOTHING),
+        (PaymentFacts(stock_reserved=True), Action.NOTHING),
+        (KNOWN_AND_RESERVED, Action.CHARGE),
+        (replace(KNOWN_AND_RESERVED, cancelled=True), Action.NOTHING),
+        (replace(KNOWN_AND_RESERVED, status=ChargeStatus.SUCCEEDED), Action.NOTHING),
+        (replace(KNOWN_AND_RESERVED, status=ChargeStatus.FAILED), Action.NOTHING),
+        (replace(KNOWN_AND_RESERVED, status=ChargeStatus.CHARGING), Action.RESUME_CHARGE),
+        (
+            replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.CHARGING),
+            Action.RESUME_CHARGE,
+        ),
+        (
+            replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.SUCCEEDED),
+            Action.REFUND,
+        ),
+        (PaymentFacts(cancelled=True, status=ChargeStatus.SUCCEEDED), Action.REFUND),
+        (
+            replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.FAILED),
+            Action.NOTHING,
+        ),
+        (
+            replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.REFUNDED),
+            Action.NOTHING,
+        ),
+    ],
+)
+def test_settle(facts: PaymentFacts, action: Action) -> None:
+    assert settle(facts) is action
+
+
+@pytest.mark.parametrize(
+    ("state", "cancelled", "step"),
+    [
+        (IntentState.UNCONFIRMED, False, Resume.CONFIRM),
+        (IntentState.UNCONFIRMED, True, Resume.ABANDON),
+        (IntentState.SUCCEEDED, False, Resume.RECORD),
+        (IntentState.SUCCEEDED, True, Resume.RECORD),
+        (IntentState.DECLINED, False, Resume.RECORD),
+        (IntentState.DECLINED, True, Resume.RECORD),
+        (IntentState.CANCELED, True, Resume.ABANDON),
+        (IntentState.CANCELED, False, Resume.RECORD),
+        (IntentState.PROCESSING, False, Resume.WAIT),
+        (IntentState.PROCESSING, True, Resume.WAIT),
+    ],
+)
+def test_resume(state: IntentState, cancelled: bool, step: Resume) -> None:
+    assert resume(state, cancelled=cancelled) is step
+
+
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [
+        ("4242424242424242", True),
+        ("4000000000000341", True),
+        ("5555555555554444", True),
+        ("378282246310005", True),
+        ("4242424242424241", False),
+        ("1234567812345678", False),
+        ("42424242a4242424", False),
+        ("", False),
+    ],
+)
+def test_luhn(number: str, valid: bool) -> None:
+    assert luhn_valid(number) is valid
+
+
+def test_a_card_is_valid_until_the_end_of_its_expiry_month() -> None:
+    today = date(2030, 6, 15)
+    assert not card_expired(6, 2030, today)
+    assert not card_expired(1, 2031, today)
+    assert card_expired(5, 2030, today)
+    assert card_expired(12, 2029, today)
+
+
+@pytest.mark.parametrize(
+    ("number", "month", "year", "code"),
+    [
+        ("4242424242424241", 12, 2040, "incorrect_number"),
+        ("4242424242424242", 1, 2020, "expired_card"),
+    ],
+)
+def test_check_card_refuses_without_quoting_the_card(
+    number: str, month: int, year: int, code: str
+) -> None:
+    with pytest.raises(InvalidCardError) as refused:
+        check_card(number, month, year, date(2030, 6, 15))
+    assert refused.value.code == code
+    assert number not in str(refused.value)
+
+
+# --- a simulated saga ------------------------------------------------------------------------
+#
+# A model of the service and of Stripe: the order's committed row, the phase-one attempt (its
+# own commit), the provider's intents and refunds. Each delivery of an event runs the handler
+# loop; a crash rolls back what the delivery did to the row, but neither what it did at the
+# provider nor a committed phase one, and the event is delivered again after the others.
+
+EVENTS = ("OrderCreated", "StockReserved", "OrderCancelled")
+CRASH_POINTS = ("after_create", "after_phase_one", "after_confirm", "after_refund")
+
+
+class CrashError(Exception):
+    pass
+
+
+@dataclass
+class Provider:
+    card_succeeds: bool
+    intents: dict[str, IntentState] = field(default_factory=dict)
+    refunded: set[str] = field(default_factory=set)
+    refunds_made: int = 0
+
+    @property
+    def money_moved(self) -> int:
+        return sum(state is IntentState.SUCCEEDED for state in self.intents.values())
+
+    def create(self) -> str:
+        intent_id = f"pi_{len(self.intents)}"
+        self.intents[intent_id] = IntentState.UNCONFIRMED
+        return intent_id
+
+    def confirm(self, intent_id: str) -> IntentState:
+        assert self.intents[intent_id] is IntentState.UNCONFIRMED, "confirmed twice"
+        outcome = IntentState.SUCCEEDED if self.card_succeeds else IntentState.DECLINED
+        self.intents[intent_id] = outcome
+        return outcome
+
+    def refund(self, intent_id: str) -> None:
+        # As the gateway does: look for the intent's refund before making one.
+        if intent_id not in self.refunded:
+            self.refunded.add(intent_id)
+            self.refunds_made += 1
+
+
+@dataclass
+class Row:
+    order_known: bool = False
+    stock_reserved: bool = False
+    cancelled: bool = False
+    status: ChargeStatus = ChargeStatus.NONE
+    charge: str | None = None
+    attempt: str | None = None
+
+
+@dataclass
+class Service:
+    provider: Provider
+    crashes: list[str]  # crash points, in the order they are to happen
+    two_phase: bool = True  # False: the intent's id commits with the outcome (unsafe)
+    row: Row = field(default_factory=Row)
+
+    def facts(self, row: Row) -> PaymentFacts:
+        status = row.status
+        if status is ChargeStatus.NONE and row.attempt is not None:
+            status = ChargeStatus.CHARGING
+        return PaymentFacts(row.order_known, row.stock_reserved, row.cancelled, status)
+
+    def crash_at(self, point: str) -> None:
+        if self.crashes and self.crashes[0] == point:
+            self.crashes.pop(0)
+            raise CrashError(point)
+
+    def deliver_all(self, events: list[str]) -> None:
+        queue = list(events)
+        while queue:
+            event = queue.pop(0)
+            try:
+                self.handle(event)
+            except CrashError:
+                queue.append(event)  # redelivered after a restart, behind the others
+
+    def handle(self, event: str) -> None:
+        row = replace(self.row)  # the handler's transaction
+        if event == "OrderCreated":
+            row.order_known = True
+        elif event == "StockReserved":
+            row.stock_reserved = True
+        else:
+            row.cancelled = True
+        for _ in range(10):
+            action = settle(self.facts(row))
+            if action is Action.NOTHING:
+                self.row = row  # commit
+                return
+            if action is Action.CHARGE:
+                assert self.provider.money_moved == 0, "asked to charge after a charge"
+                intent_id = self.provider.create()
+                self.crash_at("after_create")
+                row.attempt = intent_id
+                if self.two_phase:
+                    self.row = replace(self.row, attempt=intent_id)
+                self.crash_at("after_phase_one")
+                self.confirm(row, intent_id)
+            elif action is Action.RESUME_CHARGE:
+                assert row.attempt is not None
+                state = self.provider.intents[row.attempt]
+                step = resume(state, cancelled=row.cancelled)
+                if step is Resume.RECORD:
+                    self.record(row, row.attempt, state)
+                elif step is Resume.CONFIRM:
+                    self.confirm(row, row.attempt)
+                elif step is Resume.ABANDON:
+                    if state is IntentState.UNCONFIRMED:
+                        self.provider.intents[row.attempt] = IntentState.CANCELED
+                    row.attempt = None
+                else:
+                    pytest.fail(f"unexpected step {step}")
+            else:
+                assert row.charge is not None
+                self.provider.refund(row.charge)
+                self.crash_at("after_refund")
+                row.status = ChargeStatus.REFUNDED
+        pytest.fail("settle() never came to NOTHING")
+
+    def confirm(self, row: Row, intent_id: str) -> None:
+        assert not row.cancelled, "charged a cancelled order"
+        state = self.provider.confirm(intent_id)
+        self.crash_at("after_confirm")
+        self.record(row, intent_id, state)
+
+    def record(self, row: Row, intent_id: str, state: IntentState) -> None:
+        row.charge = intent_id
+        succeeded = state is IntentState.SUCCEEDED
+        row.status = ChargeStatus.SUCCEEDED if succeeded else ChargeStatus.FAILED
+
+
+deliveries = st.lists(st.sampled_from(EVENTS), max_size=8).flatmap(
+    lambda extra: st.permutations([*EVENTS, *extra])
+)
+crash_plans = st.lists(st.sampled_from(CRASH_POINTS), max_size=4)
+
+
+@settings(max_examples=500)
+@given(
+    events=deliveries,
+    left_out=st.sets(st.sampled_from(EVENTS)),
+    card_succeeds=st.booleans(),
+    crashes=crash_plans,
+)
+def test_any_order_duplicates_and_crashes_charge_at_most_once_and_refund_exactly_when_due(
+    events: list[str], left_out: set[str], card_succeeds: bool, crashes: list[str]
+) -> None:
+    provider = Provider(card_succeeds)
+    service = Service(provider, list(crashes))
+    delivered = [e for e in events if e not in left_out]
+    service.deliver_all(delivered)
+
+    facts = service.facts(service.row)
+    cancelled = "OrderCancelled" in delivered
+    assert provider.money_moved <= 1
+    assert facts.status is not ChargeStatus.CHARGING
+    assert provider.refunds_made == (1 if cancelled and provider.money_moved else 0)
+    if cancelled:
+        if provider.money_moved:
+            assert facts.status is ChargeStatus.REFUNDED
+        else:
+            assert facts.status in (ChargeStatus.NONE, ChargeStatus.FAILED)
+    elif {"OrderCreated", "StockReserved"} <= set(delivered):
+        assert provider.money_moved == (1 if card_succeeds else 0)
+        assert facts.status is (ChargeStatus.SUCCEEDED if card_succeeds else ChargeStatus.FAILED)
+    else:
+        assert provider.money_moved == 0
+        assert facts.status is ChargeStatus.NONE
+
+
+def test_the_model_catches_a_charge_that_is_not_two_phase() -> None:
+    """Without phase one's own commit, a crash after the confirm leads to a second charge."""
+    safe = Service(Provider(card_succeeds=True), ["after_confirm"])
+    safe.deliver_all(["OrderCreated", "StockReserved"])
+    assert safe.provider.money_moved == 1
+    assert safe.row.status is ChargeStatus.SUCCEEDED
+
+    unsafe = Service(Provider(card_succeeds=True), ["after_confirm"], two_phase=False)
+    with pytest.raises(AssertionError, match="asked to charge after a charge"):
+        unsafe.deliver_all(["OrderCreated", "StockReserved"])
+
+
+def test_every_order_of_the_three_events_converges() -> None:
+    for order in itertools.permutations(EVENTS):
+        provider = Provider(card_succeeds=True)
+        service = Service(provider, [])
+        service.deliver_all(list(order))
+        charged_before_cancel = order.index("OrderCancelled") == 2
+        assert provider.money_moved == (1 if charged_before_cancel else 0)
+        assert provider.refunds_made == (1 if charged_before_cancel else 0)
+        assert service.row.status is (
+            ChargeStatus.REFUNDED if charged_before_cancel else ChargeStatus.NONE
+        )
+
+
+def test_a_cancel_that_finds_an_unconfirmed_intent_abandons_it() -> None:
+    """A crash between phase one and the confirm, then the cancellation: no money moves."""
+    provider = Provider(card_succeeds=True)
+    service = Service(provider, ["after_phase_one"])
+    service.deliver_all(["OrderCreated", "StockReserved", "OrderCancelled"])
+    assert provider.intents == {"pi_0": IntentState.CANCELED}
+    assert service.row.status is ChargeStatus.NONE
+    assert service.row.attempt is None
