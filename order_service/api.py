@@ -61,7 +61,10 @@ class PlaceOrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[OrderLineIn] = Field(min_length=1, max_length=MAX_LINES)
-    payment_method_id: str | None = Field(default=None, min_length=1, max_length=255)
+    # The payment service's id of a saved card (a UUID, or a provider token such as `pm_...`).
+    payment_method_id: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
 
 
 class StatusChangeIn(BaseModel):

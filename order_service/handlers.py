@@ -50,7 +50,9 @@ PriceLookup = Callable[[Sequence[str]], Awaitable[dict[str, Product]]]
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond: events carry timestamp-millis, and the rows the same times."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from order_service.domain import Product
 
 LOOKUP_PATH = "/api/v1/products/lookup"
 TIMEOUT_SECONDS = 2.0
+MAX_UNIT_PRICE = 10**12
 
 # Failures that say nothing about the request itself: the next attempt may well succeed. A read
 # timeout is not among them: the lookup may be slow under load, and a retry would add to it.
@@ -42,7 +43,8 @@ class _ServerError(Exception):
 class _LookupItem(BaseModel):
     id: uuid.UUID
     name: str
-    price: int = Field(ge=0)
+    # Bounded so that 50 lines of 100 units stay far inside a bigint (and an Avro long).
+    price: int = Field(ge=0, le=MAX_UNIT_PRICE)
     currency: str = Field(min_length=3, max_length=3)
 
 

@@ -1,0 +1,180 @@
+"""Order service fixtures: a stand-in inventory price lookup, saga events, polling helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest_asyncio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from choreo.events import Event
+from choreo.testing import free_port
+
+
+class StandInInventory:
+    """Serves only the inventory service's `POST /api/v1/products/lookup`, from `products`."""
+
+    def __init__(self) -> None:
+        self.products: dict[str, dict[str, Any]] = {}
+        # Seconds each lookup takes: lets concurrent order requests all get past their checks.
+        self.lookup_delay = 0.0
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, name: str, price: int, currency: str = "USD") -> str:
+        product_id = str(uuid.uuid4())
+        self.products[product_id] = {"name": name, "price": price, "currency": currency}
+        return product_id
+
+    async def _lookup(self, request: Request) -> JSONResponse:
+        ids = (await request.json())["ids"]
+        await asyncio.sleep(self.lookup_delay)
+        known = [i for i in ids if i in self.products]
+        return JSONResponse(
+            {
+                "items": [{"id": i, **self.products[i], "available": 10} for i in known],
+                "missing": [i for i in ids if i not in self.products],
+            }
+        )
+
+    async def start(self) -> None:
+        app = Starlette(routes=[Route("/api/v1/products/lookup", self._lookup, methods=["POST"])])
+        port = int(self.url.rpartition(":")[2])
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._server = self._task = None
+
+
+@pytest_asyncio.fixture
+async def inventory() -> AsyncIterator[StandInInventory]:
+    stand_in = StandInInventory()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stock_reserved(order: dict[str, Any]) -> Event:
+    lines = [{"product_id": i["product_id"], "quantity": i["quantity"]} for i in order["items"]]
+    return Event(
+        type="StockReserved",
+        subject=order["id"],
+        data={"order_id": order["id"], "items": lines, "reserved_at": _now()},
+        source="/inventory_service",
+    )
+
+
+def stock_rejected(order: dict[str, Any]) -> Event:
+    return Event(
+        type="StockRejected",
+        subject=order["id"],
+        data={
+            "order_id": order["id"],
+            "reason": "OUT_OF_STOCK",
+            "unavailable_product_ids": [order["items"][0]["product_id"]],
+            "rejected_at": _now(),
+        },
+        source="/inventory_service",
+    )
+
+
+def payment_succeeded(order: dict[str, Any]) -> Event:
+    return Event(
+        type="PaymentSucceeded",
+        subject=order["id"],
+        data={
+            "order_id": order["id"],
+            "payment_id": str(uuid.uuid4()),
+            "amount": order["total"],
+            "currency": order["currency"],
+            "provider_payment_id": "pi_test",
+            "succeeded_at": _now(),
+        },
+        source="/payment_service",
+    )
+
+
+def payment_failed(order: dict[str, Any]) -> Event:
+    return Event(
+        type="PaymentFailed",
+        subject=order["id"],
+        data={
+            "order_id": order["id"],
+            "payment_id": None,
+            "amount": order["total"],
+            "currency": order["currency"],
+            "decline_code": "card_declined",
+            "message": "Your card was declined.",
+            "failed_at": _now(),
+        },
+        source="/payment_service",
+    )
+
+
+async def wait_for(
+    api: httpx.AsyncClient,
+    path: str,
+    condition: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """GET `path` until its JSON body meets `condition`; the body that did."""
+    body: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await api.get(path)
+                assert response.status_code == 200, response.text
+                body = response.json()
+                if condition(body):
+                    return body
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{path} did not get there in {timeout} s; last: {body}") from None
+
+
+async def wait_for_status(
+    api: httpx.AsyncClient, order_id: str, status: str, *, timeout: float = 30.0
+) -> dict[str, Any]:
+    return await wait_for(
+        api, f"/api/v1/orders/{order_id}", lambda o: o["status"] == status, timeout=timeout
+    )
+
+
+def timeline_types(timeline: dict[str, Any]) -> list[str]:
+    return [entry["type"] for entry in timeline["items"]]
+
+
+async def wait_for_timeline(
+    api: httpx.AsyncClient, order_id: str, event_type: str, *, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The order's timeline once it holds an event of `event_type`."""
+    return await wait_for(
+        api,
+        f"/api/v1/orders/{order_id}/timeline",
+        lambda t: event_type in timeline_types(t),
+        timeout=timeout,
+    )
