@@ -95,7 +95,6 @@ CustomerId = Annotated[str, Depends(_customer_id)]
 Inventory = Annotated[InventoryClient, Depends(_inventory)]
 SagaTimeout = Annotated[timedelta, Depends(_saga_timeout)]
 Limit = Annotated[int, Query(ge=1, le=100)]
-OrderId = uuid.UUID
 
 
 @router.post("/orders", status_code=202, response_model=OrderView)
@@ -122,7 +121,7 @@ async def place_order(
     )
     lookup = functools.partial(inventory.lookup, authorization=request.headers.get("authorization"))
     try:
-        placed = await handlers.place_order(command, uow, lookup, saga_timeout=saga_timeout)
+        order_id = await handlers.place_order(command, uow, lookup, saga_timeout=saga_timeout)
     except UnknownProductsError as error:
         raise ApiError(
             422, "unknown_products", str(error), {"product_ids": error.product_ids}
@@ -138,8 +137,8 @@ async def place_order(
             f"{error}; try again in a few seconds",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
-    response.headers["Location"] = f"/api/v1/orders/{placed.order_id}"
-    return await queries.get_order(uow, placed.order_id, user_id=user_id)
+    response.headers["Location"] = f"/api/v1/orders/{order_id}"
+    return await queries.get_order(uow, order_id, user_id=user_id)
 
 
 @router.get("/orders", response_model=OrderPage)
@@ -150,18 +149,18 @@ async def list_my_orders(
 
 
 @router.get("/orders/{order_id}", response_model=OrderView)
-async def get_order(order_id: OrderId, user_id: CustomerId, uow: Uow) -> OrderView:
+async def get_order(order_id: uuid.UUID, user_id: CustomerId, uow: Uow) -> OrderView:
     return await queries.get_order(uow, str(order_id), user_id=user_id)
 
 
 @router.get("/orders/{order_id}/timeline", response_model=Timeline)
-async def get_timeline(order_id: OrderId, user_id: CustomerId, uow: Uow) -> Timeline:
+async def get_timeline(order_id: uuid.UUID, user_id: CustomerId, uow: Uow) -> Timeline:
     """The saga's events so far, consumed and emitted, in the order they happened here."""
     return await queries.get_timeline(uow, str(order_id), user_id=user_id)
 
 
 @router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderView)
-async def cancel_order(order_id: OrderId, user_id: CustomerId, uow: Uow) -> OrderView:
+async def cancel_order(order_id: uuid.UUID, user_id: CustomerId, uow: Uow) -> OrderView:
     """Cancel an order not yet in fulfilment; inventory releases and payment refunds."""
     await handlers.cancel_order(str(order_id), user_id, uow, traceparent=current_traceparent())
     return await queries.get_order(uow, str(order_id), user_id=user_id)
@@ -169,7 +168,7 @@ async def cancel_order(order_id: OrderId, user_id: CustomerId, uow: Uow) -> Orde
 
 @router.patch("/orders/{order_id}/status", response_model=OrderView)
 async def change_status(
-    order_id: OrderId, body: StatusChangeIn, admin: AdminUser, uow: Uow
+    order_id: uuid.UUID, body: StatusChangeIn, admin: AdminUser, uow: Uow
 ) -> OrderView:
     await handlers.change_fulfilment_status(str(order_id), OrderStatus(body.status), uow)
     return await queries.get_order(uow, str(order_id), user_id=None)

@@ -66,12 +66,6 @@ class PlaceOrder:
     traceparent: str | None = None
 
 
-@dataclass(frozen=True)
-class PlacedOrder:
-    order_id: str
-    created: bool
-
-
 async def place_order(
     command: PlaceOrder,
     uow: UnitOfWork,
@@ -79,8 +73,8 @@ async def place_order(
     *,
     saga_timeout: timedelta,
     now: Callable[[], datetime] = utc_now,
-) -> PlacedOrder:
-    """Price the lines, then write the PENDING order and OrderCreated together.
+) -> str:
+    """Price the lines, then write the PENDING order and OrderCreated together; the order's id.
 
     With an idempotency key, a repeated request (same user, key and body) gets the order the
     first one made, even when both race: the unique (user_id, idempotency_key) decides.
@@ -142,7 +136,7 @@ async def place_order(
             traceparent=command.traceparent,
         )
         await _emit(uow, created, _created_summary(priced))
-    return PlacedOrder(order_id, created=True)
+    return order_id
 
 
 async def on_stock_reserved(event: Event, uow: UnitOfWork) -> None:
@@ -307,10 +301,11 @@ async def _order_by_key(uow: UnitOfWork, user_id: str, key: str) -> Row[Any, Any
     return result.first()
 
 
-def _replay(earlier: Row[Any, Any], fingerprint: str) -> PlacedOrder:
+def _replay(earlier: Row[Any, Any], fingerprint: str) -> str:
+    """The id of the order an earlier request with the same key made, if it asked the same."""
     if earlier.request_hash != fingerprint:
         raise IdempotencyKeyReusedError
-    return PlacedOrder(str(earlier.id), created=False)
+    return str(earlier.id)
 
 
 def _state_of(order: Row[Any]) -> OrderState:
