@@ -140,6 +140,14 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
         await publish(
             kafka_bootstrap, topics, order_cancelled(late, "TIMEOUT", previous_status="PENDING")
         )
+        # Topics are consumed concurrently: make sure the cancellation is applied before the
+        # late OrderCreated is even sent. An anchor order cancelled under the same key lands
+        # after it in the same partition, so its release proves the tombstone is written.
+        anchor = new_id()
+        await publish(kafka_bootstrap, topics, order_created(anchor, [(grinder, 1)]))
+        await stock_events(kafka_bootstrap, topics, (anchor, "StockReserved"))
+        await publish(kafka_bootstrap, topics, order_cancelled(anchor, "TIMEOUT", key=late))
+        await stock_events(kafka_bootstrap, topics, (anchor, "StockReleased"))
         created_twice = order_created(duplicate, [(grinder, 2)])
         await publish(
             kafka_bootstrap,
@@ -157,7 +165,7 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
             (probes[0], "StockReserved"),
             (probes[1], "StockReserved"),
         )
-        assert about(events, late) == []
+        assert about(events, late, *OUTCOMES) == []
         assert len(about(events, duplicate, *OUTCOMES)) == 1
         assert await counters(admin, grinder) == (6, 4, 0)
 
