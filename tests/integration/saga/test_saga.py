@@ -45,7 +45,7 @@ async def test_happy_path_confirms_charges_once_and_takes_stock_once(
     order = await saga.settled(customer, placed["id"])
 
     assert placed["status"] == "PENDING"
-    assert placed["total_amount"] == 5000
+    assert placed["total"] == 5000
     assert order["status"] == "CONFIRMED"
     assert await saga.available(product) == 8
     charges = await saga.successful_charges(order["id"])
