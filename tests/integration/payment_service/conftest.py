@@ -89,7 +89,7 @@ def database_url(process: ServiceProcess) -> str:
 
 async def query(process: ServiceProcess, sql: str, *params: object) -> list[tuple[Any, ...]]:
     async with await psycopg.AsyncConnection.connect(database_url(process)) as connection:
-        cursor = await connection.execute(sql, params)  # type: ignore[arg-type]
+        cursor = await connection.execute(sql, params)
         return await cursor.fetchall()
 
 

@@ -86,7 +86,9 @@ async def test_cards_are_tokenized_listed_deleted_and_never_kept(
         second = await add_card(client, {"token": method.id})
         assert (second["last4"], second["exp_month"], second["is_default"]) == ("4444", 3, False)
         token = await localstripe.client.v1.tokens.create_async(
-            params={"card": {"number": VISA_DEBIT, "exp_month": 7, "exp_year": 2032, "cvc": CVC}}
+            params={
+                "card": {"number": VISA_DEBIT, "exp_month": "7", "exp_year": "2032", "cvc": CVC}
+            }
         )
         third = await add_card(client, {"token": token.id})
         assert (third["last4"], third["exp_year"], third["is_default"]) == ("5556", 2032, False)

@@ -1,0 +1,250 @@
+"""Charges and refunds driven by saga events, against real PostgreSQL, the broker and
+localstripe: one charge per order whatever the order and duplication of its events, refunds
+on cancellation, and no second charge after the process dies between Stripe and its commit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import httpx
+
+from choreo.auth import SigningKey
+from choreo.events import Event
+from choreo.testing import ServiceProcess, StartService, collect_events, publish
+
+from .conftest import (
+    DECLINED_ON_CHARGE,
+    NEEDS_AUTHENTICATION,
+    VISA,
+    Localstripe,
+    add_card,
+    card,
+    eventually,
+    new_id,
+    order_cancelled,
+    order_created,
+    query,
+    stock_reserved,
+)
+
+
+async def settled_payment_events(
+    payment: ServiceProcess, kafka_bootstrap: str, topics: str, *, applied: int
+) -> dict[str, list[Event]]:
+    """Every payment event, by order, once `applied` events were consumed and all published."""
+
+    async def all_applied() -> bool:
+        rows = await query(payment, "SELECT count(*) FROM inbox")
+        return bool(rows[0][0] == applied)
+
+    async def all_published() -> bool:
+        rows = await query(payment, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return bool(rows[0][0] == 0)
+
+    await eventually(all_applied, f"the service applied {applied} events", timeout=60)
+    await eventually(all_published, "the service published its events")
+    total = (await query(payment, "SELECT count(*) FROM outbox"))[0][0]
+    events = await collect_events(
+        kafka_bootstrap, f"{topics}payment.event", until=lambda seen: len(seen) >= total
+    )
+    by_order: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        by_order[event.subject].append(event)
+    return by_order
+
+
+async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
+    start_service: StartService,
+    signing_key: SigningKey,
+    localstripe: Localstripe,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    payment = start_service("payment")
+    payer, decliner, authenticator, cardless = new_id(), new_id(), new_id(), new_id()
+    for user, number in [
+        (payer, VISA),
+        (decliner, DECLINED_ON_CHARGE),
+        (authenticator, NEEDS_AUTHENTICATION),
+    ]:
+        async with payment.client(signing_key.issue(user)) as client:
+            await add_card(client, card(number))
+
+    in_order, reversed_, duplicated = new_id(), new_id(), new_id()
+    declined, unauthenticated, without_card = new_id(), new_id(), new_id()
+    redelivered = stock_reserved(duplicated)
+    await publish(
+        kafka_bootstrap,
+        topics,
+        order_created(in_order, payer, amount=1999),
+        stock_reserved(in_order),
+        stock_reserved(reversed_),
+        order_created(reversed_, payer, amount=2999),
+        order_created(duplicated, payer, amount=3999),
+        redelivered,
+        redelivered,  # the same record twice (same ce_id)
+        stock_reserved(duplicated),  # the same fact in a second event
+        order_created(declined, decliner),
+        stock_reserved(declined),
+        order_created(unauthenticated, authenticator),
+        stock_reserved(unauthenticated),
+        order_created(without_card, cardless),
+        stock_reserved(without_card),
+    )
+    events = await settled_payment_events(payment, kafka_bootstrap, topics, applied=13)
+
+    for order, amount in [(in_order, 1999), (reversed_, 2999), (duplicated, 3999)]:
+        [succeeded] = events[order]
+        assert succeeded.type == "PaymentSucceeded"
+        assert (succeeded.data["amount"], succeeded.data["currency"]) == (amount, "USD")
+        [charge] = await localstripe.successful_charges(order)
+        assert charge.amount == amount
+        assert charge.payment_intent == succeeded.data["provider_payment_id"]
+        assert len(await localstripe.intents_of(order)) == 1
+
+    for order, code in [
+        (declined, "card_declined"),
+        (unauthenticated, "authentication_required"),
+        (without_card, "no_payment_method"),
+    ]:
+        [failed] = events[order]
+        assert failed.type == "PaymentFailed"
+        assert failed.data["decline_code"] == code
+        assert failed.data["message"]
+        assert await localstripe.successful_charges(order) == []
+    assert events[declined][0].data["payment_id"] is not None
+    assert events[without_card][0].data["payment_id"] is None
+    assert await localstripe.intents_of(without_card) == []
+
+    async with payment.client(signing_key.issue(payer)) as client:
+        mine = (await client.get("/api/v1/payments")).json()
+        admin_forbidden = await client.get("/api/v1/admin/payments")
+    assert {(p["order_id"], p["status"], p["amount"]) for p in mine["items"]} == {
+        (in_order, "SUCCEEDED", 1999),
+        (reversed_, "SUCCEEDED", 2999),
+        (duplicated, "SUCCEEDED", 3999),
+    }
+    created = [p["created_at"] for p in mine["items"]]
+    assert created == sorted(created, reverse=True)  # newest first
+    assert admin_forbidden.status_code == 403
+    async with payment.client(signing_key.issue(decliner)) as client:
+        [failed_payment] = (await client.get("/api/v1/payments")).json()["items"]
+    assert (failed_payment["status"], failed_payment["decline_code"]) == ("FAILED", "card_declined")
+
+    async with payment.client(signing_key.issue(new_id(), roles=["admin"])) as admin:
+        first = (await admin.get("/api/v1/admin/payments", params={"limit": 4})).json()
+        rest = (
+            await admin.get(
+                "/api/v1/admin/payments", params={"limit": 4, "cursor": first["next_cursor"]}
+            )
+        ).json()
+    listed = [p["order_id"] for p in first["items"] + rest["items"]]
+    assert sorted(listed) == sorted(
+        [in_order, reversed_, duplicated, declined, unauthenticated, without_card]
+    )
+    assert rest["next_cursor"] is None
+    assert {p["user_id"] for p in first["items"] + rest["items"]} == {
+        payer,
+        decliner,
+        authenticator,
+        cardless,
+    }
+
+
+async def test_a_cancelled_order_is_refunded_or_never_charged(
+    start_service: StartService,
+    signing_key: SigningKey,
+    localstripe: Localstripe,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    payment = start_service("payment")
+    user = new_id()
+    async with payment.client(signing_key.issue(user)) as client:
+        await add_card(client, card(VISA))
+    refunded, never_charged = new_id(), new_id()
+
+    await publish(kafka_bootstrap, topics, order_created(refunded, user), stock_reserved(refunded))
+    await collect_events(
+        kafka_bootstrap,
+        f"{topics}payment.event",
+        until=lambda seen: any(e.subject == refunded for e in seen),
+    )
+    # Cancelled after it was charged (twice over), and an order cancelled before its stock
+    # was reserved: the cancellation is applied first, then the reservation arrives.
+    await publish(
+        kafka_bootstrap,
+        topics,
+        order_cancelled(refunded, user, previous_status="CONFIRMED", charged=True),
+        order_cancelled(refunded, user, previous_status="CONFIRMED", charged=True),
+        order_created(never_charged, user),
+        order_cancelled(never_charged, user, previous_status="PENDING", charged=False),
+    )
+
+    async def cancellation_applied() -> bool:
+        rows = await query(
+            payment, "SELECT cancelled FROM order_payments WHERE order_id = %s", never_charged
+        )
+        return rows == [(True,)]
+
+    await eventually(cancellation_applied, "the early cancellation is recorded")
+    await publish(kafka_bootstrap, topics, stock_reserved(never_charged))
+    events = await settled_payment_events(payment, kafka_bootstrap, topics, applied=7)
+
+    succeeded, refund = events[refunded]
+    assert (succeeded.type, refund.type) == ("PaymentSucceeded", "PaymentRefunded")
+    assert refund.data["amount"] == 2500
+    assert refund.data["payment_id"] == succeeded.data["payment_id"]
+    [charge] = await localstripe.successful_charges(refunded)
+    [stripe_refund] = await localstripe.refunds_of(str(charge.payment_intent))
+    assert stripe_refund.id == refund.data["provider_refund_id"]
+    assert stripe_refund.amount == 2500
+
+    assert never_charged not in events
+    assert await localstripe.intents_of(never_charged) == []
+
+    async with payment.client(signing_key.issue(user)) as client:
+        [listed] = (await client.get("/api/v1/payments")).json()["items"]
+    assert (listed["order_id"], listed["status"], listed["refunded_amount"]) == (
+        refunded,
+        "REFUNDED",
+        2500,
+    )
+
+
+async def test_a_crash_after_stripe_confirmed_never_charges_twice(
+    start_service: StartService,
+    signing_key: SigningKey,
+    localstripe: Localstripe,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    payment = start_service("payment", PAYMENT_FAULT_KILL_AFTER_CONFIRM="true")
+    user, order = new_id(), new_id()
+    async with payment.client(signing_key.issue(user)) as client:
+        await add_card(client, card(VISA))
+    await publish(kafka_bootstrap, topics, order_created(order, user), stock_reserved(order))
+
+    async def died() -> bool:
+        try:
+            async with httpx.AsyncClient(base_url=payment.url, timeout=1.0) as probe:
+                await probe.get("/healthz")
+        except httpx.TransportError:
+            return True
+        return False
+
+    await eventually(died, "the service killed itself after confirming the charge")
+    # Stripe charged the card; the service recorded nothing but the intent (phase one).
+    assert len(await localstripe.successful_charges(order)) == 1
+    assert await query(payment, "SELECT status FROM order_payments") == [("NONE",)]
+    [(intent_id,)] = await query(payment, "SELECT provider_payment_id FROM charge_attempts")
+
+    restarted = start_service("payment")  # same database and port, no fault
+    events = await settled_payment_events(restarted, kafka_bootstrap, topics, applied=2)
+
+    [succeeded] = events[order]
+    assert succeeded.type == "PaymentSucceeded"
+    assert succeeded.data["provider_payment_id"] == intent_id
+    [charge] = await localstripe.successful_charges(order)
+    assert charge.payment_intent == intent_id
+    assert len(await localstripe.intents_of(order)) == 1

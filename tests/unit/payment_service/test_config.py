@@ -1,0 +1,67 @@
+"""The payment service's settings: Stripe from the shared environment, safe in production."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from payment_service.config import Settings
+
+LIVE_KEY = "sk_live_not_a_real_key"
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CHOREO_ENV",
+        "STRIPE_API_BASE",
+        "STRIPE_API_KEY",
+        "STRIPE_LOG",
+        "PAYMENT_FAULT_KILL_AFTER_CONFIRM",
+        "PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PAYMENT_DATABASE_URL", "postgresql://127.0.0.1/payments")
+
+
+def test_stripe_is_read_from_unprefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_API_BASE", "http://127.0.0.1:8420")
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_elsewhere")
+    settings = Settings()
+    assert settings.stripe_api_base == "http://127.0.0.1:8420"
+    assert settings.stripe_secret_key == "sk_test_elsewhere"
+    assert "sk_test_elsewhere" not in repr(settings)
+
+
+def test_outside_production_the_emulator_key_is_the_default() -> None:
+    settings = Settings()
+    assert settings.stripe_api_base == "https://api.stripe.com"
+    assert settings.stripe_secret_key.startswith("sk_test_")
+    assert not settings.fault_kill_after_confirm
+    assert settings.fault_delay_after_confirm_seconds == 0
+
+
+def test_production_refuses_to_start_without_a_stripe_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHOREO_ENV", "prod")
+    with pytest.raises(ValidationError, match="STRIPE_API_KEY"):
+        Settings()
+    monkeypatch.setenv("STRIPE_API_KEY", LIVE_KEY)
+    assert Settings().stripe_secret_key == LIVE_KEY
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PAYMENT_FAULT_KILL_AFTER_CONFIRM", "true"),
+        ("PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS", "2"),
+    ],
+)
+def test_production_refuses_fault_injection(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", LIVE_KEY)
+    monkeypatch.setenv(variable, value)
+    assert Settings()  # accepted in dev and test
+    monkeypatch.setenv("CHOREO_ENV", "prod")
+    with pytest.raises(ValidationError, match="refused when CHOREO_ENV=prod"):
+        Settings()
