@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from choreo.db import UnitOfWork
-from choreo.service import Service, Subscription
+from choreo.db import create_engine, unit_of_work_factory
+from choreo.service import ConfigurationError, Service, Subscription
 from payment_service import domain, handlers
 from payment_service.api import router
 from payment_service.config import Settings
@@ -45,27 +45,27 @@ def build(settings: Settings | None = None) -> Service:
         timeout_seconds=settings.stripe_timeout_seconds,
     )
 
-    # Phase one of a charge commits through the service's own engine; the service (and so its
-    # unit-of-work factory) exists only once it is built with the handlers that need it.
-    def new_unit_of_work() -> UnitOfWork:
-        return service.unit_of_work()()
-
+    dsn = settings.database_dsn
+    if dsn is None:  # Settings refuse to load without one; this keeps the type exact
+        raise ConfigurationError("the payment service has no database")
     charging = handlers.Charging(
         gateway=gateway,
-        new_unit_of_work=new_unit_of_work,
+        # Phase one of a charge commits through a small pool of its own: a handler holding a
+        # connection (and its order's row lock) never waits behind the other handlers for a
+        # second one, however many partitions are worked at once.
+        new_unit_of_work=unit_of_work_factory(create_engine(dsn, pool_size=2)),
         faults=Faults(
             kill_after_confirm=settings.fault_kill_after_confirm,
             delay_after_confirm_seconds=settings.fault_delay_after_confirm_seconds,
         ),
     )
-    service = Service(
+    return Service(
         settings,
         routers=[router],
         subscriptions=subscriptions(charging),
         error_statuses=ERROR_STATUSES,
         resources={"gateway": gateway},
     )
-    return service
 
 
 if __name__ == "__main__":
