@@ -28,8 +28,6 @@ from payment_service.domain import (
     ProviderUnavailableError,
 )
 
-log = logging.getLogger(__name__)
-
 _DECLINED = "card_declined"
 _DECLINED_MESSAGE = "Your card was declined."
 
