@@ -67,7 +67,8 @@ class Service:
         resources: Mapping[str, object] | None = None,
         token_verifier: TokenVerifier | None = None,
     ) -> None:
-        """`resources` become attributes of `app.state` for the routers' dependencies."""
+        """`resources` become attributes of `app.state` for the routers' dependencies; those
+        with an `aclose()` coroutine (HTTP clients, say) are closed when the service stops."""
         self.settings = settings
         self.name = f"{settings.service}_service"
         self.store = store or default_store()
@@ -145,7 +146,10 @@ class Service:
         settings = self.settings
         dsn = settings.database_dsn
         if dsn is None:
-            yield
+            try:
+                yield
+            finally:
+                await self._close_resources()
             return
         producer = kafka.producer(settings.kafka_bootstrap_servers, client_id=self.name)
         await _start_with_retry(producer)
@@ -171,13 +175,23 @@ class Service:
                 if isinstance(result, BaseException):
                     log.error("%s: a background task failed: %r", self.name, result)
             await producer.stop()
+            await self._close_resources()
             if self.engine is not None:
                 await self.engine.dispose()
+
+    async def _close_resources(self) -> None:
+        for name, resource in self._resources.items():
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("%s: closing %s failed", self.name, name)
 
     async def _consume(self, producer: AIOKafkaProducer, stopping: asyncio.Event) -> None:
         """Run the consumer until `stopping`; a consumer that crashes is replaced."""
         while not stopping.is_set():
-            consumer = self._consumer(producer)
+            consumer = self.consumer(producer)
             run = asyncio.create_task(consumer.run(), name=f"{self.name}-consumer")
             stop = asyncio.create_task(stopping.wait())
             await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -190,7 +204,9 @@ class Service:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), 2.0)
 
-    def _consumer(self, producer: AIOKafkaProducer) -> Consumer:
+    def consumer(self, producer: AIOKafkaProducer) -> Consumer:
+        """The consumer of this service's subscriptions (not started); its `handle(record)`
+        applies one record exactly as the running service would."""
         settings = self.settings
         handlers = {settings.topic(s.topic): dict(s.handlers) for s in self._subscriptions}
         return Consumer(

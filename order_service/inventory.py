@@ -67,6 +67,9 @@ class InventoryClient:
         self._attempts = attempts
         self._backoff_seconds = backoff_seconds
 
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
     async def lookup(
         self, product_ids: Sequence[str], *, authorization: str | None = None
     ) -> dict[str, Product]:

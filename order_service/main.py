@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import httpx
-
-from choreo.service import BackgroundTask, Service, Subscription
+from choreo.service import Service, Subscription
 from order_service import handlers, inventory
 from order_service.api import ERROR_STATUSES, router
 from order_service.config import Settings
@@ -16,7 +14,6 @@ from order_service.sweep import run_deadline_sweep
 
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
-    inventory_http = inventory.http_client(settings.inventory_service_url)
 
     async def sweep(stopping: asyncio.Event) -> None:
         await run_deadline_sweep(
@@ -46,25 +43,15 @@ def build(settings: Settings | None = None) -> Service:
             ),
         ],
         error_statuses=ERROR_STATUSES,
-        background=[sweep, _closing_at_stop(inventory_http)],
+        background=[sweep],
         resources={
-            "inventory": inventory.InventoryClient(inventory_http),
+            "inventory": inventory.InventoryClient(
+                inventory.http_client(settings.inventory_service_url)
+            ),
             "saga_timeout": timedelta(seconds=settings.saga_timeout_seconds),
         },
     )
     return service
-
-
-def _closing_at_stop(client: httpx.AsyncClient) -> BackgroundTask:
-    """Close `client` when the service stops. The kit closes only its own resources, but it
-    runs background tasks to the end after uvicorn has drained the requests that use it.
-    """
-
-    async def close(stopping: asyncio.Event) -> None:
-        await stopping.wait()
-        await client.aclose()
-
-    return close
 
 
 if __name__ == "__main__":
