@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from functools import partial
 
 from choreo.db import create_engine, unit_of_work_factory
@@ -48,12 +49,15 @@ def build(settings: Settings | None = None) -> Service:
     dsn = settings.database_dsn
     if dsn is None:  # Settings refuse to load without one; this keeps the type exact
         raise ConfigurationError("the payment service has no database")
+    # Phase one of a charge commits through a small pool of its own: a handler holding a
+    # connection (and its order's row lock) never waits behind the other handlers for a second
+    # one, however many partitions are worked at once.
+    phase_one = create_engine(dsn, pool_size=2)
+    phase_one_closing = AsyncExitStack()  # an aclose() the service calls when it stops
+    phase_one_closing.push_async_callback(phase_one.dispose)
     charging = handlers.Charging(
         gateway=gateway,
-        # Phase one of a charge commits through a small pool of its own: a handler holding a
-        # connection (and its order's row lock) never waits behind the other handlers for a
-        # second one, however many partitions are worked at once.
-        new_unit_of_work=unit_of_work_factory(create_engine(dsn, pool_size=2)),
+        new_unit_of_work=unit_of_work_factory(phase_one),
         faults=Faults(
             kill_after_confirm=settings.fault_kill_after_confirm,
             delay_after_confirm_seconds=settings.fault_delay_after_confirm_seconds,
@@ -64,7 +68,7 @@ def build(settings: Settings | None = None) -> Service:
         routers=[router],
         subscriptions=subscriptions(charging),
         error_statuses=ERROR_STATUSES,
-        resources={"gateway": gateway},
+        resources={"gateway": gateway, "phase_one_pool": phase_one_closing},
     )
 
 
