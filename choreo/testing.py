@@ -124,6 +124,15 @@ class ServiceProcess:
         self._environment = {**environment, f"{service.upper()}_PORT": str(self.port)}
         self._child: ChildProcess | None = None
 
+    @property
+    def database_url(self) -> str | None:
+        """The URL of the service's own database (None for the gateway)."""
+        return self._environment.get(f"{self.service.upper()}_DATABASE_URL")
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running()
+
     def start(self, timeout: float = 60.0) -> None:
         spec = ProcessSpec(
             name=self.service,

@@ -80,11 +80,9 @@ def order_cancelled(order_id: str, user_id: str, *, previous_status: str, charge
 
 
 def database_url(process: ServiceProcess) -> str:
-    """The database `start_service` gave the payment service.
-
-    choreo.testing exposes it nowhere else: it is read from the environment the process got.
-    """
-    return process._environment["PAYMENT_DATABASE_URL"]
+    """The database `start_service` gave the payment service."""
+    assert process.database_url is not None
+    return process.database_url
 
 
 async def query(process: ServiceProcess, sql: str, *params: object) -> list[tuple[Any, ...]]:
