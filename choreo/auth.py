@@ -16,6 +16,7 @@ from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
@@ -144,6 +145,20 @@ class SigningKey:
     @classmethod
     def generate(cls) -> SigningKey:
         return cls(kid=uuid.uuid4().hex[:16], private_key=Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, pem: str, kid: str) -> SigningKey:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise AuthError("the signing key must be an Ed25519 private key (PEM, PKCS#8)")
+        return cls(kid=kid, private_key=key)
+
+    def to_pem(self) -> str:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
 
     def jwks(self) -> dict[str, Any]:
         public = json.loads(OKPAlgorithm.to_jwk(self.private_key.public_key()))

@@ -190,6 +190,9 @@ def start_service(
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "CHOREO_TOPIC_PREFIX": topics,
             "JWT_JWKS": json.dumps(signing_key.jwks()),
+            # The user service signs with the same key the other services trust.
+            "USER_JWT_PRIVATE_KEY": signing_key.to_pem(),
+            "USER_JWT_KEY_ID": signing_key.kid,
             "STRIPE_API_BASE": stripe_api_base,
             "STRIPE_API_KEY": TEST_SECRET_KEY,
             **{f"{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{p}" for name, p in ports.items()},
