@@ -165,10 +165,14 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         environment.setdefault("STRIPE_API_KEY", TEST_SECRET_KEY)
     if endpoints.embedded_sendgrid:
         environment.setdefault("SENDGRID_API_KEY", SINK_API_KEY)
+    # The user service signs tokens with a key generated once per data directory in dev.
+    environment.setdefault(
+        "USER_JWT_KEY_FILE", str(config.data_dir.resolve() / "jwt-signing-key.pem")
+    )
     if "JWT_JWKS" not in environment:
         # Every service verifies tokens itself, with the user service's public keys.
         user_service = f"http://127.0.0.1:{config.ports.user}"
-        environment.setdefault("JWT_JWKS_URL", f"{user_service}/auth/jwks")
+        environment.setdefault("JWT_JWKS_URL", f"{user_service}/api/v1/auth/jwks")
     environment.update(
         KAFKA_BOOTSTRAP_SERVERS=endpoints.kafka_bootstrap_servers,
         STRIPE_API_BASE=endpoints.stripe_api_base,
