@@ -2,17 +2,76 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Self
 
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from choreo.settings import ServiceSettings
+from choreo.stack.config import DEFAULT_ADMIN_PASSWORD
+from user_service.domain import InvalidInputError, admin_password_problem, normalise_email
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="USER_")
+    # The settings hold secrets: a refused value must not be repeated in the error.
+    model_config = SettingsConfigDict(env_prefix="USER_", hide_input_in_errors=True)
 
     service: ClassVar[str] = "user"
     database_name: ClassVar[str | None] = "users"
 
     port: int = 8001
+
+    access_token_ttl_seconds: int = Field(default=900, ge=1, le=24 * 3600)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1, le=365 * 24 * 3600)
+    # How often expired refresh tokens are deleted (a revoked one is kept until it expires, so
+    # that its reuse is still recognised).
+    refresh_token_purge_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    # The token signing key: a PEM (Ed25519, PKCS#8) and its key id, or else a key file (read;
+    # generated when missing in dev and test, with the key id derived from the public key).
+    jwt_private_key: SecretStr | None = None
+    jwt_key_id: str | None = None
+    jwt_key_file: Path | None = None
+
+    # The admin account seeded at start-up; unprefixed because `choreo up` prints them.
+    admin_email: str | None = Field(
+        default=None, validation_alias=AliasChoices("CHOREO_ADMIN_EMAIL")
+    )
+    admin_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CHOREO_ADMIN_PASSWORD")
+    )
+
+    @field_validator("jwt_private_key", "jwt_key_id", "jwt_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("admin_email")
+    @classmethod
+    def _admin_email_is_an_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_email(value)
+        except InvalidInputError as error:
+            raise ValueError(f"CHOREO_ADMIN_EMAIL is refused: {error}") from None
+
+    @model_validator(mode="after")
+    def _secrets_are_safe(self) -> Self:
+        if self.env == "prod" and self.jwt_private_key is None and self.jwt_key_file is None:
+            raise ValueError(
+                "no token signing key: set USER_JWT_PRIVATE_KEY (an Ed25519 private key, PEM, "
+                "PKCS#8) and USER_JWT_KEY_ID, or USER_JWT_KEY_FILE to a file holding the key"
+            )
+        if (self.admin_email is None) != (self.admin_password is None):
+            raise ValueError("set both CHOREO_ADMIN_EMAIL and CHOREO_ADMIN_PASSWORD, or neither")
+        if self.admin_password is not None:
+            problem = admin_password_problem(
+                self.admin_password.get_secret_value(),
+                dev_default=DEFAULT_ADMIN_PASSWORD,
+                dev=self.env == "dev",
+            )
+            if problem is not None:
+                raise ValueError(f"CHOREO_ADMIN_PASSWORD is refused: {problem}")
+        return self

@@ -1,7 +1,67 @@
-"""The user service's own tables (the kit's outbox and inbox come from choreo)."""
+"""The user service's own tables (the kit's outbox and inbox come from choreo).
+
+`users` holds the accounts (soft-deleted: a deleted account keeps its row and its e-mail
+address stays taken); `refresh_tokens` the digest of every refresh token handed out, grouped
+in families (one per login, carried over by each rotation) so that a replayed token can
+revoke every token descended from the same login.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 
 metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    # Normalised (trimmed, lower-case); unique across deleted accounts too.
+    Column("email", Text, nullable=False, unique=True),
+    # Argon2id, in the PHC string format ($argon2id$v=19$m=...,t=...,p=...$salt$hash).
+    Column("password_hash", Text, nullable=False),
+    Column("full_name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("phone", Text),
+    Column("address", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("deleted_at", DateTime(timezone=True)),
+    CheckConstraint("role IN ('customer', 'admin')", name="users_role_known"),
+    Index("users_newest", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("family_id", Uuid(as_uuid=False), nullable=False),
+    Column("user_id", Uuid(as_uuid=False), ForeignKey("users.id"), nullable=False),
+    # SHA-256 of the token; the token itself is never stored.
+    Column("token_digest", LargeBinary, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    # domain.RevokeReason: rotated, reuse_detected, account_deleted.
+    Column("revoked_reason", Text),
+    Column("replaced_by", Uuid(as_uuid=False)),
+    CheckConstraint(
+        "(revoked_at IS NULL) = (revoked_reason IS NULL)", name="refresh_tokens_revocation"
+    ),
+    Index("refresh_tokens_family", "family_id"),
+    Index("refresh_tokens_user", "user_id"),
+    Index("refresh_tokens_expiry", "expires_at"),
+)

@@ -1,0 +1,256 @@
+"""The user service's HTTP API: registration, login, token refresh, the signing keys (JWKS),
+the caller's profile, and the admins' user list and deletion.
+
+Routes parse and validate (with the domain's rules, so a refusal names the field), call a
+handler or a query, and shape the answer; domain errors are mapped to statuses in
+ERROR_STATUSES. No response or error ever repeats a password.
+
+Profile fields: `phone` is digits with spaces, ( ) . / - and an optional leading +, at most 32
+characters; `address` is free text (lines separated by newlines), at most 500 characters;
+null or an empty string removes either.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.web import current_traceparent
+from user_service import domain, handlers, queries
+from user_service.domain import (
+    AccountClosedError,
+    CannotDeleteSelfError,
+    EmailTakenError,
+    InvalidCredentialsError,
+    InvalidInputError,
+    InvalidRefreshTokenError,
+    Role,
+    UserNotFoundError,
+)
+from user_service.passwords import Passwords
+from user_service.queries import InvalidCursorError, UserPage, UserView
+from user_service.tokens import TokenIssuer, TokenPair
+
+JWKS_MAX_AGE_SECONDS: Final = 300
+# Bounds on what login and refresh read: anything longer can match no account or token.
+_MAX_LOGIN_FIELD_LENGTH: Final = 1024
+_MAX_REFRESH_TOKEN_LENGTH: Final = 512
+
+ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
+    EmailTakenError: (409, "email_taken"),
+    InvalidCredentialsError: (401, "invalid_credentials"),
+    InvalidRefreshTokenError: (401, "invalid_refresh_token"),
+    AccountClosedError: (401, "unauthenticated"),
+    UserNotFoundError: (404, "user_not_found"),
+    CannotDeleteSelfError: (409, "cannot_delete_self"),
+    InvalidInputError: (422, "validation_error"),
+    InvalidCursorError: (422, "invalid_cursor"),
+}
+
+router = APIRouter(prefix="/api/v1", tags=["users"])
+
+
+def _rule(check: Callable[[str], str | None]) -> AfterValidator:
+    """A domain rule as a field validator: its refusal becomes a 422 naming the field."""
+
+    def validate(value: str) -> str | None:
+        try:
+            return check(value)
+        except InvalidInputError as error:
+            raise ValueError(str(error)) from None
+
+    return AfterValidator(validate)
+
+
+Email = Annotated[
+    str, StringConstraints(max_length=_MAX_LOGIN_FIELD_LENGTH), _rule(domain.normalise_email)
+]
+NewPassword = Annotated[str, _rule(domain.check_password_policy)]
+FullName = Annotated[str, _rule(domain.normalise_full_name)]
+Phone = Annotated[str, _rule(domain.normalise_phone)]
+Address = Annotated[str, _rule(domain.normalise_address)]
+LoginField = Annotated[str, StringConstraints(max_length=_MAX_LOGIN_FIELD_LENGTH)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    password: NewPassword
+    full_name: FullName
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: LoginField
+    password: LoginField
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[
+        str, StringConstraints(min_length=1, max_length=_MAX_REFRESH_TOKEN_LENGTH)
+    ]
+
+
+class ProfileIn(BaseModel):
+    """Fields to change; absent ones stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full_name: FullName | None = None
+    phone: Phone | None = None
+    address: Address | None = None
+
+    def changes(self) -> dict[str, Any]:
+        values: dict[str, Any] = self.model_dump(exclude_unset=True)
+        return values
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    full_name: str
+    role: Role
+    phone: str | None
+    address: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: UserView) -> UserOut:
+        return cls(**{name: getattr(user, name) for name in cls.model_fields})
+
+
+class UserPageOut(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+    @classmethod
+    def of(cls, page: UserPage) -> UserPageOut:
+        return cls(items=[UserOut.of(u) for u in page.items], next_cursor=page.next_cursor)
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    # Seconds until the access token expires.
+    expires_in: int
+    refresh_token: str
+
+    @classmethod
+    def of(cls, pair: TokenPair) -> TokensOut:
+        return cls(
+            access_token=pair.access_token,
+            expires_in=pair.expires_in,
+            refresh_token=pair.refresh_token,
+        )
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+def _tokens(request: Request) -> TokenIssuer:
+    tokens: TokenIssuer = request.app.state.tokens
+    return tokens
+
+
+async def _own_id(principal: CurrentUser) -> str:
+    """The caller's user id; a token whose subject is no user id names no account."""
+    try:
+        return str(uuid.UUID(principal.user_id))
+    except ValueError:
+        raise AccountClosedError() from None
+
+
+PasswordsDep = Annotated[Passwords, Depends(_passwords)]
+TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
+OwnId = Annotated[str, Depends(_own_id)]
+
+
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED)
+async def register(body: RegisterIn, uow: Uow, passwords: PasswordsDep) -> UserOut:
+    user = await handlers.register(
+        uow,
+        passwords,
+        email=body.email,
+        password=body.password,
+        full_name=body.full_name,
+        traceparent=current_traceparent(),
+    )
+    return UserOut.of(user)
+
+
+@router.post("/auth/login")
+async def login(body: LoginIn, uow: Uow, passwords: PasswordsDep, tokens: TokensDep) -> TokensOut:
+    pair = await handlers.login(uow, passwords, tokens, email=body.email, password=body.password)
+    return TokensOut.of(pair)
+
+
+@router.post("/auth/refresh")
+async def refresh(body: RefreshIn, uow: Uow, tokens: TokensDep) -> TokensOut:
+    """A new token pair for a refresh token, which is revoked; presenting a revoked one again
+    revokes every token of the same login."""
+    return TokensOut.of(await handlers.refresh(uow, tokens, refresh_token=body.refresh_token))
+
+
+@router.get("/auth/jwks")
+async def jwks(tokens: TokensDep) -> JSONResponse:
+    """The public keys that verify this service's tokens (JWKS, RFC 7517)."""
+    return JSONResponse(
+        tokens.signing_key.jwks(),
+        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"},
+    )
+
+
+@router.get("/users/me")
+async def get_me(user_id: OwnId, uow: Uow) -> UserOut:
+    return UserOut.of(await queries.get_own_account(uow, user_id))
+
+
+@router.patch("/users/me")
+async def update_me(body: ProfileIn, user_id: OwnId, uow: Uow) -> UserOut:
+    user = await handlers.update_profile(
+        uow, user_id, body.changes(), traceparent=current_traceparent()
+    )
+    return UserOut.of(user)
+
+
+@router.get("/users")
+async def list_users(
+    admin: AdminUser,
+    uow: Uow,
+    limit: Limit = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    q: Annotated[str | None, Query(max_length=200), _rule(domain.normalise_search)] = None,
+) -> UserPageOut:
+    """Accounts (deleted ones left out), newest first; `q` matches part of the e-mail address
+    or the name."""
+    return UserPageOut.of(await queries.list_users(uow, limit=limit, cursor=cursor, q=q))
+
+
+@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_user(user_id: str, admin: AdminUser, uow: Uow) -> Response:
+    """Soft delete: the account can no longer log in or refresh, leaves the list, and its
+    e-mail address stays taken."""
+    try:
+        target = str(uuid.UUID(user_id))
+    except ValueError:
+        raise UserNotFoundError(user_id) from None
+    try:
+        actor_id = str(uuid.UUID(admin.user_id))
+    except ValueError:
+        actor_id = admin.user_id
+    await handlers.delete_user(uow, target, actor_id=actor_id, traceparent=current_traceparent())
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,260 @@
+"""Accounts' rules: e-mail addresses, the password policy, profile fields, roles, and what a
+presented refresh token may do. Pure Python: no I/O, no framework."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from choreo.errors import ChoreoError
+
+MIN_PASSWORD_LENGTH: Final = 8
+MAX_PASSWORD_LENGTH: Final = 128
+MIN_ADMIN_PASSWORD_LENGTH: Final = 12
+MAX_EMAIL_LENGTH: Final = 254
+MAX_FULL_NAME_LENGTH: Final = 200
+MAX_PHONE_LENGTH: Final = 32
+MAX_ADDRESS_LENGTH: Final = 500
+
+# One address, no spaces or control characters, a dot in the domain: what a mail server could
+# deliver to; whether it does is for the welcome e-mail to find out.
+_EMAIL: Final = re.compile(
+    r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+"
+)
+# Digits with the usual separators, an optional leading +: "+1 (555) 010-9999", "030/1234567".
+_PHONE: Final = re.compile(r"\+?[0-9 ()./-]+")
+_MIN_PHONE_DIGITS: Final = 4
+_MAX_PHONE_DIGITS: Final = 20
+
+
+class UserError(ChoreoError):
+    """Root of the user service's domain errors."""
+
+
+class InvalidInputError(UserError):
+    """A field breaks a rule; the message names the rule and never repeats the value."""
+
+
+class EmailTakenError(UserError):
+    def __init__(self) -> None:
+        super().__init__("an account with this e-mail address already exists")
+
+
+class InvalidCredentialsError(UserError):
+    """Wrong e-mail or wrong password: one message for both, so neither is revealed."""
+
+    def __init__(self) -> None:
+        super().__init__("the e-mail address or the password is wrong")
+
+
+class InvalidRefreshTokenError(UserError):
+    def __init__(self) -> None:
+        super().__init__("the refresh token is not valid; log in again")
+
+
+class UserNotFoundError(UserError):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"no user {user_id}")
+
+
+class AccountClosedError(UserError):
+    """A valid token whose account has been deleted since it was issued."""
+
+    def __init__(self) -> None:
+        super().__init__("this account no longer exists")
+
+
+class CannotDeleteSelfError(UserError):
+    def __init__(self) -> None:
+        super().__init__("an admin cannot delete their own account")
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    ADMIN = "admin"
+
+
+def token_roles(role: Role) -> tuple[str, ...]:
+    """The `roles` claim of an account's access tokens: every account is a `user` (the role the
+    other services expect of a signed-in caller); admins are `admin` too."""
+    return ("admin", "user") if role is Role.ADMIN else ("user",)
+
+
+def _text(value: str, what: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates: refuse them as input errors."""
+    if "\x00" in value:
+        raise InvalidInputError(f"the {what} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"the {what} must be valid Unicode text") from None
+    return value
+
+
+def normalise_email(raw: str) -> str:
+    """The address as stored and compared: trimmed and lower-cased; InvalidInputError if it is
+    not an address."""
+    email = _text(raw, "e-mail address").strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email):
+        raise InvalidInputError("the e-mail address is not valid")
+    return email
+
+
+def normalise_password(password: str) -> str:
+    """The password as hashed: Unicode NFKC, so that the same characters typed on different
+    systems (composed or decomposed accents) make the same password."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("the password must be valid Unicode text") from None
+    return unicodedata.normalize("NFKC", password)
+
+
+def check_password_policy(password: str) -> str:
+    """The normalised password if it may be chosen; InvalidInputError saying why not."""
+    normalised = normalise_password(password)
+    if not MIN_PASSWORD_LENGTH <= len(normalised) <= MAX_PASSWORD_LENGTH:
+        raise InvalidInputError(
+            f"the password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long"
+        )
+    return normalised
+
+
+def admin_password_problem(password: str, *, dev_default: str, dev: bool) -> str | None:
+    """Why the seeded admin's password is refused, or None: outside dev it must not be the
+    printed default and must be at least MIN_ADMIN_PASSWORD_LENGTH characters."""
+    try:
+        normalised = check_password_policy(password)
+    except InvalidInputError as error:
+        return str(error)
+    if dev:
+        return None
+    if password == dev_default:
+        return "the dev default password is refused outside CHOREO_ENV=dev"
+    if len(normalised) < MIN_ADMIN_PASSWORD_LENGTH:
+        return f"it must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters long outside dev"
+    return None
+
+
+def normalise_full_name(raw: str) -> str:
+    name = _text(raw, "full name").strip()
+    if not 1 <= len(name) <= MAX_FULL_NAME_LENGTH:
+        raise InvalidInputError(f"the full name must be 1 to {MAX_FULL_NAME_LENGTH} characters")
+    return name
+
+
+def normalise_phone(raw: str | None) -> str | None:
+    """A phone number as given (trimmed), or None for none; InvalidInputError when it is not
+    digits with the usual separators (spaces, ( ) . / -), an optional leading +."""
+    if raw is None:
+        return None
+    phone = _text(raw, "phone number").strip()
+    if not phone:
+        return None
+    digits = sum(c.isdigit() for c in phone)
+    if (
+        len(phone) > MAX_PHONE_LENGTH
+        or not _PHONE.fullmatch(phone)
+        or not _MIN_PHONE_DIGITS <= digits <= _MAX_PHONE_DIGITS
+    ):
+        raise InvalidInputError(
+            f"the phone number must be {_MIN_PHONE_DIGITS} to {_MAX_PHONE_DIGITS} digits with "
+            f"optional spaces, ( ) . / - and a leading +, at most {MAX_PHONE_LENGTH} characters"
+        )
+    return phone
+
+
+def normalise_address(raw: str | None) -> str | None:
+    """A postal address as free text (lines separated by newlines), or None for none."""
+    if raw is None:
+        return None
+    address = _text(raw, "address").strip()
+    if len(address) > MAX_ADDRESS_LENGTH:
+        raise InvalidInputError(f"the address must be at most {MAX_ADDRESS_LENGTH} characters")
+    return address or None
+
+
+def normalise_search(raw: str) -> str | None:
+    """Text to look for in accounts' e-mail addresses and names, or None for everything."""
+    return _text(raw, "search text").strip() or None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The details a user edits about themselves."""
+
+    full_name: str
+    phone: str | None = None
+    address: str | None = None
+
+
+_PROFILE_RULES: Final[Mapping[str, Callable[[str], str | None]]] = {
+    "full_name": normalise_full_name,
+    "phone": normalise_phone,
+    "address": normalise_address,
+}
+
+
+def change_profile(profile: Profile, changes: Mapping[str, str | None]) -> Profile | None:
+    """The profile with `changes` applied (each value checked and normalised; None removes a
+    phone number or an address), or None when they change nothing: then nothing is written and
+    no UserUpdated is emitted."""
+    unknown = set(changes) - set(_PROFILE_RULES)
+    if unknown:
+        raise InvalidInputError(f"not profile fields: {', '.join(sorted(unknown))}")
+    normalised = {
+        name: None if value is None else _PROFILE_RULES[name](value)
+        for name, value in changes.items()
+    }
+    full_name = normalised.pop("full_name", profile.full_name)
+    if full_name is None:
+        raise InvalidInputError("the full name cannot be removed")
+    updated = Profile(
+        full_name=full_name,
+        phone=normalised.get("phone", profile.phone),
+        address=normalised.get("address", profile.address),
+    )
+    return None if updated == profile else updated
+
+
+class RefreshOutcome(StrEnum):
+    """What a presented refresh token leads to."""
+
+    ROTATE = "rotate"  # a new pair; the presented token is revoked
+    UNKNOWN = "unknown"
+    REUSED = "reused"  # revoked before, presented again: stolen or replayed; revoke its family
+    EXPIRED = "expired"
+    ACCOUNT_CLOSED = "account_closed"
+
+
+class RevokeReason(StrEnum):
+    ROTATED = "rotated"
+    REUSE_DETECTED = "reuse_detected"
+    ACCOUNT_DELETED = "account_deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRefreshToken:
+    """What the service holds about a refresh token it handed out."""
+
+    expires_at: datetime
+    revoked_at: datetime | None
+    account_deleted: bool
+
+
+def decide_refresh(token: StoredRefreshToken | None, now: datetime) -> RefreshOutcome:
+    """Only a live token of a live account rotates; a revoked one is a reuse, whatever else."""
+    if token is None:
+        return RefreshOutcome.UNKNOWN
+    if token.revoked_at is not None:
+        return RefreshOutcome.REUSED
+    if token.account_deleted:
+        return RefreshOutcome.ACCOUNT_CLOSED
+    if now >= token.expires_at:
+        return RefreshOutcome.EXPIRED
+    return RefreshOutcome.ROTATE

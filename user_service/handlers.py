@@ -1,0 +1,351 @@
+"""The user service's commands: one async function each. The service consumes no events.
+
+Each handler opens its unit(s) of work itself: the slow password hashing runs between
+transactions, never while one holds a connection or a row lock. Accounts' rows and their
+events (UserRegistered, UserUpdated, UserDeleted on `user.event`, keyed by the user id) commit
+together.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from choreo.db import UnitOfWork
+from choreo.events import Event
+from user_service import domain
+from user_service.domain import (
+    AccountClosedError,
+    CannotDeleteSelfError,
+    EmailTakenError,
+    InvalidCredentialsError,
+    InvalidInputError,
+    InvalidRefreshTokenError,
+    Profile,
+    RefreshOutcome,
+    RevokeReason,
+    Role,
+    StoredRefreshToken,
+    UserNotFoundError,
+)
+from user_service.passwords import Passwords
+from user_service.queries import VIEW_COLUMNS, UserView, user_view
+from user_service.tables import refresh_tokens, users
+from user_service.tokens import RefreshSecret, TokenIssuer, TokenPair, new_refresh_secret
+from user_service.tokens import refresh_digest as digest_of
+
+log = logging.getLogger(__name__)
+
+ADMIN_FULL_NAME = "Administrator"
+
+
+async def register(
+    uow: UnitOfWork,
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+    full_name: str,
+    role: Role = Role.CUSTOMER,
+    traceparent: str | None = None,
+) -> UserView:
+    """Create an account → UserRegistered; EmailTakenError when the address has one (even a
+    deleted one: addresses are never reused)."""
+    email = domain.normalise_email(email)
+    full_name = domain.normalise_full_name(full_name)
+    password_hash = await passwords.hash(domain.check_password_policy(password))
+    async with uow:
+        user = await _insert_account(uow, email, password_hash, full_name, role, traceparent)
+    if user is None:
+        raise EmailTakenError()
+    return user
+
+
+async def seed_admin(uow: UnitOfWork, passwords: Passwords, *, email: str, password: str) -> bool:
+    """Create the admin account unless an account has `email` (replicas starting together may
+    all try: one creates it); whether this call created it."""
+    email = domain.normalise_email(email)
+    async with uow:
+        existing = (
+            await uow.session.execute(
+                select(users.c.role, users.c.deleted_at).where(users.c.email == email)
+            )
+        ).first()
+    if existing is not None:
+        if existing.role != Role.ADMIN or existing.deleted_at is not None:
+            log.warning(
+                "the admin e-mail address belongs to an account that is %s: no admin seeded",
+                "deleted" if existing.deleted_at is not None else f"a {existing.role}",
+            )
+        return False
+    password_hash = await passwords.hash(domain.check_password_policy(password))
+    async with uow:
+        user = await _insert_account(
+            uow, email, password_hash, ADMIN_FULL_NAME, Role.ADMIN, traceparent=None
+        )
+    if user is not None:
+        log.info("seeded the admin account %s", user.id)
+    return user is not None
+
+
+async def login(
+    uow: UnitOfWork,
+    passwords: Passwords,
+    tokens: TokenIssuer,
+    *,
+    email: str,
+    password: str,
+) -> TokenPair:
+    """A new token pair (a new refresh token family) for the right e-mail and password;
+    InvalidCredentialsError otherwise, after the same work whatever was wrong."""
+    try:
+        email = domain.normalise_email(email)
+        password = domain.normalise_password(password)
+    except InvalidInputError:
+        await passwords.verify(None, "")
+        raise InvalidCredentialsError() from None
+    async with uow:
+        account = (
+            await uow.session.execute(
+                select(
+                    users.c.id,
+                    users.c.email,
+                    users.c.role,
+                    users.c.password_hash,
+                    users.c.deleted_at,
+                ).where(users.c.email == email)
+            )
+        ).first()
+    matches = await passwords.verify(None if account is None else account.password_hash, password)
+    if account is None or not matches or account.deleted_at is not None:
+        raise InvalidCredentialsError()
+    user_id, role = str(account.id), Role(account.role)
+    rehashed = None
+    if passwords.needs_rehash(account.password_hash):
+        rehashed = await passwords.hash(password)
+    refresh = new_refresh_secret()
+    async with uow:
+        if rehashed is not None:
+            await uow.session.execute(
+                update(users)
+                .where(users.c.id == user_id, users.c.password_hash == account.password_hash)
+                .values(password_hash=rehashed, updated_at=func.now())
+            )
+        await _insert_refresh_token(uow, tokens, user_id, str(uuid.uuid4()), refresh)
+    return tokens.pair(user_id, role, account.email, refresh)
+
+
+async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -> TokenPair:
+    """Rotate a refresh token: a new pair, the presented token revoked. A token presented again
+    after its rotation revokes its whole family (every token of the same login) and, like an
+    unknown, expired or closed account's token, raises InvalidRefreshTokenError."""
+    now = datetime.now(UTC)
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(
+                    refresh_tokens.c.id,
+                    refresh_tokens.c.family_id,
+                    refresh_tokens.c.expires_at,
+                    refresh_tokens.c.revoked_at,
+                    users.c.id.label("user_id"),
+                    users.c.email,
+                    users.c.role,
+                    users.c.deleted_at,
+                )
+                .join(users, users.c.id == refresh_tokens.c.user_id)
+                .where(refresh_tokens.c.token_digest == digest_of(refresh_token))
+                .with_for_update(of=refresh_tokens)
+            )
+        ).first()
+        stored = None
+        if row is not None:
+            stored = StoredRefreshToken(
+                expires_at=row.expires_at,
+                revoked_at=row.revoked_at,
+                account_deleted=row.deleted_at is not None,
+            )
+        outcome = domain.decide_refresh(stored, now)
+        if row is not None and outcome is RefreshOutcome.REUSED:
+            revoked = await _revoke(
+                uow, refresh_tokens.c.family_id == row.family_id, RevokeReason.REUSE_DETECTED
+            )
+            log.warning(
+                "a revoked refresh token of user %s was presented again: revoked %d live "
+                "token(s) of its family %s",
+                row.user_id,
+                revoked,
+                row.family_id,
+            )
+        pair = None
+        if row is not None and outcome is RefreshOutcome.ROTATE:
+            new = new_refresh_secret()
+            user_id, family_id = str(row.user_id), str(row.family_id)
+            new_id = await _insert_refresh_token(uow, tokens, user_id, family_id, new)
+            await _revoke(uow, refresh_tokens.c.id == row.id, RevokeReason.ROTATED, new_id)
+            pair = tokens.pair(user_id, Role(row.role), row.email, new)
+    # Raised after the block, so that a family revoked on reuse stays revoked.
+    if pair is None:
+        raise InvalidRefreshTokenError()
+    return pair
+
+
+async def update_profile(
+    uow: UnitOfWork,
+    user_id: str,
+    changes: Mapping[str, str | None],
+    *,
+    traceparent: str | None = None,
+) -> UserView:
+    """Apply the caller's profile changes → UserUpdated (the full current details) when
+    anything changed."""
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(*VIEW_COLUMNS)
+                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise AccountClosedError()
+        current = Profile(full_name=row.full_name, phone=row.phone, address=row.address)
+        updated = domain.change_profile(current, changes)
+        if updated is None:
+            return user_view(row)
+        now = datetime.now(UTC)
+        row = (
+            await uow.session.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    full_name=updated.full_name,
+                    phone=updated.phone,
+                    address=updated.address,
+                    updated_at=now,
+                )
+                .returning(*VIEW_COLUMNS)
+            )
+        ).one()
+        data = {
+            "user_id": user_id,
+            "email": row.email,
+            "full_name": updated.full_name,
+            "phone": updated.phone,
+            "updated_at": now,
+        }
+        uow.publish(_event("UserUpdated", user_id, data, traceparent))
+    return user_view(row)
+
+
+async def delete_user(
+    uow: UnitOfWork, user_id: str, *, actor_id: str, traceparent: str | None = None
+) -> None:
+    """Soft-delete an account and revoke its refresh tokens → UserDeleted; UserNotFoundError
+    for an unknown or already deleted one, CannotDeleteSelfError for the caller's own."""
+    if user_id == actor_id:
+        raise CannotDeleteSelfError()
+    now = datetime.now(UTC)
+    async with uow:
+        deleted = await uow.session.execute(
+            update(users)
+            .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+            .values(deleted_at=now, updated_at=now)
+            .returning(users.c.id)
+        )
+        if deleted.first() is None:
+            raise UserNotFoundError(user_id)
+        await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.ACCOUNT_DELETED)
+        data = {"user_id": user_id, "deleted_at": now}
+        uow.publish(_event("UserDeleted", user_id, data, traceparent))
+
+
+async def purge_expired_refresh_tokens(uow: UnitOfWork) -> int:
+    """Delete refresh tokens past their expiry (refused anyway); how many."""
+    async with uow:
+        result = await uow.session.execute(
+            refresh_tokens.delete()
+            .where(refresh_tokens.c.expires_at < func.now())
+            .returning(refresh_tokens.c.id)
+        )
+        return len(result.all())
+
+
+async def _insert_account(
+    uow: UnitOfWork,
+    email: str,
+    password_hash: str,
+    full_name: str,
+    role: Role,
+    traceparent: str | None,
+) -> UserView | None:
+    """The new account → UserRegistered, or None when the e-mail address is taken."""
+    user_id = str(uuid.uuid4())
+    row = (
+        await uow.session.execute(
+            insert(users)
+            .values(
+                id=user_id,
+                email=email,
+                password_hash=password_hash,
+                full_name=full_name,
+                role=role,
+            )
+            .on_conflict_do_nothing(index_elements=[users.c.email])
+            .returning(*VIEW_COLUMNS)
+        )
+    ).first()
+    if row is None:
+        return None
+    user = user_view(row)
+    data = {
+        "user_id": user_id,
+        "email": email,
+        "full_name": full_name,
+        "role": str(role),
+        "registered_at": user.created_at,
+    }
+    uow.publish(_event("UserRegistered", user_id, data, traceparent))
+    return user
+
+
+async def _insert_refresh_token(
+    uow: UnitOfWork, tokens: TokenIssuer, user_id: str, family_id: str, secret: RefreshSecret
+) -> str:
+    token_id = str(uuid.uuid4())
+    await uow.session.execute(
+        insert(refresh_tokens).values(
+            id=token_id,
+            family_id=family_id,
+            user_id=user_id,
+            token_digest=secret.digest,
+            expires_at=datetime.now(UTC) + tokens.refresh_ttl,
+        )
+    )
+    return token_id
+
+
+async def _revoke(
+    uow: UnitOfWork,
+    which: ColumnElement[bool],
+    reason: RevokeReason,
+    replaced_by: str | None = None,
+) -> int:
+    """Revoke the live refresh tokens `which` selects; how many."""
+    result = await uow.session.execute(
+        update(refresh_tokens)
+        .where(which, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=func.now(), revoked_reason=reason, replaced_by=replaced_by)
+        .returning(refresh_tokens.c.id)
+    )
+    return len(result.all())
+
+
+def _event(type_: str, user_id: str, data: Mapping[str, Any], traceparent: str | None) -> Event:
+    return Event(type=type_, subject=user_id, data=data, traceparent=traceparent)

@@ -1,0 +1,125 @@
+"""Reads of accounts as the API shows them (never with their password hash); keyset
+pagination, newest first."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, or_, select
+
+from choreo.db import UnitOfWork
+from user_service.domain import AccountClosedError, Role, UserError
+from user_service.tables import users
+
+
+class InvalidCursorError(UserError):
+    def __init__(self) -> None:
+        super().__init__("the cursor is not one this list handed out; start without a cursor")
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    id: str
+    email: str
+    full_name: str
+    role: Role
+    phone: str | None
+    address: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    items: list[UserView]
+    next_cursor: str | None
+
+
+VIEW_COLUMNS = (
+    users.c.id,
+    users.c.email,
+    users.c.full_name,
+    users.c.role,
+    users.c.phone,
+    users.c.address,
+    users.c.created_at,
+)
+
+
+def user_view(row: Row[*tuple[Any, ...]]) -> UserView:
+    return UserView(
+        id=str(row.id),
+        email=row.email,
+        full_name=row.full_name,
+        role=Role(row.role),
+        phone=row.phone,
+        address=row.address,
+        created_at=row.created_at.astimezone(UTC),
+    )
+
+
+async def get_own_account(uow: UnitOfWork, user_id: str) -> UserView:
+    """The caller's account; AccountClosedError when it was deleted (or never existed)."""
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(*VIEW_COLUMNS).where(users.c.id == user_id, users.c.deleted_at.is_(None))
+            )
+        ).first()
+    if row is None:
+        raise AccountClosedError()
+    return user_view(row)
+
+
+async def list_users(
+    uow: UnitOfWork, *, limit: int, cursor: str | None = None, q: str | None = None
+) -> UserPage:
+    """Accounts not deleted, newest first; `q` matches part of the e-mail or the name, in any
+    case."""
+    query = (
+        select(*VIEW_COLUMNS)
+        .where(users.c.deleted_at.is_(None))
+        .order_by(users.c.created_at.desc(), users.c.id.desc())
+    )
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                users.c.email.ilike(pattern, escape="\\"),
+                users.c.full_name.ilike(pattern, escape="\\"),
+            )
+        )
+    if cursor is not None:
+        created_at, user_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                users.c.created_at < created_at,
+                and_(users.c.created_at == created_at, users.c.id < user_id),
+            )
+        )
+    async with uow:
+        rows = (await uow.session.execute(query.limit(limit + 1))).all()
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return UserPage([user_view(row) for row in rows[:limit]], next_cursor)
+
+
+def _encode_cursor(row: Row[*tuple[Any, ...]]) -> str:
+    position = json.dumps([row.created_at.isoformat(), str(row.id)])
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, user_id = json.loads(raw)
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive time")
+        return moment, str(uuid.UUID(user_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise InvalidCursorError from None
