@@ -115,6 +115,10 @@ class Consumer:
         """Finish the record in hand, commit, and leave the group."""
         self._stopping.set()
 
+    async def close(self) -> None:
+        """Release the Kafka client of a consumer that was never `run()`."""
+        await self._consumer.stop()
+
     async def run(self) -> None:
         """Join the group and apply records until `stop()`; then commit and leave."""
         await self._consumer.start()

@@ -175,9 +175,13 @@ class Service:
                 if isinstance(result, BaseException):
                     log.error("%s: a background task failed: %r", self.name, result)
             await producer.stop()
-            await self._close_resources()
-            if self.engine is not None:
-                await self.engine.dispose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the resources and the database pool (done by the app's shutdown)."""
+        await self._close_resources()
+        if self.engine is not None:
+            await self.engine.dispose()
 
     async def _close_resources(self) -> None:
         for name, resource in self._resources.items():
