@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from choreo.settings import ServiceSettings
+from choreo.stack.sendgrid_sink import SINK_API_KEY
 
 
 class Settings(ServiceSettings):
@@ -16,3 +18,38 @@ class Settings(ServiceSettings):
     database_name: ClassVar[str | None] = "notifications"
 
     port: int = 8005
+
+    # Shared with the rest of the stack, so unprefixed: the embedded stack points them at its
+    # SendGrid sink, production at api.sendgrid.com with a real key.
+    sendgrid_host: str = Field(
+        default="https://api.sendgrid.com", validation_alias=AliasChoices("SENDGRID_HOST")
+    )
+    sendgrid_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SENDGRID_API_KEY")
+    )
+    from_email: str = Field(default="orders@choreo.local", pattern=r"^[^@\s]+@[^@\s]+$")
+    # A send that gets no answer in this time has an unknown outcome and is not sent again.
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # A notification can arrive before the contact or order it is about (topics are consumed
+    # concurrently): the retries are what waits for them, so this service gets more of them
+    # than the kit's default 5 (~3 s). 8 attempts wait ~16 s in all. More would not help much:
+    # the kit's consumer polls again only once every partition of a poll is done, so a longer
+    # wait stalls every topic of the service for as long.
+    consumer_max_attempts: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Self:
+        if self.env != "prod":
+            return self
+        key = self.sendgrid_api_key.get_secret_value() if self.sendgrid_api_key else ""
+        if not key or key == SINK_API_KEY:
+            raise ValueError("SENDGRID_API_KEY must be set to the account's API key in prod")
+        return self
+
+    @property
+    def sendgrid_key(self) -> str:
+        """The key to call SendGrid with; outside prod, the stack's sink key by default."""
+        if self.sendgrid_api_key is not None:
+            return self.sendgrid_api_key.get_secret_value()
+        return SINK_API_KEY

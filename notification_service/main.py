@@ -2,12 +2,88 @@
 
 from __future__ import annotations
 
-from choreo.service import Service
+from contextlib import AsyncExitStack
+from functools import partial
+
+from choreo.db import create_engine, unit_of_work_factory
+from choreo.service import ConfigurationError, Service, Subscription
+from notification_service import domain, handlers
+from notification_service.api import router
 from notification_service.config import Settings
+from notification_service.deliveries import Postman
+from notification_service.mailer import SendGridMailer
+from notification_service.messages import Renderer
+from notification_service.queries import InvalidCursorError
+
+ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
+    domain.NotificationNotFoundError: (404, "notification_not_found"),
+    InvalidCursorError: (422, "invalid_cursor"),
+}
+
+
+def subscriptions(notifier: handlers.Notifier) -> tuple[Subscription, ...]:
+    return (
+        Subscription(
+            "user.event",
+            {
+                "UserRegistered": partial(handlers.on_user_registered, notifier=notifier),
+                "UserUpdated": handlers.on_user_updated,
+                "UserDeleted": handlers.on_user_deleted,
+            },
+        ),
+        Subscription(
+            "order.create", {"OrderCreated": partial(handlers.on_order_created, notifier=notifier)}
+        ),
+        Subscription(
+            "order.event",
+            {
+                "OrderConfirmed": partial(handlers.on_order_confirmed, notifier=notifier),
+                "OrderCancelled": partial(handlers.on_order_cancelled, notifier=notifier),
+            },
+        ),
+        Subscription(
+            "payment.event",
+            {
+                "PaymentFailed": partial(handlers.on_payment_failed, notifier=notifier),
+                "PaymentRefunded": partial(handlers.on_payment_refunded, notifier=notifier),
+            },
+        ),
+        Subscription(
+            "stock.updated",
+            {"LowStockDetected": partial(handlers.on_low_stock_detected, notifier=notifier)},
+        ),
+    )
 
 
 def build(settings: Settings | None = None) -> Service:
-    return Service(settings or Settings())
+    settings = settings or Settings()
+    dsn = settings.database_dsn
+    if dsn is None:  # Settings refuse to load without one; this keeps the type exact
+        raise ConfigurationError("the notification service has no database")
+    # Claims, outcomes and replica facts commit through a small pool of their own: a handler
+    # holding its connection never waits behind the other handlers for a second one.
+    facts = create_engine(dsn, pool_size=2)
+    facts_closing = AsyncExitStack()  # an aclose() the service calls when it stops
+    facts_closing.push_async_callback(facts.dispose)
+    new_unit_of_work = unit_of_work_factory(facts)
+    mailer = SendGridMailer(
+        settings.sendgrid_key,
+        settings.sendgrid_host,
+        settings.from_email,
+        timeout_seconds=settings.send_timeout_seconds,
+    )
+    notifier = handlers.Notifier(
+        renderer=Renderer(),
+        postman=Postman(mailer, new_unit_of_work),
+        new_unit_of_work=new_unit_of_work,
+    )
+    return Service(
+        settings,
+        routers=[router],
+        subscriptions=subscriptions(notifier),
+        error_statuses=ERROR_STATUSES,
+        resources={"facts_pool": facts_closing},
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,90 @@
-"""The notification service's own tables (the kit's outbox and inbox come from choreo)."""
+"""The notification service's own tables (the kit's outbox and inbox come from choreo).
+
+`contacts` and `orders` are replicas built from events (`user.event`, `order.create`): the
+service never asks the user or order service. `deliveries` makes each e-mail go out at most
+once; `notifications` are what users read in the app.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
 
 metadata = MetaData()
+
+# One row per user seen on `user.event`. A deleted user keeps only its id and deleted_at (a
+# tombstone, so a late or replayed UserRegistered does not bring the details back).
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("email", Text),
+    Column("full_name", Text),
+    Column("role", Text),  # from UserRegistered; null while only a UserUpdated was seen
+    # When the details held were current (the event's own time): older events do not
+    # overwrite newer details, whatever order they arrive in.
+    Column("details_at", DateTime(timezone=True)),
+    Column("deleted_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("contacts_admins", "user_id", postgresql_where=text("role = 'admin'")),
+)
+
+# What OrderCreated said, so that payment events (which name no user) find their customer.
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per e-mail, claimed (committed) before SendGrid is called. See deliveries.py.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=func.gen_random_uuid()),
+    Column("event_id", Text, nullable=False),
+    Column("recipient", Text, nullable=False),  # the contact's user id
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("1")),
+    Column("last_error", Text),
+    Column("provider_message_id", Text),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("event_id", "recipient", "kind", name="deliveries_once"),
+    CheckConstraint("status IN ('claimed', 'sent', 'failed')", name="deliveries_status"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=func.gen_random_uuid()),
+    Column("user_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("read_at", DateTime(timezone=True)),
+    UniqueConstraint("event_id", "user_id", "kind", name="notifications_once"),
+    Index("notifications_by_user", "user_id", "created_at", "id"),
+)

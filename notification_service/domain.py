@@ -1,0 +1,184 @@
+"""What the notification service decides, as pure rules: which notifications exist, whether a
+delivery is sent, what SendGrid's answer means, and how codes read in words. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from choreo.errors import ChoreoError, PermanentError, TransientError
+
+
+class NotificationError(ChoreoError):
+    """Root of the notification service's errors."""
+
+
+class NotificationNotFoundError(NotificationError):
+    """No notification of this user has that id."""
+
+
+class NotKnownYetError(NotificationError, TransientError):
+    """The contact or order a notification is about has not arrived yet (topics are consumed
+    concurrently, so it may be a moment behind): try again later."""
+
+
+class EmailUnavailableError(NotificationError, TransientError):
+    """SendGrid did not take the e-mail, in a way that may pass (429, 5xx, no connection)."""
+
+
+class EmailRefusedError(NotificationError, PermanentError):
+    """SendGrid refused the e-mail and always will as it is (a 4xx other than 429)."""
+
+
+class Kind(StrEnum):
+    """The notifications there are (DESIGN.md §4); each has a template of the same name."""
+
+    WELCOME = "welcome"
+    ORDER_RECEIVED = "order_received"
+    ORDER_CONFIRMED = "order_confirmed"
+    ORDER_CANCELLED = "order_cancelled"
+    PAYMENT_FAILED = "payment_failed"
+    REFUND_ISSUED = "refund_issued"
+    LOW_STOCK = "low_stock"
+
+
+ADMIN_ROLE = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """What the service knows of a user from `user.event`; a deleted user keeps only the id."""
+
+    user_id: str
+    email: str | None
+    full_name: str | None
+    role: str | None
+    deleted: bool
+
+    @property
+    def reachable(self) -> bool:
+        return not self.deleted and bool(self.email)
+
+    @property
+    def greeting_name(self) -> str:
+        return (self.full_name or "").strip() or "there"
+
+
+# Delivery of one e-mail: at most once per (event, recipient, kind). See deliveries.py.
+
+
+class DeliveryStatus(StrEnum):
+    CLAIMED = "claimed"  # committed before the send; still so afterwards: outcome unknown
+    SENT = "sent"  # SendGrid accepted it
+    FAILED = "failed"  # SendGrid refused it (or was unreachable): it was not sent
+
+
+class Step(StrEnum):
+    SEND = "send"  # no delivery yet: claim it and send
+    SEND_AGAIN = "send_again"  # SendGrid refused it before: claim it again and send
+    SKIP_SENT = "skip_sent"  # sent already
+    SKIP_UNKNOWN = "skip_unknown"  # claimed, then no outcome recorded: it may have been sent
+
+
+def next_step(status: DeliveryStatus | None) -> Step:
+    """What to do with a delivery found in `status` (None: never claimed)."""
+    if status is None:
+        return Step.SEND
+    if status is DeliveryStatus.FAILED:
+        return Step.SEND_AGAIN
+    if status is DeliveryStatus.SENT:
+        return Step.SKIP_SENT
+    return Step.SKIP_UNKNOWN
+
+
+class Outcome(StrEnum):
+    """What became of one send, as SendGrid's answer (or its absence) tells."""
+
+    ACCEPTED = "accepted"  # 2xx
+    REFUSED_FOR_NOW = "refused_for_now"  # 429, 5xx, or no connection: not sent, may pass
+    REFUSED = "refused"  # any other answer: not sent, never will be as it is
+    NO_ANSWER = "no_answer"  # the request went out and no answer came back: unknown
+
+
+def outcome_of_status(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome.ACCEPTED
+    if status == 429 or status >= 500:
+        return Outcome.REFUSED_FOR_NOW
+    return Outcome.REFUSED
+
+
+def status_after(outcome: Outcome) -> DeliveryStatus:
+    """The delivery's status once a send had `outcome`."""
+    if outcome is Outcome.ACCEPTED:
+        return DeliveryStatus.SENT
+    if outcome is Outcome.NO_ANSWER:
+        return DeliveryStatus.CLAIMED
+    return DeliveryStatus.FAILED
+
+
+# How codes read in words, for the customer.
+
+_CANCEL_REASONS = {
+    "OUT_OF_STOCK": "some of its items are out of stock",
+    "PAYMENT_FAILED": "the payment did not go through",
+    "TIMEOUT": "it could not be completed in time",
+    "CUSTOMER_REQUEST": "you asked us to cancel it",
+}
+
+_DECLINE_REASONS = {
+    "card_declined": "your card was declined",
+    "insufficient_funds": "your card has insufficient funds",
+    "expired_card": "your card has expired",
+    "incorrect_cvc": "the card's security code is incorrect",
+    "incorrect_number": "the card number is incorrect",
+    "processing_error": "the card issuer could not process the payment",
+    "authentication_required": (
+        "your bank asked for an authentication (3-D Secure) that cannot be done for this payment"
+    ),
+    "no_payment_method": "there is no saved card on your account to charge",
+    "payment_intent_canceled": "the payment was cancelled at the payment provider",
+}
+
+
+def cancel_reason_in_words(reason: str) -> str:
+    """Why an order was cancelled, to follow "because"."""
+    return _CANCEL_REASONS.get(reason, "it could not be completed")
+
+
+def decline_reason_in_words(code: str, message: str) -> str:
+    """Why a payment failed, to follow "because"; a code not known here falls back on the
+    payment service's message, which is safe to show the customer."""
+    if code in _DECLINE_REASONS:
+        return _DECLINE_REASONS[code]
+    text = message.strip().rstrip(".")
+    return text[:1].lower() + text[1:] if text else "the payment provider refused the payment"
+
+
+# Currencies whose minor unit is not a hundredth (ISO 4217).
+_MINOR_UNIT_DIGITS = {
+    **dict.fromkeys(
+        ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND"), 0
+    ),
+    **dict.fromkeys(("VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def format_money(amount: int, currency: str) -> str:
+    """`2500, "USD"` -> `"25.00 USD"`: an amount in minor units, written out."""
+    code = currency.upper()
+    digits = _MINOR_UNIT_DIGITS.get(code, 2)
+    sign = "-" if amount < 0 else ""
+    whole, minor = divmod(abs(amount), 10**digits)
+    written = f"{whole:,}" if digits == 0 else f"{whole:,}.{minor:0{digits}d}"
+    return f"{sign}{written} {code}"
+
+
+def order_reference(order_id: str) -> str:
+    """A short reference to an order for subjects: `#` and the first 8 digits of its id."""
+    return "#" + order_id.replace("-", "")[:8].upper()
+
+
+def count_of(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

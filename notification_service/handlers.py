@@ -1,0 +1,339 @@
+"""The notification service's handlers: one async function per event consumed or command served.
+
+Facts first: the contact a UserRegistered carries and the order an OrderCreated carries are
+committed on their own, before the e-mail of that same event is sent, so that notifications
+waiting for them do not also wait for that e-mail (or its retries, or its dead letter).
+
+Then each notification finds its recipient — raising NotKnownYetError, which the consumer
+retries, while the contact or order has not arrived (topics are consumed concurrently) —
+renders its message, delivers the e-mail at most once (deliveries.py), and writes the in-app
+notification in the handler's transaction. A deleted user gets neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from choreo.db import UnitOfWork, UnitOfWorkFactory
+from choreo.events import Event
+from notification_service.deliveries import Delivery, Postman
+from notification_service.domain import (
+    ADMIN_ROLE,
+    Contact,
+    Kind,
+    NotificationNotFoundError,
+    NotKnownYetError,
+    cancel_reason_in_words,
+    count_of,
+    decline_reason_in_words,
+    format_money,
+    order_reference,
+)
+from notification_service.mailer import Email
+from notification_service.messages import Renderer
+from notification_service.tables import contacts, notifications, orders
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """What notifying needs besides the handler's own unit of work."""
+
+    renderer: Renderer
+    postman: Postman
+    # Commits the replicas' facts apart from the handler's transaction (see the docstring).
+    new_unit_of_work: UnitOfWorkFactory
+
+
+# user.event: the contact replica.
+
+
+async def on_user_registered(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    user_id = str(data["user_id"])
+    async with notifier.new_unit_of_work() as facts:
+        await _remember_contact(
+            facts.session,
+            user_id,
+            email=str(data["email"]),
+            full_name=str(data["full_name"]),
+            details_at=data["registered_at"],
+            role=str(data["role"]),
+        )
+    await _notify_user(uow, notifier, event, user_id, Kind.WELCOME, {})
+
+
+async def on_user_updated(event: Event, uow: UnitOfWork) -> None:
+    data = event.data
+    await _remember_contact(
+        uow.session,
+        str(data["user_id"]),
+        email=str(data["email"]),
+        full_name=str(data["full_name"]),
+        details_at=data["updated_at"],
+        role=None,
+    )
+
+
+async def on_user_deleted(event: Event, uow: UnitOfWork) -> None:
+    """Forget the user's details and notifications; keep a tombstone so nothing revives them."""
+    user_id = str(event.data["user_id"])
+    statement = insert(contacts).values(user_id=user_id, deleted_at=event.data["deleted_at"])
+    await uow.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[contacts.c.user_id],
+            set_={
+                "email": None,
+                "full_name": None,
+                "deleted_at": func.coalesce(contacts.c.deleted_at, statement.excluded.deleted_at),
+                "updated_at": func.now(),
+            },
+        )
+    )
+    await uow.session.execute(delete(notifications).where(notifications.c.user_id == user_id))
+
+
+async def _remember_contact(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    email: str,
+    full_name: str,
+    details_at: datetime,
+    role: str | None,
+) -> None:
+    """Insert or update a contact; details older than those held, and deleted contacts, are
+    left alone. `role` (known from UserRegistered only) is set when given."""
+    statement = insert(contacts).values(
+        user_id=user_id, email=email, full_name=full_name, role=role, details_at=details_at
+    )
+    new = statement.excluded
+    newer = or_(contacts.c.details_at.is_(None), new.details_at >= contacts.c.details_at)
+    changes = {
+        "email": case((newer, new.email), else_=contacts.c.email),
+        "full_name": case((newer, new.full_name), else_=contacts.c.full_name),
+        "details_at": func.greatest(contacts.c.details_at, new.details_at),
+        "updated_at": func.now(),
+    }
+    if role is not None:
+        changes["role"] = new.role
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[contacts.c.user_id],
+            set_=changes,
+            where=contacts.c.deleted_at.is_(None),
+        )
+    )
+
+
+# order.create and order.event.
+
+
+async def on_order_created(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    order_id, user_id = str(data["order_id"]), str(data["user_id"])
+    item_count = sum(int(line["quantity"]) for line in data["items"])
+    async with notifier.new_unit_of_work() as facts:
+        await facts.session.execute(
+            insert(orders)
+            .values(
+                order_id=uuid.UUID(order_id),
+                user_id=user_id,
+                total=int(data["total_amount"]),
+                currency=str(data["currency"]),
+                item_count=item_count,
+            )
+            .on_conflict_do_nothing()
+        )
+    context = {
+        **_order_context(order_id),
+        "items": count_of(item_count, "item"),
+        "total": format_money(int(data["total_amount"]), str(data["currency"])),
+    }
+    await _notify_user(uow, notifier, event, user_id, Kind.ORDER_RECEIVED, context)
+
+
+async def on_order_confirmed(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    order_id = str(data["order_id"])
+    context = {
+        **_order_context(order_id),
+        "total": format_money(int(data["total_amount"]), str(data["currency"])),
+    }
+    await _notify_user(uow, notifier, event, str(data["user_id"]), Kind.ORDER_CONFIRMED, context)
+
+
+async def on_order_cancelled(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    context = {
+        **_order_context(str(data["order_id"])),
+        "reason": cancel_reason_in_words(str(data["reason"])),
+        "refund": bool(data["charged"]),
+    }
+    await _notify_user(uow, notifier, event, str(data["user_id"]), Kind.ORDER_CANCELLED, context)
+
+
+# payment.event: these name the order only; its customer comes from the order replica.
+
+
+async def on_payment_failed(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    order_id = str(data["order_id"])
+    user_id = await _customer_of(uow.session, order_id)
+    context = {
+        **_order_context(order_id),
+        "amount": format_money(int(data["amount"]), str(data["currency"])),
+        "reason": decline_reason_in_words(str(data["decline_code"]), str(data["message"])),
+    }
+    await _notify_user(uow, notifier, event, user_id, Kind.PAYMENT_FAILED, context)
+
+
+async def on_payment_refunded(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    order_id = str(data["order_id"])
+    user_id = await _customer_of(uow.session, order_id)
+    context = {
+        **_order_context(order_id),
+        "amount": format_money(int(data["amount"]), str(data["currency"])),
+    }
+    await _notify_user(uow, notifier, event, user_id, Kind.REFUND_ISSUED, context)
+
+
+# stock.updated: to every admin.
+
+
+async def on_low_stock_detected(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    data = event.data
+    context = {
+        "product": str(data["product_name"]),
+        "product_id": str(data["product_id"]),
+        "available": int(data["available"]),
+        "threshold": int(data["threshold"]),
+    }
+    admins = await _admins(uow.session)
+    if not admins:
+        log.info("low stock of product %s: no admin to tell", context["product_id"])
+    for admin in admins:
+        await _notify(uow, notifier, event, admin, Kind.LOW_STOCK, context)
+
+
+# Commands.
+
+
+async def mark_read(uow: UnitOfWork, user_id: str, notification_id: uuid.UUID) -> None:
+    """Mark one of the user's notifications read (the first time counts)."""
+    marked = await uow.session.execute(
+        update(notifications)
+        .where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
+        .values(read_at=func.coalesce(notifications.c.read_at, func.now()))
+        .returning(notifications.c.id)
+    )
+    if marked.first() is None:
+        raise NotificationNotFoundError(f"no notification {notification_id}")
+
+
+# Recipients and notifying.
+
+
+async def _notify_user(
+    uow: UnitOfWork,
+    notifier: Notifier,
+    event: Event,
+    user_id: str,
+    kind: Kind,
+    context: Mapping[str, object],
+) -> None:
+    contact = await _contact(uow.session, user_id)
+    if contact is None:
+        raise NotKnownYetError(f"contact of user {user_id} not known yet")
+    if not contact.reachable:
+        log.info("no %s notification of event %s: user %s was deleted", kind, event.id, user_id)
+        return
+    await _notify(uow, notifier, event, contact, kind, context)
+
+
+async def _notify(
+    uow: UnitOfWork,
+    notifier: Notifier,
+    event: Event,
+    contact: Contact,
+    kind: Kind,
+    context: Mapping[str, object],
+) -> None:
+    """E-mail `contact` (at most once) and write the in-app notification."""
+    if contact.email is None:
+        return
+    message = notifier.renderer.render(kind, {"name": contact.greeting_name, **context})
+    email = Email(
+        to_email=contact.email,
+        to_name=contact.full_name,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        custom_args={"event_id": event.id, "notification": kind.value},
+    )
+    await notifier.postman.deliver(Delivery(event.id, contact.user_id, kind), email)
+    await uow.session.execute(
+        insert(notifications)
+        .values(
+            user_id=contact.user_id,
+            kind=kind.value,
+            title=message.subject,
+            body=message.text,
+            event_id=event.id,
+        )
+        .on_conflict_do_nothing(constraint="notifications_once")
+    )
+
+
+_CONTACT_COLUMNS = (
+    contacts.c.user_id,
+    contacts.c.email,
+    contacts.c.full_name,
+    contacts.c.role,
+    contacts.c.deleted_at.is_not(None),
+)
+
+
+async def _contact(session: AsyncSession, user_id: str) -> Contact | None:
+    row = (
+        await session.execute(select(*_CONTACT_COLUMNS).where(contacts.c.user_id == user_id))
+    ).first()
+    return None if row is None else Contact(*row)
+
+
+async def _admins(session: AsyncSession) -> list[Contact]:
+    rows = await session.execute(
+        select(*_CONTACT_COLUMNS)
+        .where(
+            contacts.c.role == ADMIN_ROLE,
+            contacts.c.deleted_at.is_(None),
+            contacts.c.email.is_not(None),
+        )
+        .order_by(contacts.c.user_id)
+    )
+    return [Contact(*row) for row in rows]
+
+
+async def _customer_of(session: AsyncSession, order_id: str) -> str:
+    user_id = (
+        await session.execute(
+            select(orders.c.user_id).where(orders.c.order_id == uuid.UUID(order_id))
+        )
+    ).scalar_one_or_none()
+    if user_id is None:
+        raise NotKnownYetError(f"order {order_id} not known yet")
+    return str(user_id)
+
+
+def _order_context(order_id: str) -> dict[str, object]:
+    return {"order": order_reference(order_id), "order_id": order_id}

@@ -1,0 +1,47 @@
+"""What each notification says: the Jinja2 templates of `templates/`, rendered with its facts.
+
+Each kind has `<kind>.txt` (the plain-text body; it sets `subject`) and `<kind>.html` (the
+same words as HTML, autoescaped). The plain text is also the in-app notification's body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from notification_service.domain import Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    subject: str
+    text: str
+    html: str
+
+
+class Renderer:
+    """Renders notifications; every template is loaded up front, so a missing one fails the
+    service at start-up rather than at its first notification of that kind."""
+
+    def __init__(self) -> None:
+        self._environment = Environment(
+            loader=PackageLoader("notification_service", "templates"),
+            autoescape=select_autoescape(["html"], default_for_string=False),
+            undefined=StrictUndefined,  # a fact missing from the context is an error
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        for kind in Kind:
+            self._environment.get_template(f"{kind}.txt")
+            self._environment.get_template(f"{kind}.html")
+
+    def render(self, kind: Kind, context: Mapping[str, object]) -> Message:
+        text_template = self._environment.get_template(f"{kind}.txt")
+        module = text_template.make_module(dict(context))
+        # The template's `{% set subject %}`, on one line whatever a name holds.
+        subject = " ".join(str(getattr(module, "subject")).split())  # noqa: B009
+        html = self._environment.get_template(f"{kind}.html").render(context, subject=subject)
+        return Message(subject=subject, text=str(module).strip() + "\n", html=html)
