@@ -1,13 +1,70 @@
-"""Wiring of the gateway: settings -> app (it keeps no state and consumes no events)."""
+"""Wiring of the gateway: settings -> upstreams, limits, token check, app (no database, no
+events)."""
 
 from __future__ import annotations
 
+from choreo.auth import verifier_from_settings
 from choreo.service import Service
+from gateway_service import domain
+from gateway_service.api import router
 from gateway_service.config import Settings
+from gateway_service.domain import CircuitBreaker, Limit
+from gateway_service.edge import Gatekeeper
+from gateway_service.openapi import ApiCatalog
+from gateway_service.proxy import Proxy, Upstream, http_client
+from gateway_service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from gateway_service.service import GatewayService
 
 
 def build(settings: Settings | None = None) -> Service:
-    return Service(settings or Settings())
+    settings = settings or Settings()
+    client = http_client(
+        timeout_seconds=settings.upstream_timeout_seconds,
+        connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+    )
+    upstreams = {
+        name: Upstream(
+            name,
+            url,
+            CircuitBreaker(
+                failure_threshold=settings.breaker_failure_threshold,
+                cooldown_seconds=settings.breaker_cooldown_seconds,
+            ),
+        )
+        for name, url in settings.upstream_urls.items()
+    }
+    proxy = Proxy(client, upstreams)
+    limiter: RateLimiter = (
+        RedisRateLimiter.from_url(settings.redis_url, prefix=settings.rate_limit_prefix)
+        if settings.redis_url
+        else MemoryRateLimiter()
+    )
+    gatekeeper = Gatekeeper(
+        limiter,
+        user_limit=Limit(settings.rate_limit_per_second, settings.rate_limit_burst),
+        address_limit=Limit(
+            settings.address_rate_limit_per_second, settings.address_rate_limit_burst
+        ),
+        trust_forwarded=settings.trust_forwarded,
+    )
+    catalog = ApiCatalog(
+        client, settings.upstream_urls, owns_path=domain.owns_path, is_public=domain.is_public
+    )
+    return GatewayService(
+        settings,
+        proxy=proxy,
+        cors_origins=settings.cors_origins,
+        hsts=settings.hsts,
+        routers=[router],
+        # `http` first: the services' client is closed when the gateway stops.
+        resources={
+            "http": client,
+            "proxy": proxy,
+            "gatekeeper": gatekeeper,
+            "api_catalog": catalog,
+        },
+        token_verifier=verifier_from_settings(settings.jwks_source_url, settings.jwks_json),
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,322 @@
+"""Forwarding one request to the service behind the gateway: which headers travel each way,
+retries of idempotent requests, and each upstream's circuit breaker.
+
+All upstreams share one pooled `httpx.AsyncClient` (made and closed by the service, see
+main.py). A request is retried only when repeating it cannot do anything twice: idempotent
+methods, after a connection failure or a 502/503/504 answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+from prometheus_client import Counter, Gauge
+
+from gateway_service.domain import BreakerState, CircuitBreaker, GatewayError
+
+log = logging.getLogger(__name__)
+
+# Connections to all upstreams together, and idle ones kept for reuse.
+MAX_CONNECTIONS: Final = 200
+MAX_KEEPALIVE_CONNECTIONS: Final = 50
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRIED_STATUSES: Final = frozenset({502, 503, 504})
+HEALTH_TIMEOUT_SECONDS: Final = 1.5
+
+# RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# The gateway sets these itself on the way in; `accept-encoding` is left to the client, which
+# decodes what the upstream compressed (the gateway answers uncompressed).
+_SET_ON_THE_WAY_IN: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "accept-encoding",
+        "x-request-id",
+        "traceparent",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "forwarded",
+    }
+)
+# Recomputed for the body the gateway sends back, or set by the gateway's own server.
+_SET_ON_THE_WAY_OUT: Final = frozenset(
+    {"content-length", "content-encoding", "date", "server", "x-request-id"}
+)
+
+UPSTREAM_REQUESTS = Counter(
+    "gateway_upstream_requests",
+    "Requests the gateway sent to upstream services (each attempt), by upstream and outcome.",
+    ("upstream", "outcome"),
+)
+UPSTREAM_REFUSED = Counter(
+    "gateway_upstream_refused",
+    "Requests answered 503 at once because the upstream's circuit was open.",
+    ("upstream",),
+)
+CIRCUIT_OPEN = Gauge(
+    "gateway_upstream_circuit_open",
+    "1 while the upstream's circuit breaker refuses requests (open or half-open), else 0.",
+    ("upstream",),
+)
+
+
+def http_client(*, timeout_seconds: float, connect_timeout_seconds: float) -> httpx.AsyncClient:
+    """The pooled client to every upstream; whoever makes it closes it.
+
+    It ignores proxy settings from the environment: the services are reached directly.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        ),
+        trust_env=False,
+    )
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not give an answer to pass on."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        super().__init__(f"the {upstream} service {message}")
+        self.upstream = upstream
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Not reachable, or its circuit is open: try again after `retry_after` seconds."""
+
+    retriable = True
+
+    def __init__(self, upstream: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(upstream, message)
+        self.retry_after = retry_after
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """Reached, but it did not answer in time (the request may still have been applied)."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The connection broke or the answer was not usable HTTP."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    base_url: str
+    breaker: CircuitBreaker
+
+    def url(self, raw_path: bytes, query: bytes) -> httpx.URL:
+        base = httpx.URL(self.base_url)
+        path = base.raw_path.split(b"?", 1)[0].rstrip(b"/") + raw_path
+        return base.copy_with(raw_path=path + (b"?" + query if query else b""))
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    """What the gateway sends upstream: the client's request, headers already rewritten."""
+
+    method: str
+    raw_path: bytes
+    query: bytes
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def request_headers(
+    incoming: Iterable[tuple[str, str]],
+    *,
+    peer: str | None,
+    scheme: str,
+    trust_forwarded: bool,
+    request_id: str | None,
+    traceparent: str | None,
+) -> list[tuple[str, str]]:
+    """The client's end-to-end headers, plus the request id, the gateway's span of the trace,
+    and where the request came from (`X-Forwarded-*`)."""
+    incoming = list(incoming)
+    named_by_connection = _connection_tokens(incoming)
+    headers = [
+        (name, value)
+        for name, value in incoming
+        if (lowered := name.lower()) not in HOP_BY_HOP
+        and lowered not in _SET_ON_THE_WAY_IN
+        and lowered not in named_by_connection
+    ]
+    received = {name.lower(): value for name, value in incoming}
+    forwarded_for = peer or "unknown"
+    proto = scheme
+    if trust_forwarded:
+        if received.get("x-forwarded-for"):
+            forwarded_for = f"{received['x-forwarded-for']}, {forwarded_for}"
+        proto = received.get("x-forwarded-proto") or proto
+    headers += [("X-Forwarded-For", forwarded_for), ("X-Forwarded-Proto", proto)]
+    if request_id:
+        headers.append(("X-Request-ID", request_id))
+    if traceparent:
+        headers.append(("traceparent", traceparent))
+    return headers
+
+
+def response_headers(upstream_headers: httpx.Headers) -> list[tuple[str, str]]:
+    """The upstream's answer headers that the client should see."""
+    items = upstream_headers.multi_items()
+    named_by_connection = _connection_tokens(items)
+    return [
+        (name, value)
+        for name, value in items
+        if (lowered := name.lower()) not in HOP_BY_HOP
+        and lowered not in _SET_ON_THE_WAY_OUT
+        and lowered not in named_by_connection
+    ]
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """Headers the sender declared hop-by-hop by naming them in `Connection`."""
+    return {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+
+
+class Proxy:
+    """Sends requests to the upstreams through their breakers, retrying what is safe to."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        upstreams: Mapping[str, Upstream],
+        *,
+        retries: int = 2,
+        backoff_seconds: float = 0.1,
+    ) -> None:
+        self._client = client
+        self.upstreams = dict(upstreams)
+        self._retries = retries
+        self._backoff_seconds = backoff_seconds
+        for name in self.upstreams:
+            CIRCUIT_OPEN.labels(name).set(0)
+
+    async def forward(self, upstream: str, request: OutgoingRequest) -> httpx.Response:
+        """The upstream's answer, read in full; raises an `UpstreamError` when there is none.
+
+        A 502/503/504 answer that is still one after the retries is returned as it is: the
+        upstream's own error says more than the gateway could.
+        """
+        target = self.upstreams[upstream]
+        attempts = 1 + (self._retries if request.method in IDEMPOTENT_METHODS else 0)
+        for attempt in range(1, attempts + 1):
+            can_retry = attempt < attempts
+            if not target.breaker.allow():
+                UPSTREAM_REFUSED.labels(upstream).inc()
+                raise UpstreamUnavailableError(
+                    upstream,
+                    "is failing; requests to it are paused",
+                    retry_after=target.breaker.retry_after(),
+                )
+            try:
+                response = await self._client.request(
+                    request.method,
+                    target.url(request.raw_path, request.query),
+                    headers=request.headers,
+                    content=request.body,
+                )
+            except httpx.PoolTimeout:
+                # The gateway's own connection pool is exhausted: nothing is wrong upstream.
+                UPSTREAM_REQUESTS.labels(upstream, "pool_timeout").inc()
+                raise UpstreamUnavailableError(upstream, "is busy (no free connection)") from None
+            except httpx.TimeoutException as error:  # reading or writing took too long
+                if isinstance(error, httpx.ConnectTimeout):
+                    self._failed(target, "connect_error")
+                    if can_retry:
+                        await self._back_off(attempt)
+                        continue
+                    raise self._unreachable(target) from None
+                self._failed(target, "timeout")
+                raise UpstreamTimeoutError(upstream, "did not answer in time") from None
+            except httpx.ConnectError:
+                self._failed(target, "connect_error")
+                if can_retry:
+                    await self._back_off(attempt)
+                    continue
+                raise self._unreachable(target) from None
+            except httpx.TransportError as error:
+                # Often a kept-alive connection the upstream had closed (it restarted, say).
+                self._failed(target, "protocol_error")
+                if can_retry:
+                    await self._back_off(attempt)
+                    continue
+                raise UpstreamProtocolError(upstream, f"broke the connection ({error!r})") from None
+            if response.status_code in RETRIED_STATUSES:
+                self._failed(target, f"status_{response.status_code}")
+                if can_retry:
+                    await self._back_off(attempt)
+                    continue
+                return response
+            self._succeeded(target)
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def check_health(self, upstream: str) -> None:
+        """Returns when the upstream's `/healthz` answers 200 (the breaker is not involved)."""
+        target = self.upstreams[upstream]
+        response = await self._client.get(
+            target.url(b"/healthz", b""), timeout=HEALTH_TIMEOUT_SECONDS
+        )
+        if response.status_code != httpx.codes.OK:
+            raise UpstreamUnavailableError(upstream, f"answered {response.status_code} on /healthz")
+
+    def _unreachable(self, target: Upstream) -> UpstreamUnavailableError:
+        breaker = target.breaker
+        paused = breaker.state is not BreakerState.CLOSED
+        return UpstreamUnavailableError(
+            target.name, "is not reachable", retry_after=breaker.retry_after() if paused else None
+        )
+
+    async def _back_off(self, attempt: int) -> None:
+        await asyncio.sleep(self._backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+
+    def _failed(self, target: Upstream, outcome: str) -> None:
+        UPSTREAM_REQUESTS.labels(target.name, outcome).inc()
+        was = target.breaker.state
+        target.breaker.record_failure()
+        if was is not BreakerState.OPEN and target.breaker.state is BreakerState.OPEN:
+            CIRCUIT_OPEN.labels(target.name).set(1)
+            log.warning(
+                "circuit to the %s service opened after %d consecutive failures (last: %s); "
+                "requests to it are refused for %g s",
+                target.name,
+                target.breaker.consecutive_failures,
+                outcome,
+                target.breaker.cooldown_seconds,
+            )
+
+    def _succeeded(self, target: Upstream) -> None:
+        UPSTREAM_REQUESTS.labels(target.name, "ok").inc()
+        if target.breaker.state is not BreakerState.CLOSED:
+            log.info("circuit to the %s service closed: it answers again", target.name)
+        target.breaker.record_success()
+        CIRCUIT_OPEN.labels(target.name).set(0)

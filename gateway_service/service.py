@@ -1,0 +1,110 @@
+"""The gateway's process: the kit's `Service`, plus what only the public entry point needs.
+
+- `/readyz` checks every upstream's `/healthz` (not its `/readyz`: a service whose broker
+  hiccups must not take the whole public API out of rotation with it);
+- `/openapi.json` and `/docs` are the merged document's, not FastAPI's (which would describe
+  the gateway alone);
+- CORS and the security headers wrap every response;
+- uvicorn's own `X-Forwarded-*` handling is off: it trusts any loopback peer, and only
+  GATEWAY_TRUST_FORWARDED decides whether those headers are believed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, Final
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.middleware.cors import CORSMiddleware
+
+from choreo.logs import configure_logging
+from choreo.service import Service
+from choreo.web import REQUEST_ID_HEADER, ReadinessCheck
+from gateway_service.config import Settings
+from gateway_service.proxy import Proxy
+from gateway_service.security import DOCS_PATH, SecurityHeadersMiddleware, docs_csp, docs_page
+
+# The documentation routes FastAPI adds on its own (plain Starlette routes, not API routes).
+_FASTAPI_DOCS_PATHS: Final = frozenset(
+    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+
+CORS_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CORS_REQUEST_HEADERS: Final = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    REQUEST_ID_HEADER,
+    "traceparent",
+]
+CORS_EXPOSED_HEADERS: Final = [
+    REQUEST_ID_HEADER,
+    "Location",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+]
+
+
+class GatewayService(Service):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        proxy: Proxy,
+        cors_origins: Sequence[str] = (),
+        hsts: bool = False,
+        **options: Any,
+    ) -> None:
+        """`options` are the kit's `Service` options (routers, resources, token_verifier)."""
+        super().__init__(settings, **options)
+        self._proxy = proxy
+        self._cors_origins = list(cors_origins)
+        self._hsts = hsts
+
+    def _readiness(self) -> dict[str, ReadinessCheck]:
+        # The kit only knows databases and brokers; the gateway depends on its upstreams.
+        return {
+            name: functools.partial(self._proxy.check_health, name)
+            for name in self._proxy.upstreams
+        }
+
+    def app(self) -> FastAPI:
+        app = super().app()
+        app.router.routes[:] = [
+            route
+            for route in app.router.routes
+            if isinstance(route, APIRoute)
+            or getattr(route, "path", None) not in _FASTAPI_DOCS_PATHS
+        ]
+        if self._cors_origins:
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=self._cors_origins,
+                allow_methods=CORS_METHODS,
+                allow_headers=CORS_REQUEST_HEADERS,
+                expose_headers=CORS_EXPOSED_HEADERS,
+                max_age=600,
+            )
+        # Added last, so outermost: preflight answers and error envelopes get the headers too.
+        app.add_middleware(
+            SecurityHeadersMiddleware,
+            csp_by_path={DOCS_PATH: docs_csp(docs_page())},
+            hsts=self._hsts,
+        )
+        return app
+
+    def run(self) -> None:
+        """Serve until SIGTERM or Ctrl-C (the gateway has no database to migrate)."""
+        configure_logging(self.name, self.settings.log_level)
+        uvicorn.run(
+            self.app(),
+            host=self.settings.host,
+            port=self.settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+            proxy_headers=False,
+        )
