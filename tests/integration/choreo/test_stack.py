@@ -359,7 +359,7 @@ def test_services_learn_where_everything_is() -> None:
     assert variables["STRIPE_API_BASE"] == "http://127.0.0.1:20008"
     assert variables["SENDGRID_HOST"] == "http://127.0.0.1:20009"
     assert variables["CHOREO_ADMIN_EMAIL"] == "admin@example.com"
-    assert variables["JWT_JWKS_URL"] == "http://127.0.0.1:20001/auth/jwks"
+    assert variables["JWT_JWKS_URL"] == "http://127.0.0.1:20001/api/v1/auth/jwks"
     assert variables["STRIPE_API_KEY"].startswith("sk_test_")
     assert variables["SENDGRID_API_KEY"]
 
