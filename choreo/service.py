@@ -66,6 +66,7 @@ class Service:
         background: Sequence[BackgroundTask] = (),
         resources: Mapping[str, object] | None = None,
         token_verifier: TokenVerifier | None = None,
+        readiness: Mapping[str, ReadinessCheck] | None = None,
     ) -> None:
         """`resources` become attributes of `app.state` for the routers' dependencies; those
         with an `aclose()` coroutine (HTTP clients, say) are closed when the service stops."""
@@ -77,6 +78,7 @@ class Service:
         self._error_statuses = error_statuses
         self._background = background
         self._resources = dict(resources or {})
+        self._extra_readiness = dict(readiness or {})
         self.token_verifier = token_verifier or verifier_from_settings(
             settings.jwks_url, settings.jwks_json
         )
@@ -99,7 +101,7 @@ class Service:
     def app(self) -> FastAPI:
         app = create_app(
             self.name,
-            readiness=self._readiness(),
+            readiness={**self._readiness(), **self._extra_readiness},
             routers=self._routers,
             lifespan=self._lifespan,
             error_statuses=self._error_statuses,
