@@ -1,0 +1,239 @@
+"""Helpers of the notification service's integration tests: a SendGrid sink, events as the
+other services publish them, the service's own database, and the dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.partitioner import murmur2
+
+from choreo.events import Event
+from choreo.stack.sendgrid_sink import SINK_API_KEY, SendGridSink
+from choreo.testing import ServiceProcess, StartService, free_port
+
+PARTITIONS = 3  # what the `topics` fixture creates
+
+
+class Sink:
+    """The SendGrid sink, read the way a test reads a mailbox."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    async def messages(self, to: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=self.host) as client:
+            response = await client.get("/messages", params={"to": to})
+        response.raise_for_status()
+        messages: list[dict[str, Any]] = response.json()
+        return messages
+
+    async def subjects(self, to: str) -> list[str]:
+        return [message["subject"] for message in await self.messages(to)]
+
+    async def fail(self, status: int, count: int | None) -> None:
+        async with httpx.AsyncClient(base_url=self.host) as client:
+            response = await client.post("/_control/fail", json={"status": status, "count": count})
+        response.raise_for_status()
+
+    async def heal(self) -> None:
+        async with httpx.AsyncClient(base_url=self.host) as client:
+            (await client.delete("/_control/fail")).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def sendgrid_sink() -> Iterator[SendGridSink]:
+    sink = SendGridSink(free_port())
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+async def sink(sendgrid_sink: SendGridSink) -> Sink:
+    mailbox = Sink(sendgrid_sink.host)
+    await mailbox.heal()
+    return mailbox
+
+
+def start_notification(start_service: StartService, sink: Sink, **env: str) -> ServiceProcess:
+    return start_service(
+        "notification", SENDGRID_HOST=sink.host, SENDGRID_API_KEY=SINK_API_KEY, **env
+    )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def address(name: str) -> str:
+    """A unique address, so tests sharing the sink never read each other's mail."""
+    return f"{name}.{uuid.uuid4().hex[:8]}@example.com"
+
+
+def key_in_partition_of(key: str) -> str:
+    """A new order id whose records land in the same partition as `key`'s (behind them)."""
+
+    def partition(text: str) -> int:
+        return int((murmur2(text.encode()) & 0x7FFFFFFF) % PARTITIONS)
+
+    while True:
+        candidate = new_id()
+        if partition(candidate) == partition(key):
+            return candidate
+
+
+def user_registered(user_id: str, email: str, full_name: str, role: str = "customer") -> Event:
+    data = {
+        "user_id": user_id,
+        "email": email,
+        "full_name": full_name,
+        "role": role,
+        "registered_at": datetime.now(UTC),
+    }
+    return Event(type="UserRegistered", subject=user_id, data=data)
+
+
+def user_updated(user_id: str, email: str, full_name: str) -> Event:
+    data = {
+        "user_id": user_id,
+        "email": email,
+        "full_name": full_name,
+        "phone": None,
+        "updated_at": datetime.now(UTC),
+    }
+    return Event(type="UserUpdated", subject=user_id, data=data)
+
+
+def user_deleted(user_id: str) -> Event:
+    data = {"user_id": user_id, "deleted_at": datetime.now(UTC)}
+    return Event(type="UserDeleted", subject=user_id, data=data)
+
+
+def order_created(order_id: str, user_id: str, quantities: tuple[int, ...] = (1, 2)) -> Event:
+    now = datetime.now(UTC)
+    data = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "items": [
+            {"product_id": new_id(), "quantity": quantity, "unit_price": 1250}
+            for quantity in quantities
+        ],
+        "total_amount": 1250 * sum(quantities),
+        "currency": "USD",
+        "payment_method_id": None,
+        "deadline": now + timedelta(minutes=15),
+        "created_at": now,
+    }
+    return Event(type="OrderCreated", subject=order_id, data=data)
+
+
+def order_confirmed(order_id: str, user_id: str, total: int = 3750) -> Event:
+    data = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "total_amount": total,
+        "currency": "USD",
+        "confirmed_at": datetime.now(UTC),
+    }
+    return Event(type="OrderConfirmed", subject=order_id, data=data)
+
+
+def order_cancelled(order_id: str, user_id: str, reason: str, *, charged: bool) -> Event:
+    data = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "reason": reason,
+        "previous_status": "CONFIRMED" if charged else "RESERVED",
+        "charged": charged,
+        "cancelled_at": datetime.now(UTC),
+    }
+    return Event(type="OrderCancelled", subject=order_id, data=data)
+
+
+def payment_failed(order_id: str, decline_code: str, message: str) -> Event:
+    data = {
+        "order_id": order_id,
+        "payment_id": new_id(),
+        "amount": 3750,
+        "currency": "USD",
+        "decline_code": decline_code,
+        "message": message,
+        "failed_at": datetime.now(UTC),
+    }
+    return Event(type="PaymentFailed", subject=order_id, data=data)
+
+
+def payment_refunded(order_id: str, amount: int = 3750) -> Event:
+    data = {
+        "order_id": order_id,
+        "payment_id": new_id(),
+        "refund_id": new_id(),
+        "provider_refund_id": "re_test",
+        "amount": amount,
+        "currency": "USD",
+        "refunded_at": datetime.now(UTC),
+    }
+    return Event(type="PaymentRefunded", subject=order_id, data=data)
+
+
+def low_stock_detected(product_id: str, name: str, available: int, threshold: int) -> Event:
+    data = {
+        "product_id": product_id,
+        "product_name": name,
+        "available": available,
+        "threshold": threshold,
+        "detected_at": datetime.now(UTC),
+    }
+    return Event(type="LowStockDetected", subject=product_id, data=data)
+
+
+async def query(process: ServiceProcess, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of the service's own database."""
+    assert process.database_url is not None
+    async with await psycopg.AsyncConnection.connect(process.database_url) as connection:
+        cursor = await connection.execute(sql, params)
+        return await cursor.fetchall()
+
+
+async def applied(process: ServiceProcess, event: Event) -> bool:
+    """Whether the service consumed `event` (its inbox holds it)."""
+    rows = await query(process, "SELECT 1 FROM inbox WHERE event_id = %s", event.id)
+    return bool(rows)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
+) -> None:
+    """Poll `check` until it holds; fail naming `what` when it does not in time."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.2)
+
+
+async def read_records(
+    bootstrap: str, topic: str, count: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The first `count` records of `topic`, undecoded (headers and all)."""
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await reader.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(found) < count:
+                for records in (await reader.getmany(timeout_ms=200)).values():
+                    found.extend(records)
+    finally:
+        await reader.stop()
+    return found

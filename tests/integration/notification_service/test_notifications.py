@@ -1,0 +1,365 @@
+"""The notification service as a process, on real PostgreSQL and the broker, e-mailing a
+SendGrid sink: who gets which e-mail (once, whatever the order and duplication of events),
+the in-app notifications API, and what happens when SendGrid fails."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from choreo import kafka
+from choreo.auth import SigningKey
+from choreo.testing import ServiceProcess, StartService, publish
+
+from .conftest import (
+    Sink,
+    address,
+    applied,
+    eventually,
+    key_in_partition_of,
+    low_stock_detected,
+    new_id,
+    order_cancelled,
+    order_confirmed,
+    order_created,
+    payment_failed,
+    payment_refunded,
+    query,
+    read_records,
+    start_notification,
+    user_deleted,
+    user_registered,
+    user_updated,
+)
+
+
+async def wait_for_mail(sink: Sink, to: str, *subject_parts: str, timeout: float = 30.0) -> None:
+    """Wait until `to` has an e-mail whose subject contains each of `subject_parts`."""
+
+    async def arrived() -> bool:
+        subjects = await sink.subjects(to)
+        return all(any(part in subject for subject in subjects) for part in subject_parts)
+
+    await eventually(arrived, f"e-mails to {to} about {subject_parts}", timeout)
+
+
+async def test_contacts_welcome_in_app_notifications_and_low_stock(
+    start_service: StartService,
+    sink: Sink,
+    signing_key: SigningKey,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    ada, admin, other_admin, carl = new_id(), new_id(), new_id(), new_id()
+    ada_email, ada_new_email = address("ada"), address("ada.new")
+    admin_email, other_admin_email, carl_email = address("admin"), address("boss"), address("carl")
+    await publish(
+        kafka_bootstrap,
+        topics,
+        user_registered(ada, ada_email, "Ada Lovelace"),
+        user_updated(ada, ada_new_email, "Ada King"),
+        user_registered(admin, admin_email, "Grace Hopper", role="admin"),
+        user_registered(other_admin, other_admin_email, "Edsger Dijkstra", role="admin"),
+        user_registered(carl, carl_email, "Carl Gauss"),
+        user_deleted(carl),
+    )
+    notification = start_notification(start_service, sink)
+
+    for to in (ada_email, admin_email, other_admin_email, carl_email):
+        await wait_for_mail(sink, to, "Welcome to Choreo")
+    [welcome] = await sink.messages(ada_email)
+    assert welcome["subject"] == "Welcome to Choreo, Ada Lovelace"
+    assert welcome["from"]["email"] == "orders@choreo.local"
+    assert welcome["personalizations"][0]["to"] == [{"email": ada_email, "name": "Ada Lovelace"}]
+    assert [part["type"] for part in welcome["content"]] == ["text/plain", "text/html"]
+    assert "Hi Ada Lovelace," in welcome["content"][0]["value"]
+
+    # Low stock goes to the admins only; later e-mails use the updated address; a deleted
+    # user gets nothing more.
+    product = new_id()
+    ada_order, carl_order = new_id(), new_id()
+    carl_confirmed = order_confirmed(carl_order, carl)
+    await publish(
+        kafka_bootstrap,
+        topics,
+        low_stock_detected(product, "Burr grinder", available=2, threshold=3),
+        order_confirmed(ada_order, ada),
+        carl_confirmed,
+    )
+    await wait_for_mail(sink, admin_email, "Low stock: Burr grinder")
+    await wait_for_mail(sink, other_admin_email, "Low stock: Burr grinder")
+    await wait_for_mail(sink, ada_new_email, "is confirmed")
+    await eventually(lambda: applied(notification, carl_confirmed), "carl's order event applied")
+    [low_stock] = [m for m in await sink.messages(admin_email) if "Low stock" in m["subject"]]
+    text = low_stock["content"][0]["value"]
+    assert "Hi Grace Hopper," in text
+    assert "2 available, at or below its threshold of" in text
+    assert f"/api/v1/products/{product}/stock" in text
+    assert [m["subject"] for m in await sink.messages(ada_email)] == [welcome["subject"]]
+    [confirmed] = await sink.messages(ada_new_email)
+    assert "Hi Ada King," in confirmed["content"][0]["value"]
+    assert await sink.subjects(carl_email) == ["Welcome to Choreo, Carl Gauss"]
+
+    async with notification.client(signing_key.issue(ada)) as client:
+        page = (await client.get("/api/v1/notifications")).json()
+        assert [n["kind"] for n in page["items"]] == ["order_confirmed", "welcome"]
+        assert page["next_cursor"] is None
+        newest, oldest = page["items"]
+        assert newest["title"] == confirmed["subject"]
+        assert newest["body"] == confirmed["content"][0]["value"]
+        assert newest["read_at"] is None
+
+        first = (await client.get("/api/v1/notifications", params={"limit": 1})).json()
+        second = (
+            await client.get(
+                "/api/v1/notifications", params={"limit": 1, "cursor": first["next_cursor"]}
+            )
+        ).json()
+        assert [n["id"] for n in first["items"] + second["items"]] == [newest["id"], oldest["id"]]
+        assert second["next_cursor"] is None
+
+        assert (await client.post(f"/api/v1/notifications/{oldest['id']}/read")).status_code == 204
+        assert (await client.post(f"/api/v1/notifications/{oldest['id']}/read")).status_code == 204
+        read = (await client.get("/api/v1/notifications")).json()["items"]
+        assert [n["read_at"] is not None for n in read] == [False, True]
+
+        bad_cursor = await client.get("/api/v1/notifications", params={"cursor": "nonsense"})
+        assert bad_cursor.status_code == 422
+        assert bad_cursor.json()["error"]["code"] == "invalid_cursor"
+        for limit in ("0", "101", "x"):
+            response = await client.get("/api/v1/notifications", params={"limit": limit})
+            assert response.status_code == 422
+        for unknown in (new_id(), "not-a-uuid"):
+            response = await client.post(f"/api/v1/notifications/{unknown}/read")
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "notification_not_found"
+
+    # Someone else's notification is not theirs to list or mark.
+    async with notification.client(signing_key.issue(admin, roles=["admin", "user"])) as client:
+        mine = (await client.get("/api/v1/notifications")).json()["items"]
+        assert [n["kind"] for n in mine] == ["low_stock", "welcome"]
+        response = await client.post(f"/api/v1/notifications/{oldest['id']}/read")
+        assert response.status_code == 404
+    async with notification.client(signing_key.issue(carl)) as client:
+        assert (await client.get("/api/v1/notifications")).json()["items"] == []
+    async with notification.client() as anonymous:
+        assert (await anonymous.get("/api/v1/notifications")).status_code == 401
+
+    # The deleted user's details are gone; the contact is a tombstone.
+    assert await query(
+        notification, "SELECT email, full_name FROM contacts WHERE user_id = %s", carl
+    ) == [(None, None)]
+
+
+async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
+    start_service: StartService,
+    sink: Sink,
+    signing_key: SigningKey,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    dana, eve = new_id(), new_id()
+    dana_email, eve_email = address("dana"), address("eve")
+    happy, early, declined, refunded = new_id(), new_id(), new_id(), new_id()
+    twice = [order_created(happy, dana), order_confirmed(happy, dana)]
+    await publish(
+        kafka_bootstrap,
+        topics,
+        user_registered(dana, dana_email, "Dana Scully"),
+        # A happy saga, every record published twice (same ce_id).
+        *twice,
+        *twice,
+        # Eve's order confirmed before her account is known to this service.
+        order_confirmed(early, eve),
+        order_created(early, eve),
+        # A payment failure before its order is known here, then the cancellation.
+        payment_failed(declined, "card_declined", "Your card was declined."),
+        order_created(declined, dana),
+        order_cancelled(declined, dana, "PAYMENT_FAILED", charged=False),
+        # A confirmed order the customer cancels, then its refund.
+        order_created(refunded, dana, quantities=(3,)),
+        order_confirmed(refunded, dana),
+        order_cancelled(refunded, dana, "CUSTOMER_REQUEST", charged=True),
+        payment_refunded(refunded),
+        user_registered(eve, eve_email, "Eve Moneypenny"),
+    )
+    notification = start_notification(start_service, sink)
+
+    def ref(order_id: str) -> str:
+        return "#" + order_id.replace("-", "")[:8].upper()
+
+    expected = {
+        dana_email: [
+            "Welcome to Choreo, Dana Scully",
+            f"We received your order {ref(happy)}",
+            f"Your order {ref(happy)} is confirmed",
+            f"We received your order {ref(declined)}",
+            f"We could not take the payment for your order {ref(declined)}",
+            f"Your order {ref(declined)} was cancelled",
+            f"We received your order {ref(refunded)}",
+            f"Your order {ref(refunded)} is confirmed",
+            f"Your order {ref(refunded)} was cancelled",
+            f"Your refund for order {ref(refunded)} is on its way",
+        ],
+        eve_email: [
+            "Welcome to Choreo, Eve Moneypenny",
+            f"We received your order {ref(early)}",
+            f"Your order {ref(early)} is confirmed",
+        ],
+    }
+    for to, subjects in expected.items():
+        await wait_for_mail(sink, to, *subjects, timeout=45)
+    await eventually(
+        lambda: _inbox_holds(notification, 13), "every distinct event applied", timeout=30
+    )
+    await asyncio.sleep(1.0)  # a second e-mail of any duplicate would be here by now
+    for to, subjects in expected.items():
+        assert Counter(await sink.subjects(to)) == Counter(subjects)
+
+    bodies = {m["subject"]: m["content"][0]["value"] for m in await sink.messages(dana_email)}
+    words = {subject: " ".join(body.split()) for subject, body in bodies.items()}
+    assert "3 items for 37.50 USD" in words[f"We received your order {ref(happy)}"]
+    assert "We charged 37.50 USD" in words[f"Your order {ref(happy)} is confirmed"]
+    assert (
+        "because your card was declined"
+        in words[f"We could not take the payment for your order {ref(declined)}"]
+    )
+    assert (
+        "cancelled because the payment did not go through"
+        in words[f"Your order {ref(declined)} was cancelled"]
+    )
+    assert "You have not been charged" in words[f"Your order {ref(declined)} was cancelled"]
+    assert (
+        "cancelled because you asked us to cancel it"
+        in words[f"Your order {ref(refunded)} was cancelled"]
+    )
+    assert "will be refunded" in words[f"Your order {ref(refunded)} was cancelled"]
+    assert "We refunded 37.50 USD" in words[f"Your refund for order {ref(refunded)} is on its way"]
+
+    rows = await query(
+        notification, "SELECT status, attempts, count(*) FROM deliveries GROUP BY 1, 2"
+    )
+    assert rows == [("sent", 1, 13)]
+    async with notification.client(signing_key.issue(dana)) as client:
+        page = (await client.get("/api/v1/notifications", params={"limit": 100})).json()
+    assert Counter(n["title"] for n in page["items"]) == Counter(expected[dana_email])
+
+
+async def _inbox_holds(notification: ServiceProcess, count: int) -> bool:
+    rows = await query(notification, "SELECT count(*) FROM inbox")
+    return bool(rows[0][0] == count)
+
+
+async def test_a_notification_sendgrid_keeps_refusing_is_dead_lettered_and_replayed_once(
+    start_service: StartService,
+    sink: Sink,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    frank, gina = new_id(), new_id()
+    frank_email, gina_email = address("frank"), address("gina")
+    await publish(
+        kafka_bootstrap,
+        topics,
+        user_registered(frank, frank_email, "Frank Herbert"),
+        user_registered(gina, gina_email, "Gina Torres"),
+    )
+    notification = start_notification(
+        start_service,
+        sink,
+        NOTIFICATION_CONSUMER_MAX_ATTEMPTS="5",
+        NOTIFICATION_CONSUMER_RETRY_INITIAL_SECONDS="0.05",
+        NOTIFICATION_CONSUMER_RETRY_MAX_SECONDS="0.2",
+    )
+    await wait_for_mail(sink, frank_email, "Welcome")
+    await wait_for_mail(sink, gina_email, "Welcome")
+
+    # SendGrid answers 503 to the next 5 sends: every attempt at Frank's e-mail. Gina's order
+    # is in the same partition, behind Frank's: it waits for his record to be dead-lettered.
+    await sink.fail(503, count=5)
+    frank_order = new_id()
+    gina_order = key_in_partition_of(frank_order)
+    failing = order_confirmed(frank_order, frank)
+    await publish(kafka_bootstrap, topics, failing, order_confirmed(gina_order, gina))
+
+    [dead] = await read_records(kafka_bootstrap, f"{topics}notification.dlq", 1)
+    [original] = [
+        record
+        for record in await read_records(kafka_bootstrap, f"{topics}order.event", 2)
+        if record.key == frank_order.encode()
+    ]
+    assert (dead.key, dead.value) == (original.key, original.value)
+    headers = dict(dead.headers)
+    assert list(dead.headers[: len(original.headers)]) == list(original.headers)
+    assert headers["ce_id"] == failing.id.encode()
+    assert headers["dlq.original.topic"] == f"{topics}order.event".encode()
+    assert headers["dlq.original.partition"] == str(original.partition).encode()
+    assert headers["dlq.original.offset"] == str(original.offset).encode()
+    assert headers["dlq.consumer"] == b"notification_service"
+    assert headers["dlq.error.type"] == b"EmailUnavailableError"
+    assert b"HTTP 503" in headers["dlq.error.message"]
+    assert headers["dlq.attempts"] == b"5"
+    assert headers["dlq.failed_at"]
+
+    # The partition moved on: Gina's e-mail went out once SendGrid was back; Frank got none.
+    await wait_for_mail(sink, gina_email, "is confirmed")
+    assert await sink.subjects(frank_email) == ["Welcome to Choreo, Frank Herbert"]
+    assert await query(
+        notification,
+        "SELECT status, attempts FROM deliveries WHERE recipient = %s AND kind = %s",
+        frank,
+        "order_confirmed",
+    ) == [("failed", 5)]
+
+    # `choreo dlq replay`: the dead letter as it is, back on its original topic. Once sends
+    # the e-mail; twice sends nothing more.
+    producer = kafka.producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        for _ in range(2):
+            await producer.send_and_wait(
+                headers["dlq.original.topic"].decode(),
+                dead.value,
+                key=dead.key,
+                headers=list(dead.headers),
+            )
+    finally:
+        await producer.stop()
+    # Published behind both replays, in their partition: once it is e-mailed, both were handled.
+    await publish(
+        kafka_bootstrap,
+        topics,
+        order_cancelled(frank_order, frank, "CUSTOMER_REQUEST", charged=True),
+    )
+    await wait_for_mail(sink, frank_email, "was cancelled")
+    subjects = await sink.subjects(frank_email)
+    assert Counter(subjects) == Counter(
+        [
+            "Welcome to Choreo, Frank Herbert",
+            f"Your order #{frank_order.replace('-', '')[:8].upper()} is confirmed",
+            f"Your order #{frank_order.replace('-', '')[:8].upper()} was cancelled",
+        ]
+    )
+    assert await query(
+        notification,
+        "SELECT status, attempts FROM deliveries WHERE recipient = %s AND kind = %s",
+        frank,
+        "order_confirmed",
+    ) == [("sent", 6)]
+
+    # A refusal that can never pass (a 4xx other than 429) is dead-lettered at once.
+    await sink.fail(400, count=1)
+    refused = order_cancelled(gina_order, gina, "TIMEOUT", charged=False)
+    await publish(kafka_bootstrap, topics, refused)
+    dead_letters = await read_records(kafka_bootstrap, f"{topics}notification.dlq", 2)
+    [headers] = [
+        dict(record.headers)
+        for record in dead_letters
+        if dict(record.headers)["ce_id"] == refused.id.encode()
+    ]
+    assert headers["dlq.error.type"] == b"EmailRefusedError"
+    assert headers["dlq.attempts"] == b"1"
+    assert await sink.subjects(gina_email) == [
+        "Welcome to Choreo, Gina Torres",
+        f"Your order #{gina_order.replace('-', '')[:8].upper()} is confirmed",
+    ]
