@@ -86,7 +86,7 @@ async def test_accounts_tokens_profiles_and_administration(
             json={"email": "ADA@example.com", "password": BOB_PASSWORD, "full_name": "Imposter"},
         )
         assert (taken.status_code, taken.json()["error"]["code"]) == (409, "email_taken")
-        refusals = [
+        refusals: list[dict[str, Any]] = [
             {"email": "bob@example.com", "password": WEAK_PASSWORD, "full_name": "Bob"},
             {"email": "bob@example.com", "password": "x" * 129, "full_name": "Bob"},
             {"email": "not-an-address", "password": BOB_PASSWORD, "full_name": "Bob"},

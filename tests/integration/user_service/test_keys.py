@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -22,7 +23,11 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(env: str, **values: object) -> Settings:
-    given = {"CHOREO_ENV": env, "database_url": "postgresql://127.0.0.1/users", **values}
+    given: dict[str, Any] = {
+        "CHOREO_ENV": env,
+        "database_url": "postgresql://127.0.0.1/users",
+        **values,
+    }
     return Settings(**given)
 
 
