@@ -105,7 +105,7 @@ async def forward(request: Request, proxy: ProxyDep, gatekeeper: GatekeeperDep) 
     except UpstreamProtocolError as error:
         raise ApiError(502, "bad_gateway", str(error)) from None
     response = Response(content=answer.content, status_code=answer.status_code)
-    for name, value in response_headers(answer.headers):
+    for name, value in response_headers(answer.headers.raw):
         response.headers.append(name, value)
     for name, value in limit_headers(admission).items():
         response.headers[name] = value

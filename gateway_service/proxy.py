@@ -134,7 +134,11 @@ class Upstream:
 
 @dataclass(frozen=True)
 class OutgoingRequest:
-    """What the gateway sends upstream: the client's request, headers already rewritten."""
+    """What the gateway sends upstream: the client's request, headers already rewritten.
+
+    Header names and values are the bytes received, decoded as Latin-1 (as Starlette does), so
+    they go out exactly as they came in, whatever bytes a client sent.
+    """
 
     method: str
     raw_path: bytes
@@ -178,9 +182,10 @@ def request_headers(
     return headers
 
 
-def response_headers(upstream_headers: httpx.Headers) -> list[tuple[str, str]]:
-    """The upstream's answer headers that the client should see."""
-    items = upstream_headers.multi_items()
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The upstream's answer headers that the client should see (the raw ones, decoded as
+    Latin-1, so that they reach the client byte for byte)."""
+    items = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
     named_by_connection = _connection_tokens(items)
     return [
         (name, value)
@@ -241,7 +246,10 @@ class Proxy:
                 response = await self._client.request(
                     request.method,
                     target.url(request.raw_path, request.query),
-                    headers=request.headers,
+                    headers=[
+                        (name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in request.headers
+                    ],
                     content=request.body,
                 )
             except httpx.PoolTimeout:

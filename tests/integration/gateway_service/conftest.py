@@ -175,12 +175,10 @@ async def running_upstreams(signing_key: SigningKey) -> AsyncIterator[Upstreams]
         for service in SERVICES
     }
     try:
-        for stand_in in stand_ins.values():
-            await stand_in.start()
+        await asyncio.gather(*(stand_in.start() for stand_in in stand_ins.values()))
         yield stand_ins
     finally:
-        for stand_in in stand_ins.values():
-            await stand_in.stop()
+        await asyncio.gather(*(stand_in.stop() for stand_in in stand_ins.values()))
 
 
 @contextlib.asynccontextmanager

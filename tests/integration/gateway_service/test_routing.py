@@ -56,6 +56,7 @@ async def test_requests_reach_their_service_as_the_client_sent_them(
                 "X-Forwarded-For": "6.6.6.6",  # not trusted: this gateway is the edge
                 "Connection": "X-Hop-Secret",
                 "X-Hop-Secret": "for the next hop only",
+                "X-Note": "caf\xe9".encode("latin-1"),  # not ASCII: passed on byte for byte
             },
         )
     assert placed.status_code == 200
@@ -75,6 +76,7 @@ async def test_requests_reach_their_service_as_the_client_sent_them(
     assert received.headers["x-forwarded-for"] == "127.0.0.1"
     assert received.headers["x-forwarded-proto"] == "http"
     assert "x-hop-secret" not in received.headers
+    assert received.headers["x-note"] == "caf\xe9"
 
     # Without an id of the client's, the gateway's own travels and comes back.
     async with gateway.client(token) as api:
@@ -84,6 +86,9 @@ async def test_requests_reach_their_service_as_the_client_sent_them(
     assert upstreams["notification"].seen[-1].headers["traceparent"].startswith("00-")
 
     async with gateway.client(token) as api:
+        too_large = await api.post("/api/v1/orders", content=b"x" * (1024 * 1024 + 1))
+        assert too_large.status_code == 413
+        assert too_large.json()["error"]["code"] == "content_too_large"
         unknown = await api.get("/api/v1/warehouses")
         climbing = await api.get("/api/v1/products/%2e%2e/orders")
         elsewhere = await api.get("/internal/stats")
