@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from choreo.cli import schemas, up
+from choreo.cli import dlq, saga, schemas, tail, topics, up
 
 app = typer.Typer(
     name="choreo",
@@ -14,6 +14,10 @@ app = typer.Typer(
 )
 app.add_typer(schemas.app, name="schemas")
 up.register(app)
+topics.register(app)
+tail.register(app)
+saga.register(app)
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

@@ -1,0 +1,379 @@
+"""`choreo dlq ...`: list, inspect and replay dead letters, the records a service could not apply
+and parked in its `<service>.dlq` topic with the error in `dlq.*` headers (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from rich.table import Table
+from rich.text import Text
+
+from choreo import kafka
+from choreo.avro import default_store
+from choreo.cli.broker import CONNECT_TIMEOUT, Broker
+from choreo.cli.options import (
+    DEFAULT_BOOTSTRAP_SERVERS,
+    BootstrapOption,
+    EntryId,
+    JsonOption,
+    PrefixOption,
+    parse_duration,
+    parse_entry_id,
+    parse_record_type,
+)
+from choreo.cli.output import CliError, advance, console, echo_json, progress, run
+from choreo.cli.records import RecordView, original_headers, render, view
+
+app = typer.Typer(
+    help="List, show and replay dead letters: records a service could not apply, parked in "
+    "its <service>.dlq topic with the error in dlq.* headers. An entry's id is "
+    "<dlq topic>:<partition>:<offset>.",
+    no_args_is_help=True,
+)
+
+REPLAYED_FROM = "dlq.replayed.from"
+REPLAYED_AT = "dlq.replayed.at"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a dead-letter topic, read through its `dlq.*` headers."""
+
+    record: RecordView
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def original_topic(self) -> str | None:
+        return self.record.header("dlq.original.topic")
+
+    @property
+    def failed_at(self) -> datetime | None:
+        text = self.record.header("dlq.failed_at")
+        try:
+            return datetime.fromisoformat(text) if text else self.record.timestamp
+        except ValueError:
+            return self.record.timestamp
+
+    @property
+    def error_type(self) -> str | None:
+        return self.record.header("dlq.error.type")
+
+    @property
+    def error_message(self) -> str | None:
+        return self.record.header("dlq.error.message")
+
+    def summary(self) -> dict[str, Any]:
+        header = self.record.header
+        attempts = header("dlq.attempts")
+        partition, offset = header("dlq.original.partition"), header("dlq.original.offset")
+        return {
+            "id": self.id,
+            "topic": self.record.topic,
+            "partition": self.record.partition,
+            "offset": self.record.offset,
+            "original_topic": self.original_topic,
+            "original_partition": int(partition) if partition and partition.isdigit() else None,
+            "original_offset": int(offset) if offset and offset.isdigit() else None,
+            "consumer": header("dlq.consumer"),
+            "type": self.record.type,
+            "key": self.record.key,
+            "event_id": header("ce_id"),
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "attempts": int(attempts) if attempts and attempts.isdigit() else None,
+            "failed_at": self.failed_at,
+        }
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: timedelta | None = None
+    record_type: str | None = None
+    error: str | None = None
+
+    def matches(self, entry: DeadLetter, now: datetime) -> bool:
+        if self.record_type is not None and entry.record.type != self.record_type:
+            return False
+        if self.error is not None:
+            said = f"{entry.error_type or ''}: {entry.error_message or ''}".lower()
+            if self.error.lower() not in said:
+                return False
+        if self.since is not None:
+            failed_at = entry.failed_at
+            return failed_at is not None and failed_at >= now - self.since
+        return True
+
+
+TopicOption = Annotated[
+    str | None,
+    typer.Option(
+        "--topic",
+        metavar="T",
+        help="Only this dead-letter topic (inventory.dlq, or just inventory).",
+    ),
+]
+
+
+@app.command("list")
+def list_entries(
+    topic: TopicOption = None,
+    since: Annotated[
+        timedelta | None,
+        typer.Option(
+            metavar="DURATION", parser=parse_duration, help="Only failures of the last 10m, 2h, 1d."
+        ),
+    ] = None,
+    record_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type", metavar="RECORD", parser=parse_record_type, help="Only this event type."
+        ),
+    ] = None,
+    error: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SUBSTRING", help="Only entries whose error type or message contains this."
+        ),
+    ] = None,
+    bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
+    topic_prefix: PrefixOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """List the dead letters of every *.dlq topic: id, original topic/partition/offset, event
+    type, key, error, attempts and when it failed.
+
+    Exit status 0, also when there are none; 1 when the broker cannot be reached.
+    """
+    filters = Filters(since=since, record_type=record_type, error=error)
+    entries = run(_list(bootstrap_servers, topic_prefix, topic, filters, show_progress=True))
+    rows = [entry.summary() for entry in entries]
+    if as_json:
+        echo_json({"entries": rows})
+        return
+    out = console()
+    if not rows:
+        out.print("no dead letters")
+        return
+    table = Table(title=f"{len(rows)} dead letter(s)", title_justify="left")
+    for column in ("id", "failed at", "consumer", "original", "type", "key", "error", "tries"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        failed_at = row["failed_at"]
+        table.add_row(
+            row["id"],
+            failed_at.isoformat(timespec="seconds") if failed_at else "-",
+            row["consumer"] or "-",
+            f"{row['original_topic']}[{row['original_partition']}]@{row['original_offset']}",
+            row["type"] or "?",
+            row["key"] or "∅",
+            Text(f"{row['error_type']}: {row['error_message']}", style="red"),
+            str(row["attempts"] or "-"),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="<dlq topic>:<partition>:<offset>")],
+    bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
+    topic_prefix: PrefixOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Show one dead letter: every header and the decoded value (raw when it does not decode).
+
+    Exit status 1 when there is no such entry.
+    """
+    wanted = parse_entry_id(entry_id, topic_prefix)
+    (entry,) = run(_fetch(bootstrap_servers, topic_prefix, [wanted]))
+    if as_json:
+        echo_json({**entry.summary(), **entry.record.to_json(), "id": entry.id})
+        return
+    out = console()
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column(overflow="fold")
+    for name, value in entry.summary().items():
+        facts.add_row(name, "-" if value is None else str(value))
+    out.print(facts)
+    out.print()
+    out.print(render(entry.record), soft_wrap=True)
+
+
+@app.command(epilog="The consumers' inbox makes replay idempotent: see --help.")
+def replay(
+    entry_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[ID]...", help="Entries to replay, as `dlq list` prints them."),
+    ] = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Replay every entry (of --topic, if given).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be replayed; send nothing.")
+    ] = False,
+    topic: TopicOption = None,
+    bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
+    topic_prefix: PrefixOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Republish dead letters to the topic they failed on, for their consumers to try again.
+
+    Each entry's original record goes back to its dlq.original.topic: the same key and value,
+    its original headers without the dlq.* ones, plus dlq.replayed.from (the entry id) and
+    dlq.replayed.at. Replaying is idempotent: a consumer skips an event (same ce_id) it has
+    already applied, so replaying an entry twice never applies it twice (and never sends a
+    second e-mail). The dead-letter topic itself is left as it is. Every id is checked before
+    anything is sent; exit status 1 names an unknown one.
+    """
+    if bool(entry_ids) == replay_all:
+        raise typer.BadParameter("give entry ids or --all (one of the two)", param_hint="ID")
+    if topic is not None and not replay_all:
+        raise typer.BadParameter("--topic goes with --all", param_hint="--topic")
+    wanted = [parse_entry_id(text, topic_prefix) for text in entry_ids or []]
+    results = run(_replay(bootstrap_servers, topic_prefix, wanted, topic, dry_run=dry_run))
+    if as_json:
+        echo_json({"dry_run": dry_run, "entries": results})
+        return
+    out = console()
+    if not results:
+        out.print("no dead letters to replay")
+        return
+    verb = "would replay" if dry_run else "replayed"
+    table = Table(title=f"{verb} {len(results)} dead letter(s)", title_justify="left")
+    for column in ("id", "type", "key", "to"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        to = result["to_topic"]
+        if not dry_run:
+            to = f"{to}[{result['partition']}]@{result['offset']}"
+        table.add_row(result["id"], result["type"] or "?", result["key"] or "∅", to)
+    out.print(table)
+    if dry_run:
+        out.print("dry run: nothing was sent")
+
+
+def dead_letter_topics(broker: Broker, topic: str | None) -> list[str]:
+    """The *.dlq topics to read: `topic` (with or without `.dlq`) or all under the prefix."""
+    if topic is None:
+        return [name for name in broker.topics() if name.endswith(".dlq")]
+    name = topic if topic.endswith(".dlq") else f"{topic}.dlq"
+    return [broker.require_topic(name)]
+
+
+async def scan(
+    broker: Broker, topics: Sequence[str], *, show_progress: bool = False
+) -> list[DeadLetter]:
+    """Every record of `topics`, as dead letters, oldest first."""
+    store = default_store()
+    beginning, end = await broker.offsets(broker.partitions(*topics))
+    total = sum(end[tp] - beginning[tp] for tp in end)
+    entries = []
+    with progress("reading dead letters", total, enabled=show_progress) as bar:
+        async for record in broker.read(beginning, end):
+            entries.append(DeadLetter(view(record, store)))
+            advance(bar)
+    return entries
+
+
+async def _list(
+    bootstrap_servers: str,
+    prefix: str,
+    topic: str | None,
+    filters: Filters,
+    *,
+    show_progress: bool = False,
+) -> list[DeadLetter]:
+    async with Broker(bootstrap_servers, prefix) as broker:
+        entries = await scan(broker, dead_letter_topics(broker, topic), show_progress=show_progress)
+    now = datetime.now(UTC)
+    return [entry for entry in entries if filters.matches(entry, now)]
+
+
+async def _fetch(
+    bootstrap_servers: str, prefix: str, wanted: Sequence[EntryId]
+) -> list[DeadLetter]:
+    async with Broker(bootstrap_servers, prefix) as broker:
+        return await _entries(broker, wanted)
+
+
+async def _entries(broker: Broker, wanted: Sequence[EntryId]) -> list[DeadLetter]:
+    store = default_store()
+    found: list[DeadLetter] = []
+    for entry_id in wanted:
+        record = await broker.record_at(
+            TopicPartition(entry_id.topic, entry_id.partition), entry_id.offset
+        )
+        if record is None:
+            raise CliError(f"no dead letter {entry_id}; `choreo dlq list` lists them")
+        found.append(DeadLetter(view(record, store)))
+    return found
+
+
+async def _replay(
+    bootstrap_servers: str,
+    prefix: str,
+    wanted: Sequence[EntryId],
+    topic: str | None,
+    *,
+    dry_run: bool,
+) -> list[dict[str, Any]]:
+    async with Broker(bootstrap_servers, prefix) as broker:
+        if wanted:
+            entries = await _entries(broker, wanted)
+        else:
+            entries = await scan(broker, dead_letter_topics(broker, topic), show_progress=True)
+        for entry in entries:
+            if entry.original_topic is None:
+                raise CliError(f"{entry.id} has no dlq.original.topic header: nowhere to replay it")
+            broker.require_topic(entry.original_topic)
+    plans = [
+        {
+            "id": entry.id,
+            "type": entry.record.type,
+            "key": entry.record.key,
+            "event_id": entry.record.header("ce_id"),
+            "to_topic": entry.original_topic,
+        }
+        for entry in entries
+    ]
+    if dry_run or not entries:
+        return plans
+    producer = kafka.producer(bootstrap_servers, client_id="choreo-cli")
+    try:
+        await _start(producer, bootstrap_servers)
+        with progress("replaying", len(entries)) as bar:
+            for plan, entry in zip(plans, entries, strict=True):
+                headers = [
+                    *original_headers(entry.record),
+                    (REPLAYED_FROM, entry.id.encode()),
+                    (REPLAYED_AT, datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+                ]
+                sent = await producer.send_and_wait(
+                    entry.original_topic,
+                    value=entry.record.raw,
+                    key=entry.record.raw_key,
+                    headers=headers,
+                )
+                plan.update(partition=sent.partition, offset=sent.offset)
+                advance(bar)
+    finally:
+        await producer.stop()
+    return plans
+
+
+async def _start(producer: AIOKafkaProducer, bootstrap_servers: str) -> None:
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await producer.start()
+    except (TimeoutError, OSError, KafkaConnectionError) as error:
+        raise CliError(f"broker {bootstrap_servers} unreachable: {error}") from None

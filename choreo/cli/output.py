@@ -1,0 +1,130 @@
+"""How the inspection commands talk to people and to scripts: consoles, JSON, progress bars,
+and the command boundary where every failure becomes one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from aiokafka.errors import KafkaError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+T = TypeVar("T")
+
+EXIT_FAILURE = 1
+"""A failure, or nothing found where something was asked for (an order, a dead letter)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C during work that was not finished (the shell's convention for SIGINT)."""
+
+
+class CliError(Exception):
+    """A failure the user can act on: its message is printed as is, as one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def console() -> Console:
+    """The console for people (stdout); piped output keeps whole lines instead of 80 columns."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=200)
+    return out
+
+
+def error_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def json_default(value: Any) -> Any:
+    """Decoded Avro and database values as JSON: ids and times become strings."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(document: Any, *, indent: int | None = None) -> str:
+    return json.dumps(document, default=json_default, ensure_ascii=False, indent=indent)
+
+
+def echo_json(document: Any, *, lines: bool = False) -> None:
+    """One JSON document (indented), or one compact line of a JSON-lines stream."""
+    typer.echo(dumps(document, indent=None if lines else 2))
+
+
+@contextmanager
+def progress(description: str, total: int, *, enabled: bool = True) -> Iterator[Progress]:
+    """A progress bar on stderr while long work runs; nothing when stderr is not a terminal."""
+    errors = error_console()
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=not (enabled and errors.is_terminal),
+    )
+    with bar:
+        bar.add_task(description, total=total)
+        yield bar
+
+
+def advance(bar: Progress, steps: int = 1) -> None:
+    """Advance the only task of a bar made by `progress()`."""
+    bar.advance(bar.task_ids[0], steps)
+
+
+def run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; turn every failure into one line on stderr and an exit code."""
+    # aiokafka logs each failed connection attempt; the command says what failed, once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(work)
+    except CliError as error:
+        fail(str(error), error.exit_code)
+    except KafkaError as error:
+        fail(f"broker error: {type(error).__name__}: {error}")
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): that is its choice, not a failure.
+        _silence_stdout()
+        raise typer.Exit(0) from None
+    except Exception as error:
+        fail(f"unexpected {type(error).__name__}: {error}")
+
+
+def fail(message: str, exit_code: int = EXIT_FAILURE) -> NoReturn:
+    """Print `error: message` on stderr and end the command with `exit_code`."""
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    error_console().print(Text(f"error: {first_line}", style="red"), soft_wrap=True)
+    raise typer.Exit(exit_code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

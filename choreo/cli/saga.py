@@ -1,0 +1,288 @@
+"""`choreo saga ORDER_ID`: one order's story, its events on every topic (dead letters
+included) in time order, next to each service's current view of it from its own database."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from choreo.avro import default_store
+from choreo.cli.broker import Broker
+from choreo.cli.options import (
+    DEFAULT_BOOTSTRAP_SERVERS,
+    BootstrapOption,
+    JsonOption,
+    PrefixOption,
+    parse_order_id,
+)
+from choreo.cli.output import CliError, advance, console, echo_json, progress, run
+from choreo.cli.records import RecordView, view
+from choreo.cli.service_views import QUERIES, ServiceView, service_views, shown_columns
+from choreo.events import EVENT_TOPICS
+from choreo.stack.config import StackConfig, resolve_endpoints
+
+# Currencies without minor units (ISO 4217 exponent 0, as Stripe lists them).
+_ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA"}
+    | {"PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=_EPILOG)(saga)
+
+
+_EPILOG = (
+    "Databases: <SERVICE>_DATABASE_URL (ORDER_, INVENTORY_, PAYMENT_, NOTIFICATION_), else "
+    "DATABASE_URL (a server; each service's own database on it), else `choreo up`'s embedded "
+    "PostgreSQL. A database that cannot be reached is reported in its view. Exit status 1 "
+    "when no topic and no database knows the order."
+)
+
+
+def saga(
+    order_id: Annotated[
+        str, typer.Argument(metavar="ORDER_ID", parser=parse_order_id, help="The order (a UUID).")
+    ],
+    bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
+    topic_prefix: PrefixOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Trace one order through the saga: its events on every event and dead-letter topic in
+    time order (topic, partition, offset, type, source), and what the order, inventory,
+    payment and notification services each hold about it now."""
+    endpoints = resolve_endpoints(StackConfig(environment=dict(os.environ)))
+    trace = run(_trace(order_id, bootstrap_servers, topic_prefix, endpoints.database_urls))
+    if as_json:
+        echo_json(trace.to_json())
+    else:
+        print_trace(console(), trace)
+
+
+@dataclass(frozen=True)
+class Trace:
+    order_id: str
+    topics: tuple[str, ...]
+    """The topics that were searched."""
+    timeline: tuple[RecordView, ...]
+    views: tuple[ServiceView, ...]
+
+    @property
+    def dead_letters(self) -> list[RecordView]:
+        return [record for record in self.timeline if record.is_dead_letter]
+
+    def dead_letters_of(self, service: str) -> list[RecordView]:
+        """The dead letters of `service`'s consumer (in its `<service>.dlq` topic)."""
+        return [r for r in self.dead_letters if r.topic.endswith(f"{service}.dlq")]
+
+    @property
+    def status(self) -> str | None:
+        for service_view in self.views:
+            if service_view.service == "order" and service_view.knows_order:
+                status: str | None = service_view.rows["orders"][0].get("status")
+                return status
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "status": self.status,
+            "topics": list(self.topics),
+            "timeline": [
+                {**record.to_json(), "summary": summary(record)} for record in self.timeline
+            ],
+            "services": {
+                v.service: {
+                    **v.to_json(),
+                    "dead_letters": [r.id for r in self.dead_letters_of(v.service)],
+                }
+                for v in self.views
+            },
+            "dead_letters": [
+                {
+                    "id": record.id,
+                    "consumer": record.header("dlq.consumer"),
+                    "original_topic": record.header("dlq.original.topic"),
+                    "type": record.type,
+                    "error_type": record.header("dlq.error.type"),
+                    "error_message": record.header("dlq.error.message"),
+                    "failed_at": record.header("dlq.failed_at"),
+                }
+                for record in self.dead_letters
+            ],
+        }
+
+
+async def _trace(
+    order_id: str, bootstrap_servers: str, prefix: str, database_urls: Mapping[str, str]
+) -> Trace:
+    store = default_store()
+    wanted = order_id.encode()
+    timeline: list[RecordView] = []
+    async with Broker(bootstrap_servers, prefix) as broker:
+        event_topics = {f"{prefix}{topic}" for topic in EVENT_TOPICS}
+        topics = [t for t in broker.topics() if t in event_topics or t.endswith(".dlq")]
+        beginning, end = await broker.offsets(broker.partitions(*topics))
+        total = sum(end[tp] - beginning[tp] for tp in end)
+        with progress(f"searching {len(topics)} topics", total) as bar:
+            async for record in broker.read(beginning, end):
+                advance(bar)
+                subject = next((v for k, v in record.headers if k == "ce_subject"), None)
+                if wanted in (record.key, subject):
+                    timeline.append(view(record, store))
+    event_ids = {
+        event_id
+        for record in timeline
+        if not record.is_dead_letter and (event_id := record.header("ce_id"))
+    }
+    views = await service_views(database_urls, order_id, event_ids)
+    trace = Trace(order_id, tuple(topics), tuple(timeline), tuple(views))
+    if not timeline and not any(v.knows_order for v in views):
+        unreachable = [v.service for v in views if v.error]
+        also = f" ({', '.join(unreachable)} database unreachable)" if unreachable else ""
+        raise CliError(
+            f"no order {order_id}: no record of it on {len(topics)} topics and no row in the "
+            f"services' databases{also}"
+        )
+    return trace
+
+
+def money(amount: object, currency: object) -> str:
+    """Minor units as people read them: 5000 USD is `50.00 USD`."""
+    if not isinstance(amount, int) or not isinstance(currency, str):
+        return f"{amount} {currency}"
+    if currency.upper() in _ZERO_DECIMAL:
+        return f"{amount} {currency}"
+    sign = "-" if amount < 0 else ""
+    whole, cents = divmod(abs(amount), 100)
+    return f"{sign}{whole}.{cents:02d} {currency}"
+
+
+def summary(record: RecordView) -> str:
+    """One line on what a record of the saga says."""
+    if record.is_dead_letter:
+        header = record.header
+        return (
+            f"dead-lettered by {header('dlq.consumer')} from {header('dlq.original.topic')} "
+            f"after {header('dlq.attempts')} attempt(s): {header('dlq.error.type')}: "
+            f"{header('dlq.error.message')}"
+        )
+    if record.error is not None:
+        return f"undecodable: {record.error}"
+    said = _event_summary(record.type or "", record.value or {})
+    replayed = record.header("dlq.replayed.from")
+    return f"{said} (replayed from {replayed})" if replayed else said
+
+
+def _event_summary(record_type: str, data: Mapping[str, Any]) -> str:
+    lines = data.get("items") or []
+    match record_type:
+        case "OrderCreated":
+            total = money(data.get("total_amount"), data.get("currency"))
+            return f"{len(lines)} line(s), total {total}"
+        case "StockReserved":
+            return f"{len(lines)} line(s) reserved"
+        case "StockRejected":
+            missing = ", ".join(str(p) for p in data.get("unavailable_product_ids") or [])
+            return f"{data.get('reason')}: {missing or 'no product named'}"
+        case "StockReleased":
+            return f"{len(lines)} line(s) released: {data.get('reason')}"
+        case "PaymentSucceeded":
+            charged = money(data.get("amount"), data.get("currency"))
+            return f"charged {charged} ({data.get('provider_payment_id')})"
+        case "PaymentFailed":
+            return f"{data.get('decline_code')}: {data.get('message')}"
+        case "PaymentRefunded":
+            refunded = money(data.get("amount"), data.get("currency"))
+            return f"refunded {refunded} ({data.get('provider_refund_id')})"
+        case "OrderConfirmed":
+            return f"confirmed, {money(data.get('total_amount'), data.get('currency'))}"
+        case "OrderCancelled":
+            charged = ", had been charged" if data.get("charged") else ""
+            return f"{data.get('reason')} (was {data.get('previous_status')}{charged})"
+    return ""
+
+
+def print_trace(out: Console, trace: Trace) -> None:
+    status = trace.status or "unknown to the order service"
+    out.print(Text.assemble("order ", (trace.order_id, "bold"), "  ", (status, "bold")))
+    out.print()
+    _print_timeline(out, trace)
+    for service_view in trace.views:
+        out.print()
+        _print_view(out, service_view)
+        for record in trace.dead_letters_of(service_view.service):
+            out.print(Text(f"  dead letter {record.id}: {summary(record)}", style="red"))
+
+
+def _print_timeline(out: Console, trace: Trace) -> None:
+    if not trace.timeline:
+        out.print(f"no record of this order on the {len(trace.topics)} topics searched")
+        return
+    table = Table(title=f"timeline: {len(trace.timeline)} record(s)", title_justify="left")
+    for column in ("time", "topic", "where", "type", "source", "summary"):
+        table.add_column(column, overflow="fold")
+    for record in trace.timeline:
+        when = record.timestamp.isoformat(timespec="milliseconds") if record.timestamp else "-"
+        style = "red" if record.is_dead_letter or record.error else ""
+        source = record.header("dlq.consumer") if record.is_dead_letter else None
+        table.add_row(
+            when,
+            record.topic,
+            f"{record.partition}@{record.offset}",
+            record.type or "?",
+            source or record.header("ce_source") or "-",
+            Text(summary(record), style=style),
+        )
+    out.print(table)
+
+
+def _print_view(out: Console, service_view: ServiceView) -> None:
+    out.print(
+        Text.assemble((f"{service_view.service} service", "bold"), f"  {service_view.database}")
+    )
+    if service_view.error:
+        out.print(Text(f"  {service_view.error}", style="red"))
+        return
+    for query in QUERIES[service_view.service]:
+        if query.table in service_view.problems:
+            out.print(
+                Text(f"  {query.table}: {service_view.problems[query.table]}", style="yellow")
+            )
+            continue
+        rows = service_view.rows.get(query.table, [])
+        if not rows:
+            out.print(Text(f"  {query.table}: nothing about this order", style="dim"))
+            continue
+        columns = shown_columns(query, rows)
+        if query.single:
+            facts = Table.grid(padding=(0, 2))
+            facts.add_column(style="dim")
+            facts.add_column()
+            for column in columns:
+                if rows[0][column] is not None:
+                    facts.add_row(f"  {column}", _cell(rows[0][column]))
+            out.print(Text(f"  {query.table}", style="italic"))
+            out.print(facts)
+        else:
+            table = Table(title=f"  {query.table}", title_justify="left", show_edge=False)
+            for column in columns:
+                table.add_column(column, overflow="fold")
+            for row in rows:
+                table.add_row(*(_cell(row[column]) for column in columns))
+            out.print(table)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
