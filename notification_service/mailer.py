@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.error import URLError
 
-from python_http_client.exceptions import (  # type: ignore[import-untyped]  # no py.typed
+from python_http_client.exceptions import (
     HTTPError,
 )
-from sendgrid import SendGridAPIClient  # type: ignore[import-untyped]  # no py.typed
-from sendgrid.helpers.mail import CustomArg, From, Mail, To  # type: ignore[import-untyped]
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import CustomArg, From, Mail, To
 
 from notification_service.domain import Outcome, outcome_of_status
 
