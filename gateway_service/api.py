@@ -8,6 +8,7 @@ merged document describes the services' real operations instead.
 from __future__ import annotations
 
 from typing import Annotated, Final
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -79,7 +80,7 @@ async def forward(request: Request, proxy: ProxyDep, gatekeeper: GatekeeperDep) 
         raise ApiError(404, "not_found", f"There is no {path}.")
     outgoing = OutgoingRequest(
         method=method,
-        raw_path=request.scope.get("raw_path") or path.encode(),
+        raw_path=request.scope.get("raw_path") or quote(path).encode(),
         query=request.scope.get("query_string", b""),
         headers=request_headers(
             request.headers.items(),

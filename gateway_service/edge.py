@@ -41,10 +41,10 @@ class Gatekeeper:
         """
         principal: Principal | None = None
         refusal: ApiError | None = None
-        if "authorization" in request.headers:
+        if not public or "authorization" in request.headers:
             try:
                 principal = await current_principal(request)
-            except ApiError as error:
+            except ApiError as error:  # 401, or 503 when the signing keys are unavailable
                 refusal = error
         charges: list[Charge] = [(f"address:{self.address_of(request)}", self.address_limit)]
         if principal is not None:
@@ -58,10 +58,8 @@ class Gatekeeper:
                 f"Too many requests: try again in {admission.retry_after_header} s.",
                 headers={"Retry-After": admission.retry_after_header, **limit_headers(admission)},
             )
-        if not public and principal is None:
-            if refusal is not None:
-                raise refusal
-            await current_principal(request)  # raises the 401: no bearer token at all
+        if refusal is not None and not public:
+            raise refusal
         return admission
 
     async def aclose(self) -> None:

@@ -207,6 +207,16 @@ def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     }
 
 
+def _outcome(error: httpx.TransportError) -> str:
+    """What went wrong, as the metrics and the breaker's log name it."""
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return "connect_error"  # the request never reached the upstream
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout"
+    # Often a kept-alive connection the upstream had closed (it restarted, say).
+    return "protocol_error"
+
+
 class Proxy:
     """Sends requests to the upstreams through their breakers, retrying what is safe to."""
 
@@ -256,28 +266,14 @@ class Proxy:
                 # The gateway's own connection pool is exhausted: nothing is wrong upstream.
                 UPSTREAM_REQUESTS.labels(upstream, "pool_timeout").inc()
                 raise UpstreamUnavailableError(upstream, "is busy (no free connection)") from None
-            except httpx.TimeoutException as error:  # reading or writing took too long
-                if isinstance(error, httpx.ConnectTimeout):
-                    self._failed(target, "connect_error")
-                    if can_retry:
-                        await self._back_off(attempt)
-                        continue
-                    raise self._unreachable(target) from None
-                self._failed(target, "timeout")
-                raise UpstreamTimeoutError(upstream, "did not answer in time") from None
-            except httpx.ConnectError:
-                self._failed(target, "connect_error")
-                if can_retry:
-                    await self._back_off(attempt)
-                    continue
-                raise self._unreachable(target) from None
             except httpx.TransportError as error:
-                # Often a kept-alive connection the upstream had closed (it restarted, say).
-                self._failed(target, "protocol_error")
-                if can_retry:
+                outcome = _outcome(error)
+                self._failed(target, outcome)
+                # A timed-out request may have been applied, and may be slow again: not retried.
+                if can_retry and outcome != "timeout":
                     await self._back_off(attempt)
                     continue
-                raise UpstreamProtocolError(upstream, f"broke the connection ({error!r})") from None
+                raise self._failure(target, outcome, error) from None
             if response.status_code in RETRIED_STATUSES:
                 self._failed(target, f"status_{response.status_code}")
                 if can_retry:
@@ -297,7 +293,11 @@ class Proxy:
         if response.status_code != httpx.codes.OK:
             raise UpstreamUnavailableError(upstream, f"answered {response.status_code} on /healthz")
 
-    def _unreachable(self, target: Upstream) -> UpstreamUnavailableError:
+    def _failure(self, target: Upstream, outcome: str, error: Exception) -> UpstreamError:
+        if outcome == "timeout":
+            return UpstreamTimeoutError(target.name, "did not answer in time")
+        if outcome == "protocol_error":
+            return UpstreamProtocolError(target.name, f"broke the connection ({error!r})")
         breaker = target.breaker
         paused = breaker.state is not BreakerState.CLOSED
         return UpstreamUnavailableError(

@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
+from choreo.auth import TokenVerifier
 from choreo.logs import configure_logging
 from choreo.service import Service
 from choreo.web import REQUEST_ID_HEADER, ReadinessCheck
@@ -55,12 +56,15 @@ class GatewayService(Service):
         settings: Settings,
         *,
         proxy: Proxy,
+        routers: Sequence[APIRouter],
+        resources: Mapping[str, object],
+        token_verifier: TokenVerifier | None,
         cors_origins: Sequence[str] = (),
         hsts: bool = False,
-        **options: Any,
     ) -> None:
-        """`options` are the kit's `Service` options (routers, resources, token_verifier)."""
-        super().__init__(settings, **options)
+        super().__init__(
+            settings, routers=routers, resources=resources, token_verifier=token_verifier
+        )
         self._proxy = proxy
         self._cors_origins = list(cors_origins)
         self._hsts = hsts
