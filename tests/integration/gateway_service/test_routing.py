@@ -3,6 +3,9 @@ answers come back with security headers, CORS, readiness, and the merged OpenAPI
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import uuid
 
 import httpx
@@ -190,6 +193,10 @@ async def test_the_openapi_document_merges_the_services(front: Front) -> None:
     assert "swagger-ui" in docs.text
     assert "/openapi.json" in docs.text
     policy = docs.headers["content-security-policy"]
-    assert "script-src https://cdn.jsdelivr.net 'sha256-" in policy
+    # The page's inline script (which starts Swagger UI) is allowed by its hash, and only it.
+    (inline,) = re.findall(r"<script>(.*?)</script>", docs.text, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert f"script-src https://cdn.jsdelivr.net 'sha256-{digest}';" in policy
+    assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";", 1)[0]
     assert "connect-src 'self'" in policy
     assert "'unsafe-eval'" not in policy
