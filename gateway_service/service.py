@@ -1,7 +1,5 @@
 """The gateway's process: the kit's `Service`, plus what only the public entry point needs.
 
-- `/readyz` checks every upstream's `/healthz` (not its `/readyz`: a service whose broker
-  hiccups must not take the whole public API out of rotation with it);
 - `/openapi.json` and `/docs` are the merged document's, not FastAPI's (which would describe
   the gateway alone);
 - CORS and the security headers wrap every response;
@@ -11,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -25,7 +22,6 @@ from choreo.logs import configure_logging
 from choreo.service import Service
 from choreo.web import REQUEST_ID_HEADER, ReadinessCheck
 from gateway_service.config import Settings
-from gateway_service.proxy import Proxy
 from gateway_service.security import DOCS_PATH, SecurityHeadersMiddleware, docs_csp, docs_page
 
 # The documentation routes FastAPI adds on its own (plain Starlette routes, not API routes).
@@ -55,26 +51,22 @@ class GatewayService(Service):
         self,
         settings: Settings,
         *,
-        proxy: Proxy,
         routers: Sequence[APIRouter],
         resources: Mapping[str, object],
         token_verifier: TokenVerifier | None,
+        readiness: Mapping[str, ReadinessCheck],
         cors_origins: Sequence[str] = (),
         hsts: bool = False,
     ) -> None:
         super().__init__(
-            settings, routers=routers, resources=resources, token_verifier=token_verifier
+            settings,
+            routers=routers,
+            resources=resources,
+            token_verifier=token_verifier,
+            readiness=readiness,
         )
-        self._proxy = proxy
         self._cors_origins = list(cors_origins)
         self._hsts = hsts
-
-    def _readiness(self) -> dict[str, ReadinessCheck]:
-        # The kit only knows databases and brokers; the gateway depends on its upstreams.
-        return {
-            name: functools.partial(self._proxy.check_health, name)
-            for name in self._proxy.upstreams
-        }
 
     def app(self) -> FastAPI:
         app = super().app()
