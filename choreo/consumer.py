@@ -2,20 +2,29 @@
 
 Each record is applied in its own unit of work together with its inbox row, so a record
 delivered twice is applied once. Kafka offsets are committed only after that transaction.
-Partitions of one poll are worked concurrently; records of one partition (so of one key)
-strictly in order.
+Partitions are worked concurrently, each by its own worker; records of one partition (so of
+one key) strictly in order, and a record waiting out its retries holds back only its own
+partition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from prometheus_client import Counter
 from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
 from sqlalchemy.dialects.postgresql import insert
@@ -106,6 +115,7 @@ class Consumer:
         self._dlq_topic = dlq_topic
         self._retry = retry
         self._stopping = asyncio.Event()
+        self._workers: dict[TopicPartition, _PartitionWorker] = {}
 
     @property
     def topics(self) -> list[str]:
@@ -120,33 +130,48 @@ class Consumer:
         await self._consumer.stop()
 
     async def run(self) -> None:
-        """Join the group and apply records until `stop()`; then commit and leave."""
+        """Join the group and apply records until `stop()`; then commit and leave.
+
+        Each assigned partition has a worker that applies its records in order. While a
+        worker is busy its partition is paused, so the poll loop keeps feeding the other
+        partitions: a record that waits out its retries holds back only its own partition.
+        Offsets of applied records are committed after every poll.
+        """
+        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
-                if not batch:
-                    continue
-                done = await asyncio.gather(
-                    *(self._work_partition(tp, records) for tp, records in batch.items())
-                )
-                offsets = {tp: offset for tp, offset in done if offset is not None}
-                if offsets:
-                    await self._consumer.commit(offsets)
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                for tp, records in batch.items():
+                    self._worker(tp).feed(records)
+                    self._consumer.pause(tp)
+                for tp, worker in list(self._workers.items()):
+                    worker.raise_failure()
+                    if worker.idle and tp in self._consumer.paused():
+                        self._consumer.resume(tp)
+                await self._commit(self._workers)
         finally:
-            await self._consumer.stop()
+            try:
+                await self._drain(list(self._workers))
+            finally:
+                await self._consumer.stop()
 
-    async def _work_partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[TopicPartition, int | None]:
-        """Apply `records` in order; return the offset to commit (next to read) or None."""
-        next_offset: int | None = None
-        for record in records:
-            if self._stopping.is_set():
-                break
-            await self.handle(record)
-            next_offset = record.offset + 1
-        return tp, next_offset
+    def _worker(self, tp: TopicPartition) -> _PartitionWorker:
+        if tp not in self._workers:
+            self._workers[tp] = _PartitionWorker(tp, self.handle, self._stopping)
+        return self._workers[tp]
+
+    async def _drain(self, partitions: list[TopicPartition]) -> None:
+        """Let these partitions' workers finish the record in hand, commit, forget them."""
+        workers = {tp: self._workers.pop(tp) for tp in partitions if tp in self._workers}
+        for worker in workers.values():
+            await worker.finish()
+        await self._commit(workers)
+
+    async def _commit(self, workers: Mapping[TopicPartition, _PartitionWorker]) -> None:
+        offsets = {tp: offset for tp, w in workers.items() if (offset := w.take_offset())}
+        if offsets:
+            await self._consumer.commit(offsets)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Apply one record, or dead-letter it; returns once it needs no more work."""
@@ -224,6 +249,71 @@ class Consumer:
                     self._dlq_topic, value=record.value, key=record.key, headers=headers
                 )
         RECORDS.labels(self.name, record.topic, "dead_lettered").inc()
+
+
+class _PartitionWorker:
+    """Applies one partition's records strictly in order, one at a time."""
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        handle: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]],
+        stopping: asyncio.Event,
+    ) -> None:
+        self._tp = tp
+        self._handle = handle
+        self._stopping = stopping
+        self._pending: deque[ConsumerRecord[bytes, bytes]] = deque()
+        self._applied: int | None = None  # next offset to commit
+        self._task: asyncio.Task[None] | None = None
+        self._leaving = False
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and (self._task is None or self._task.done())
+
+    def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        self._pending.extend(records)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._work(), name=f"consume {self._tp}")
+
+    def take_offset(self) -> int | None:
+        offset, self._applied = self._applied, None
+        return offset
+
+    def raise_failure(self) -> None:
+        """Re-raise what killed the worker (a bug, or a broker that refused a dead letter)."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            error = self._task.exception()
+            if error is not None:
+                raise error
+
+    async def finish(self) -> None:
+        """Stop after the record in hand (the rest is redelivered to whoever gets them)."""
+        self._leaving = True
+        self._pending.clear()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+
+    async def _work(self) -> None:
+        while self._pending and not (self._leaving or self._stopping.is_set()):
+            record = self._pending.popleft()
+            await self._handle(record)
+            self._applied = record.offset + 1
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, finish and commit what was taken."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._owner = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._owner._drain(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
 
 
 def dead_letter_headers(

@@ -45,9 +45,13 @@ def producer(bootstrap_servers: str, *, client_id: str = "choreo") -> AIOKafkaPr
 
 
 def consumer(
-    bootstrap_servers: str, *, group_id: str, topics: Iterable[str], client_id: str = "choreo"
+    bootstrap_servers: str, *, group_id: str, topics: Iterable[str] = (), client_id: str = "choreo"
 ) -> AIOKafkaConsumer:
-    """A group consumer with manual commits that starts from the earliest unseen record."""
+    """A group consumer with manual commits that starts from the earliest unseen record.
+
+    Without `topics` it subscribes to nothing: `choreo.consumer.Consumer` subscribes itself,
+    with its rebalance listener.
+    """
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,

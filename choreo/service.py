@@ -220,7 +220,6 @@ class Service:
             consumer=kafka.consumer(
                 settings.kafka_bootstrap_servers,
                 group_id=settings.topic(self.name),
-                topics=handlers,
                 client_id=self.name,
             ),
             producer=producer,

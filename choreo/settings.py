@@ -17,7 +17,10 @@ from sqlalchemy.engine import make_url
 class ServiceSettings(BaseSettings):
     """Settings shared by every service; subclasses set `service` and `database_name`."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # Errors never echo the input: a rejected value may be a secret.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     service: ClassVar[str]
     database_name: ClassVar[str | None] = None

@@ -67,7 +67,7 @@ async def run_consumer(
         topic = f"{topics}stock.updated"
         consumer = Consumer(
             name="test_service",
-            consumer=kafka.consumer(kafka_bootstrap, group_id=f"{topics}test", topics=[topic]),
+            consumer=kafka.consumer(kafka_bootstrap, group_id=f"{topics}test"),
             producer=producer,
             handlers={topic: {"StockLevelChanged": handler}},
             uow_factory=unit_of_work_factory(applied_table),
@@ -223,3 +223,48 @@ async def test_offsets_are_committed_after_the_records_are_applied(
     finally:
         await probe.stop()
     assert sum(committed) == 5
+
+
+async def test_a_record_waiting_out_its_retries_holds_back_only_its_own_partition(
+    applied_table: AsyncEngine,
+    kafka_bootstrap: str,
+    producer: AIOKafkaProducer,
+    topics: str,
+) -> None:
+    topic = f"{topics}stock.updated"
+    slow, fast = stock_event(new_key(), 1), stock_event(new_key(), 2)
+    applied_at: dict[int, float] = {}
+    loop = asyncio.get_running_loop()
+
+    async def slow_for_one(event: Event, uow: UnitOfWork) -> None:
+        if event.id == slow.id and len(applied_at) == 0 and loop.time() < started + 2.0:
+            raise TransientError("the upstream is down for two seconds")
+        await record_applied(event, uow)
+        applied_at[event.data["available"]] = loop.time()
+
+    consumer = Consumer(
+        name="test_service",
+        consumer=kafka.consumer(kafka_bootstrap, group_id=f"{topics}test"),
+        producer=producer,
+        handlers={topic: {"StockLevelChanged": slow_for_one}},
+        uow_factory=unit_of_work_factory(applied_table),
+        store=default_store(),
+        dlq_topic=f"{topics}test.dlq",
+        retry=RetryPolicy(max_attempts=20, initial_seconds=0.1, max_seconds=0.3),
+    )
+    for event, partition in ((slow, 0), (fast, 1)):
+        value = default_store().encode(event.type, event.data)
+        headers = [(k, v.encode()) for k, v in headers_of(event).items()]
+        await producer.send_and_wait(
+            topic, value, key=event.subject.encode(), headers=headers, partition=partition
+        )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_for_rows(applied_table, 1)
+        started = loop.time()  # the first record is in: the clock of the outage starts
+        await wait_for_rows(applied_table, 2)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+
+    assert applied_at[2] < applied_at[1], "the healthy partition waited for the failing one"
