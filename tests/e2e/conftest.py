@@ -121,7 +121,12 @@ def stop_choreo_up(running: ChoreoUp) -> None:
 @pytest.fixture(scope="session")
 def choreo_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChoreoUp]:
     """The whole system, started once for the e2e scenarios."""
-    running = start_choreo_up(tmp_path_factory.mktemp("choreo"))
+    # Every scenario comes from 127.0.0.1: one address bucket would throttle the suite.
+    limits = {
+        "GATEWAY_ADDRESS_RATE_LIMIT_PER_SECOND": "1000",
+        "GATEWAY_ADDRESS_RATE_LIMIT_BURST": "2000",
+    }
+    running = start_choreo_up(tmp_path_factory.mktemp("choreo"), environment=limits)
     try:
         running.wait_for_line(UP_BANNER, timeout=120)
         yield running
