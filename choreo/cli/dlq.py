@@ -28,7 +28,7 @@ from choreo.cli.options import (
     parse_entry_id,
     parse_record_type,
 )
-from choreo.cli.output import CliError, advance, console, echo_json, progress, run
+from choreo.cli.output import CliError, advance, console, echo_json, progress, prose, run
 from choreo.cli.records import RecordView, original_headers, render, view
 
 app = typer.Typer(
@@ -124,7 +124,6 @@ TopicOption = Annotated[
 ]
 
 
-@app.command("list")
 def list_entries(
     topic: TopicOption = None,
     since: Annotated[
@@ -182,7 +181,6 @@ def list_entries(
     out.print(table)
 
 
-@app.command()
 def show(
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="<dlq topic>:<partition>:<offset>")],
     bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
@@ -209,11 +207,10 @@ def show(
     out.print(render(entry.record), soft_wrap=True)
 
 
-@app.command(epilog="The consumers' inbox makes replay idempotent: see --help.")
 def replay(
     entry_ids: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[ID]...", help="Entries to replay, as `dlq list` prints them."),
+        typer.Argument(metavar="ID", help="Entries to replay, as `dlq list` prints them."),
     ] = None,
     replay_all: Annotated[
         bool, typer.Option("--all", help="Replay every entry (of --topic, if given).")
@@ -260,6 +257,11 @@ def replay(
     out.print(table)
     if dry_run:
         out.print("dry run: nothing was sent")
+
+
+app.command("list", help=prose(list_entries.__doc__))(list_entries)
+app.command(help=prose(show.__doc__))(show)
+app.command(help=prose(replay.__doc__))(replay)
 
 
 def dead_letter_topics(broker: Broker, topic: str | None) -> list[str]:

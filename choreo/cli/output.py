@@ -4,6 +4,7 @@ and the command boundary where every failure becomes one line on stderr and an e
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -47,6 +48,13 @@ def console() -> Console:
 
 def error_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def prose(docstring: str | None) -> str:
+    """A command's docstring as its --help text: paragraphs kept, lines within them joined
+    (Typer's rich help would otherwise keep the source's line breaks)."""
+    paragraphs = inspect.cleandoc(docstring or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 def json_default(value: Any) -> Any:

@@ -22,7 +22,7 @@ from choreo.cli.options import (
     PrefixOption,
     parse_order_id,
 )
-from choreo.cli.output import CliError, advance, console, echo_json, progress, run
+from choreo.cli.output import CliError, advance, console, echo_json, progress, prose, run
 from choreo.cli.records import RecordView, view
 from choreo.cli.service_views import QUERIES, ServiceView, service_views, shown_columns
 from choreo.events import EVENT_TOPICS
@@ -36,7 +36,7 @@ _ZERO_DECIMAL = frozenset(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=_EPILOG)(saga)
+    app.command(help=prose(saga.__doc__), epilog=_EPILOG)(saga)
 
 
 _EPILOG = (

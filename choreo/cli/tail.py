@@ -23,7 +23,7 @@ from choreo.cli.options import (
     parse_duration,
     parse_record_type,
 )
-from choreo.cli.output import console, echo_json, error_console, run
+from choreo.cli.output import console, echo_json, error_console, prose, run
 from choreo.cli.records import RecordView, render, view
 
 DEFAULT_WAIT_SECONDS = 3.0
@@ -55,7 +55,7 @@ class TailRequest:
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=_EPILOG)(tail)
+    app.command(help=prose(tail.__doc__), epilog=_EPILOG)(tail)
 
 
 _EPILOG = (
@@ -133,7 +133,10 @@ def tail(
         else:
             out.print(render(record), soft_wrap=True)
 
-    shown = run(_tail(request, bootstrap_servers, topic_prefix, emit))
+    def notice(message: str) -> None:
+        error_console().print(message, style="dim")
+
+    shown = run(_tail(request, bootstrap_servers, topic_prefix, emit, notice))
     if shown == 0 and not as_json:
         what = "matching records" if request.key or request.record_type else "records"
         if request.reads_history or request.follow:
@@ -150,8 +153,10 @@ async def _tail(
     bootstrap_servers: str,
     prefix: str,
     emit: Callable[[RecordView], None],
+    notice: Callable[[str], None],
 ) -> int:
-    """Print the records `request` asks for; return how many."""
+    """Print the records `request` asks for; return how many. `notice` hears (on stderr)
+    when the tail starts waiting for new records."""
     store = default_store()
     stop = asyncio.Event()
     shown = 0
@@ -169,7 +174,10 @@ async def _tail(
                         return shown
                 if not request.follow:
                     return shown
-            elif not request.follow:
+            if request.follow:
+                notice(f"following {topic}; Ctrl-C stops")
+            else:
+                notice(f"waiting {request.wait_seconds:g} s for new records on {topic}")
                 asyncio.get_running_loop().call_later(request.wait_seconds, stop.set)
             async for record in broker.follow(end, stop):
                 shown += _show(request, view(record, store), now, emit)

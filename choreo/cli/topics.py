@@ -19,7 +19,7 @@ from choreo.cli.options import (
     JsonOption,
     PrefixOption,
 )
-from choreo.cli.output import console, echo_json, error_console, run
+from choreo.cli.output import console, echo_json, error_console, prose, run
 
 # The logical topics each service's consumer group reads (DESIGN.md §3). A group is shown on
 # these even before it commits anything, so a service that never caught up shows its lag.
@@ -118,7 +118,7 @@ def group_lags(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(topics)
+    app.command(help=prose(topics.__doc__))(topics)
 
 
 def topics(
@@ -130,9 +130,10 @@ def topics(
     committed offsets and lag per topic.
 
     Lag is the end offset minus the group's committed offset, summed over partitions; a group
-    that committed nothing on a partition lags by every record it holds. Groups are listed by
-    the broker; when it cannot list them, the services' own groups (<prefix><service>_service)
-    are shown. Offsets are read without joining any group: nothing running is disturbed.
+    that committed nothing on a partition lags by every record it holds. The groups are those
+    the broker lists plus the services' own (<prefix><service>_service), shown on the topics
+    they read even before they commit. Offsets are read without joining any group: nothing
+    running is disturbed.
     """
     report = run(_report(bootstrap_servers, topic_prefix))
     if as_json:
@@ -147,7 +148,8 @@ async def _report(bootstrap_servers: str, prefix: str) -> dict[str, Any]:
         partitions = broker.partitions(*names)
         beginning, end = await broker.offsets(partitions)
         listed = await broker.consumer_groups()
-        groups = listed if listed is not None else [f"{prefix}{s}" for s in SERVICE_SUBSCRIPTIONS]
+        services = {f"{prefix}{service}" for service in SERVICE_SUBSCRIPTIONS}
+        groups = sorted(services | set(listed or ()))
         lags: list[TopicLag] = []
         for group in groups:
             committed = await broker.committed(group, partitions)
@@ -158,7 +160,11 @@ async def _report(bootstrap_servers: str, prefix: str) -> dict[str, Any]:
         "topics": [_topic_json(name, beginning, end) for name in names],
         "groups_listed_by_broker": listed is not None,
         "groups": [
-            {"group": group, "topics": [lag.to_json() for lag in lags if lag.group == group]}
+            {
+                "group": group,
+                "listed_by_broker": group in (listed or ()),
+                "topics": [lag.to_json() for lag in lags if lag.group == group],
+            }
             for group in groups
         ],
     }
@@ -217,9 +223,7 @@ def _print(report: dict[str, Any]) -> None:
                 Text(str(lag["lag"]), style=style),
             )
     if not report["groups_listed_by_broker"]:
-        error_console().print(
-            "the broker did not list its consumer groups: showing the services' own groups"
-        )
+        error_console().print("the broker did not list its consumer groups")
     if report["groups"]:
         out.print(groups)
     else:

@@ -1,0 +1,104 @@
+"""`choreo topics` against the real broker: a stopped service's group lags, then catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from choreo.cli import app
+from choreo.events import Event
+from choreo.testing import StartService, publish
+
+runner = CliRunner()
+
+
+async def choreo(env: dict[str, str], *arguments: str) -> Result:
+    """Run the CLI in-process (in a thread: it runs an event loop of its own)."""
+    return await asyncio.to_thread(runner.invoke, app, list(arguments), env=env)
+
+
+def order_created() -> Event:
+    order_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    return Event(
+        type="OrderCreated",
+        subject=order_id,
+        data={
+            "order_id": order_id,
+            "user_id": str(uuid.uuid4()),
+            "items": [{"product_id": str(uuid.uuid4()), "quantity": 1, "unit_price": 500}],
+            "total_amount": 500,
+            "currency": "USD",
+            "payment_method_id": None,
+            "deadline": now + timedelta(minutes=10),
+            "created_at": now,
+        },
+        source="/order_service",
+    )
+
+
+def lag_of(report: dict[str, Any], group: str, topic: str) -> dict[str, Any]:
+    (found,) = [g for g in report["groups"] if g["group"] == group]
+    (lag,) = [t for t in found["topics"] if t["topic"] == topic]
+    return lag
+
+
+async def report_when(
+    env: dict[str, str], done: Callable[[dict[str, Any]], bool], timeout: float = 40.0
+) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await choreo(env, "topics", "--json")
+                assert result.exit_code == 0, result.output
+                report = json.loads(result.stdout)
+                if done(report):
+                    return report
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        pytest.fail(f"not so in {timeout} s; last report: {json.dumps(report['groups'])}")
+
+
+async def test_a_stopped_services_group_lags_and_catches_up_when_it_is_back(
+    start_service: StartService, kafka_bootstrap: str, topics: str
+) -> None:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CHOREO_TOPIC_PREFIX": topics}
+    group, created = f"{topics}inventory_service", f"{topics}order.create"
+    inventory = start_service("inventory")
+    await publish(kafka_bootstrap, topics, order_created())
+    await report_when(env, lambda r: lag_of(r, group, created)["committed"] == 1)
+    inventory.stop()
+
+    await publish(kafka_bootstrap, topics, *(order_created() for _ in range(3)))
+    behind = await report_when(env, lambda r: lag_of(r, group, created)["end_offset"] == 4)
+
+    lag = lag_of(behind, group, created)
+    assert (lag["committed"], lag["end_offset"], lag["lag"]) == (1, 4, 3)
+    assert sum(p["lag"] for p in lag["partitions"]) == 3
+    assert len(lag["partitions"]) == 3
+    (topic,) = [t for t in behind["topics"] if t["topic"] == created]
+    assert (topic["partitions"], topic["end_offset"], topic["records"]) == (3, 4, 4)
+    assert sum(p["end_offset"] for p in topic["end_offsets"]) == 4
+    assert not any(t["topic"].startswith("__") for t in behind["topics"])
+    # Every topic of this test is listed, and nothing of other tests' prefixes.
+    assert all(t["topic"].startswith(topics) for t in behind["topics"])
+    assert {f"{topics}order.create", f"{topics}inventory.dlq"} <= {
+        t["topic"] for t in behind["topics"]
+    }
+    shown = await choreo(env, "topics")
+    assert shown.exit_code == 0
+    (row,) = [line for line in shown.stdout.splitlines() if group in line and created in line]
+    assert row.replace("│", " ").split() == [group, created, "1", "4", "3"]
+
+    start_service("inventory")
+    caught_up = await report_when(env, lambda r: lag_of(r, group, created)["lag"] == 0)
+
+    assert lag_of(caught_up, group, created)["committed"] == 4
