@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -49,14 +50,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """An embedded PostgreSQL server for the whole test run."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL server for the whole test run.
+
+    Its data lives in a directory of its own, not under pytest's numbered temp folders: a
+    pytest run started meanwhile (another suite on the same machine) deletes all but the
+    newest three of those, and a server whose data directory vanishes dies mid-run.
+    """
+    with tempfile.TemporaryDirectory(prefix="choreo-test-pg-") as scratch:
+        server = EmbeddedPostgres(Path(scratch) / "data", free_port())
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

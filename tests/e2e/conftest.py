@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -119,16 +120,18 @@ def stop_choreo_up(running: ChoreoUp) -> None:
 
 
 @pytest.fixture(scope="session")
-def choreo_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChoreoUp]:
+def choreo_up() -> Iterator[ChoreoUp]:
     """The whole system, started once for the e2e scenarios."""
     # Every scenario comes from 127.0.0.1: one address bucket would throttle the suite.
     limits = {
         "GATEWAY_ADDRESS_RATE_LIMIT_PER_SECOND": "1000",
         "GATEWAY_ADDRESS_RATE_LIMIT_BURST": "2000",
     }
-    running = start_choreo_up(tmp_path_factory.mktemp("choreo"), environment=limits)
-    try:
-        running.wait_for_line(UP_BANNER, timeout=120)
-        yield running
-    finally:
-        stop_choreo_up(running)
+    # Not under pytest's numbered temp folders, which a concurrent pytest run may delete.
+    with tempfile.TemporaryDirectory(prefix="choreo-e2e-") as scratch:
+        running = start_choreo_up(Path(scratch) / "choreo", environment=limits)
+        try:
+            running.wait_for_line(UP_BANNER, timeout=120)
+            yield running
+        finally:
+            stop_choreo_up(running)
