@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from choreo.pagination import InvalidCursorError
 from choreo.service import Service, Subscription
 from inventory_service import domain, handlers
 from inventory_service.api import router
 from inventory_service.config import Settings
-from inventory_service.queries import InvalidCursorError
 
 SUBSCRIPTIONS = (
     Subscription("order.create", {"OrderCreated": handlers.on_order_created}),

@@ -1,15 +1,10 @@
 """Read side of the catalog: one product, a filtered page of products, a batch lookup.
 
-Pages are keyset-paginated on (created_at, id), oldest first; the cursor is that pair of the
-page's last product, opaque to clients (URL-safe base64 of JSON).
+Pages are keyset-paginated on (created_at, id), oldest first, with `choreo.pagination` cursors.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +13,9 @@ from typing import Any
 from sqlalchemy import Row, Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory_service.domain import InventoryError, ProductNotFoundError
+from choreo.pagination import decode_cursor, split_page
+from inventory_service.domain import ProductNotFoundError
 from inventory_service.tables import products
-
-
-class InvalidCursorError(InventoryError):
-    """A pagination cursor this service did not hand out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +80,8 @@ async def list_products(
     rows = await session.execute(
         query.order_by(products.c.created_at, products.c.id).limit(limit + 1)
     )
-    page = [_product(row) for row in rows]
-    if len(page) <= limit:
-        return page, None
-    page = page[:limit]
-    return page, encode_cursor(page[-1].created_at, page[-1].id)
+    fetched = [_product(row) for row in rows]
+    return split_page(fetched, limit, lambda product: (product.created_at, product.id))
 
 
 async def lookup_products(
@@ -106,23 +95,6 @@ async def lookup_products(
         [found[i] for i in wanted if i in found],
         [i for i in wanted if i not in found],
     )
-
-
-def encode_cursor(created_at: datetime, product_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), product_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, product_id = json.loads(raw)
-        when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None:
-            raise ValueError("naive time")
-        return when, str(uuid.UUID(product_id))
-    except (binascii.Error, ValueError, TypeError, AttributeError):
-        raise InvalidCursorError("the cursor is not one this service handed out") from None
 
 
 def _on_sale() -> Select[Any]:

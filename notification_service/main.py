@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 from choreo.db import create_engine, unit_of_work_factory
+from choreo.pagination import InvalidCursorError
 from choreo.service import ConfigurationError, Service, Subscription
 from notification_service import domain, handlers
 from notification_service.api import router
@@ -13,7 +14,6 @@ from notification_service.config import Settings
 from notification_service.deliveries import Postman
 from notification_service.mailer import SendGridMailer
 from notification_service.messages import Renderer
-from notification_service.queries import InvalidCursorError
 
 ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
     domain.NotificationNotFoundError: (404, "notification_not_found"),

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.pagination import InvalidCursorError
 from choreo.web import ApiError, current_traceparent
 from order_service import handlers, queries
 from order_service.domain import (
@@ -32,7 +33,7 @@ from order_service.inventory import (
     InventoryProtocolError,
     InventoryUnavailableError,
 )
-from order_service.queries import InvalidCursorError, OrderPage, OrderView, Timeline
+from order_service.queries import OrderPage, OrderView, Timeline
 
 RETRY_AFTER_SECONDS: Final = 5
 

@@ -1,11 +1,8 @@
-"""Reads of orders and their timelines, as the API shows them; keyset pagination, newest first."""
+"""Reads of orders and their timelines, as the API shows them; pages newest first, with
+`choreo.pagination` cursors."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,13 +11,9 @@ from typing import Any
 from sqlalchemy import Row, and_, or_, select
 
 from choreo.db import UnitOfWork
-from order_service.domain import CancelReason, OrderError, OrderNotFoundError, OrderStatus
+from choreo.pagination import decode_cursor, split_page
+from order_service.domain import CancelReason, OrderNotFoundError, OrderStatus
 from order_service.tables import order_items, order_timeline, orders
-
-
-class InvalidCursorError(OrderError):
-    def __init__(self) -> None:
-        super().__init__("the cursor is not one this list handed out; start without a cursor")
 
 
 @dataclass(frozen=True)
@@ -98,7 +91,7 @@ async def list_orders(
     if status is not None:
         query = query.where(orders.c.status == status.value)
     if cursor is not None:
-        created_at, order_id = _decode_cursor(cursor)
+        created_at, order_id = decode_cursor(cursor)
         query = query.where(
             or_(
                 orders.c.created_at < created_at,
@@ -107,8 +100,8 @@ async def list_orders(
         )
     async with uow:
         rows = (await uow.session.execute(query.limit(limit + 1))).all()
-        views = await _views(uow, rows[:limit])
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+        views = await _views(uow, page)
     return OrderPage(views, next_cursor)
 
 
@@ -175,20 +168,3 @@ async def _views(uow: UnitOfWork, rows: Sequence[Row[Any]]) -> list[OrderView]:
         )
         for row in rows
     ]
-
-
-def _encode_cursor(row: Row[Any]) -> str:
-    position = json.dumps([row.created_at.isoformat(), str(row.id)])
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, order_id = json.loads(raw)
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive time")
-        return moment, str(uuid.UUID(order_id))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
-        raise InvalidCursorError from None

@@ -6,13 +6,13 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 from choreo.db import create_engine, unit_of_work_factory
+from choreo.pagination import InvalidCursorError
 from choreo.service import ConfigurationError, Service, Subscription
 from payment_service import domain, handlers
 from payment_service.api import router
 from payment_service.config import Settings
 from payment_service.faults import Faults
 from payment_service.gateway import StripeGateway
-from payment_service.queries import InvalidCursorError
 
 ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
     domain.PaymentMethodNotFoundError: (404, "payment_method_not_found"),

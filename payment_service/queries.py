@@ -1,14 +1,11 @@
 """Read side of the payment service: a user's saved cards and the payments of orders.
 
-Pages are keyset-paginated; the cursor is the (created_at, id) pair of the page's last item,
-opaque to clients (URL-safe base64 of JSON). Cards come oldest first, payments newest first.
+Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors. Cards come
+oldest first, payments newest first.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,12 +13,9 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, case, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payment_service.domain import ChargeStatus, PaymentError, PaymentMethodNotFoundError
+from choreo.pagination import decode_cursor, split_page
+from payment_service.domain import ChargeStatus, PaymentMethodNotFoundError
 from payment_service.tables import charge_attempts, order_payments, payment_methods
-
-
-class InvalidCursorError(PaymentError):
-    """A pagination cursor this service did not hand out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +79,8 @@ async def payment_methods_of(
             tuple_(payment_methods.c.created_at, payment_methods.c.id) > (created_at, last_id)
         )
     query = query.order_by(payment_methods.c.created_at, payment_methods.c.id).limit(limit + 1)
-    page = [PaymentMethod(*row) for row in await session.execute(query)]
-    if len(page) <= limit:
-        return page, None
-    page = page[:limit]
-    return page, encode_cursor(page[-1].created_at, page[-1].id)
+    fetched = [PaymentMethod(*row) for row in await session.execute(query)]
+    return split_page(fetched, limit, lambda method: (method.created_at, method.id))
 
 
 async def payments(
@@ -133,25 +124,5 @@ async def payments(
         .order_by(order_payments.c.created_at.desc(), order_payments.c.order_id.desc())
         .limit(limit + 1)
     )
-    page = [Payment(*row) for row in await session.execute(query)]
-    if len(page) <= limit:
-        return page, None
-    page = page[:limit]
-    return page, encode_cursor(page[-1].created_at, page[-1].order_id)
-
-
-def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(item_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, item_id = json.loads(raw)
-        when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None:
-            raise ValueError("naive time")
-        return when, uuid.UUID(item_id)
-    except (binascii.Error, ValueError, TypeError, AttributeError):
-        raise InvalidCursorError("the cursor is not one this service handed out") from None
+    fetched = [Payment(*row) for row in await session.execute(query)]
+    return split_page(fetched, limit, lambda payment: (payment.created_at, payment.order_id))

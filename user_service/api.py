@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.pagination import InvalidCursorError
 from choreo.web import current_traceparent
 from user_service import domain, handlers, queries
 from user_service.domain import (
@@ -35,7 +36,7 @@ from user_service.domain import (
     UserNotFoundError,
 )
 from user_service.passwords import Passwords
-from user_service.queries import InvalidCursorError, UserPage, UserView
+from user_service.queries import UserPage, UserView
 from user_service.tokens import TokenIssuer, TokenPair
 
 JWKS_MAX_AGE_SECONDS: Final = 300

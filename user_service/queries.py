@@ -1,12 +1,8 @@
-"""Reads of accounts as the API shows them (never with their password hash); keyset
-pagination, newest first."""
+"""Reads of accounts as the API shows them (never with their password hash); pages newest
+first, with `choreo.pagination` cursors."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,13 +10,9 @@ from typing import Any
 from sqlalchemy import Row, and_, or_, select
 
 from choreo.db import UnitOfWork
-from user_service.domain import AccountClosedError, Role, UserError
+from choreo.pagination import decode_cursor, split_page
+from user_service.domain import AccountClosedError, Role
 from user_service.tables import users
-
-
-class InvalidCursorError(UserError):
-    def __init__(self) -> None:
-        super().__init__("the cursor is not one this list handed out; start without a cursor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +87,7 @@ async def list_users(
             )
         )
     if cursor is not None:
-        created_at, user_id = _decode_cursor(cursor)
+        created_at, user_id = decode_cursor(cursor)
         query = query.where(
             or_(
                 users.c.created_at < created_at,
@@ -104,22 +96,5 @@ async def list_users(
         )
     async with uow:
         rows = (await uow.session.execute(query.limit(limit + 1))).all()
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return UserPage([user_view(row) for row in rows[:limit]], next_cursor)
-
-
-def _encode_cursor(row: Row[*tuple[Any, ...]]) -> str:
-    position = json.dumps([row.created_at.isoformat(), str(row.id)])
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, user_id = json.loads(raw)
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive time")
-        return moment, str(uuid.UUID(user_id))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
-        raise InvalidCursorError from None
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    return UserPage([user_view(row) for row in page], next_cursor)
