@@ -133,8 +133,26 @@ class Broker:
         if not wanted:
             return {}, {}
         beginning = await self._reader.beginning_offsets(wanted)
-        end = await self._reader.end_offsets(wanted)
-        return dict(beginning), dict(end)
+        reported = await self._reader.end_offsets(wanted)
+        return dict(beginning), await self._log_ends(dict(reported))
+
+    async def _log_ends(self, reported: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The end offset of each partition as fetch responses give it (the high watermark).
+
+        Tansu answers ListOffsets(latest) with the base offset of the partition's last batch
+        plus one: short by the batch's other records. A fetch's high watermark is right on
+        every broker, so each partition is fetched once from the reported end.
+        """
+        self._assign(reported, reported)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONNECT_TIMEOUT
+        while True:
+            highwater = {tp: self._reader.highwater(tp) for tp in reported}
+            if all(offset is not None for offset in highwater.values()):
+                return {tp: max(reported[tp], highwater[tp]) for tp in reported}
+            if loop.time() > deadline:
+                raise self.unreachable(TimeoutError())
+            await self._reader.getmany(timeout_ms=kafka.FETCH_MAX_WAIT_MS)
 
     async def read(
         self, start: Mapping[TopicPartition, int], end: Mapping[TopicPartition, int]

@@ -1,0 +1,175 @@
+"""`choreo dlq` against a running inventory service that dead-letters what it cannot apply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from choreo import kafka
+from choreo.avro import default_store
+from choreo.cli import app
+from choreo.testing import StartService
+
+runner = CliRunner()
+
+
+async def choreo(env: dict[str, str], *arguments: str) -> Result:
+    """Run the CLI in-process (in a thread: it runs an event loop of its own)."""
+    return await asyncio.to_thread(runner.invoke, app, list(arguments), env=env)
+
+
+async def as_json(env: dict[str, str], *arguments: str) -> Any:
+    result = await choreo(env, *arguments, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def entries_when(env: dict[str, str], count: int, timeout: float = 40.0) -> list[Any]:
+    entries: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(entries) < count:
+                await asyncio.sleep(0.5)
+                entries = (await as_json(env, "dlq", "list"))["entries"]
+    except TimeoutError:
+        pytest.fail(f"expected {count} dead letters in {timeout} s; got {entries}")
+    return entries
+
+
+async def end_offsets(env: dict[str, str]) -> dict[str, int]:
+    report = await as_json(env, "topics")
+    return {topic["topic"]: topic["end_offset"] for topic in report["topics"]}
+
+
+async def test_dead_letters_are_listed_filtered_shown_and_replayed(
+    start_service: StartService, kafka_bootstrap: str, topics: str
+) -> None:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CHOREO_TOPIC_PREFIX": topics}
+    start_service("inventory")
+    undecodable_order, headless_order = str(uuid.uuid4()), str(uuid.uuid4())
+    cancelled = default_store().encode(
+        "OrderCancelled",
+        {
+            "order_id": headless_order,
+            "user_id": str(uuid.uuid4()),
+            "reason": "CUSTOMER_REQUEST",
+            "previous_status": "PENDING",
+            "charged": False,
+            "cancelled_at": datetime.now(UTC),
+        },
+    )
+    producer = kafka.producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        # Not Avro at all, though its headers say it is an OrderCreated.
+        await producer.send_and_wait(
+            f"{topics}order.create",
+            b"\x00\x01 definitely not avro",
+            key=undecodable_order.encode(),
+            headers=[
+                ("ce_id", str(uuid.uuid4()).encode()),
+                ("ce_type", b"OrderCreated"),
+                ("ce_subject", undecodable_order.encode()),
+                ("ce_source", b"/order_service"),
+            ],
+        )
+        # A valid OrderCancelled without the CloudEvents headers that make it an event.
+        await producer.send_and_wait(
+            f"{topics}order.event", cancelled, key=headless_order.encode(), headers=[]
+        )
+    finally:
+        await producer.stop()
+
+    entries = await entries_when(env, 2)
+    by_type = {entry["type"]: entry for entry in entries}
+    undecodable, headless = by_type["OrderCreated"], by_type["OrderCancelled"]
+    assert undecodable["id"] == (
+        f"{topics}inventory.dlq:{undecodable['partition']}:{undecodable['offset']}"
+    )
+    assert undecodable["original_topic"] == f"{topics}order.create"
+    assert (undecodable["original_partition"], undecodable["original_offset"]) == (
+        undecodable["partition"],
+        0,
+    )
+    assert (undecodable["key"], undecodable["consumer"]) == (undecodable_order, "inventory_service")
+    assert undecodable["error_type"] == "UndecodableError"
+    assert undecodable["attempts"] == 1
+    assert undecodable["failed_at"] is not None
+    assert headless["error_type"] == "EnvelopeError"
+    assert "ce_id" in headless["error_message"]
+
+    def ids(listed: Any) -> list[str]:
+        return [entry["id"] for entry in listed["entries"]]
+
+    assert ids(await as_json(env, "dlq", "list", "--type", "OrderCancelled")) == [headless["id"]]
+    assert ids(await as_json(env, "dlq", "list", "--error", "undecodable")) == [undecodable["id"]]
+    assert ids(await as_json(env, "dlq", "list", "--error", "lacks CloudEvents")) == [
+        headless["id"]
+    ]
+    assert ids(await as_json(env, "dlq", "list", "--error", "timeout")) == []
+    assert len(ids(await as_json(env, "dlq", "list", "--topic", "inventory", "--since", "1h"))) == 2
+    assert ids(await as_json(env, "dlq", "list", "--topic", "payment.dlq")) == []
+    no_such_topic = await choreo(env, "dlq", "list", "--topic", "shipping")
+    assert no_such_topic.exit_code == 1
+    assert f"no topic {topics}shipping.dlq" in no_such_topic.stderr
+
+    shown = await as_json(env, "dlq", "show", undecodable["id"])
+    assert shown["id"] == undecodable["id"]
+    assert shown["headers"]["dlq.original.topic"] == f"{topics}order.create"
+    assert shown["headers"]["dlq.error.type"] == "UndecodableError"
+    assert shown["headers"]["ce_type"] == "OrderCreated"
+    assert shown["value"] is None
+    assert shown["raw_hex"].startswith("00 01 20 64")
+    decoded = await as_json(env, "dlq", "show", headless["id"])
+    assert decoded["value"]["order_id"] == headless_order
+    assert decoded["value"]["reason"] == "CUSTOMER_REQUEST"
+    people = await choreo(env, "dlq", "show", headless["id"])
+    assert people.exit_code == 0
+    assert "dlq.error.message=record lacks CloudEvents header(s)" in people.stdout
+    assert '"reason": "CUSTOMER_REQUEST"' in people.stdout
+    missing = await choreo(env, "dlq", "show", f"{topics}inventory.dlq:0:99")
+    assert missing.exit_code == 1
+    assert missing.stderr.strip() == (
+        f"error: no dead letter {topics}inventory.dlq:0:99; `choreo dlq list` lists them"
+    )
+
+    before = await end_offsets(env)
+    planned = await as_json(env, "dlq", "replay", "--all", "--dry-run")
+    assert planned["dry_run"] is True
+    assert {(p["id"], p["to_topic"]) for p in planned["entries"]} == {
+        (undecodable["id"], f"{topics}order.create"),
+        (headless["id"], f"{topics}order.event"),
+    }
+    assert await end_offsets(env) == before
+
+    replayed = await as_json(env, "dlq", "replay", undecodable["id"])
+    (result,) = replayed["entries"]
+    after = await end_offsets(env)
+    assert after[f"{topics}order.create"] == before[f"{topics}order.create"] + 1
+    assert after[f"{topics}order.event"] == before[f"{topics}order.event"]
+    republished = await choreo(
+        env, "tail", "order.create", "--from-beginning", "--json", "--key", undecodable_order
+    )
+    copies = [json.loads(line) for line in republished.stdout.splitlines()]
+    assert [copy["offset"] for copy in copies] == [0, result["offset"]]
+    original, copy = copies
+    assert copy["headers"]["dlq.replayed.from"] == undecodable["id"]
+    assert "dlq.replayed.at" in copy["headers"]
+    assert not any(name.startswith("dlq.error") for name in copy["headers"])
+    assert copy["raw_hex"] == original["raw_hex"]
+    assert {k: v for k, v in copy["headers"].items() if not k.startswith("dlq.")} == original[
+        "headers"
+    ]
+
+    unknown = await choreo(env, "dlq", "replay", undecodable["id"], f"{topics}user.dlq:1:5")
+    assert unknown.exit_code == 1
+    assert f"no dead letter {topics}user.dlq:1:5" in unknown.stderr
+    unchanged = await end_offsets(env)
+    for topic in ("order.create", "order.event"):
+        assert unchanged[f"{topics}{topic}"] == after[f"{topics}{topic}"]
