@@ -28,7 +28,16 @@ from choreo.cli.options import (
     parse_entry_id,
     parse_record_type,
 )
-from choreo.cli.output import CliError, advance, console, echo_json, progress, prose, run
+from choreo.cli.output import (
+    CliError,
+    advance,
+    cell,
+    console,
+    echo_json,
+    progress,
+    prose,
+    run,
+)
 from choreo.cli.records import RecordView, original_headers, render, view
 
 app = typer.Typer(
@@ -37,6 +46,9 @@ app = typer.Typer(
     "<dlq topic>:<partition>:<offset>.",
     no_args_is_help=True,
 )
+
+_ERROR_SHOWN = 60
+"""Characters of an error a `dlq list` row shows."""
 
 REPLAYED_FROM = "dlq.replayed.from"
 REPLAYED_AT = "dlq.replayed.at"
@@ -164,19 +176,23 @@ def list_entries(
         out.print("no dead letters")
         return
     table = Table(title=f"{len(rows)} dead letter(s)", title_justify="left")
-    for column in ("id", "failed at", "consumer", "original", "type", "key", "error", "tries"):
-        table.add_column(column, overflow="fold")
+    for column in ("id", "failed at (UTC)", "original", "type", "key", "attempts"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold")
     for row in rows:
         failed_at = row["failed_at"]
+        error_text = f"{row['error_type']}: {row['error_message']}"
+        if len(error_text) > _ERROR_SHOWN:
+            # The whole message is in `dlq show` and --json.
+            error_text = error_text[: _ERROR_SHOWN - 1] + "…"
         table.add_row(
             row["id"],
-            failed_at.isoformat(timespec="seconds") if failed_at else "-",
-            row["consumer"] or "-",
+            failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if failed_at else "-",
             f"{row['original_topic']}[{row['original_partition']}]@{row['original_offset']}",
             row["type"] or "?",
             row["key"] or "∅",
-            Text(f"{row['error_type']}: {row['error_message']}", style="red"),
             str(row["attempts"] or "-"),
+            Text(error_text, style="red"),
         )
     out.print(table)
 
@@ -201,7 +217,7 @@ def show(
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
     for name, value in entry.summary().items():
-        facts.add_row(name, "-" if value is None else str(value))
+        facts.add_row(name, cell(value))
     out.print(facts)
     out.print()
     out.print(render(entry.record), soft_wrap=True)

@@ -39,9 +39,10 @@ class CliError(Exception):
 
 
 def console() -> Console:
-    """The console for people (stdout); piped output keeps whole lines instead of 80 columns."""
+    """The console for people (stdout). Piped output keeps whole lines (200 columns) instead
+    of 80, unless COLUMNS says how wide to be."""
     out = Console(highlight=False)
-    if not out.is_terminal:
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
         out = Console(highlight=False, width=200)
     return out
 
@@ -68,6 +69,15 @@ def json_default(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def cell(value: object) -> str:
+    """A value in a table for people: times in ISO 8601, nothing as `-`."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
 
 
 def dumps(document: Any, *, indent: int | None = None) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -22,7 +23,7 @@ from choreo.cli.options import (
     PrefixOption,
     parse_order_id,
 )
-from choreo.cli.output import CliError, advance, console, echo_json, progress, prose, run
+from choreo.cli.output import CliError, advance, cell, console, echo_json, progress, prose, run
 from choreo.cli.records import RecordView, view
 from choreo.cli.service_views import QUERIES, ServiceView, service_views, shown_columns
 from choreo.events import EVENT_TOPICS
@@ -33,6 +34,10 @@ _ZERO_DECIMAL = frozenset(
     {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA"}
     | {"PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
 )
+
+
+_SUMMARY_SHOWN = 100
+"""Characters of a summary a timeline row shows."""
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +87,15 @@ class Trace:
         """The dead letters of `service`'s consumer (in its `<service>.dlq` topic)."""
         return [r for r in self.dead_letters if r.topic.endswith(f"{service}.dlq")]
 
+    def replays_of(self, dead_letter: RecordView) -> list[RecordView]:
+        """The records `choreo dlq replay` republished from `dead_letter`."""
+        # A replay that failed again is dead-lettered with the header too: that is no replay.
+        return [
+            r
+            for r in self.timeline
+            if r.header("dlq.replayed.from") == dead_letter.id and not r.is_dead_letter
+        ]
+
     @property
     def status(self) -> str | None:
         for service_view in self.views:
@@ -114,6 +128,7 @@ class Trace:
                     "error_type": record.header("dlq.error.type"),
                     "error_message": record.header("dlq.error.message"),
                     "failed_at": record.header("dlq.failed_at"),
+                    "replayed_as": [replay.id for replay in self.replays_of(record)],
                 }
                 for record in self.dead_letters
             ],
@@ -170,9 +185,8 @@ def summary(record: RecordView) -> str:
     if record.is_dead_letter:
         header = record.header
         return (
-            f"dead-lettered by {header('dlq.consumer')} from {header('dlq.original.topic')} "
-            f"after {header('dlq.attempts')} attempt(s): {header('dlq.error.type')}: "
-            f"{header('dlq.error.message')}"
+            f"dead letter: {header('dlq.error.type')} after {header('dlq.attempts')} "
+            f"attempt(s) on {header('dlq.original.topic')}: {header('dlq.error.message')}"
         )
     if record.error is not None:
         return f"undecodable: {record.error}"
@@ -217,9 +231,7 @@ def print_trace(out: Console, trace: Trace) -> None:
     _print_timeline(out, trace)
     for service_view in trace.views:
         out.print()
-        _print_view(out, service_view)
-        for record in trace.dead_letters_of(service_view.service):
-            out.print(Text(f"  dead letter {record.id}: {summary(record)}", style="red"))
+        _print_view(out, trace, service_view)
 
 
 def _print_timeline(out: Console, trace: Trace) -> None:
@@ -227,62 +239,62 @@ def _print_timeline(out: Console, trace: Trace) -> None:
         out.print(f"no record of this order on the {len(trace.topics)} topics searched")
         return
     table = Table(title=f"timeline: {len(trace.timeline)} record(s)", title_justify="left")
-    for column in ("time", "topic", "where", "type", "source", "summary"):
-        table.add_column(column, overflow="fold")
+    for column in ("time", "topic", "partition@offset", "type", "source"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("summary", overflow="fold")
     for record in trace.timeline:
         when = record.timestamp.isoformat(timespec="milliseconds") if record.timestamp else "-"
         style = "red" if record.is_dead_letter or record.error else ""
         source = record.header("dlq.consumer") if record.is_dead_letter else None
+        said = summary(record)
+        if len(said) > _SUMMARY_SHOWN:
+            # Dead letters are printed whole under their service; every record is in --json.
+            said = said[: _SUMMARY_SHOWN - 1] + "…"
         table.add_row(
             when,
             record.topic,
             f"{record.partition}@{record.offset}",
             record.type or "?",
             source or record.header("ce_source") or "-",
-            Text(summary(record), style=style),
+            Text(said, style=style),
         )
     out.print(table)
 
 
-def _print_view(out: Console, service_view: ServiceView) -> None:
+def _print_view(out: Console, trace: Trace, service_view: ServiceView) -> None:
     out.print(
         Text.assemble((f"{service_view.service} service", "bold"), f"  {service_view.database}")
     )
     if service_view.error:
         out.print(Text(f"  {service_view.error}", style="red"))
-        return
-    for query in QUERIES[service_view.service]:
+    for query in QUERIES[service_view.service] if not service_view.error else ():
         if query.table in service_view.problems:
-            out.print(
-                Text(f"  {query.table}: {service_view.problems[query.table]}", style="yellow")
-            )
+            problem = service_view.problems[query.table]
+            out.print(Text(f"  {query.table}: {problem}", style="yellow"))
             continue
         rows = service_view.rows.get(query.table, [])
         if not rows:
             out.print(Text(f"  {query.table}: nothing about this order", style="dim"))
             continue
+        out.print(Text(f"  {query.table}", style="italic"))
         columns = shown_columns(query, rows)
         if query.single:
-            facts = Table.grid(padding=(0, 2))
-            facts.add_column(style="dim")
-            facts.add_column()
+            shown = Table.grid(padding=(0, 2))
+            shown.add_column(style="dim")
+            shown.add_column()
             for column in columns:
                 if rows[0][column] is not None:
-                    facts.add_row(f"  {column}", _cell(rows[0][column]))
-            out.print(Text(f"  {query.table}", style="italic"))
-            out.print(facts)
+                    shown.add_row(column, cell(rows[0][column]))
         else:
-            table = Table(title=f"  {query.table}", title_justify="left", show_edge=False)
+            shown = Table(show_edge=False, pad_edge=False)
             for column in columns:
-                table.add_column(column, overflow="fold")
+                shown.add_column(column, overflow="fold")
             for row in rows:
-                table.add_row(*(_cell(row[column]) for column in columns))
-            out.print(table)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    return str(value)
+                shown.add_row(*(cell(row[column]) for column in columns))
+        out.print(Padding(shown, (0, 0, 0, 4), expand=False))
+    for record in trace.dead_letters_of(service_view.service):
+        replays = ", ".join(replay.id for replay in trace.replays_of(record))
+        said = Text(f"  {record.id} {summary(record)}", style="red")
+        if replays:
+            said.append(f" (replayed as {replays})", style="green")
+        out.print(said, soft_wrap=True)

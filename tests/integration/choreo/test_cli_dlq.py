@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from choreo import kafka
 from choreo.avro import default_store
 from choreo.cli import app
-from choreo.testing import StartService
+from choreo.testing import StartService, free_port
 
 runner = CliRunner()
 
@@ -166,6 +166,20 @@ async def test_dead_letters_are_listed_filtered_shown_and_replayed(
     assert {k: v for k, v in copy["headers"].items() if not k.startswith("dlq.")} == original[
         "headers"
     ]
+
+    # The order's saga shows the record, its dead letter, and the replay of it.
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}"
+    story = await as_json({**env, "DATABASE_URL": nowhere}, "saga", undecodable_order)
+    seen = [(record["topic"], record["offset"]) for record in story["timeline"]]
+    assert seen[:3] == [
+        (f"{topics}order.create", 0),
+        (undecodable["topic"], undecodable["offset"]),
+        (f"{topics}order.create", result["offset"]),
+    ]
+    (parked, *_) = story["dead_letters"]
+    assert parked["id"] == undecodable["id"]
+    assert parked["replayed_as"] == [f"{topics}order.create:{copy['partition']}:{copy['offset']}"]
+    assert story["services"]["order"]["error"].startswith("unreachable")
 
     unknown = await choreo(env, "dlq", "replay", undecodable["id"], f"{topics}user.dlq:1:5")
     assert unknown.exit_code == 1
