@@ -48,7 +48,9 @@ app = typer.Typer(
 )
 
 _ERROR_SHOWN = 60
-"""Characters of an error a `dlq list` row shows."""
+"""Characters of an error a `dlq list` table row shows."""
+_TABLE_WIDTH = 190
+"""Columns `dlq list` needs for a table; narrower consoles get one block per entry."""
 
 REPLAYED_FROM = "dlq.replayed.from"
 REPLAYED_AT = "dlq.replayed.at"
@@ -175,26 +177,55 @@ def list_entries(
     if not rows:
         out.print("no dead letters")
         return
+    if out.width >= _TABLE_WIDTH:
+        out.print(_entries_table(rows))
+        return
+    # Narrower than a table of them needs: one block per entry, nothing cut.
+    out.print(f"{len(rows)} dead letter(s)")
+    for row in rows:
+        out.print()
+        out.print(
+            Text.assemble((row["id"], "bold cyan"), f"  {row['type'] or '?'}  key={row['key']}"),
+            soft_wrap=True,
+        )
+        out.print(
+            f"  failed {_when(row['failed_at'])} after {row['attempts']} attempt(s) on "
+            f"{_original(row)}",
+            soft_wrap=True,
+        )
+        out.print(
+            Text(f"  {row['error_type']}: {row['error_message']}", style="red"), soft_wrap=True
+        )
+
+
+def _entries_table(rows: Sequence[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(rows)} dead letter(s)", title_justify="left")
     for column in ("id", "failed at (UTC)", "original", "type", "key", "attempts"):
         table.add_column(column, no_wrap=True)
     table.add_column("error", overflow="fold")
     for row in rows:
-        failed_at = row["failed_at"]
         error_text = f"{row['error_type']}: {row['error_message']}"
         if len(error_text) > _ERROR_SHOWN:
             # The whole message is in `dlq show` and --json.
             error_text = error_text[: _ERROR_SHOWN - 1] + "…"
         table.add_row(
             row["id"],
-            failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if failed_at else "-",
-            f"{row['original_topic']}[{row['original_partition']}]@{row['original_offset']}",
+            _when(row["failed_at"]),
+            _original(row),
             row["type"] or "?",
             row["key"] or "∅",
             str(row["attempts"] or "-"),
             Text(error_text, style="red"),
         )
-    out.print(table)
+    return table
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _original(row: dict[str, Any]) -> str:
+    return f"{row['original_topic']}[{row['original_partition']}]@{row['original_offset']}"
 
 
 def show(

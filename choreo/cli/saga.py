@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -186,7 +187,7 @@ def summary(record: RecordView) -> str:
         header = record.header
         return (
             f"dead letter: {header('dlq.error.type')} after {header('dlq.attempts')} "
-            f"attempt(s) on {header('dlq.original.topic')}: {header('dlq.error.message')}"
+            f"attempt(s) on {header('dlq.original.topic')}"
         )
     if record.error is not None:
         return f"undecodable: {record.error}"
@@ -239,26 +240,35 @@ def _print_timeline(out: Console, trace: Trace) -> None:
         out.print(f"no record of this order on the {len(trace.topics)} topics searched")
         return
     table = Table(title=f"timeline: {len(trace.timeline)} record(s)", title_justify="left")
-    for column in ("time", "topic", "partition@offset", "type", "source"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("summary", overflow="fold")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("record", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("summary", overflow="fold", min_width=20)
     for record in trace.timeline:
-        when = record.timestamp.isoformat(timespec="milliseconds") if record.timestamp else "-"
         style = "red" if record.is_dead_letter or record.error else ""
-        source = record.header("dlq.consumer") if record.is_dead_letter else None
         said = summary(record)
         if len(said) > _SUMMARY_SHOWN:
             # Dead letters are printed whole under their service; every record is in --json.
             said = said[: _SUMMARY_SHOWN - 1] + "…"
         table.add_row(
-            when,
-            record.topic,
-            f"{record.partition}@{record.offset}",
+            utc(record.timestamp),
+            f"{record.topic}[{record.partition}]@{record.offset}",
             record.type or "?",
-            source or record.header("ce_source") or "-",
+            source_of(record),
             Text(said, style=style),
         )
     out.print(table)
+
+
+def source_of(record: RecordView) -> str:
+    """Which service wrote the record (`order`); for a dead letter, the consumer that parked it."""
+    source = record.header("dlq.consumer") if record.is_dead_letter else record.header("ce_source")
+    return (source or "-").strip("/").removesuffix("_service")
+
+
+def utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "-"
 
 
 def _print_view(out: Console, trace: Trace, service_view: ServiceView) -> None:
@@ -294,7 +304,8 @@ def _print_view(out: Console, trace: Trace, service_view: ServiceView) -> None:
         out.print(Padding(shown, (0, 0, 0, 4), expand=False))
     for record in trace.dead_letters_of(service_view.service):
         replays = ", ".join(replay.id for replay in trace.replays_of(record))
-        said = Text(f"  {record.id} {summary(record)}", style="red")
+        said = Text(f"  {record.id} {summary(record)}: {record.header('dlq.error.message')}")
+        said.stylize("red")
         if replays:
             said.append(f" (replayed as {replays})", style="green")
         out.print(said, soft_wrap=True)

@@ -119,6 +119,22 @@ async def test_dead_letters_are_listed_filtered_shown_and_replayed(
     assert no_such_topic.exit_code == 1
     assert f"no topic {topics}shipping.dlq" in no_such_topic.stderr
 
+    wide = await choreo(env, "dlq", "list")
+    (row,) = [line for line in wide.stdout.splitlines() if undecodable["id"] in line]
+    assert row.replace("│", " ").split()[:6] == [
+        undecodable["id"],
+        *undecodable["failed_at"][:19].split("T"),
+        f"{topics}order.create[{undecodable['partition']}]@0",
+        "OrderCreated",
+        undecodable_order,
+    ]
+    narrow = await choreo({**env, "COLUMNS": "80"}, "dlq", "list")
+    block = narrow.stdout.split(undecodable["id"])[1].splitlines()
+    original = f"{topics}order.create[{undecodable['partition']}]@0"
+    assert block[0].split() == ["OrderCreated", f"key={undecodable_order}"]
+    assert block[1].endswith(f"after 1 attempt(s) on {original}")
+    assert block[2].strip().startswith("UndecodableError: not an Avro single-object encoded value")
+
     shown = await as_json(env, "dlq", "show", undecodable["id"])
     assert shown["id"] == undecodable["id"]
     assert shown["headers"]["dlq.original.topic"] == f"{topics}order.create"

@@ -166,7 +166,7 @@ async def test_saga_shows_each_orders_events_in_order_and_every_services_view(
     lines = people.stdout.splitlines()
     assert lines[0].split() == ["order", declined["id"], "CANCELLED"]
     timeline_rows = [line for line in lines if f"{topics}" in line and "│" in line]
-    assert [row.split("│")[4].strip() for row in timeline_rows] == types_of(failed)
+    assert [row.split("│")[3].strip() for row in timeline_rows] == types_of(failed)
     assert any("card_declined" in row for row in timeline_rows)
     assert "payment service" in people.stdout
     assert "no such table (database not migrated?)" in people.stdout

@@ -268,7 +268,7 @@ def test_saga_summaries_say_what_each_event_means() -> None:
     )
     assert summary(view(record_of(cancelled), default_store())) == "PAYMENT_FAILED (was RESERVED)"
     assert summary(dead_letter()) == (
-        "dead letter: UndecodableError after 1 attempt(s) on order.create: not Avro"
+        "dead letter: UndecodableError after 1 attempt(s) on order.create"
     )
 
 
