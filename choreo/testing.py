@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -41,12 +42,22 @@ DATABASE_OF_SERVICE = {
 }
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 is
+# also one it hands to outgoing connections, which can take it before the part binds it.
+_TEST_PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing uses right now, outside the ephemeral range."""
+    for _ in range(100):
+        port = random.choice(_TEST_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 @pytest.fixture(scope="session")
