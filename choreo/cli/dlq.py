@@ -34,6 +34,7 @@ from choreo.cli.output import (
     cell,
     console,
     echo_json,
+    moment,
     progress,
     prose,
     run,
@@ -189,7 +190,7 @@ def list_entries(
             soft_wrap=True,
         )
         out.print(
-            f"  failed {_when(row['failed_at'])} after {row['attempts']} attempt(s) on "
+            f"  failed {moment(row['failed_at'])} after {row['attempts']} attempt(s) on "
             f"{_original(row)}",
             soft_wrap=True,
         )
@@ -200,7 +201,7 @@ def list_entries(
 
 def _entries_table(rows: Sequence[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(rows)} dead letter(s)", title_justify="left")
-    for column in ("id", "failed at (UTC)", "original", "type", "key", "attempts"):
+    for column in ("id", "failed at", "original", "type", "key", "attempts"):
         table.add_column(column, no_wrap=True)
     table.add_column("error", overflow="fold")
     for row in rows:
@@ -210,7 +211,7 @@ def _entries_table(rows: Sequence[dict[str, Any]]) -> Table:
             error_text = error_text[: _ERROR_SHOWN - 1] + "…"
         table.add_row(
             row["id"],
-            _when(row["failed_at"]),
+            moment(row["failed_at"]),
             _original(row),
             row["type"] or "?",
             row["key"] or "∅",
@@ -218,10 +219,6 @@ def _entries_table(rows: Sequence[dict[str, Any]]) -> Table:
             Text(error_text, style="red"),
         )
     return table
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def _original(row: dict[str, Any]) -> str:

@@ -12,13 +12,14 @@ import sys
 import uuid
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from aiokafka.errors import KafkaError
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -71,13 +72,31 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def cell(value: object) -> str:
-    """A value in a table for people: times in ISO 8601, nothing as `-`."""
+def moment(value: datetime | None) -> str:
+    """A time for people: RFC 3339 in UTC to the millisecond (`2026-05-04T12:00:00.000Z`)."""
     if value is None:
         return "-"
-    if isinstance(value, datetime | date):
+    if value.tzinfo is None:
+        return value.isoformat(timespec="milliseconds")
+    utc = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return utc.replace("+00:00", "Z")
+
+
+def cell(value: object) -> str:
+    """A value in a table for people: times as `moment()` says, nothing as `-`."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return moment(value)
+    if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def fits(out: Console, renderable: RenderableType) -> bool:
+    """Whether `renderable` fits `out`'s width without wrapping any cell."""
+    unbounded = out.options.update_width(1_000_000)
+    return Measurement.get(out, unbounded, renderable).maximum <= out.width
 
 
 def dumps(document: Any, *, indent: int | None = None) -> str:

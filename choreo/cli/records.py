@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 from rich.text import Text
 
 from choreo.avro import SchemaStore
-from choreo.cli.output import json_default
+from choreo.cli.output import json_default, moment
 from choreo.errors import ChoreoError
 
 RAW_PREVIEW_BYTES = 48
@@ -132,10 +132,9 @@ def render(record: RecordView) -> Text:
 
     Print it with `soft_wrap=True`: long header lines are left to the terminal to wrap.
     """
-    when = record.timestamp.isoformat(timespec="milliseconds") if record.timestamp else "-"
     text = Text.assemble(
         (f"{record.topic}[{record.partition}]@{record.offset}", "bold cyan"),
-        f"  {when}  ",
+        f"  {moment(record.timestamp)}  ",
         (record.type or "?", "bold"),
         f"  key={record.key}" if record.key is not None else "  key=∅",
     )

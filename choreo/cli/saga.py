@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -24,7 +23,18 @@ from choreo.cli.options import (
     PrefixOption,
     parse_order_id,
 )
-from choreo.cli.output import CliError, advance, cell, console, echo_json, progress, prose, run
+from choreo.cli.output import (
+    CliError,
+    advance,
+    cell,
+    console,
+    echo_json,
+    fits,
+    moment,
+    progress,
+    prose,
+    run,
+)
 from choreo.cli.records import RecordView, view
 from choreo.cli.service_views import QUERIES, ServiceView, service_views, shown_columns
 from choreo.events import EVENT_TOPICS
@@ -239,20 +249,25 @@ def _print_timeline(out: Console, trace: Trace) -> None:
     if not trace.timeline:
         out.print(f"no record of this order on the {len(trace.topics)} topics searched")
         return
-    table = Table(title=f"timeline: {len(trace.timeline)} record(s)", title_justify="left")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("record", no_wrap=True)
-    table.add_column("type", overflow="fold")
-    table.add_column("source", overflow="fold")
-    table.add_column("summary", overflow="fold", min_width=20)
-    for record in trace.timeline:
+    times = [moment(record.timestamp) for record in trace.timeline]
+    days = {time.partition("T")[0] for time in times}
+    title = f"timeline: {len(trace.timeline)} record(s)"
+    if len(days) == 1:
+        # One day (the usual saga): the day goes in the title, the rows keep the time.
+        title += f" on {days.pop()}, UTC"
+        times = [time.partition("T")[2].removesuffix("Z") for time in times]
+    table = Table(title=title, title_justify="left")
+    for column in ("time", "record", "type", "source"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("summary", overflow="fold")
+    for record, time in zip(trace.timeline, times, strict=True):
         style = "red" if record.is_dead_letter or record.error else ""
         said = summary(record)
         if len(said) > _SUMMARY_SHOWN:
-            # Dead letters are printed whole under their service; every record is in --json.
+            # Every record is whole in --json.
             said = said[: _SUMMARY_SHOWN - 1] + "…"
         table.add_row(
-            utc(record.timestamp),
+            time,
             f"{record.topic}[{record.partition}]@{record.offset}",
             record.type or "?",
             source_of(record),
@@ -265,10 +280,6 @@ def source_of(record: RecordView) -> str:
     """Which service wrote the record (`order`); for a dead letter, the consumer that parked it."""
     source = record.header("dlq.consumer") if record.is_dead_letter else record.header("ce_source")
     return (source or "-").strip("/").removesuffix("_service")
-
-
-def utc(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "-"
 
 
 def _print_view(out: Console, trace: Trace, service_view: ServiceView) -> None:
@@ -301,6 +312,16 @@ def _print_view(out: Console, trace: Trace, service_view: ServiceView) -> None:
                 shown.add_column(column, overflow="fold")
             for row in rows:
                 shown.add_row(*(cell(row[column]) for column in columns))
+            if not fits(out, Padding(shown, (0, 0, 0, 4), expand=False)):
+                # Too wide for this console: each row as facts, one after the other.
+                shown = Table.grid(padding=(0, 2))
+                shown.add_column(style="dim")
+                shown.add_column(overflow="fold")
+                for number, row in enumerate(rows):
+                    if number:
+                        shown.add_row("", "")
+                    for column in columns:
+                        shown.add_row(column, cell(row[column]))
         out.print(Padding(shown, (0, 0, 0, 4), expand=False))
     for record in trace.dead_letters_of(service_view.service):
         replays = ", ".join(replay.id for replay in trace.replays_of(record))

@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 from choreo import kafka
 from choreo.avro import default_store
 from choreo.cli import app
+from choreo.cli.output import moment
 from choreo.testing import StartService, free_port
 
 runner = CliRunner()
@@ -123,10 +124,11 @@ async def test_dead_letters_are_listed_filtered_shown_and_replayed(
     (row,) = [line for line in wide.stdout.splitlines() if undecodable["id"] in line]
     assert row.replace("│", " ").split()[:6] == [
         undecodable["id"],
-        *undecodable["failed_at"][:19].split("T"),
+        moment(datetime.fromisoformat(undecodable["failed_at"])),
         f"{topics}order.create[{undecodable['partition']}]@0",
         "OrderCreated",
         undecodable_order,
+        "1",
     ]
     narrow = await choreo({**env, "COLUMNS": "80"}, "dlq", "list")
     block = narrow.stdout.split(undecodable["id"])[1].splitlines()

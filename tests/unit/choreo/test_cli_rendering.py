@@ -109,7 +109,7 @@ def test_a_decoded_record_shows_where_when_what_and_its_value_as_json() -> None:
     assert document["value"]["deadline"] == "2026-05-04T12:15:00+00:00"
     assert "error" not in document
     text = plain(render(shown))
-    assert text.splitlines()[0].startswith("order.create[1]@7  2026-05-04T12:00:00.000+00:00")
+    assert text.splitlines()[0].startswith("order.create[1]@7  2026-05-04T12:00:00.000Z")
     assert "OrderCreated" in text.splitlines()[0]
     assert "ce_source=/order_service" in text
     assert f'"order_id": "{ORDER_ID}"' in text
