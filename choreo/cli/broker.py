@@ -5,13 +5,20 @@ looking never moves a service's offsets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Self, TypeAlias
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaClient,
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -56,16 +63,16 @@ class Broker:
 
     async def __aenter__(self) -> Self:
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._client.bootstrap()
-                await self._reader.start()
-        except (KafkaConnectionError, TimeoutError, OSError) as error:
-            await self._close()
-            raise self.unreachable(error) from None
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await self._client.bootstrap()
+                    await self._reader.start()
+            except (KafkaConnectionError, TimeoutError, OSError) as error:
+                raise self.unreachable(error) from None
+            await self.refresh()
         except BaseException:
             await self._close()
             raise
-        await self.refresh()
         return self
 
     async def __aexit__(
@@ -210,6 +217,20 @@ class Broker:
             if record.offset == offset:
                 return record
         return None
+
+    @contextlib.asynccontextmanager
+    async def producer(self) -> AsyncIterator[AIOKafkaProducer]:
+        """A producer on this broker (`acks=all`), started within the connect timeout."""
+        producer = kafka.producer(self.bootstrap_servers, client_id="choreo-cli")
+        try:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await producer.start()
+            except (KafkaConnectionError, TimeoutError, OSError) as error:
+                raise self.unreachable(error) from None
+            yield producer
+        finally:
+            await producer.stop()
 
     def _assign(
         self, partitions: Iterable[TopicPartition], start: Mapping[TopicPartition, int]

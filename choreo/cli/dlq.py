@@ -3,21 +3,23 @@ and parked in its `<service>.dlq` topic with the error in `dlq.*` headers (DESIG
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
 from rich.table import Table
 from rich.text import Text
 
-from choreo import kafka
-from choreo.avro import default_store
-from choreo.cli.broker import CONNECT_TIMEOUT, Broker
+from choreo.cli.broker import Broker
+from choreo.cli.dead_letters import (
+    DeadLetter,
+    Filters,
+    dead_letter_topics,
+    fetch,
+    republish,
+    scan,
+)
 from choreo.cli.options import (
     DEFAULT_BOOTSTRAP_SERVERS,
     BootstrapOption,
@@ -39,7 +41,7 @@ from choreo.cli.output import (
     prose,
     run,
 )
-from choreo.cli.records import RecordView, original_headers, render, view
+from choreo.cli.records import render
 
 app = typer.Typer(
     help="List, show and replay dead letters: records a service could not apply, parked in "
@@ -52,82 +54,6 @@ _ERROR_SHOWN = 60
 """Characters of an error a `dlq list` table row shows."""
 _TABLE_WIDTH = 190
 """Columns `dlq list` needs for a table; narrower consoles get one block per entry."""
-
-REPLAYED_FROM = "dlq.replayed.from"
-REPLAYED_AT = "dlq.replayed.at"
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One record of a dead-letter topic, read through its `dlq.*` headers."""
-
-    record: RecordView
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def original_topic(self) -> str | None:
-        return self.record.header("dlq.original.topic")
-
-    @property
-    def failed_at(self) -> datetime | None:
-        text = self.record.header("dlq.failed_at")
-        try:
-            return datetime.fromisoformat(text) if text else self.record.timestamp
-        except ValueError:
-            return self.record.timestamp
-
-    @property
-    def error_type(self) -> str | None:
-        return self.record.header("dlq.error.type")
-
-    @property
-    def error_message(self) -> str | None:
-        return self.record.header("dlq.error.message")
-
-    def summary(self) -> dict[str, Any]:
-        header = self.record.header
-        attempts = header("dlq.attempts")
-        partition, offset = header("dlq.original.partition"), header("dlq.original.offset")
-        return {
-            "id": self.id,
-            "topic": self.record.topic,
-            "partition": self.record.partition,
-            "offset": self.record.offset,
-            "original_topic": self.original_topic,
-            "original_partition": int(partition) if partition and partition.isdigit() else None,
-            "original_offset": int(offset) if offset and offset.isdigit() else None,
-            "consumer": header("dlq.consumer"),
-            "type": self.record.type,
-            "key": self.record.key,
-            "event_id": header("ce_id"),
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "attempts": int(attempts) if attempts and attempts.isdigit() else None,
-            "failed_at": self.failed_at,
-        }
-
-
-@dataclass(frozen=True)
-class Filters:
-    since: timedelta | None = None
-    record_type: str | None = None
-    error: str | None = None
-
-    def matches(self, entry: DeadLetter, now: datetime) -> bool:
-        if self.record_type is not None and entry.record.type != self.record_type:
-            return False
-        if self.error is not None:
-            said = f"{entry.error_type or ''}: {entry.error_message or ''}".lower()
-            if self.error.lower() not in said:
-                return False
-        if self.since is not None:
-            failed_at = entry.failed_at
-            return failed_at is not None and failed_at >= now - self.since
-        return True
-
 
 TopicOption = Annotated[
     str | None,
@@ -169,7 +95,7 @@ def list_entries(
     Exit status 0, also when there are none; 1 when the broker cannot be reached.
     """
     filters = Filters(since=since, record_type=record_type, error=error)
-    entries = run(_list(bootstrap_servers, topic_prefix, topic, filters, show_progress=True))
+    entries = run(_list(bootstrap_servers, topic_prefix, topic, filters))
     rows = [entry.summary() for entry in entries]
     if as_json:
         echo_json({"entries": rows})
@@ -280,7 +206,8 @@ def replay(
         raise typer.BadParameter("give entry ids or --all (one of the two)", param_hint="ID")
     if topic is not None and not replay_all:
         raise typer.BadParameter("--topic goes with --all", param_hint="--topic")
-    wanted = [parse_entry_id(text, topic_prefix) for text in entry_ids or []]
+    # Each entry once, however often it is named.
+    wanted = list(dict.fromkeys(parse_entry_id(text, topic_prefix) for text in entry_ids or []))
     results = run(_replay(bootstrap_servers, topic_prefix, wanted, topic, dry_run=dry_run))
     if as_json:
         echo_json({"dry_run": dry_run, "entries": results})
@@ -308,39 +235,11 @@ app.command(help=prose(show.__doc__))(show)
 app.command(help=prose(replay.__doc__))(replay)
 
 
-def dead_letter_topics(broker: Broker, topic: str | None) -> list[str]:
-    """The *.dlq topics to read: `topic` (with or without `.dlq`) or all under the prefix."""
-    if topic is None:
-        return [name for name in broker.topics() if name.endswith(".dlq")]
-    name = topic if topic.endswith(".dlq") else f"{topic}.dlq"
-    return [broker.require_topic(name)]
-
-
-async def scan(
-    broker: Broker, topics: Sequence[str], *, show_progress: bool = False
-) -> list[DeadLetter]:
-    """Every record of `topics`, as dead letters, oldest first."""
-    store = default_store()
-    beginning, end = await broker.offsets(broker.partitions(*topics))
-    total = sum(end[tp] - beginning[tp] for tp in end)
-    entries = []
-    with progress("reading dead letters", total, enabled=show_progress) as bar:
-        async for record in broker.read(beginning, end):
-            entries.append(DeadLetter(view(record, store)))
-            advance(bar)
-    return entries
-
-
 async def _list(
-    bootstrap_servers: str,
-    prefix: str,
-    topic: str | None,
-    filters: Filters,
-    *,
-    show_progress: bool = False,
+    bootstrap_servers: str, prefix: str, topic: str | None, filters: Filters
 ) -> list[DeadLetter]:
     async with Broker(bootstrap_servers, prefix) as broker:
-        entries = await scan(broker, dead_letter_topics(broker, topic), show_progress=show_progress)
+        entries = await scan(broker, dead_letter_topics(broker, topic), show_progress=True)
     now = datetime.now(UTC)
     return [entry for entry in entries if filters.matches(entry, now)]
 
@@ -349,20 +248,7 @@ async def _fetch(
     bootstrap_servers: str, prefix: str, wanted: Sequence[EntryId]
 ) -> list[DeadLetter]:
     async with Broker(bootstrap_servers, prefix) as broker:
-        return await _entries(broker, wanted)
-
-
-async def _entries(broker: Broker, wanted: Sequence[EntryId]) -> list[DeadLetter]:
-    store = default_store()
-    found: list[DeadLetter] = []
-    for entry_id in wanted:
-        record = await broker.record_at(
-            TopicPartition(entry_id.topic, entry_id.partition), entry_id.offset
-        )
-        if record is None:
-            raise CliError(f"no dead letter {entry_id}; `choreo dlq list` lists them")
-        found.append(DeadLetter(view(record, store)))
-    return found
+        return await fetch(broker, wanted)
 
 
 async def _replay(
@@ -375,51 +261,28 @@ async def _replay(
 ) -> list[dict[str, Any]]:
     async with Broker(bootstrap_servers, prefix) as broker:
         if wanted:
-            entries = await _entries(broker, wanted)
+            entries = await fetch(broker, wanted)
         else:
             entries = await scan(broker, dead_letter_topics(broker, topic), show_progress=True)
         for entry in entries:
             if entry.original_topic is None:
                 raise CliError(f"{entry.id} has no dlq.original.topic header: nowhere to replay it")
             broker.require_topic(entry.original_topic)
-    plans = [
-        {
-            "id": entry.id,
-            "type": entry.record.type,
-            "key": entry.record.key,
-            "event_id": entry.record.header("ce_id"),
-            "to_topic": entry.original_topic,
-        }
-        for entry in entries
-    ]
-    if dry_run or not entries:
-        return plans
-    producer = kafka.producer(bootstrap_servers, client_id="choreo-cli")
-    try:
-        await _start(producer, bootstrap_servers)
+        plans: list[dict[str, Any]] = [
+            {
+                "id": entry.id,
+                "type": entry.record.type,
+                "key": entry.record.key,
+                "event_id": entry.record.header("ce_id"),
+                "to_topic": entry.original_topic,
+            }
+            for entry in entries
+        ]
+        if dry_run or not entries:
+            return plans
         with progress("replaying", len(entries)) as bar:
-            for plan, entry in zip(plans, entries, strict=True):
-                headers = [
-                    *original_headers(entry.record),
-                    (REPLAYED_FROM, entry.id.encode()),
-                    (REPLAYED_AT, datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
-                ]
-                sent = await producer.send_and_wait(
-                    entry.original_topic,
-                    value=entry.record.raw,
-                    key=entry.record.raw_key,
-                    headers=headers,
-                )
-                plan.update(partition=sent.partition, offset=sent.offset)
+            landed = republish(broker, entries)
+            for plan, (partition, offset) in zip(plans, [x async for x in landed], strict=True):
+                plan.update(partition=partition, offset=offset)
                 advance(bar)
-    finally:
-        await producer.stop()
     return plans
-
-
-async def _start(producer: AIOKafkaProducer, bootstrap_servers: str) -> None:
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await producer.start()
-    except (TimeoutError, OSError, KafkaConnectionError) as error:
-        raise CliError(f"broker {bootstrap_servers} unreachable: {error}") from None

@@ -144,9 +144,10 @@ def run(work: Coroutine[Any, Any, T]) -> T:
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
-        # The reader of our output went away (`| head`): that is its choice, not a failure.
+        # The reader of our output went away (`| head`): stop quietly, with Rich's status 1
+        # (what its consoles exit with in the same case), as Python's documentation advises.
         _silence_stdout()
-        raise typer.Exit(0) from None
+        raise typer.Exit(EXIT_FAILURE) from None
     except Exception as error:
         fail(f"unexpected {type(error).__name__}: {error}")
 

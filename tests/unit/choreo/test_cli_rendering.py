@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from choreo.avro import default_store
 from choreo.cli import app
-from choreo.cli.dlq import DeadLetter, Filters
+from choreo.cli.dead_letters import DeadLetter, Filters
 from choreo.cli.output import dumps
 from choreo.cli.records import RecordView, original_headers, render, view
 from choreo.cli.saga import money, summary
@@ -179,6 +179,12 @@ def test_a_dead_letter_summary_reads_its_headers() -> None:
     assert (row["error_type"], row["error_message"]) == ("UndecodableError", "not Avro")
     assert row["type"] == "OrderCreated"
     assert row["key"] == ORDER_ID
+
+
+def test_a_failure_time_without_a_zone_is_read_as_utc() -> None:
+    record = record_of(value=b"x", headers=[("dlq.failed_at", b"2026-05-04T12:00:00")])
+
+    assert DeadLetter(view(record, default_store())).failed_at == NOW
 
 
 def test_dead_letter_filters() -> None:
