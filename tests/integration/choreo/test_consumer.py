@@ -50,10 +50,17 @@ async def record_applied(event: Event, uow: UnitOfWork) -> None:
     )
 
 
-async def send(producer: AIOKafkaProducer, topic: str, event: Event) -> None:
+async def send(
+    producer: AIOKafkaProducer, topic: str, event: Event, partition: int | None = None
+) -> None:
     value = default_store().encode(event.type, event.data)
     headers = [(k, v.encode()) for k, v in headers_of(event).items()]
-    await producer.send_and_wait(topic, value, key=event.subject.encode(), headers=headers)
+    await producer.send_and_wait(
+        topic, value, key=event.subject.encode(), headers=headers, partition=partition
+    )
+
+
+QUICK_RETRY = RetryPolicy(max_attempts=4, initial_seconds=0.05, max_seconds=0.2)
 
 
 @pytest_asyncio.fixture
@@ -63,7 +70,7 @@ async def run_consumer(
     """Start a consumer of `stock.updated` with the given StockLevelChanged handler."""
     started: list[tuple[Consumer, asyncio.Task[None]]] = []
 
-    def start(handler: Handler) -> Consumer:
+    def start(handler: Handler, retry: RetryPolicy = QUICK_RETRY) -> Consumer:
         topic = f"{topics}stock.updated"
         consumer = Consumer(
             name="test_service",
@@ -73,7 +80,7 @@ async def run_consumer(
             uow_factory=unit_of_work_factory(applied_table),
             store=default_store(),
             dlq_topic=f"{topics}test.dlq",
-            retry=RetryPolicy(max_attempts=4, initial_seconds=0.05, max_seconds=0.2),
+            retry=retry,
         )
         started.append((consumer, asyncio.create_task(consumer.run())))
         return consumer
@@ -226,8 +233,8 @@ async def test_offsets_are_committed_after_the_records_are_applied(
 
 
 async def test_a_record_waiting_out_its_retries_holds_back_only_its_own_partition(
+    run_consumer: Callable[..., Consumer],
     applied_table: AsyncEngine,
-    kafka_bootstrap: str,
     producer: AIOKafkaProducer,
     topics: str,
 ) -> None:
@@ -246,35 +253,14 @@ async def test_a_record_waiting_out_its_retries_holds_back_only_its_own_partitio
         await record_applied(event, uow)
         applied_at[event.data["available"]] = loop.time()
 
-    async def send_to(event: Event, partition: int) -> None:
-        value = default_store().encode(event.type, event.data)
-        headers = [(k, v.encode()) for k, v in headers_of(event).items()]
-        await producer.send_and_wait(
-            topic, value, key=event.subject.encode(), headers=headers, partition=partition
-        )
-
-    consumer = Consumer(
-        name="test_service",
-        consumer=kafka.consumer(kafka_bootstrap, group_id=f"{topics}test"),
-        producer=producer,
-        handlers={topic: {"StockLevelChanged": slow_for_one}},
-        uow_factory=unit_of_work_factory(applied_table),
-        store=default_store(),
-        dlq_topic=f"{topics}test.dlq",
-        retry=RetryPolicy(max_attempts=100, initial_seconds=0.1, max_seconds=0.3),
-    )
-    await send_to(slow, 0)
-    task = asyncio.create_task(consumer.run())
-    try:
-        async with asyncio.timeout(30):
-            while not slow_attempts:
-                await asyncio.sleep(0.05)
-        # The slow record is now retrying; a record on another partition arrives in a later poll.
-        await send_to(fast, 1)
-        await wait_for_rows(applied_table, 2)
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 10)
+    await send(producer, topic, slow, partition=0)
+    run_consumer(slow_for_one, RetryPolicy(max_attempts=100, initial_seconds=0.1, max_seconds=0.3))
+    async with asyncio.timeout(30):
+        while not slow_attempts:
+            await asyncio.sleep(0.05)
+    # The slow record is now retrying; a record on another partition arrives in a later poll.
+    await send(producer, topic, fast, partition=1)
+    await wait_for_rows(applied_table, 2)
 
     assert applied_at[2] < slow_attempts[0] + outage_seconds, "it waited for the outage"
     assert applied_at[2] < applied_at[1]
