@@ -15,8 +15,6 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -25,6 +23,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter
 from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
 from sqlalchemy.dialects.postgresql import insert
@@ -37,8 +36,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from choreo import kafka
 from choreo.avro import SchemaStore
 from choreo.db import UnitOfWork, UnitOfWorkFactory, kit_metadata
+from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
 from choreo.errors import ChoreoError
 from choreo.events import Event, decode_record
 
@@ -103,9 +104,14 @@ class Consumer:
         uow_factory: UnitOfWorkFactory,
         store: SchemaStore,
         dlq_topic: str,
+        retry_topic: str | None = None,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
-        """`handlers` maps a physical topic to {event type: handler}; other types are skipped."""
+        """`handlers` maps a physical topic to {event type: handler}; other types are skipped.
+
+        `retry_topic` holds replayed dead letters for this consumer only: each is applied with
+        the handlers of the topic it first failed on (`choreo.dead_letters`).
+        """
         self.name = name
         self._consumer = consumer
         self._producer = producer
@@ -113,6 +119,7 @@ class Consumer:
         self._uow_factory = uow_factory
         self._store = store
         self._dlq_topic = dlq_topic
+        self._retry_topic = retry_topic
         self._retry = retry
         self._stopping = asyncio.Event()
         self._workers: dict[TopicPartition, _PartitionWorker] = {}
@@ -137,7 +144,8 @@ class Consumer:
         partitions: a record that waits out its retries holds back only its own partition.
         Offsets of applied records are committed after every poll.
         """
-        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+        retry_topics = [self._retry_topic] if self._retry_topic else []
+        self._consumer.subscribe([*self.topics, *retry_topics], listener=_Rebalance(self))
         await self._consumer.start()
         try:
             while not self._stopping.is_set():
@@ -174,13 +182,26 @@ class Consumer:
             await self._consumer.commit(offsets)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Apply one record, or dead-letter it; returns once it needs no more work."""
+        """Apply one record, or dead-letter it; returns once it needs no more work.
+
+        Whatever a record holds (any headers, key or value), it is applied or dead-lettered
+        with its original bytes: it never stops the partition or crashes the consumer.
+        """
+        origin = Origin(record.topic, record.partition, record.offset)
         try:
+            if record.topic == self._retry_topic:
+                origin = replayed_origin(record.headers)
             event = decode_record(record.headers, record.value, self._store)
         except ChoreoError as error:
-            await self._dead_letter(record, error, attempts=1)
+            await self._dead_letter(record, origin, error, attempts=1)
             return
-        handler = self._handlers.get(record.topic, {}).get(event.type)
+        except Exception as error:
+            # Only the kit's own errors should leave decoding: anything else is a bug in the
+            # kit, and still no reason to stop the partition.
+            log.exception("consumer %s: decoding raised %s, a bug", self.name, type(error).__name__)
+            await self._dead_letter(record, origin, error, attempts=1)
+            return
+        handler = self._handlers.get(origin.topic, {}).get(event.type)
         if handler is None:
             RECORDS.labels(self.name, record.topic, "ignored").inc()
             return
@@ -206,10 +227,10 @@ class Consumer:
             return
         except RetryError as exhausted:
             cause = exhausted.last_attempt.exception() or exhausted
-            await self._dead_letter(record, cause, attempts=attempts)
+            await self._dead_letter(record, origin, cause, attempts=attempts)
             return
         except Exception as error:
-            await self._dead_letter(record, error, attempts=attempts)
+            await self._dead_letter(record, origin, error, attempts=attempts)
             return
         RECORDS.labels(self.name, record.topic, "applied").inc()
 
@@ -226,7 +247,12 @@ class Consumer:
             await handler(event, uow)
 
     async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], error: BaseException, *, attempts: int
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        origin: Origin,
+        error: BaseException,
+        *,
+        attempts: int,
     ) -> None:
         log.error(
             "consumer %s dead-letters %s[%d]@%d after %d attempt(s): %s: %s",
@@ -236,19 +262,58 @@ class Consumer:
             record.offset,
             attempts,
             type(error).__name__,
-            error,
+            str(error)[:300],
         )
-        headers = [*record.headers, *dead_letter_headers(record, error, self.name, attempts)]
+        headers = dead_letter_headers(
+            record.headers, origin, consumer=self.name, error=error, attempts=attempts
+        )
+        try:
+            await self._send_dead_letter(record, record.value, headers)
+        except MessageSizeTooLargeError:
+            # The broker took the record but not the record plus our headers: park it without
+            # its value rather than stop the partition for good. Loud, because bytes are lost.
+            size = len(record.value or b"")
+            log.critical(
+                "consumer %s: the dead letter of %s[%d]@%d is too large; parked without its "
+                "%d-byte value",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                size,
+            )
+            headers = dead_letter_headers(
+                record.headers,
+                origin,
+                consumer=self.name,
+                error=error,
+                attempts=attempts,
+                value_dropped=size,
+            )
+            await self._send_dead_letter(record, None, headers)
+        RECORDS.labels(self.name, record.topic, "dead_lettered").inc()
+
+    async def _send_dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]],
+    ) -> None:
         # The offset is committed only once the dead letter is acknowledged: wait out a broker
         # outage rather than lose the record.
         async for attempt in AsyncRetrying(
-            wait=wait_exponential_jitter(multiplier=0.5, max=10.0, jitter=0.5), reraise=True
+            retry=retry_if_exception(lambda e: not isinstance(e, MessageSizeTooLargeError)),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10.0, jitter=0.5),
+            reraise=True,
         ):
             with attempt:
-                await self._producer.send_and_wait(
-                    self._dlq_topic, value=record.value, key=record.key, headers=headers
+                await kafka.send_record(
+                    self._producer,
+                    self._dlq_topic,
+                    key=record.key,
+                    value=value,
+                    headers=headers,
                 )
-        RECORDS.labels(self.name, record.topic, "dead_lettered").inc()
 
 
 class _PartitionWorker:
@@ -314,20 +379,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         pass
-
-
-def dead_letter_headers(
-    record: ConsumerRecord[Any, Any], error: BaseException, consumer: str, attempts: int
-) -> list[tuple[str, bytes]]:
-    """DESIGN.md §3's dead-letter headers (the Kafka Connect / Spring convention)."""
-    values = {
-        "dlq.original.topic": record.topic,
-        "dlq.original.partition": str(record.partition),
-        "dlq.original.offset": str(record.offset),
-        "dlq.consumer": consumer,
-        "dlq.error.type": type(error).__name__,
-        "dlq.error.message": str(error)[:1000],
-        "dlq.attempts": str(attempts),
-        "dlq.failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-    return [(name, value.encode()) for name, value in values.items()]

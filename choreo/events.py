@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from choreo.avro import SchemaStore
+from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import PermanentError
 
 SPEC_VERSION = "1.0"
@@ -33,7 +35,9 @@ TOPIC_OF_TYPE: Mapping[str, str] = {
 }
 EVENT_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_OF_TYPE.values()))
 SERVICES_WITH_DLQ: tuple[str, ...] = ("user", "order", "payment", "inventory", "notification")
-DLQ_TOPICS: tuple[str, ...] = tuple(f"{service}.dlq" for service in SERVICES_WITH_DLQ)
+DLQ_TOPICS: tuple[str, ...] = tuple(dlq_topic(service) for service in SERVICES_WITH_DLQ)
+# Replayed dead letters, each topic read by its own service only (choreo.dead_letters).
+RETRY_TOPICS: tuple[str, ...] = tuple(retry_topic(service) for service in SERVICES_WITH_DLQ)
 
 
 class EnvelopeError(PermanentError):
@@ -85,31 +89,83 @@ def headers_of(event: Event) -> dict[str, str]:
     return headers
 
 
+# CloudEvents attributes a record must carry once each, as text, to be an event at all.
+_REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_type", "ce_subject")
+_ENVELOPE_HEADERS = (*_REQUIRED_HEADERS, "ce_source", "ce_time", "traceparent")
+_MAX_KEY_LENGTH = 200
+"""Longest `ce_id` and `ce_subject` accepted: they are keys of the inbox and of the saga
+(CloudEvents §3.1.1 sets no limit; a UUID is 36 characters)."""
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
 def decode_record(
-    headers: Sequence[tuple[str, bytes]], value: bytes | None, store: SchemaStore
+    headers: Sequence[tuple[str, bytes | None]], value: bytes | None, store: SchemaStore
 ) -> Event:
-    """Rebuild the event a Kafka record carries; raise a non-retriable error when it cannot."""
-    text = {name: raw.decode("utf-8", "replace") for name, raw in headers}
-    missing = [h for h in ("ce_id", "ce_type", "ce_subject") if not text.get(h)]
+    """Rebuild the event a Kafka record carries.
+
+    `headers` as aiokafka gives them (a value may be None, a name may repeat). Raises a
+    non-retriable `choreo.errors.ChoreoError` (EnvelopeError, or the codec's AvroError) for any
+    record that is not one event: a CloudEvents header missing, repeated, null, not UTF-8 or
+    malformed; no value; a value that is not a stored schema's single-object encoding; a
+    `ce_type` that is not the writer schema's record. A malformed `traceparent` is dropped, as
+    W3C Trace Context §4.3 asks, instead of failing the record.
+    """
+    text = _envelope_headers(headers)
+    missing = [name for name in _REQUIRED_HEADERS if not text.get(name)]
     if missing:
         raise EnvelopeError(f"record lacks CloudEvents header(s) {', '.join(missing)}")
-    if value is None:
+    if text["ce_specversion"] != SPEC_VERSION:
+        raise EnvelopeError(
+            f"ce_specversion {text['ce_specversion']!r} is not {SPEC_VERSION!r}"[:300]
+        )
+    for name in ("ce_id", "ce_subject"):
+        if len(text[name]) > _MAX_KEY_LENGTH or not text[name].isprintable():
+            raise EnvelopeError(
+                f"{name} must be printable text of at most {_MAX_KEY_LENGTH} characters"
+            )
+    if not value:
         raise EnvelopeError("record has no value")
     record_name, data = store.decode(value)
     if record_name != text["ce_type"]:
         raise EnvelopeError(
-            f"ce_type {text['ce_type']!r} does not match the writer schema {record_name!r}"
+            f"ce_type {text['ce_type']!r} does not match the writer schema {record_name!r}"[:300]
         )
-    try:
-        time = datetime.fromisoformat(text["ce_time"]) if text.get("ce_time") else _now()
-    except ValueError:
-        raise EnvelopeError(f"ce_time {text['ce_time']!r} is not RFC 3339") from None
+    traceparent = text.get("traceparent")
     return Event(
         type=record_name,
         subject=text["ce_subject"],
         data=data,
         id=text["ce_id"],
-        time=time,
+        time=_event_time(text.get("ce_time")),
         source=text.get("ce_source", ""),
-        traceparent=text.get("traceparent"),
+        traceparent=traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else None,
     )
+
+
+def _envelope_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
+    """The envelope's headers as text; the others are not the envelope's business."""
+    text: dict[str, str] = {}
+    for name, raw in headers:
+        if name not in _ENVELOPE_HEADERS:
+            continue
+        if name in text:
+            # Two ids (or types...) for one record: which one to trust is anyone's guess.
+            raise EnvelopeError(f"header {name} appears more than once")
+        if raw is None:
+            raise EnvelopeError(f"header {name} is null")
+        try:
+            text[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EnvelopeError(f"header {name} is not UTF-8 text") from None
+    return text
+
+
+def _event_time(text: str | None) -> datetime:
+    """`ce_time` (RFC 3339) as an aware UTC datetime; now when the record has none."""
+    if not text:
+        return _now()
+    try:
+        time = datetime.fromisoformat(text)
+        return time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise EnvelopeError(f"ce_time {text[:100]!r} is not an RFC 3339 time") from None

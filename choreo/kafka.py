@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
 
 from choreo.errors import TransientError
 
@@ -65,6 +66,31 @@ def consumer(
         max_poll_interval_ms=300_000,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
+
+
+async def send_record(
+    producer: AIOKafkaProducer,
+    topic: str,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    partition: int | None = None,
+) -> RecordMetadata:
+    """Send any record Kafka can hold and wait for its acknowledgement.
+
+    Without `partition`, the key decides it as usual. `AIOKafkaProducer.send` refuses a record
+    with neither key nor value, which other clients can produce; such a record goes as a batch
+    of its own, to `partition` or else partition 0.
+    """
+    if key is not None or value is not None:
+        return await producer.send_and_wait(
+            topic, value, key=key, headers=list(headers), partition=partition
+        )
+    batch = producer.create_batch()
+    batch.append(key=None, value=None, timestamp=None, headers=list(headers))
+    batch.close()
+    return await (await producer.send_batch(batch, topic, partition=partition or 0))
 
 
 async def ensure_topics(

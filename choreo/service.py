@@ -26,6 +26,7 @@ from choreo.auth import TokenVerifier, verifier_from_settings
 from choreo.avro import SchemaStore, default_store
 from choreo.consumer import Consumer, Handler, RetryPolicy
 from choreo.db import UnitOfWorkFactory, create_engine, sync_dsn, unit_of_work_factory
+from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import ChoreoError
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
@@ -226,7 +227,8 @@ class Service:
             handlers=handlers,
             uow_factory=self.unit_of_work(),
             store=self.store,
-            dlq_topic=settings.topic(f"{settings.service}.dlq"),
+            dlq_topic=settings.topic(dlq_topic(settings.service)),
+            retry_topic=settings.topic(retry_topic(settings.service)),
             retry=RetryPolicy(
                 max_attempts=settings.consumer_max_attempts,
                 initial_seconds=settings.consumer_retry_initial_seconds,

@@ -176,7 +176,9 @@ class SchemaStore:
             raise IncompatibleSchemaError(
                 f"{record_name} v{reader_version} cannot read v{writer_version}: {error}"
             ) from error
-        except (EOFError, ValueError, IndexError, OverflowError) as error:
+        except Exception as error:
+            # Whatever fastavro raises on bytes that do not fit the schema (EOFError,
+            # ValueError, struct.error, MemoryError for a forged length...), it is this.
             raise UndecodableError(
                 f"{record_name} v{writer_version} body does not decode: {error}"
             ) from error

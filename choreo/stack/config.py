@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from choreo.events import DLQ_TOPICS, EVENT_TOPICS
+from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import database_url
 from choreo.stack.sendgrid_sink import SINK_API_KEY
@@ -37,7 +37,7 @@ SERVICES = (
     Service("notification", "notification_service.main", "NOTIFICATION", "notifications"),
 )
 
-TOPICS = EVENT_TOPICS + DLQ_TOPICS
+TOPICS = EVENT_TOPICS + DLQ_TOPICS + RETRY_TOPICS
 
 DEFAULT_ADMIN_EMAIL = "admin@example.com"
 DEFAULT_ADMIN_PASSWORD = "choreo-admin"
