@@ -1,23 +1,31 @@
 """Dead letters: the records a consumer parked in its `<service>.dlq` topic, read through their
-`dlq.*` headers (DESIGN.md §3), found, filtered and republished where they failed."""
+`dlq.*` headers (DESIGN.md §3), found, filtered, judged and replayed to the consumer that
+failed them (its `<service>.retry` topic, `choreo.dead_letters`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from aiokafka import TopicPartition
 
-from choreo.avro import default_store
+from choreo import kafka
+from choreo.avro import SchemaStore, default_store
 from choreo.cli.broker import Broker
 from choreo.cli.options import EntryId
 from choreo.cli.output import CliError, advance, progress
-from choreo.cli.records import RecordView, original_headers, view
+from choreo.cli.records import RecordView, view
+from choreo.db import sync_dsn
+from choreo.dead_letters import REPLAYED_FROM, own_headers, replay_headers, retry_topic_of
+from choreo.errors import ChoreoError
+from choreo.events import decode_record
 
-REPLAYED_FROM = "dlq.replayed.from"
-REPLAYED_AT = "dlq.replayed.at"
+CONNECT_TIMEOUT = 5
+"""Seconds to reach a service's database to look at its inbox."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,20 @@ class DeadLetter:
     @property
     def original_topic(self) -> str | None:
         return self.record.header("dlq.original.topic")
+
+    @property
+    def consumer(self) -> str | None:
+        return self.record.header("dlq.consumer")
+
+    @property
+    def retry_topic(self) -> str:
+        """Where a replay goes: the retry topic only the failing service reads."""
+        return retry_topic_of(self.record.topic)
+
+    @property
+    def service(self) -> str:
+        """The service whose consumer failed it: `payment` for `t1.payment.dlq`."""
+        return self.record.topic.removesuffix(".dlq").rsplit(".", 1)[-1]
 
     @property
     def failed_at(self) -> datetime | None:
@@ -132,26 +154,92 @@ async def fetch(broker: Broker, wanted: Sequence[EntryId]) -> list[DeadLetter]:
     return found
 
 
+async def replays(broker: Broker, entries: Sequence[DeadLetter]) -> dict[str, list[str]]:
+    """Entry id -> the ids of the retry records that replayed it so far (oldest first)."""
+    wanted = {entry.id for entry in entries}
+    retry_topics = sorted({entry.retry_topic for entry in entries} & set(broker.topics()))
+    found: dict[str, list[str]] = {entry_id: [] for entry_id in wanted}
+    if not retry_topics:
+        return found
+    beginning, end = await broker.offsets(broker.partitions(*retry_topics))
+    async for record in broker.read(beginning, end):
+        replayed = next((v for k, v in reversed(record.headers) if k == REPLAYED_FROM), None)
+        if replayed is not None and (entry_id := replayed.decode("utf-8", "replace")) in wanted:
+            found[entry_id].append(f"{record.topic}:{record.partition}:{record.offset}")
+    return found
+
+
+async def expected_outcomes(
+    entries: Sequence[DeadLetter], database_urls: Mapping[str, str]
+) -> dict[str, str]:
+    """Entry id -> what its consumer would do with a replay now, in words: `apply`, `skip:
+    already applied` (its inbox holds the event id), `fail: <why>` (the record does not
+    decode), or `unknown: <why>` (the service's database cannot be asked)."""
+    store = default_store()
+    outcomes: dict[str, str] = {}
+    pending: dict[str, list[tuple[DeadLetter, str]]] = {}
+    for entry in entries:
+        event_id = _decodes(entry, store)
+        if event_id.startswith("fail:"):
+            outcomes[entry.id] = event_id
+        else:
+            pending.setdefault(entry.service, []).append((entry, event_id))
+    for service, waiting in pending.items():
+        url = database_urls.get(service)
+        try:
+            if url is None:
+                raise CliError(f"no database URL for the {service} service")
+            applied = await _applied(url, waiting)
+        except (CliError, psycopg.Error, OSError, TimeoutError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
+            outcomes.update({e.id: f"unknown: {reason}" for e, _ in waiting})
+            continue
+        for entry, event_id in waiting:
+            applied_here = (entry.consumer or f"{service}_service", event_id) in applied
+            outcomes[entry.id] = "skip: already applied" if applied_here else "apply"
+    return outcomes
+
+
+def _decodes(entry: DeadLetter, store: SchemaStore) -> str:
+    """The entry's event id, or `fail: <why>` when its consumer could not decode it either."""
+    try:
+        return decode_record(own_headers(entry.record.raw_headers), entry.record.raw, store).id
+    except ChoreoError as error:
+        return f"fail: {type(error).__name__}: {error}"
+
+
+async def _applied(
+    database_url: str, waiting: Sequence[tuple[DeadLetter, str]]
+) -> set[tuple[str, str]]:
+    """The (consumer, event id) pairs of `waiting` a service's inbox holds."""
+    async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+        connection = await psycopg.AsyncConnection.connect(
+            sync_dsn(database_url), autocommit=True, connect_timeout=CONNECT_TIMEOUT
+        )
+    async with connection, connection.cursor() as cursor:
+        await cursor.execute(
+            "SELECT consumer, event_id FROM inbox WHERE event_id = ANY(%s)",
+            (sorted({event_id for _, event_id in waiting}),),
+        )
+        return {(consumer, event_id) for consumer, event_id in await cursor.fetchall()}
+
+
 async def republish(
     broker: Broker, entries: Sequence[DeadLetter]
 ) -> AsyncIterator[tuple[int, int]]:
-    """Send each entry's original record back to its original topic; yield where it landed
-    (partition, offset), in the order of `entries`.
+    """Send each entry's original record to the retry topic of the service that failed it;
+    yield where it landed (partition, offset), in the order of `entries`.
 
-    Same key and value, the original headers without the `dlq.*` ones, plus where it was
-    replayed from and when.
+    Same key and value, the original headers without the `dlq.*` ones, then where it first
+    failed, its attempts so far, and which entry it replays (`choreo.dead_letters`).
     """
     async with broker.producer() as producer:
         for entry in entries:
-            headers = [
-                *original_headers(entry.record),
-                (REPLAYED_FROM, entry.id.encode()),
-                (REPLAYED_AT, datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
-            ]
-            sent = await producer.send_and_wait(
-                entry.original_topic,
-                value=entry.record.raw,
+            sent = await kafka.send_record(
+                producer,
+                entry.retry_topic,
                 key=entry.record.raw_key,
-                headers=headers,
+                value=entry.record.raw,
+                headers=replay_headers(entry.record.raw_headers, entry.id),
             )
             yield sent.partition, sent.offset

@@ -3,7 +3,9 @@ and parked in its `<service>.dlq` topic with the error in `dlq.*` headers (DESIG
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -16,7 +18,9 @@ from choreo.cli.dead_letters import (
     DeadLetter,
     Filters,
     dead_letter_topics,
+    expected_outcomes,
     fetch,
+    replays,
     republish,
     scan,
 )
@@ -31,7 +35,6 @@ from choreo.cli.options import (
     parse_record_type,
 )
 from choreo.cli.output import (
-    CliError,
     advance,
     cell,
     console,
@@ -42,6 +45,7 @@ from choreo.cli.output import (
     run,
 )
 from choreo.cli.records import render
+from choreo.stack.config import StackConfig, resolve_endpoints
 
 app = typer.Typer(
     help="List, show and replay dead letters: records a service could not apply, parked in "
@@ -183,32 +187,53 @@ def replay(
         typer.Argument(metavar="ID", help="Entries to replay, as `dlq list` prints them."),
     ] = None,
     replay_all: Annotated[
-        bool, typer.Option("--all", help="Replay every entry (of --topic, if given).")
+        bool,
+        typer.Option("--all", help="Replay every entry (of --topic, if given) not replayed yet."),
+    ] = False,
+    include_replayed: Annotated[
+        bool,
+        typer.Option(
+            "--include-replayed", help="With --all, also replay entries that were replayed before."
+        ),
     ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only say what would be replayed; send nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Say what each replay would do (apply, skip, fail); send nothing."
+        ),
     ] = False,
     topic: TopicOption = None,
     bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
     topic_prefix: PrefixOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Republish dead letters to the topic they failed on, for their consumers to try again.
+    """Replay dead letters to the consumer that failed them, and to no other.
 
-    Each entry's original record goes back to its dlq.original.topic: the same key and value,
-    its original headers without the dlq.* ones, plus dlq.replayed.from (the entry id) and
-    dlq.replayed.at. Replaying is idempotent: a consumer skips an event (same ce_id) it has
-    already applied, so replaying an entry twice never applies it twice (and never sends a
-    second e-mail). The dead-letter topic itself is left as it is. Every id is checked before
-    anything is sent; exit status 1 names an unknown one.
+    Each entry's original record (same key, value and headers, without the dlq.* ones) goes to
+    the <service>.retry topic of its dead-letter topic, which only that service reads, through
+    the same handlers as the topic it first failed on. The record carries where it first failed
+    (dlq.original.*), its attempts so far (dlq.attempts), the entry it replays
+    (dlq.replayed.from) and when (dlq.replayed.at). A replay that fails again becomes one new
+    entry of that service, its attempts added up; one that the consumer's inbox already holds
+    (same ce_id) is skipped, so replaying an entry twice never applies it twice and never
+    sends a second e-mail.
+
+    --all skips entries replayed before (see --include-replayed); named entries are replayed
+    as asked. The "expect" column says what the consumer would do: apply, skip (already
+    applied), or fail (the record does not decode), from its database's inbox. Every id is
+    checked before anything is sent; exit status 1 names an unknown one.
     """
     if bool(entry_ids) == replay_all:
         raise typer.BadParameter("give entry ids or --all (one of the two)", param_hint="ID")
     if topic is not None and not replay_all:
         raise typer.BadParameter("--topic goes with --all", param_hint="--topic")
+    if include_replayed and not replay_all:
+        raise typer.BadParameter("--include-replayed goes with --all", param_hint="--all")
     # Each entry once, however often it is named.
     wanted = list(dict.fromkeys(parse_entry_id(text, topic_prefix) for text in entry_ids or []))
-    results = run(_replay(bootstrap_servers, topic_prefix, wanted, topic, dry_run=dry_run))
+    endpoints = resolve_endpoints(StackConfig(environment=dict(os.environ)))
+    plan = ReplayPlan(topic=topic, include_replayed=include_replayed, dry_run=dry_run)
+    results = run(_replay(bootstrap_servers, topic_prefix, wanted, plan, endpoints.database_urls))
     if as_json:
         echo_json({"dry_run": dry_run, "entries": results})
         return
@@ -216,15 +241,22 @@ def replay(
     if not results:
         out.print("no dead letters to replay")
         return
+    sent = [r for r in results if not r["skipped"]]
     verb = "would replay" if dry_run else "replayed"
-    table = Table(title=f"{verb} {len(results)} dead letter(s)", title_justify="left")
-    for column in ("id", "type", "key", "to"):
+    table = Table(
+        title=f"{verb} {len(sent)} of {len(results)} dead letter(s)", title_justify="left"
+    )
+    for column in ("id", "type", "key", "to", "expect"):
         table.add_column(column, overflow="fold")
     for result in results:
         to = result["to_topic"]
-        if not dry_run:
+        if result["skipped"]:
+            to = Text(f"skipped: replayed before as {', '.join(result['replayed_as'])}", "dim")
+        elif not dry_run:
             to = f"{to}[{result['partition']}]@{result['offset']}"
-        table.add_row(result["id"], result["type"] or "?", result["key"] or "∅", to)
+        table.add_row(
+            result["id"], result["type"] or "?", result["key"] or "∅", to, result["expect"]
+        )
     out.print(table)
     if dry_run:
         out.print("dry run: nothing was sent")
@@ -251,38 +283,50 @@ async def _fetch(
         return await fetch(broker, wanted)
 
 
+@dataclass(frozen=True)
+class ReplayPlan:
+    topic: str | None
+    include_replayed: bool
+    dry_run: bool
+
+
 async def _replay(
     bootstrap_servers: str,
     prefix: str,
     wanted: Sequence[EntryId],
-    topic: str | None,
-    *,
-    dry_run: bool,
+    plan: ReplayPlan,
+    database_urls: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     async with Broker(bootstrap_servers, prefix) as broker:
         if wanted:
             entries = await fetch(broker, wanted)
         else:
-            entries = await scan(broker, dead_letter_topics(broker, topic), show_progress=True)
+            entries = await scan(broker, dead_letter_topics(broker, plan.topic), show_progress=True)
         for entry in entries:
-            if entry.original_topic is None:
-                raise CliError(f"{entry.id} has no dlq.original.topic header: nowhere to replay it")
-            broker.require_topic(entry.original_topic)
-        plans: list[dict[str, Any]] = [
+            broker.require_topic(entry.retry_topic)
+        replayed = await replays(broker, entries)
+        expected = await expected_outcomes(entries, database_urls)
+        results: list[dict[str, Any]] = [
             {
                 "id": entry.id,
                 "type": entry.record.type,
                 "key": entry.record.key,
                 "event_id": entry.record.header("ce_id"),
-                "to_topic": entry.original_topic,
+                "consumer": entry.consumer,
+                "to_topic": entry.retry_topic,
+                "replayed_as": replayed[entry.id],
+                "skipped": bool(not wanted and replayed[entry.id] and not plan.include_replayed),
+                "expect": expected[entry.id],
             }
             for entry in entries
         ]
-        if dry_run or not entries:
-            return plans
-        with progress("replaying", len(entries)) as bar:
-            landed = republish(broker, entries)
-            for plan, (partition, offset) in zip(plans, [x async for x in landed], strict=True):
-                plan.update(partition=partition, offset=offset)
+        to_send = [e for e, r in zip(entries, results, strict=True) if not r["skipped"]]
+        if plan.dry_run or not to_send:
+            return results
+        sending = [r for r in results if not r["skipped"]]
+        with progress("replaying", len(to_send)) as bar:
+            landed = republish(broker, to_send)
+            for result, (partition, offset) in zip(sending, [x async for x in landed], strict=True):
+                result.update(partition=partition, offset=offset)
                 advance(bar)
-    return plans
+    return results

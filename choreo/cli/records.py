@@ -18,8 +18,6 @@ from choreo.errors import ChoreoError
 RAW_PREVIEW_BYTES = 48
 """How much of an undecodable value is shown, in hex."""
 
-DLQ_HEADER_PREFIX = "dlq."
-
 
 @dataclass(frozen=True)
 class RecordView:
@@ -28,7 +26,7 @@ class RecordView:
     offset: int
     timestamp: datetime | None
     raw_key: bytes | None
-    raw_headers: tuple[tuple[str, bytes], ...]
+    raw_headers: tuple[tuple[str, bytes | None], ...]
     type: str | None
     """The writer schema's record name, else the `ce_type` header."""
     value: dict[str, Any] | None
@@ -41,9 +39,12 @@ class RecordView:
         return self.raw_key.decode("utf-8", "replace") if self.raw_key is not None else None
 
     @property
-    def headers(self) -> tuple[tuple[str, str], ...]:
-        """The headers as text (undecodable bytes replaced)."""
-        return tuple((name, raw.decode("utf-8", "replace")) for name, raw in self.raw_headers)
+    def headers(self) -> tuple[tuple[str, str | None], ...]:
+        """The headers as text (undecodable bytes replaced; a null header stays None)."""
+        return tuple(
+            (name, None if raw is None else raw.decode("utf-8", "replace"))
+            for name, raw in self.raw_headers
+        )
 
     @property
     def id(self) -> str:
@@ -63,7 +64,8 @@ class RecordView:
 
     @property
     def is_dead_letter(self) -> bool:
-        return self.header("dlq.original.topic") is not None
+        """On a `*.dlq` topic (a replay on a `*.retry` topic carries `dlq.*` headers too)."""
+        return self.topic.endswith(".dlq")
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -98,7 +100,7 @@ def view(record: ConsumerRecord[bytes, bytes], store: SchemaStore) -> RecordView
         (
             raw.decode("utf-8", "replace")
             for name, raw in reversed(raw_headers)
-            if name == "ce_type"
+            if name == "ce_type" and raw is not None
         ),
         None,
     )
@@ -139,7 +141,9 @@ def render(record: RecordView) -> Text:
         f"  key={record.key}" if record.key is not None else "  key=∅",
     )
     if record.headers:
-        pairs = "  ".join(f"{name}={value}" for name, value in record.headers)
+        pairs = "  ".join(
+            f"{name}={'∅' if value is None else value}" for name, value in record.headers
+        )
         text.append(f"\n  {pairs}", style="dim")
     if record.error is not None:
         text.append(f"\n  undecodable: {record.error}", style="red")
@@ -150,12 +154,3 @@ def render(record: RecordView) -> Text:
         body = json.dumps(record.value, default=json_default, ensure_ascii=False, indent=2)
         text.append("\n  " + body.replace("\n", "\n  "))
     return text
-
-
-def original_headers(record: RecordView) -> list[tuple[str, bytes]]:
-    """The headers the record had before it was dead-lettered (no `dlq.*` ones)."""
-    return [
-        (name, value)
-        for name, value in record.raw_headers
-        if not name.startswith(DLQ_HEADER_PREFIX)
-    ]

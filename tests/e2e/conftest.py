@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +65,21 @@ class ChoreoUp:
         """Ctrl-C, then wait for the exit status."""
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(timeout)
+
+
+async def choreo(running: ChoreoUp, *arguments: str) -> Any:
+    """Run `choreo ARGS --json` against the stack as an operator would; its parsed output."""
+    command = [sys.executable, "-c", "from choreo.cli import main; main()", *arguments, "--json"]
+    environment = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": running.bootstrap_servers,
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{running.ports.postgres}",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run, command, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def _environment() -> dict[str, str]:

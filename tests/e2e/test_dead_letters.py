@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import httpx
 
-from .conftest import ChoreoUp
+from .conftest import ChoreoUp, choreo
 from .journey import Gateway, subject_of
 
 
-async def choreo(running: ChoreoUp, *arguments: str) -> Any:
-    """Run `choreo ARGS --json` against the stack as an operator would; its parsed output."""
-    command = [sys.executable, "-c", "from choreo.cli import main; main()", *arguments, "--json"]
-    environment = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": running.bootstrap_servers}
-    done = await asyncio.to_thread(
-        subprocess.run, command, env=environment, capture_output=True, text=True, timeout=60
+async def records_seen(running: ChoreoUp, service: str) -> float:
+    """How many records the service's consumer has handled (applied, skipped, dead-lettered)."""
+    async with httpx.AsyncClient(base_url=running.url(service)) as client:
+        metrics = (await client.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("choreo_consumer_records_total{")
     )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+
+
+async def end_offsets(running: ChoreoUp) -> dict[str, int]:
+    report = await choreo(running, "topics")
+    return {topic["topic"]: topic["end_offset"] for topic in report["topics"]}
 
 
 async def confirmations(gateway: Gateway, address: str) -> int:
@@ -67,10 +68,19 @@ async def test_a_refused_email_is_dead_lettered_then_replayed_exactly_once(
     await asyncio.sleep(3.0)
     assert await confirmations(gateway, customer.email) == 0
 
+    seen_before = {s: await records_seen(choreo_up, s) for s in ("inventory", "payment", "order")}
+    offsets_before = await end_offsets(choreo_up)
     await choreo(choreo_up, "dlq", "replay", entry["id"])
     async with asyncio.timeout(30):
         while await confirmations(gateway, customer.email) == 0:
             await asyncio.sleep(0.3)
+    # Only the notification service got the replay: nothing new on order.event, and the other
+    # consumers of order.event handled no record meanwhile (not even a skipped duplicate).
+    offsets_after = await end_offsets(choreo_up)
+    assert offsets_after["order.event"] == offsets_before["order.event"]
+    assert offsets_after["notification.retry"] == offsets_before["notification.retry"] + 1
+    for service, seen in seen_before.items():
+        assert await records_seen(choreo_up, service) == seen, service
     await choreo(choreo_up, "dlq", "replay", entry["id"])
     await asyncio.sleep(5.0)  # a second e-mail would be out by now
     assert await confirmations(gateway, customer.email) == 1

@@ -74,6 +74,7 @@ async def test_dead_letters_are_listed_filtered_shown_and_replayed(
             b"\x00\x01 definitely not avro",
             key=undecodable_order.encode(),
             headers=[
+                ("ce_specversion", b"1.0"),
                 ("ce_id", str(uuid.uuid4()).encode()),
                 ("ce_type", b"OrderCreated"),
                 ("ce_subject", undecodable_order.encode()),
@@ -158,26 +159,40 @@ async def test_dead_letters_are_listed_filtered_shown_and_replayed(
     )
 
     before = await end_offsets(env)
+    retry_topic = f"{topics}inventory.retry"
     planned = await as_json(env, "dlq", "replay", "--all", "--dry-run")
     assert planned["dry_run"] is True
     assert {(p["id"], p["to_topic"]) for p in planned["entries"]} == {
-        (undecodable["id"], f"{topics}order.create"),
-        (headless["id"], f"{topics}order.event"),
+        (undecodable["id"], retry_topic),
+        (headless["id"], retry_topic),
     }
+    expect = {p["id"]: p["expect"] for p in planned["entries"]}
+    assert expect[undecodable["id"]].startswith("fail: UndecodableError")
+    assert expect[headless["id"]].startswith("fail: EnvelopeError")
     assert await end_offsets(env) == before
 
     replayed = await as_json(env, "dlq", "replay", undecodable["id"])
     (result,) = replayed["entries"]
     after = await end_offsets(env)
-    assert after[f"{topics}order.create"] == before[f"{topics}order.create"] + 1
-    assert after[f"{topics}order.event"] == before[f"{topics}order.event"]
-    republished = await choreo(
-        env, "tail", "order.create", "--from-beginning", "--json", "--key", undecodable_order
-    )
-    copies = [json.loads(line) for line in republished.stdout.splitlines()]
-    assert [copy["offset"] for copy in copies] == [0, result["offset"]]
-    original, copy = copies
+    # To the inventory service's retry topic only: no other consumer of order.create sees it.
+    assert after[retry_topic] == before[retry_topic] + 1
+    assert after[f"{topics}order.create"] == before[f"{topics}order.create"]
+    [copy] = [
+        json.loads(line)
+        for line in (
+            await choreo(env, "tail", "inventory.retry", "--from-beginning", "--json")
+        ).stdout.splitlines()
+    ]
+    [original] = [
+        json.loads(line)
+        for line in (
+            await choreo(env, "tail", "order.create", "--from-beginning", "--json")
+        ).stdout.splitlines()
+    ]
+    assert (copy["partition"], copy["offset"]) == (result["partition"], result["offset"])
     assert copy["headers"]["dlq.replayed.from"] == undecodable["id"]
+    assert copy["headers"]["dlq.original.topic"] == f"{topics}order.create"
+    assert copy["headers"]["dlq.attempts"] == "1"
     assert "dlq.replayed.at" in copy["headers"]
     assert not any(name.startswith("dlq.error") for name in copy["headers"])
     assert copy["raw_hex"] == original["raw_hex"]
@@ -185,23 +200,44 @@ async def test_dead_letters_are_listed_filtered_shown_and_replayed(
         "headers"
     ]
 
-    # The order's saga shows the record, its dead letter, and the replay of it.
+    # The replay fails again: one new entry, pointing at the first failure, attempts added up.
+    entries = await entries_when(env, 3)
+    [again] = [e for e in entries if e["id"] not in (undecodable["id"], headless["id"])]
+    assert again["consumer"] == "inventory_service"
+    assert (again["original_topic"], again["original_offset"]) == (f"{topics}order.create", 0)
+    assert again["attempts"] == 2
+    shown_again = await as_json(env, "dlq", "show", again["id"])
+    assert shown_again["headers"]["dlq.replayed.from"] == undecodable["id"]
+
+    # --all skips what was replayed before; the new entry and the headless one go.
+    second = await as_json(env, "dlq", "replay", "--all")
+    went = {e["id"]: e["skipped"] for e in second["entries"]}
+    assert went == {undecodable["id"]: True, headless["id"]: False, again["id"]: False}
+    skipped = next(e for e in second["entries"] if e["id"] == undecodable["id"])
+    assert skipped["replayed_as"] == [f"{retry_topic}:{copy['partition']}:{copy['offset']}"]
+    await entries_when(env, 5)
+    await asyncio.sleep(1.0)  # a sixth would show by now
+    assert len((await as_json(env, "dlq", "list"))["entries"]) == 5
+
+    # The order's saga shows the record, its dead letter, the replay and its dead letter.
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}"
     story = await as_json({**env, "DATABASE_URL": nowhere}, "saga", undecodable_order)
     seen = [(record["topic"], record["offset"]) for record in story["timeline"]]
-    assert seen[:3] == [
+    assert seen[:4] == [
         (f"{topics}order.create", 0),
         (undecodable["topic"], undecodable["offset"]),
-        (f"{topics}order.create", result["offset"]),
+        (retry_topic, result["offset"]),
+        (again["topic"], again["offset"]),
     ]
     (parked, *_) = story["dead_letters"]
     assert parked["id"] == undecodable["id"]
-    assert parked["replayed_as"] == [f"{topics}order.create:{copy['partition']}:{copy['offset']}"]
+    assert parked["replayed_as"] == [f"{retry_topic}:{copy['partition']}:{copy['offset']}"]
     assert story["services"]["order"]["error"].startswith("unreachable")
+    after = await end_offsets(env)
 
     unknown = await choreo(env, "dlq", "replay", undecodable["id"], f"{topics}user.dlq:1:5")
     assert unknown.exit_code == 1
     assert f"no dead letter {topics}user.dlq:1:5" in unknown.stderr
     unchanged = await end_offsets(env)
-    for topic in ("order.create", "order.event"):
+    for topic in ("order.create", "order.event", "inventory.retry"):
         assert unchanged[f"{topics}{topic}"] == after[f"{topics}{topic}"]

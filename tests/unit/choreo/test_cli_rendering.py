@@ -16,10 +16,11 @@ from choreo.avro import default_store
 from choreo.cli import app
 from choreo.cli.dead_letters import DeadLetter, Filters
 from choreo.cli.output import dumps
-from choreo.cli.records import RecordView, original_headers, render, view
+from choreo.cli.records import RecordView, render, view
 from choreo.cli.saga import money, summary
 from choreo.cli.tail import TailRequest
 from choreo.cli.topics import PartitionLag, group_lags
+from choreo.dead_letters import replay_headers
 from choreo.events import Event, headers_of
 
 ORDER_ID = "0d6b3c55-4d3f-4a43-9a31-6f3e2b1b5e01"
@@ -152,16 +153,30 @@ def test_a_tombstone_has_no_value_and_no_error() -> None:
     assert "tombstone" in plain(render(shown))
 
 
-def test_replayed_headers_drop_the_dead_letter_ones_and_keep_bytes_as_they_were() -> None:
-    entry = view(
-        record_of(
-            value=b"x",
-            headers=[("ce_id", b"abc"), ("dlq.error.type", b"X"), ("odd", b"\xff\xfe")],
-        ),
-        default_store(),
-    )
+def test_a_replay_keeps_the_original_headers_byte_for_byte_and_says_where_it_failed() -> None:
+    entry = [
+        ("ce_id", b"abc"),
+        ("odd", b"\xff\xfe"),
+        ("null", None),
+        ("dlq.original.topic", b"order.create"),
+        ("dlq.original.partition", b"2"),
+        ("dlq.original.offset", b"7"),
+        ("dlq.error.type", b"X"),
+        ("dlq.attempts", b"5"),
+    ]
 
-    assert original_headers(entry) == [("ce_id", b"abc"), ("odd", b"\xff\xfe")]
+    headers = replay_headers(entry, "inventory.dlq:1:3")
+
+    assert headers[:3] == [("ce_id", b"abc"), ("odd", b"\xff\xfe"), ("null", None)]
+    carried = dict(headers[3:])
+    assert carried.pop("dlq.replayed.at")
+    assert carried == {
+        "dlq.original.topic": b"order.create",
+        "dlq.original.partition": b"2",
+        "dlq.original.offset": b"7",
+        "dlq.attempts": b"5",
+        "dlq.replayed.from": b"inventory.dlq:1:3",
+    }
 
 
 def test_a_dead_letter_summary_reads_its_headers() -> None:
@@ -295,7 +310,10 @@ def test_a_replayed_event_says_where_it_came_from() -> None:
         (["dlq"], "List, show and replay dead letters"),
         (["dlq", "list"], "List the dead letters of every *.dlq topic"),
         (["dlq", "show"], "Show one dead letter: every header and the decoded value"),
-        (["dlq", "replay"], "Replaying is idempotent"),
+        (
+            ["dlq", "replay"],
+            "Replay dead letters to the consumer that failed them, and to no other",
+        ),
     ],
 )
 def test_every_command_and_group_describes_itself(command: list[str], description: str) -> None:
