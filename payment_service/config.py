@@ -29,6 +29,15 @@ class Settings(ServiceSettings):
     )
     # A Stripe call is made while the order's row is locked: bound how long it may hang.
     stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+    # No charge is started later than this before the order's deadline (OrderCreated's
+    # `deadline`, ORDER_SAGA_TIMEOUT_SECONDS after it was placed): the order is EXPIRED instead,
+    # and the order service cancels it (TIMEOUT). A charge started closer to the deadline could
+    # land after the order was cancelled, and then be refunded: the customer would be charged,
+    # told "cancelled", then "refunded", and the provider's fees paid for nothing. The default
+    # covers a confirm as slow as one Stripe call may be (PAYMENT_STRIPE_TIMEOUT_SECONDS) plus
+    # the PaymentSucceeded's way to the order service; keep it well below
+    # ORDER_SAGA_TIMEOUT_SECONDS, or no order is ever charged.
+    charge_margin_seconds: float = Field(default=10.0, ge=0)
 
     # Fault injection for the never-charge-twice tests; refused in production.
     fault_kill_after_confirm: bool = False

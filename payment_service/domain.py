@@ -7,7 +7,7 @@ handler records the fact it learned and asks `settle()` what the facts call for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from choreo.errors import ChoreoError, TransientError
@@ -51,12 +51,15 @@ class ChargeStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REFUNDED = "REFUNDED"
+    # Given up before any money moved: too late to charge (see `PaymentFacts.too_late`).
+    EXPIRED = "EXPIRED"
 
 
 class Action(StrEnum):
     CHARGE = "CHARGE"  # create an intent, commit its id, confirm it
     RESUME_CHARGE = "RESUME_CHARGE"  # an intent was committed before: ask the provider
     REFUND = "REFUND"
+    EXPIRE = "EXPIRE"  # record EXPIRED and why; nothing is published (see `settle`)
     NOTHING = "NOTHING"
 
 
@@ -68,21 +71,56 @@ class PaymentFacts:
     stock_reserved: bool = False
     cancelled: bool = False
     status: ChargeStatus = ChargeStatus.NONE
+    # From OrderCreated: the order service cancels the order (TIMEOUT) unless it is CONFIRMED
+    # by then. None while OrderCreated has not arrived (and on rows older than the column).
+    deadline: datetime | None = None
+
+    def too_late(self, now: datetime, margin: timedelta) -> bool:
+        """Whether a charge started `now` could land after the deadline: `margin` is how long
+        a charge, and its PaymentSucceeded's way to the order service, may take."""
+        return self.deadline is not None and now >= self.deadline - margin
+
+    def gave_up(self, now: datetime, margin: timedelta) -> bool:
+        """Whether the saga gave up on this order, or will have before a charge could land."""
+        return self.cancelled or self.too_late(now, margin)
 
 
-def settle(facts: PaymentFacts) -> Action:
+def settle(facts: PaymentFacts, now: datetime, margin: timedelta) -> Action:
     """The one thing to do now; run again after doing it, until NOTHING.
 
     An intent left CHARGING by a crash is always resolved first: it may already have moved
     money, so a new charge must never be started beside it, and a refund needs its outcome.
+
+    A step never acts on a saga that already gave up: no charge is started once the order is
+    cancelled or it is too late (its deadline less `margin`). Too late, the order is EXPIRED
+    and nothing is published: the order service's deadline sweep cancels it (TIMEOUT), the
+    customer's true reason, whereas a PaymentFailed would cancel it as PAYMENT_FAILED and
+    tell of a card that was never tried.
     """
     if facts.status is ChargeStatus.CHARGING:
         return Action.RESUME_CHARGE
-    if facts.cancelled:
-        return Action.REFUND if facts.status is ChargeStatus.SUCCEEDED else Action.NOTHING
-    if facts.order_known and facts.stock_reserved and facts.status is ChargeStatus.NONE:
+    if facts.cancelled and facts.status is ChargeStatus.SUCCEEDED:
+        return Action.REFUND
+    if facts.status is not ChargeStatus.NONE or not facts.order_known:
+        return Action.NOTHING
+    if facts.too_late(now, margin):
+        return Action.EXPIRE
+    if facts.stock_reserved and not facts.cancelled:
         return Action.CHARGE
     return Action.NOTHING
+
+
+def expiry_reason(facts: PaymentFacts, now: datetime, margin: timedelta) -> str:
+    """Why an order is EXPIRED, in words for an operator (`choreo saga`)."""
+    deadline = "unknown" if facts.deadline is None else _instant(facts.deadline)
+    return (
+        f"no charge: the order's deadline ({deadline}) less the charge margin "
+        f"({margin.total_seconds():g} s) had passed at {_instant(now)}"
+    )
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class IntentState(StrEnum):
@@ -101,17 +139,21 @@ class Resume(StrEnum):
 
     RECORD = "RECORD"  # succeeded, declined, or cancelled by someone else: record it as it is
     CONFIRM = "CONFIRM"  # never confirmed and the order still stands: confirm it now
-    ABANDON = "ABANDON"  # no money moved and the order is cancelled: cancel it, back to NONE
+    ABANDON = "ABANDON"  # no money moved and the saga gave up: cancel it, back to NONE
     WAIT = "WAIT"  # the provider has not decided yet: try again later
 
 
-def resume(state: IntentState, *, cancelled: bool) -> Resume:
-    """The step that brings an intent found CHARGING to a recorded outcome."""
+def resume(state: IntentState, *, gave_up: bool) -> Resume:
+    """The step that brings an intent found CHARGING to a recorded outcome.
+
+    `gave_up` is `PaymentFacts.gave_up`: an unconfirmed intent is then cancelled, never
+    confirmed, since confirming it is starting the charge.
+    """
     if state is IntentState.PROCESSING:
         return Resume.WAIT
     if state is IntentState.UNCONFIRMED:
-        return Resume.ABANDON if cancelled else Resume.CONFIRM
-    if state is IntentState.CANCELED and cancelled:
+        return Resume.ABANDON if gave_up else Resume.CONFIRM
+    if state is IntentState.CANCELED and gave_up:
         return Resume.ABANDON  # cancelled by an earlier ABANDON that did not commit
     return Resume.RECORD
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from choreo.db import create_engine, unit_of_work_factory
@@ -38,7 +40,12 @@ def subscriptions(charging: handlers.Charging) -> tuple[Subscription, ...]:
     )
 
 
-def build(settings: Settings | None = None) -> Service:
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc_now) -> Service:
+    """The service; `now` is the clock its deadline decisions read (tests move it)."""
     settings = settings or Settings()
     gateway = StripeGateway(
         settings.stripe_secret_key,
@@ -58,6 +65,8 @@ def build(settings: Settings | None = None) -> Service:
     charging = handlers.Charging(
         gateway=gateway,
         new_unit_of_work=unit_of_work_factory(phase_one),
+        charge_margin=timedelta(seconds=settings.charge_margin_seconds),
+        now=now,
         faults=Faults(
             kill_after_confirm=settings.fault_kill_after_confirm,
             delay_after_confirm_seconds=settings.fault_delay_after_confirm_seconds,

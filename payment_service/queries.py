@@ -88,7 +88,8 @@ async def payments(
 ) -> tuple[list[Payment], str | None]:
     """One page of payments, newest first: the user's, or everyone's when `user_id` is None.
 
-    A payment is an order whose charge was at least attempted; one in flight is CHARGING.
+    A payment is an order whose charge was at least attempted; one in flight is CHARGING. An
+    order never charged (NONE, or EXPIRED: given up before any money moved) is no payment.
     """
     attempted = charge_attempts.c.order_id.is_not(None)
     not_charged = order_payments.c.status == ChargeStatus.NONE.value
@@ -96,9 +97,10 @@ async def payments(
         (and_(not_charged, attempted), ChargeStatus.CHARGING.value),
         else_=order_payments.c.status,
     )
+    never_charged = (ChargeStatus.NONE.value, ChargeStatus.EXPIRED.value)
     conditions: list[ColumnElement[bool]] = [
         order_payments.c.order_known,
-        or_(~not_charged, attempted),
+        or_(order_payments.c.status.not_in(never_charged), attempted),
     ]
     if user_id is not None:
         conditions.append(order_payments.c.user_id == user_id)

@@ -69,7 +69,9 @@ order_payments = Table(
     Column("payment_method_id", Text),  # as ordered; null: the user's default method
     Column("stock_reserved", Boolean, nullable=False, server_default=text("false")),
     Column("cancelled", Boolean, nullable=False, server_default=text("false")),
-    # The charge. CHARGING is not stored here but in charge_attempts (see there).
+    Column("deadline", DateTime(timezone=True)),  # from OrderCreated; null on older rows
+    # The charge. CHARGING is not stored here but in charge_attempts (see there). EXPIRED:
+    # too late to charge, and `no_charge_reason` says why.
     Column("status", Text, nullable=False, server_default=text("'NONE'")),
     Column("provider_payment_id", Text),
     Column("decline_code", Text),
@@ -79,10 +81,12 @@ order_payments = Table(
     Column("provider_refund_id", Text),
     Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),
     Column("refunded_at", DateTime(timezone=True)),
+    Column("no_charge_reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(
-        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED')", name="order_payments_status"
+        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED', 'EXPIRED')",
+        name="order_payments_status",
     ),
     Index("order_payments_by_user", "user_id", "created_at", "order_id"),
     Index("order_payments_by_time", "created_at", "order_id"),

@@ -1,14 +1,14 @@
 """The saga's events: each locks its order's `order_payments` row, records the fact it carries
-and settles the order (docs/saga.md): charge, resume a charge a crash interrupted, refund, or
-nothing."""
+and settles the order (docs/saga.md): charge, resume a charge a crash interrupted, refund, give
+up (too late to charge), or nothing."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -27,6 +27,7 @@ from payment_service.domain import (
     PaymentFacts,
     ProviderUnavailableError,
     Resume,
+    expiry_reason,
     resume,
     settle,
 )
@@ -44,7 +45,17 @@ class Charging:
     gateway: StripeGateway
     # Commits an intent's id before the intent is confirmed (phase one of a charge).
     new_unit_of_work: UnitOfWorkFactory
+    # No charge starts later than this before the order's deadline (PAYMENT_CHARGE_MARGIN_SECONDS).
+    charge_margin: timedelta
+    # The clock every decision about the deadline reads.
+    now: Callable[[], datetime]
     faults: Faults = field(default_factory=Faults)
+
+    def too_late(self, facts: PaymentFacts) -> bool:
+        return facts.too_late(self.now(), self.charge_margin)
+
+    def gave_up(self, facts: PaymentFacts) -> bool:
+        return facts.gave_up(self.now(), self.charge_margin)
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ async def on_order_created(event: Event, uow: UnitOfWork, charging: Charging) ->
             amount=int(data["total_amount"]),
             currency=str(data["currency"]),
             payment_method_id=None if method is None else str(method),
+            deadline=data["deadline"],
             updated_at=func.now(),
         )
     )
@@ -131,7 +143,8 @@ async def _settle(
     """Do what the order's facts call for, step by step, until they call for nothing."""
     while True:
         payment = await _load(uow.session, order_id)
-        action = settle(payment.facts)
+        now = charging.now()
+        action = settle(payment.facts, now, charging.charge_margin)
         if action is Action.NOTHING:
             return
         log.info("order %s: %s (%s)", order_id, action.value, payment.facts.status.value)
@@ -139,6 +152,15 @@ async def _settle(
             await _charge(uow, payment, charging, traceparent)
         elif action is Action.RESUME_CHARGE:
             await _resume_charge(uow, payment, charging, traceparent)
+        elif action is Action.EXPIRE:
+            reason = expiry_reason(payment.facts, now, charging.charge_margin)
+            log.warning("order %s: %s", order_id, reason)
+            await _update(
+                uow.session,
+                order_id,
+                status=ChargeStatus.EXPIRED.value,
+                no_charge_reason=reason,
+            )
         else:
             await _refund(uow, payment, charging, traceparent)
 
@@ -169,6 +191,7 @@ async def _load(session: AsyncSession, order_id: uuid.UUID) -> OrderPayment:
             stock_reserved=row.stock_reserved,
             cancelled=row.cancelled,
             status=status,
+            deadline=row.deadline,
         ),
         terms=terms,
         provider_payment_id=row.provider_payment_id,
@@ -205,6 +228,10 @@ async def _charge(
                 provider_payment_method_id=payment_method_id,
             )
         )
+    if charging.too_late(payment.facts):
+        # The process was held up (paused, starved) since settle() said CHARGE: leave the
+        # intent CHARGING, and the next step, resuming it, cancels it instead of confirming.
+        return
     confirmed = await charging.gateway.confirm_intent(intent.id)
     await charging.faults.after_confirm()
     await _record_outcome(uow, payment, confirmed, traceparent)
@@ -218,7 +245,7 @@ async def _resume_charge(
     if intent_id is None:
         raise PermanentError(f"order {payment.order_id} is CHARGING without an intent")
     intent = await charging.gateway.retrieve_intent(intent_id)
-    step = resume(intent.state, cancelled=payment.facts.cancelled)
+    step = resume(intent.state, gave_up=charging.gave_up(payment.facts))
     log.warning(
         "order %s: resuming charge %s, found %s: %s",
         payment.order_id,

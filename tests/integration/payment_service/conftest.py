@@ -33,7 +33,12 @@ def new_id() -> str:
 
 
 def order_created(
-    order_id: str, user_id: str, amount: int = 2500, payment_method_id: str | None = None
+    order_id: str,
+    user_id: str,
+    amount: int = 2500,
+    payment_method_id: str | None = None,
+    *,
+    deadline_in: timedelta = timedelta(minutes=5),
 ) -> Event:
     now = datetime.now(UTC)
     return Event(
@@ -46,7 +51,7 @@ def order_created(
             "total_amount": amount,
             "currency": "USD",
             "payment_method_id": payment_method_id,
-            "deadline": now + timedelta(minutes=5),
+            "deadline": now + deadline_in,
             "created_at": now,
         },
     )

@@ -5,6 +5,7 @@ on cancellation, and no second charge after the process dies between Stripe and 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 
 import httpx
 
@@ -151,18 +152,18 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
     }
 
 
-async def test_a_cancelled_order_is_refunded_or_never_charged(
+async def test_a_cancelled_order_is_refunded_or_never_charged_nor_one_close_to_its_deadline(
     start_service: StartService,
     signing_key: SigningKey,
     localstripe: Localstripe,
     kafka_bootstrap: str,
     topics: str,
 ) -> None:
-    payment = start_service("payment")
+    payment = start_service("payment")  # PAYMENT_CHARGE_MARGIN_SECONDS: 10 by default
     user = new_id()
     async with payment.client(signing_key.issue(user)) as client:
         await add_card(client, card(VISA))
-    refunded, never_charged = new_id(), new_id()
+    refunded, never_charged, too_late = new_id(), new_id(), new_id()
 
     await publish(kafka_bootstrap, topics, order_created(refunded, user), stock_reserved(refunded))
     await collect_events(
@@ -188,8 +189,15 @@ async def test_a_cancelled_order_is_refunded_or_never_charged(
         return rows == [(True,)]
 
     await eventually(cancellation_applied, "the early cancellation is recorded")
-    await publish(kafka_bootstrap, topics, stock_reserved(never_charged))
-    events = await settled_payment_events(payment, kafka_bootstrap, topics, applied=7)
+    await publish(
+        kafka_bootstrap,
+        topics,
+        stock_reserved(never_charged),
+        # Five seconds before its deadline: a charge now could land after it.
+        order_created(too_late, user, deadline_in=timedelta(seconds=5)),
+        stock_reserved(too_late),
+    )
+    events = await settled_payment_events(payment, kafka_bootstrap, topics, applied=9)
 
     succeeded, refund = events[refunded]
     assert (succeeded.type, refund.type) == ("PaymentSucceeded", "PaymentRefunded")
@@ -203,6 +211,17 @@ async def test_a_cancelled_order_is_refunded_or_never_charged(
     assert never_charged not in events
     assert await localstripe.intents_of(never_charged) == []
 
+    # Given up in silence: no event (the order service's sweep cancels it, TIMEOUT), no intent.
+    assert too_late not in events
+    assert await localstripe.intents_of(too_late) == []
+    [(status, reason)] = await query(
+        payment, "SELECT status, no_charge_reason FROM order_payments WHERE order_id = %s", too_late
+    )
+    assert status == "EXPIRED"
+    assert reason.startswith("no charge: the order's deadline (")
+    assert "less the charge margin (10 s) had passed at" in reason
+
+    # Orders never charged are no payments, for the customer or an admin.
     async with payment.client(signing_key.issue(user)) as client:
         [listed] = (await client.get("/api/v1/payments")).json()["items"]
     assert (listed["order_id"], listed["status"], listed["refunded_amount"]) == (
@@ -210,6 +229,11 @@ async def test_a_cancelled_order_is_refunded_or_never_charged(
         "REFUNDED",
         2500,
     )
+    admin = signing_key.issue(new_id(), roles=("admin", "user"))
+    async with payment.client(admin) as client:
+        response = await client.get("/api/v1/admin/payments")
+    assert response.status_code == 200, response.text
+    assert [p["order_id"] for p in response.json()["items"]] == [refunded]
 
 
 async def test_a_crash_after_stripe_confirmed_never_charges_twice(

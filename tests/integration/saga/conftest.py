@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from choreo.auth import SigningKey
@@ -120,6 +123,43 @@ class Saga:
 
     async def successful_charges(self, order_id: str) -> list[dict[str, Any]]:
         return [i for i in await self.payment_intents(order_id) if i["status"] == "succeeded"]
+
+    async def payment_row(self, order_id: str) -> dict[str, Any] | None:
+        """The payment service's `order_payments` row of the order, read from its database."""
+        assert self.payment.database_url is not None
+        async with await psycopg.AsyncConnection.connect(self.payment.database_url) as db:
+            cursor = db.cursor(row_factory=psycopg.rows.dict_row)
+            await cursor.execute("SELECT * FROM order_payments WHERE order_id = %s", (order_id,))
+            return await cursor.fetchone()
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Return once all three services consume (a consumer group takes seconds to form):
+        an order of a product out of stock is cancelled, and the payment service saw it.
+
+        Tests whose timing matters (a short saga timeout) start from here.
+        """
+        product = await self.product(stock=0)
+        token = self.token(str(uuid.uuid4()))
+        order = await self.place(token, [(product, 1)])
+        await self.settled(token, order["id"], timeout=timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                while not (row := await self.payment_row(order["id"])) or not row["cancelled"]:
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            pytest.fail(f"the payment service did not see order {order['id']} in {timeout} s")
+
+    @asynccontextmanager
+    async def paused(self, process: ServiceProcess) -> AsyncIterator[None]:
+        """SIGSTOP the service's process for the block, SIGCONT after: as if it hung."""
+        child = process._child  # ServiceProcess can kill a service, not pause one
+        assert child is not None
+        assert child.running()
+        child.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            child.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture

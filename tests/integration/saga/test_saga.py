@@ -116,9 +116,16 @@ async def test_cancelling_a_confirmed_order_refunds_and_restocks(
 async def test_a_payment_that_lands_after_the_deadline_is_refunded(
     start_saga: Callable[..., Saga], kafka_bootstrap: str, topics: str
 ) -> None:
-    saga = start_saga(ORDER_SAGA_TIMEOUT_SECONDS="3", PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS="6")
+    # The charge starts in time (before the deadline less a 1 s margin), then takes 6 s to
+    # record: it lands after the order was cancelled (TIMEOUT).
+    saga = start_saga(
+        ORDER_SAGA_TIMEOUT_SECONDS="3",
+        PAYMENT_CHARGE_MARGIN_SECONDS="1",
+        PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS="6",
+    )
     product = await saga.product(stock=3, price=700)
     customer = await saga.customer()
+    await saga.ready()
 
     placed = await saga.place(customer, [(product, 1)])
     order = await saga.settled(customer, placed["id"], timeout=30)

@@ -1,11 +1,12 @@
 """The payment rules without I/O: settle(), resuming a charge, card checks, and a simulated
-saga in which events arrive in any order, any number of times, and the process crashes."""
+saga in which events arrive in any order, any number of times, the process crashes, and its
+clock passes the order's deadline at any moment (a pause, a backlog)."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -20,12 +21,17 @@ from payment_service.domain import (
     Resume,
     card_expired,
     check_card,
+    expiry_reason,
     luhn_valid,
     resume,
     settle,
 )
 
-KNOWN_AND_RESERVED = PaymentFacts(order_known=True, stock_reserved=True)
+NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+MARGIN = timedelta(seconds=10)
+IN_TIME = NOW + timedelta(minutes=1)  # a deadline that leaves time to charge
+KNOWN_AND_RESERVED = PaymentFacts(order_known=True, stock_reserved=True, deadline=IN_TIME)
+TOO_LATE = replace(KNOWN_AND_RESERVED, deadline=NOW + timedelta(seconds=5))
 
 
 @pytest.mark.parametrize(
@@ -59,11 +65,57 @@ KNOWN_AND_RESERVED = PaymentFacts(order_known=True, stock_reserved=True)
     ],
 )
 def test_settle(facts: PaymentFacts, action: Action) -> None:
-    assert settle(facts) is action
+    assert settle(facts, NOW, MARGIN) is action
 
 
 @pytest.mark.parametrize(
-    ("state", "cancelled", "step"),
+    ("facts", "action"),
+    [
+        # No charge starts once the deadline less the margin has passed: the order expires,
+        # whatever else is known, and stays so.
+        (TOO_LATE, Action.EXPIRE),
+        (replace(TOO_LATE, deadline=NOW - timedelta(hours=1)), Action.EXPIRE),
+        (replace(TOO_LATE, deadline=NOW + MARGIN), Action.EXPIRE),
+        (replace(TOO_LATE, stock_reserved=False), Action.EXPIRE),
+        (replace(TOO_LATE, cancelled=True), Action.EXPIRE),
+        (replace(TOO_LATE, status=ChargeStatus.EXPIRED), Action.NOTHING),
+        (replace(TOO_LATE, status=ChargeStatus.EXPIRED, cancelled=True), Action.NOTHING),
+        # A deadline is only known from OrderCreated; nothing is decided without it.
+        (PaymentFacts(stock_reserved=True, cancelled=True), Action.NOTHING),
+        # What is under way, or done, is finished: a crashed charge is resolved (resume()
+        # decides how), a charge that landed is refunded when the order is cancelled.
+        (replace(TOO_LATE, status=ChargeStatus.CHARGING), Action.RESUME_CHARGE),
+        (replace(TOO_LATE, status=ChargeStatus.SUCCEEDED), Action.NOTHING),
+        (replace(TOO_LATE, status=ChargeStatus.SUCCEEDED, cancelled=True), Action.REFUND),
+        (replace(TOO_LATE, status=ChargeStatus.FAILED), Action.NOTHING),
+        # One millisecond more than the margin is still in time.
+        (replace(TOO_LATE, deadline=NOW + MARGIN + timedelta(milliseconds=1)), Action.CHARGE),
+        # Without a deadline (a row older than the rule), the order is charged as before.
+        (replace(TOO_LATE, deadline=None), Action.CHARGE),
+    ],
+)
+def test_no_charge_starts_past_the_deadline_less_the_margin(
+    facts: PaymentFacts, action: Action
+) -> None:
+    assert settle(facts, NOW, MARGIN) is action
+
+
+def test_a_zero_margin_charges_until_the_deadline_itself() -> None:
+    at_deadline = replace(KNOWN_AND_RESERVED, deadline=NOW)
+    assert settle(at_deadline, NOW - timedelta(milliseconds=1), timedelta(0)) is Action.CHARGE
+    assert settle(at_deadline, NOW, timedelta(0)) is Action.EXPIRE
+
+
+def test_the_expiry_reason_names_the_deadline_the_margin_and_the_moment() -> None:
+    reason = expiry_reason(TOO_LATE, NOW, MARGIN)
+    assert reason == (
+        "no charge: the order's deadline (2030-06-15T12:00:05.000Z) less the charge margin "
+        "(10 s) had passed at 2030-06-15T12:00:00.000Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "gave_up", "step"),
     [
         (IntentState.UNCONFIRMED, False, Resume.CONFIRM),
         (IntentState.UNCONFIRMED, True, Resume.ABANDON),
@@ -77,8 +129,15 @@ def test_settle(facts: PaymentFacts, action: Action) -> None:
         (IntentState.PROCESSING, True, Resume.WAIT),
     ],
 )
-def test_resume(state: IntentState, cancelled: bool, step: Resume) -> None:
-    assert resume(state, cancelled=cancelled) is step
+def test_resume(state: IntentState, gave_up: bool, step: Resume) -> None:
+    assert resume(state, gave_up=gave_up) is step
+
+
+def test_gave_up_is_cancelled_or_too_late() -> None:
+    assert not KNOWN_AND_RESERVED.gave_up(NOW, MARGIN)
+    assert replace(KNOWN_AND_RESERVED, cancelled=True).gave_up(NOW, MARGIN)
+    assert TOO_LATE.gave_up(NOW, MARGIN)
+    assert not TOO_LATE.gave_up(NOW - timedelta(seconds=1), timedelta(0))
 
 
 @pytest.mark.parametrize(
@@ -128,8 +187,12 @@ def test_check_card_refuses_without_quoting_the_card(
 # own commit), the provider's intents and refunds. Each delivery of an event runs the handler
 # loop; a crash rolls back what the delivery did to the row, but neither what it did at the
 # provider nor a committed phase one, and the event is delivered again after the others.
+# The service's clock reads NOW until it passes the order's deadline less the margin: between
+# two deliveries ("Late", as after a pause or a backlog), or while a charge is under way,
+# between its phase one and its confirm (the process paused there).
 
 EVENTS = ("OrderCreated", "StockReserved", "OrderCancelled")
+LATE = "Late"
 CRASH_POINTS = ("after_create", "after_phase_one", "after_confirm", "after_refund")
 
 
@@ -181,13 +244,23 @@ class Service:
     provider: Provider
     crashes: list[str]  # crash points, in the order they are to happen
     two_phase: bool = True  # False: the intent's id commits with the outcome (unsafe)
+    pause_before_confirm: bool = False  # the clock passes charge-by during the first charge
     row: Row = field(default_factory=Row)
+    now: datetime = NOW
+
+    @property
+    def late(self) -> bool:
+        return self.now >= IN_TIME - MARGIN
+
+    def pass_the_deadline(self) -> None:
+        self.now = IN_TIME
 
     def facts(self, row: Row) -> PaymentFacts:
         status = row.status
         if status is ChargeStatus.NONE and row.attempt is not None:
             status = ChargeStatus.CHARGING
-        return PaymentFacts(row.order_known, row.stock_reserved, row.cancelled, status)
+        deadline = IN_TIME if row.order_known else None
+        return PaymentFacts(row.order_known, row.stock_reserved, row.cancelled, status, deadline)
 
     def crash_at(self, point: str) -> None:
         if self.crashes and self.crashes[0] == point:
@@ -198,6 +271,9 @@ class Service:
         queue = list(events)
         while queue:
             event = queue.pop(0)
+            if event == LATE:
+                self.pass_the_deadline()
+                continue
             try:
                 self.handle(event)
             except CrashError:
@@ -212,7 +288,7 @@ class Service:
         else:
             row.cancelled = True
         for _ in range(10):
-            action = settle(self.facts(row))
+            action = settle(self.facts(row), self.now, MARGIN)
             if action is Action.NOTHING:
                 self.row = row  # commit
                 return
@@ -224,11 +300,16 @@ class Service:
                 if self.two_phase:
                     self.row = replace(self.row, attempt=intent_id)
                 self.crash_at("after_phase_one")
+                if self.pause_before_confirm:
+                    self.pause_before_confirm = False
+                    self.pass_the_deadline()
+                if self.facts(row).too_late(self.now, MARGIN):
+                    continue  # as the handler does: resuming the intent cancels it
                 self.confirm(row, intent_id)
             elif action is Action.RESUME_CHARGE:
                 assert row.attempt is not None
                 state = self.provider.intents[row.attempt]
-                step = resume(state, cancelled=row.cancelled)
+                step = resume(state, gave_up=self.facts(row).gave_up(self.now, MARGIN))
                 if step is Resume.RECORD:
                     self.record(row, row.attempt, state)
                 elif step is Resume.CONFIRM:
@@ -239,6 +320,9 @@ class Service:
                     row.attempt = None
                 else:
                     pytest.fail(f"unexpected step {step}")
+            elif action is Action.EXPIRE:
+                assert self.late
+                row.status = ChargeStatus.EXPIRED
             else:
                 assert row.charge is not None
                 self.provider.refund(row.charge)
@@ -248,6 +332,7 @@ class Service:
 
     def confirm(self, row: Row, intent_id: str) -> None:
         assert not row.cancelled, "charged a cancelled order"
+        assert not self.late, "charged past the deadline less the margin"
         state = self.provider.confirm(intent_id)
         self.crash_at("after_confirm")
         self.record(row, intent_id, state)
@@ -259,7 +344,7 @@ class Service:
 
 
 deliveries = st.lists(st.sampled_from(EVENTS), max_size=8).flatmap(
-    lambda extra: st.permutations([*EVENTS, *extra])
+    lambda extra: st.permutations([*EVENTS, *extra, LATE])
 )
 crash_plans = st.lists(st.sampled_from(CRASH_POINTS), max_size=4)
 
@@ -267,34 +352,54 @@ crash_plans = st.lists(st.sampled_from(CRASH_POINTS), max_size=4)
 @settings(max_examples=500)
 @given(
     events=deliveries,
-    left_out=st.sets(st.sampled_from(EVENTS)),
+    left_out=st.sets(st.sampled_from([*EVENTS, LATE])),
     card_succeeds=st.booleans(),
     crashes=crash_plans,
+    pause_before_confirm=st.booleans(),
 )
-def test_any_order_duplicates_and_crashes_charge_at_most_once_and_refund_exactly_when_due(
-    events: list[str], left_out: set[str], card_succeeds: bool, crashes: list[str]
+def test_any_order_duplicates_crashes_and_pauses_charge_at_most_once_in_time(
+    events: list[str],
+    left_out: set[str],
+    card_succeeds: bool,
+    crashes: list[str],
+    pause_before_confirm: bool,
 ) -> None:
+    """Charged at most once, never past the deadline less the margin (`confirm` asserts it),
+    refunded exactly when due, and an order not charged in time ends EXPIRED."""
     provider = Provider(card_succeeds)
-    service = Service(provider, list(crashes))
+    service = Service(provider, list(crashes), pause_before_confirm=pause_before_confirm)
     delivered = [e for e in events if e not in left_out]
     service.deliver_all(delivered)
 
     facts = service.facts(service.row)
     cancelled = "OrderCancelled" in delivered
+    card_tried = any(
+        state in (IntentState.SUCCEEDED, IntentState.DECLINED)
+        for state in provider.intents.values()
+    )
     assert provider.money_moved <= 1
     assert facts.status is not ChargeStatus.CHARGING
     assert provider.refunds_made == (1 if cancelled and provider.money_moved else 0)
+    if facts.status is ChargeStatus.EXPIRED:
+        assert service.late
+        assert not card_tried
     if cancelled:
         if provider.money_moved:
             assert facts.status is ChargeStatus.REFUNDED
         else:
-            assert facts.status in (ChargeStatus.NONE, ChargeStatus.FAILED)
+            assert facts.status in (ChargeStatus.NONE, ChargeStatus.FAILED, ChargeStatus.EXPIRED)
     elif {"OrderCreated", "StockReserved"} <= set(delivered):
-        assert provider.money_moved == (1 if card_succeeds else 0)
-        assert facts.status is (ChargeStatus.SUCCEEDED if card_succeeds else ChargeStatus.FAILED)
+        if card_tried:
+            assert provider.money_moved == (1 if card_succeeds else 0)
+            assert facts.status is (
+                ChargeStatus.SUCCEEDED if card_succeeds else ChargeStatus.FAILED
+            )
+        else:  # only the deadline stops a charge the order is ready for
+            assert service.late
+            assert facts.status is ChargeStatus.EXPIRED
     else:
         assert provider.money_moved == 0
-        assert facts.status is ChargeStatus.NONE
+        assert facts.status in (ChargeStatus.NONE, ChargeStatus.EXPIRED)
 
 
 def test_the_model_catches_a_charge_that_is_not_two_phase() -> None:
@@ -330,3 +435,34 @@ def test_a_cancel_that_finds_an_unconfirmed_intent_abandons_it() -> None:
     assert provider.intents == {"pi_0": IntentState.CANCELED}
     assert service.row.status is ChargeStatus.NONE
     assert service.row.attempt is None
+
+
+def test_a_service_paused_past_the_deadline_never_charges() -> None:
+    """The events wait out the deadline (a paused process), then arrive in any order: no
+    intent is even created, no refund is needed, and the order ends EXPIRED."""
+    for order in itertools.permutations(EVENTS):
+        provider = Provider(card_succeeds=True)
+        service = Service(provider, [])
+        service.deliver_all([LATE, *order])
+        assert provider.intents == {}
+        assert provider.refunds_made == 0
+        assert service.row.status is ChargeStatus.EXPIRED
+
+
+def test_a_pause_between_phase_one_and_the_confirm_cancels_the_intent() -> None:
+    provider = Provider(card_succeeds=True)
+    service = Service(provider, [], pause_before_confirm=True)
+    service.deliver_all(["OrderCreated", "StockReserved"])
+    assert provider.intents == {"pi_0": IntentState.CANCELED}
+    assert service.row.status is ChargeStatus.EXPIRED
+    assert service.row.attempt is None
+
+
+def test_an_intent_found_charging_past_the_deadline_is_cancelled_never_confirmed() -> None:
+    """A crash after phase one, the process back only after the deadline less the margin."""
+    provider = Provider(card_succeeds=True)
+    service = Service(provider, ["after_phase_one"])
+    service.deliver_all(["OrderCreated", "StockReserved", LATE])
+    assert provider.intents == {"pi_0": IntentState.CANCELED}
+    assert provider.money_moved == 0
+    assert service.row.status is ChargeStatus.EXPIRED
