@@ -9,6 +9,7 @@ from collections import Counter
 
 from choreo import kafka
 from choreo.auth import SigningKey
+from choreo.dead_letters import replay_headers
 from choreo.testing import ServiceProcess, StartService, publish
 
 from .conftest import (
@@ -245,6 +246,18 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     assert Counter(n["title"] for n in page["items"]) == Counter(expected[dana_email])
 
 
+async def records_handled(service: ServiceProcess, topic: str) -> dict[str, int]:
+    """The service's consumer's records of `topic` by outcome, from its /metrics."""
+    async with service.client() as client:
+        metrics = (await client.get("/metrics")).text
+    found: dict[str, int] = {}
+    for line in metrics.splitlines():
+        if line.startswith("choreo_consumer_records_total{") and f'topic="{topic}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = int(float(line.rsplit(" ", 1)[1]))
+    return found
+
+
 async def _inbox_holds(notification: ServiceProcess, count: int) -> bool:
     rows = await query(notification, "SELECT count(*) FROM inbox")
     return bool(rows[0][0] == count)
@@ -311,21 +324,28 @@ async def test_a_notification_sendgrid_keeps_refusing_is_dead_lettered_and_repla
         "order_confirmed",
     ) == [("failed", 5)]
 
-    # `choreo dlq replay`: the dead letter as it is, back on its original topic. Once sends
-    # the e-mail; twice sends nothing more.
+    # `choreo dlq replay`, twice: the dead letter to the notification service's retry topic.
+    # Once sends the e-mail; twice sends nothing more (the inbox skips the duplicate).
     producer = kafka.producer(kafka_bootstrap)
     await producer.start()
+    entry = f"{topics}notification.dlq:{dead.partition}:{dead.offset}"
     try:
         for _ in range(2):
             await producer.send_and_wait(
-                headers["dlq.original.topic"].decode(),
+                f"{topics}notification.retry",
                 dead.value,
                 key=dead.key,
-                headers=list(dead.headers),
+                headers=replay_headers(dead.headers, entry),
             )
     finally:
         await producer.stop()
-    # Published behind both replays, in their partition: once it is e-mailed, both were handled.
+    await wait_for_mail(sink, frank_email, "is confirmed")
+    async with asyncio.timeout(30):
+        while await records_handled(notification, f"{topics}notification.retry") != {
+            "applied": 1,
+            "duplicate": 1,
+        }:
+            await asyncio.sleep(0.2)
     await publish(
         kafka_bootstrap,
         topics,
