@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from choreo.errors import ChoreoError
@@ -52,6 +53,8 @@ class ReservationStatus(StrEnum):
     REJECTED = "REJECTED"
     # The order was cancelled before its OrderCreated arrived: a late OrderCreated reserves nothing.
     CANCELLED_BEFORE_RESERVATION = "CANCELLED_BEFORE_RESERVATION"
+    # OrderCreated arrived past the order's deadline (see `too_late_to_reserve`): nothing held.
+    EXPIRED_BEFORE_RESERVATION = "EXPIRED_BEFORE_RESERVATION"
 
 
 class RejectionReason(StrEnum):
@@ -132,6 +135,29 @@ def order_lines(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
     if not totals:
         raise InvalidOrderError("an order needs at least one line")
     return dict(sorted(totals.items()))
+
+
+def too_late_to_reserve(deadline: datetime, now: datetime) -> bool:
+    """Whether an order's saga gave up before its stock could be reserved.
+
+    At its deadline the order service cancels an order not yet CONFIRMED (TIMEOUT), so units
+    reserved for it from then on would only wait for that cancellation to release them. The
+    order is not rejected either: a StockRejected would cancel it as OUT_OF_STOCK, a reason
+    that is not true.
+    """
+    return now >= deadline
+
+
+def expiry_reason(deadline: datetime, now: datetime) -> str:
+    """Why an order's reservation is EXPIRED_BEFORE_RESERVATION, in words for an operator."""
+    return (
+        f"nothing reserved: the order's deadline ({_instant(deadline)}) had passed "
+        f"at {_instant(now)}"
+    )
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,13 +57,26 @@ class NewProduct:
 # Events (docs/saga.md, inventory).
 
 
-async def on_order_created(event: Event, uow: UnitOfWork) -> None:
-    """Reserve every line of a new order or none; an order seen before is left alone."""
+async def on_order_created(event: Event, uow: UnitOfWork, *, now: Callable[[], datetime]) -> None:
+    """Reserve every line of a new order or none; an order seen before is left alone, and
+    one past its deadline gets a tombstone instead (the order service cancels it, TIMEOUT)."""
     order_id = str(event.data["order_id"])
     lines = domain.order_lines(
         (str(line["product_id"]), int(line["quantity"])) for line in event.data["items"]
     )
     session = uow.session
+    moment, deadline = now(), event.data["deadline"]
+    if domain.too_late_to_reserve(deadline, moment):
+        await session.execute(
+            insert(reservations)
+            .values(
+                order_id=order_id,
+                status=ReservationStatus.EXPIRED_BEFORE_RESERVATION,
+                reason=domain.expiry_reason(deadline, moment),
+            )
+            .on_conflict_do_nothing()
+        )
+        return
     claimed = await session.execute(
         insert(reservations)
         .values(order_id=order_id, status=ReservationStatus.RESERVED)
@@ -75,14 +88,13 @@ async def on_order_created(event: Event, uow: UnitOfWork) -> None:
     locked = await _lock_products(session, lines)
     on_sale = {product_id: p.level for product_id, p in locked.items() if not p.deleted}
     outcome = domain.reserve_all(lines, on_sale)
-    now = datetime.now(UTC)
     if isinstance(outcome, domain.Rejection):
         await _set_status(session, order_id, ReservationStatus.REJECTED, outcome.reason)
         data = {
             "order_id": order_id,
             "reason": str(outcome.reason),
             "unavailable_product_ids": list(outcome.product_ids),
-            "rejected_at": now,
+            "rejected_at": moment,
         }
         uow.publish(_event("StockRejected", order_id, data, event.traceparent))
         return
@@ -90,10 +102,12 @@ async def on_order_created(event: Event, uow: UnitOfWork) -> None:
         insert(reservation_lines),
         [{"order_id": order_id, "product_id": p, "quantity": q} for p, q in lines.items()],
     )
-    data = {"order_id": order_id, "items": _stock_lines(lines), "reserved_at": now}
+    data = {"order_id": order_id, "items": _stock_lines(lines), "reserved_at": moment}
     uow.publish(_event("StockReserved", order_id, data, event.traceparent))
     for product_id, level in outcome.items():
-        await _write_level(uow, locked[product_id], level, now, event.traceparent, check_low=True)
+        await _write_level(
+            uow, locked[product_id], level, moment, event.traceparent, check_low=True
+        )
 
 
 async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+
 from choreo.pagination import InvalidCursorError
 from choreo.service import Service, Subscription
 from inventory_service import domain, handlers
 from inventory_service.api import router
 from inventory_service.config import Settings
 
-SUBSCRIPTIONS = (
-    Subscription("order.create", {"OrderCreated": handlers.on_order_created}),
-    Subscription("payment.event", {"PaymentFailed": handlers.on_payment_failed}),
-    Subscription(
-        "order.event",
-        {
-            "OrderConfirmed": handlers.on_order_confirmed,
-            "OrderCancelled": handlers.on_order_cancelled,
-        },
-    ),
-)
+
+def subscriptions(now: Callable[[], datetime]) -> tuple[Subscription, ...]:
+    return (
+        Subscription("order.create", {"OrderCreated": partial(handlers.on_order_created, now=now)}),
+        Subscription("payment.event", {"PaymentFailed": handlers.on_payment_failed}),
+        Subscription(
+            "order.event",
+            {
+                "OrderConfirmed": handlers.on_order_confirmed,
+                "OrderCancelled": handlers.on_order_cancelled,
+            },
+        ),
+    )
+
 
 ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
     domain.ProductNotFoundError: (404, "product_not_found"),
@@ -29,11 +36,16 @@ ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def build(settings: Settings | None = None) -> Service:
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc_now) -> Service:
+    """The service; `now` is the clock its deadline decisions read (tests move it)."""
     return Service(
         settings or Settings(),
         routers=[router],
-        subscriptions=SUBSCRIPTIONS,
+        subscriptions=subscriptions(now),
         error_statuses=ERROR_STATUSES,
     )
 

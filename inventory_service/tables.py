@@ -68,9 +68,11 @@ reservations = Table(
     "reservations",
     metadata,
     Column("order_id", UUID(as_uuid=False), primary_key=True),
-    # RESERVED, RELEASED, COMMITTED, REJECTED or CANCELLED_BEFORE_RESERVATION (domain.py).
+    # RESERVED, RELEASED, COMMITTED, REJECTED, or a tombstone: CANCELLED_BEFORE_RESERVATION,
+    # EXPIRED_BEFORE_RESERVATION (domain.py).
     Column("status", Text, nullable=False),
-    # Why it was rejected or released (OUT_OF_STOCK, PAYMENT_FAILED, TIMEOUT, ...).
+    # Why it was rejected or released (OUT_OF_STOCK, PAYMENT_FAILED, TIMEOUT, ...), or why an
+    # order past its deadline got nothing (in words).
     Column("reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

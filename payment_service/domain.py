@@ -7,7 +7,7 @@ handler records the fact it learned and asks `settle()` what the facts call for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from choreo.errors import ChoreoError, TransientError
@@ -120,7 +120,7 @@ def expiry_reason(facts: PaymentFacts, now: datetime, margin: timedelta) -> str:
 
 
 def _instant(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class IntentState(StrEnum):

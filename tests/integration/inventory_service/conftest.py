@@ -68,7 +68,13 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
-def order_created(order_id: str, lines: list[tuple[str, int]], *, key: str | None = None) -> Event:
+def order_created(
+    order_id: str,
+    lines: list[tuple[str, int]],
+    *,
+    key: str | None = None,
+    deadline_in: timedelta = timedelta(minutes=15),
+) -> Event:
     """OrderCreated as the order service writes it; `key` overrides the Kafka key (order id)."""
     now = datetime.now(UTC)
     data = {
@@ -78,7 +84,7 @@ def order_created(order_id: str, lines: list[tuple[str, int]], *, key: str | Non
         "total_amount": 100 * sum(q for _, q in lines),
         "currency": "USD",
         "payment_method_id": None,
-        "deadline": now + timedelta(minutes=15),
+        "deadline": now + deadline_in,
         "created_at": now,
     }
     return Event(type="OrderCreated", subject=key or order_id, data=data)

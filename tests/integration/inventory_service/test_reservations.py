@@ -10,8 +10,10 @@ it has been applied.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import httpx
+import psycopg
 
 from choreo.events import Event
 from choreo.testing import ServiceProcess, collect_events, publish
@@ -136,7 +138,10 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
 
         # Cancelled before it was created: the late OrderCreated reserves nothing.
         # Delivered twice (same ce_id): reserved once.
-        late, duplicate, probes = new_id(), new_id(), [new_id(), new_id()]
+        # Past its deadline when it arrives: nothing reserved, nothing said (the order service
+        # cancels it, TIMEOUT: StockRejected would give the customer a wrong reason).
+        late, duplicate, overdue = new_id(), new_id(), new_id()
+        probes = [new_id() for _ in range(4)]
         await publish(
             kafka_bootstrap, topics, order_cancelled(late, "TIMEOUT", previous_status="PENDING")
         )
@@ -157,6 +162,8 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
             created_twice,
             created_twice,
             order_created(probes[1], [(grinder, 1)], key=duplicate),
+            order_created(overdue, [(grinder, 2)], deadline_in=timedelta(seconds=-1)),
+            order_created(probes[2], [(grinder, 1)], key=overdue),
         )
         events = await stock_events(
             kafka_bootstrap,
@@ -164,10 +171,31 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
             (held, "StockReserved"),
             (probes[0], "StockReserved"),
             (probes[1], "StockReserved"),
+            (probes[2], "StockReserved"),
         )
         assert about(events, late, *OUTCOMES) == []
         assert len(about(events, duplicate, *OUTCOMES)) == 1
-        assert await counters(admin, grinder) == (6, 4, 0)
+        assert about(events, overdue, *OUTCOMES) == []
+        assert await counters(admin, grinder) == (5, 5, 0)
+        assert inventory.database_url is not None
+        async with await psycopg.AsyncConnection.connect(inventory.database_url) as db:
+            cursor = await db.execute(
+                "SELECT status, reason FROM reservations WHERE order_id = %s", (overdue,)
+            )
+            [(status, reason)] = await cursor.fetchall()
+        assert status == "EXPIRED_BEFORE_RESERVATION"
+        assert reason.startswith("nothing reserved: the order's deadline (")
+
+        # Its cancellation (TIMEOUT) then releases nothing.
+        await publish(
+            kafka_bootstrap,
+            topics,
+            order_cancelled(overdue, "TIMEOUT", previous_status="PENDING"),
+            order_created(probes[3], [(grinder, 1)], key=overdue),
+        )
+        events = await stock_events(kafka_bootstrap, topics, (probes[3], "StockReserved"))
+        assert about(events, overdue, *OUTCOMES) == []
+        assert await counters(admin, grinder) == (4, 6, 0)
 
         # A deleted product takes no new orders (UNKNOWN_PRODUCT, like a product that never
         # existed), but the reservations it holds still settle.
@@ -195,7 +223,7 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
         assert [str(p) for p in rejected.data["unavailable_product_ids"]] == [cups]
         levels = [e.data["available"] for e in about(events, cups, "StockLevelChanged")]
         assert levels == [5, 3, 5]
-        assert await counters(admin, grinder) == (6, 4, 0)
+        assert await counters(admin, grinder) == (4, 6, 0)
 
 
 async def test_concurrent_orders_never_oversell(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -21,11 +22,13 @@ from inventory_service.domain import (
     StockLimitError,
     StockMove,
     Transition,
+    expiry_reason,
     on_order_cancelled,
     on_order_confirmed,
     on_payment_failed,
     order_lines,
     reserve_all,
+    too_late_to_reserve,
 )
 
 RESERVED = ReservationStatus.RESERVED
@@ -33,6 +36,7 @@ RELEASED = ReservationStatus.RELEASED
 COMMITTED = ReservationStatus.COMMITTED
 REJECTED = ReservationStatus.REJECTED
 TOMBSTONE = ReservationStatus.CANCELLED_BEFORE_RESERVATION
+EXPIRED = ReservationStatus.EXPIRED_BEFORE_RESERVATION
 
 Decide = Callable[[ReservationStatus | None], Transition | None]
 
@@ -141,12 +145,27 @@ def test_an_unknown_product_rejects_the_order_before_stock_is_considered() -> No
         (on_order_confirmed, RELEASED, None),
         (on_order_confirmed, COMMITTED, None),
         (on_order_confirmed, REJECTED, None),
+        # An order past its deadline when it arrived holds nothing: nothing to undo.
+        (on_payment_failed, EXPIRED, None),
+        (on_order_cancelled, EXPIRED, None),
+        (on_order_confirmed, EXPIRED, None),
     ],
 )
 def test_the_saga_table(
     decide: Decide, status: ReservationStatus | None, expected: Transition | None
 ) -> None:
     assert decide(status) == expected
+
+
+def test_nothing_is_reserved_from_the_deadline_on() -> None:
+    deadline = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
+    assert not too_late_to_reserve(deadline, deadline - timedelta(milliseconds=1))
+    assert too_late_to_reserve(deadline, deadline)
+    assert too_late_to_reserve(deadline, deadline + timedelta(hours=1))
+    assert expiry_reason(deadline, deadline + timedelta(seconds=3)) == (
+        "nothing reserved: the order's deadline (2030-06-15T12:00:00.000Z) had passed "
+        "at 2030-06-15T12:00:03.000Z"
+    )
 
 
 # Property: whatever saga events arrive, in any order and any number of times, each product's
@@ -160,8 +179,11 @@ class Inventory:
         self.status: dict[int, ReservationStatus] = {}
         self.lines: dict[int, dict[str, int]] = {}
 
-    def order_created(self, order: int, lines: list[tuple[str, int]]) -> None:
+    def order_created(self, order: int, lines: list[tuple[str, int]], *, late: bool) -> None:
         if order in self.status:
+            return
+        if late:
+            self.status[order] = EXPIRED
             return
         wanted = order_lines(lines)
         outcome = reserve_all(wanted, self.stock)
@@ -192,7 +214,9 @@ class Inventory:
 PRODUCTS = ("p1", "p2", "p3")
 orders = st.integers(min_value=0, max_value=6)
 line = st.tuples(st.sampled_from((*PRODUCTS, "unknown")), st.integers(min_value=1, max_value=6))
-created = st.tuples(st.just("created"), orders, st.lists(line, min_size=1, max_size=4))
+created = st.tuples(
+    st.sampled_from(("created", "created_late")), orders, st.lists(line, min_size=1, max_size=4)
+)
 settled = st.tuples(
     st.sampled_from(("payment_failed", "cancelled", "confirmed")), orders, st.just([])
 )
@@ -213,8 +237,8 @@ def test_stock_is_conserved_under_any_sequence_of_saga_events(
 ) -> None:
     inventory = Inventory({p: StockLevel(n) for p, n in zip(PRODUCTS, initial, strict=True)})
     for kind, order, lines in events:
-        if kind == "created":
-            inventory.order_created(order, lines)
+        if kind.startswith("created"):
+            inventory.order_created(order, lines, late=kind == "created_late")
         else:
             inventory.settle(order, DECIDE[kind])
         for product, start in zip(PRODUCTS, initial, strict=True):
