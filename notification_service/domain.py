@@ -44,6 +44,12 @@ class Kind(StrEnum):
 
 ADMIN_ROLE = "admin"
 
+# What a cancellation, once seen, makes untrue: "we are taking the payment and will write when
+# the order is confirmed", and "your order is confirmed". Handled after the cancellation (topics
+# are consumed concurrently; a dead letter is replayed later), they are not sent: the customer
+# is never told "cancelled", then "confirmed". The other notifications stay true.
+CONTRADICTED_BY_CANCELLATION = frozenset({Kind.ORDER_RECEIVED, Kind.ORDER_CONFIRMED})
+
 
 @dataclass(frozen=True, slots=True)
 class Contact:

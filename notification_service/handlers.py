@@ -4,6 +4,9 @@ Facts first: the contact a UserRegistered carries and the order an OrderCreated 
 committed on their own, before the e-mail of that same event is sent, so that notifications
 waiting for them do not also wait for that e-mail (or its retries, or its dead letter).
 
+A cancellation is committed the same way before its e-mail, and a notification it makes untrue
+(domain.CONTRADICTED_BY_CANCELLATION) handled after it is not sent at all.
+
 Then each notification finds its recipient — raising NotKnownYetError, which the consumer
 retries, while the contact or order has not arrived (topics are consumed concurrently) —
 renders its message, delivers the e-mail at most once (deliveries.py), and writes the in-app
@@ -27,6 +30,7 @@ from choreo.events import Event
 from notification_service.deliveries import Delivery, Postman
 from notification_service.domain import (
     ADMIN_ROLE,
+    CONTRADICTED_BY_CANCELLATION,
     Contact,
     Kind,
     NotificationNotFoundError,
@@ -39,7 +43,7 @@ from notification_service.domain import (
 )
 from notification_service.mailer import Email
 from notification_service.messages import Renderer
-from notification_service.tables import contacts, notifications, orders
+from notification_service.tables import contacts, notifications, order_cancellations, orders
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,8 @@ async def on_order_created(event: Event, uow: UnitOfWork, notifier: Notifier) ->
             )
             .on_conflict_do_nothing()
         )
+    if await _contradicts_cancellation(uow.session, order_id, Kind.ORDER_RECEIVED):
+        return
     context = {
         **_order_context(order_id),
         "items": count_of(item_count, "item"),
@@ -165,6 +171,8 @@ async def on_order_created(event: Event, uow: UnitOfWork, notifier: Notifier) ->
 async def on_order_confirmed(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
     data = event.data
     order_id = str(data["order_id"])
+    if await _contradicts_cancellation(uow.session, order_id, Kind.ORDER_CONFIRMED):
+        return
     context = {
         **_order_context(order_id),
         "total": format_money(int(data["total_amount"]), str(data["currency"])),
@@ -174,6 +182,16 @@ async def on_order_confirmed(event: Event, uow: UnitOfWork, notifier: Notifier) 
 
 async def on_order_cancelled(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
     data = event.data
+    async with notifier.new_unit_of_work() as facts:
+        await facts.session.execute(
+            insert(order_cancellations)
+            .values(
+                order_id=uuid.UUID(str(data["order_id"])),
+                reason=str(data["reason"]),
+                cancelled_at=data["cancelled_at"],
+            )
+            .on_conflict_do_nothing()
+        )
     context = {
         **_order_context(str(data["order_id"])),
         "reason": cancel_reason_in_words(str(data["reason"])),
@@ -322,6 +340,21 @@ async def _admins(session: AsyncSession) -> list[Contact]:
         .order_by(contacts.c.user_id)
     )
     return [Contact(*row) for row in rows]
+
+
+async def _contradicts_cancellation(session: AsyncSession, order_id: str, kind: Kind) -> bool:
+    """Whether `kind` is not to be sent because the order is known to be cancelled."""
+    if kind not in CONTRADICTED_BY_CANCELLATION:
+        return False
+    reason = await session.scalar(
+        select(order_cancellations.c.reason).where(
+            order_cancellations.c.order_id == uuid.UUID(order_id)
+        )
+    )
+    if reason is None:
+        return False
+    log.info("no %s notification of order %s: it was cancelled (%s) before", kind, order_id, reason)
+    return True
 
 
 async def _customer_of(session: AsyncSession, order_id: str) -> str:

@@ -1,8 +1,9 @@
 """The notification service's own tables (the kit's outbox and inbox come from choreo).
 
-`contacts` and `orders` are replicas built from events (`user.event`, `order.create`): the
-service never asks the user or order service. `deliveries` makes each e-mail go out at most
-once; `notifications` are what users read in the app.
+`contacts`, `orders` and `order_cancellations` are replicas built from events (`user.event`,
+`order.create`, `order.event`): the service never asks the user or order service.
+`deliveries` makes each e-mail go out at most once; `notifications` are what users read in the
+app.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ orders = Table(
     Column("total", BigInteger, nullable=False),
     Column("currency", Text, nullable=False),
     Column("item_count", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Orders seen cancelled (OrderCancelled): a notification the cancellation makes untrue, handled
+# after it (domain.CONTRADICTED_BY_CANCELLATION), is not sent.
+order_cancellations = Table(
+    "order_cancellations",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("cancelled_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

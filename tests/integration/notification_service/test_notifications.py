@@ -161,7 +161,7 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
 ) -> None:
     dana, eve = new_id(), new_id()
     dana_email, eve_email = address("dana"), address("eve")
-    happy, early, declined, refunded = new_id(), new_id(), new_id(), new_id()
+    happy, early, declined, refunded, gone = new_id(), new_id(), new_id(), new_id(), new_id()
     twice = [order_created(happy, dana), order_confirmed(happy, dana)]
     await publish(
         kafka_bootstrap,
@@ -173,21 +173,36 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
         # Eve's order confirmed before her account is known to this service.
         order_confirmed(early, eve),
         order_created(early, eve),
-        # A payment failure before its order is known here, then the cancellation.
+        # A payment failure before its order is known here (then the cancellation, below).
         payment_failed(declined, "card_declined", "Your card was declined."),
         order_created(declined, dana),
-        order_cancelled(declined, dana, "PAYMENT_FAILED", charged=False),
-        # A confirmed order the customer cancels, then its refund.
+        # A confirmed order the customer cancels (below), then its refund.
         order_created(refunded, dana, quantities=(3,)),
         order_confirmed(refunded, dana),
-        order_cancelled(refunded, dana, "CUSTOMER_REQUEST", charged=True),
-        payment_refunded(refunded),
         user_registered(eve, eve_email, "Eve Moneypenny"),
     )
     notification = start_notification(start_service, sink)
 
     def ref(order_id: str) -> str:
         return "#" + order_id.replace("-", "")[:8].upper()
+
+    # The cancellations once their orders were announced: order.create and order.event are
+    # consumed concurrently, and an order seen cancelled is not announced any more (below).
+    await wait_for_mail(sink, dana_email, ref(declined), f"We received your order {ref(refunded)}")
+    cancelled_gone = order_cancelled(gone, dana, "TIMEOUT", charged=False)
+    await publish(
+        kafka_bootstrap,
+        topics,
+        order_cancelled(declined, dana, "PAYMENT_FAILED", charged=False),
+        order_cancelled(refunded, dana, "CUSTOMER_REQUEST", charged=True),
+        payment_refunded(refunded),
+        cancelled_gone,
+    )
+    # An order seen cancelled first: its OrderCreated arrives late, and its confirmation after
+    # the cancellation (as a replayed dead letter would). Neither contradicts "cancelled".
+    await eventually(lambda: applied(notification, cancelled_gone), "the cancellation applied")
+    late = [order_created(gone, dana), order_confirmed(gone, dana)]
+    await publish(kafka_bootstrap, topics, *late)
 
     expected = {
         dana_email: [
@@ -201,6 +216,7 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
             f"Your order {ref(refunded)} is confirmed",
             f"Your order {ref(refunded)} was cancelled",
             f"Your refund for order {ref(refunded)} is on its way",
+            f"Your order {ref(gone)} was cancelled",
         ],
         eve_email: [
             "Welcome to Choreo, Eve Moneypenny",
@@ -210,8 +226,10 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     }
     for to, subjects in expected.items():
         await wait_for_mail(sink, to, *subjects, timeout=45)
+    for event in late:
+        await eventually(lambda e=event: applied(notification, e), f"{event.type} applied")
     await eventually(
-        lambda: _inbox_holds(notification, 13), "every distinct event applied", timeout=30
+        lambda: _inbox_holds(notification, 16), "every distinct event applied", timeout=30
     )
     await asyncio.sleep(1.0)  # a second e-mail of any duplicate would be here by now
     for to, subjects in expected.items():
@@ -236,11 +254,19 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     )
     assert "will be refunded" in words[f"Your order {ref(refunded)} was cancelled"]
     assert "We refunded 37.50 USD" in words[f"Your refund for order {ref(refunded)} is on its way"]
+    assert (
+        "cancelled because it could not be completed in time"
+        in words[f"Your order {ref(gone)} was cancelled"]
+    )
 
     rows = await query(
         notification, "SELECT status, attempts, count(*) FROM deliveries GROUP BY 1, 2"
     )
-    assert rows == [("sent", 1, 13)]
+    assert rows == [("sent", 1, 14)]
+    # The late order is still known, so its payment events would find their customer.
+    assert await query(notification, "SELECT user_id FROM orders WHERE order_id = %s", gone) == [
+        (dana,)
+    ]
     async with notification.client(signing_key.issue(dana)) as client:
         page = (await client.get("/api/v1/notifications", params={"limit": 100})).json()
     assert Counter(n["title"] for n in page["items"]) == Counter(expected[dana_email])
