@@ -84,6 +84,8 @@ QUERIES: Mapping[str, tuple[Query, ...]] = {
             "order_id",
             (
                 "status",
+                "no_charge_reason",  # why an EXPIRED order was never charged
+                "deadline",
                 "amount",
                 "currency",
                 "payment_id",
@@ -113,6 +115,12 @@ QUERIES: Mapping[str, tuple[Query, ...]] = {
             "orders",
             "order_id",
             ("user_id", "total", "currency", "item_count", "created_at"),
+            single=True,
+        ),
+        Query(
+            "order_cancellations",
+            "order_id",
+            ("reason", "cancelled_at"),
             single=True,
         ),
         Query(

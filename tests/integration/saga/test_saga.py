@@ -6,12 +6,15 @@ Real PostgreSQL (one database per service), the real broker and localstripe.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+from typer.testing import CliRunner
 
+from choreo.cli import app
 from choreo.events import Event
 from choreo.stack.stripe import TEST_SECRET_KEY
 from choreo.testing import collect_events
@@ -147,6 +150,69 @@ async def test_a_payment_that_lands_after_the_deadline_is_refunded(
         kafka_bootstrap, f"{topics}stock.updated", of_order(order["id"], "StockReleased")
     )
     assert await saga.available(product) == 3
+
+
+async def test_a_payment_service_paused_past_the_deadline_never_charges(
+    start_saga: Callable[..., Saga], kafka_bootstrap: str, topics: str, database_url: str
+) -> None:
+    """Issue 11: the payment service stopped (SIGSTOP) while an order waits for payment, until
+    the order is cancelled (TIMEOUT), then let go: it used to charge, then refund at once."""
+    saga = start_saga(ORDER_SAGA_TIMEOUT_SECONDS="3", PAYMENT_CHARGE_MARGIN_SECONDS="1")
+    product = await saga.product(stock=2, price=8900)
+    customer = await saga.customer()
+    await saga.ready()
+
+    async with saga.paused(saga.payment):
+        placed = await saga.place(customer, [(product, 1)])
+        waiting = await saga.settled(
+            customer, placed["id"], lambda o: o["status"] not in ("PENDING",), timeout=10
+        )
+        assert waiting["status"] == "RESERVED"  # stock held, the payment is what it waits for
+        order = await saga.settled(customer, placed["id"], timeout=15)
+        assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "TIMEOUT")
+
+    async def caught_up() -> dict[str, Any] | None:
+        row = await saga.payment_row(order["id"])
+        facts = ("order_known", "stock_reserved", "cancelled")
+        return row if row and all(row[fact] for fact in facts) else None
+
+    async with asyncio.timeout(30):
+        while not (payment := await caught_up()):
+            await asyncio.sleep(0.2)
+    await collect_events(
+        kafka_bootstrap, f"{topics}stock.updated", of_order(order["id"], "StockReleased")
+    )
+
+    # No intent was even created: nothing charged, nothing to refund, no e-mail about either.
+    assert await saga.payment_intents(order["id"]) == []
+    assert await refunds_of(saga, order["id"]) == []
+    assert await saga.available(product) == 2
+    assert payment["status"] == "EXPIRED"
+    assert payment["no_charge_reason"].startswith("no charge: the order's deadline (")
+
+    # `choreo saga` tells the operator why.
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CHOREO_TOPIC_PREFIX": topics,
+        "ORDER_DATABASE_URL": str(saga.order.database_url),
+        "INVENTORY_DATABASE_URL": str(saga.inventory.database_url),
+        "PAYMENT_DATABASE_URL": str(saga.payment.database_url),
+        "NOTIFICATION_DATABASE_URL": database_url,  # no notification service here
+    }
+    traced = await asyncio.to_thread(
+        CliRunner().invoke, app, ["saga", order["id"], "--json"], env=env
+    )
+    assert traced.exit_code == 0, traced.output
+    trace = json.loads(traced.stdout)
+    types = [record["type"] for record in trace["timeline"]]
+    assert sorted(types) == ["OrderCancelled", "OrderCreated", "StockReleased", "StockReserved"]
+    [row] = trace["services"]["payment"]["tables"]["order_payments"]
+    assert (row["status"], row["no_charge_reason"]) == ("EXPIRED", payment["no_charge_reason"])
+    shown = await asyncio.to_thread(CliRunner().invoke, app, ["saga", order["id"]], env=env)
+    assert shown.exit_code == 0, shown.output
+    payment_view = shown.stdout.split("payment service", 1)[1]
+    assert "EXPIRED" in payment_view
+    assert "no charge: the order's deadline" in " ".join(payment_view.split())
 
 
 async def test_two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty(
