@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from choreo.auth import SigningKey
 from choreo.stack.stripe import TEST_SECRET_KEY
@@ -128,7 +129,7 @@ class Saga:
         """The payment service's `order_payments` row of the order, read from its database."""
         assert self.payment.database_url is not None
         async with await psycopg.AsyncConnection.connect(self.payment.database_url) as db:
-            cursor = db.cursor(row_factory=psycopg.rows.dict_row)
+            cursor = db.cursor(row_factory=dict_row)
             await cursor.execute("SELECT * FROM order_payments WHERE order_id = %s", (order_id,))
             return await cursor.fetchone()
 
