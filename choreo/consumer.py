@@ -23,7 +23,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 from prometheus_client import Counter
 from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
 from sqlalchemy.dialects.postgresql import insert
@@ -60,6 +60,11 @@ RECORDS = Counter(
     ["consumer", "topic", "outcome"],
 )
 RETRIES = Counter("choreo_consumer_retries_total", "Retried handler attempts", ["consumer"])
+REWINDS = Counter(
+    "choreo_consumer_log_rewinds_total",
+    "Partitions re-read from their start because their log ended below the position",
+    ["consumer", "topic"],
+)
 
 Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
 
@@ -157,12 +162,45 @@ class Consumer:
                     worker.raise_failure()
                     if worker.idle and tp in self._consumer.paused():
                         self._consumer.resume(tp)
+                await self._rewind_where_the_log_shrank()
                 await self._commit(self._workers)
         finally:
             try:
                 await self._drain(list(self._workers))
             finally:
                 await self._consumer.stop()
+
+    async def _rewind_where_the_log_shrank(self) -> None:
+        """Re-read from its start a partition whose log now ends below this consumer's position.
+
+        A log that shrank under a consumer was restarted, truncated or re-created (a broker
+        that came back empty, a re-created topic, an unclean leader election): the records now
+        below the position are new, and skipping them would lose them silently. Apache Kafka
+        answers OFFSET_OUT_OF_RANGE there (aiokafka then resets to the earliest offset); Tansu
+        answers with an empty fetch and a high watermark below the position, which this
+        catches after every poll. The inbox makes reading applied records again harmless.
+        """
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:  # not fetched yet: the position may not be known either
+                continue
+            position = await self._consumer.position(tp)
+            if position <= end:
+                continue
+            log.error(
+                "consumer %s: %s[%d] ends at offset %d, below this consumer's position %d: the "
+                "log was restarted, truncated or re-created; re-reading it from its start",
+                self.name,
+                tp.topic,
+                tp.partition,
+                end,
+                position,
+            )
+            REWINDS.labels(self.name, tp.topic).inc()
+            worker = self._workers.get(tp)
+            if worker is not None:
+                worker.rewind()  # the records it holds go first; the poll loop resumes after
+            self._consumer.seek(tp, 0)  # below the log start, Kafka resets to the earliest
 
     def _worker(self, tp: TopicPartition) -> _PartitionWorker:
         if tp not in self._workers:
@@ -178,8 +216,15 @@ class Consumer:
 
     async def _commit(self, workers: Mapping[TopicPartition, _PartitionWorker]) -> None:
         offsets = {tp: offset for tp, w in workers.items() if (offset := w.take_offset())}
-        if offsets:
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(offsets)
+        except CommitFailedError as error:
+            # The group moved on without us (a rebalance, or a broker that forgot the group):
+            # aiokafka rejoins, and whoever gets these partitions re-reads from the last
+            # committed offset; the inbox skips what was applied.
+            log.warning("consumer %s: commit refused, the group rebalanced: %s", self.name, error)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Apply one record, or dead-letter it; returns once it needs no more work.
@@ -328,7 +373,9 @@ class _PartitionWorker:
         self._tp = tp
         self._handle = handle
         self._stopping = stopping
-        self._pending: deque[ConsumerRecord[bytes, bytes]] = deque()
+        # Each record with the generation of the log it was read from (see `rewind`).
+        self._pending: deque[tuple[int, ConsumerRecord[bytes, bytes]]] = deque()
+        self._generation = 0
         self._applied: int | None = None  # next offset to commit
         self._task: asyncio.Task[None] | None = None
         self._leaving = False
@@ -338,9 +385,15 @@ class _PartitionWorker:
         return not self._pending and (self._task is None or self._task.done())
 
     def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        self._pending.extend(records)
+        self._pending.extend((self._generation, record) for record in records)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._work(), name=f"consume {self._tp}")
+
+    def rewind(self) -> None:
+        """The partition's log was replaced: the records in hand are still events worth
+        applying, but their offsets mean nothing on the new log, so none is committed."""
+        self._generation += 1
+        self._applied = None
 
     def take_offset(self) -> int | None:
         offset, self._applied = self._applied, None
@@ -363,9 +416,10 @@ class _PartitionWorker:
 
     async def _work(self) -> None:
         while self._pending and not (self._leaving or self._stopping.is_set()):
-            record = self._pending.popleft()
+            generation, record = self._pending.popleft()
             await self._handle(record)
-            self._applied = record.offset + 1
+            if generation == self._generation:
+                self._applied = record.offset + 1
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

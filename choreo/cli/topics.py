@@ -24,15 +24,16 @@ from choreo.cli.output import console, echo_json, error_console, prose, run
 # The logical topics each service's consumer group reads (DESIGN.md §3). A group is shown on
 # these even before it commits anything, so a service that never caught up shows its lag.
 SERVICE_SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
-    "order_service": ("stock.updated", "payment.event"),
-    "payment_service": ("order.create", "stock.updated", "order.event"),
-    "inventory_service": ("order.create", "payment.event", "order.event"),
+    "order_service": ("stock.updated", "payment.event", "order.retry"),
+    "payment_service": ("order.create", "stock.updated", "order.event", "payment.retry"),
+    "inventory_service": ("order.create", "payment.event", "order.event", "inventory.retry"),
     "notification_service": (
         "user.event",
         "order.create",
         "stock.updated",
         "payment.event",
         "order.event",
+        "notification.retry",
     ),
 }
 
@@ -50,6 +51,13 @@ class PartitionLag:
         read_up_to = self.beginning if self.committed is None else self.committed
         return max(self.end - max(read_up_to, self.beginning), 0)
 
+    @property
+    def ahead(self) -> int:
+        """How far the committed offset is beyond the log's end: never right. The log was
+        restarted, truncated or re-created under the group (a broker that came back empty),
+        and records landing below that offset would be skipped by a consumer that trusts it."""
+        return max((self.committed or 0) - self.end, 0)
+
 
 @dataclass(frozen=True)
 class TopicLag:
@@ -60,6 +68,10 @@ class TopicLag:
     @property
     def lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+    @property
+    def ahead(self) -> int:
+        return sum(p.ahead for p in self.partitions)
 
     @property
     def committed(self) -> int | None:
@@ -76,12 +88,14 @@ class TopicLag:
             "committed": self.committed,
             "end_offset": self.end,
             "lag": self.lag,
+            "ahead_of_log": self.ahead,
             "partitions": [
                 {
                     "partition": p.partition,
                     "committed": p.committed,
                     "end_offset": p.end,
                     "lag": p.lag,
+                    "ahead_of_log": p.ahead,
                 }
                 for p in self.partitions
             ],
@@ -214,14 +228,10 @@ def _print(report: dict[str, Any]) -> None:
             groups.add_row(group["group"], Text("(no committed offsets)", style="dim"), "", "", "")
         for lag in group["topics"]:
             committed = "-" if lag["committed"] is None else str(lag["committed"])
-            style = "bold red" if lag["lag"] else "green"
-            groups.add_row(
-                group["group"],
-                lag["topic"],
-                committed,
-                str(lag["end_offset"]),
-                Text(str(lag["lag"]), style=style),
-            )
+            shown = Text(str(lag["lag"]), style="bold red" if lag["lag"] else "green")
+            if lag["ahead_of_log"]:
+                shown = Text(f"{lag['lag']}, ahead of the log by {lag['ahead_of_log']}", "bold red")
+            groups.add_row(group["group"], lag["topic"], committed, str(lag["end_offset"]), shown)
     if not report["groups_listed_by_broker"]:
         error_console().print("the broker did not list its consumer groups")
     if report["groups"]:

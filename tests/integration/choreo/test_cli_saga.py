@@ -176,4 +176,4 @@ async def test_saga_shows_each_orders_events_in_order_and_every_services_view(
     assert unknown.exit_code == 1
     assert unknown.stdout == ""
     (line,) = unknown.stderr.strip().splitlines()
-    assert line.startswith(f"error: no order {unknown_id}: no record of it on 10 topics")
+    assert line.startswith(f"error: no order {unknown_id}: no record of it on 15 topics")

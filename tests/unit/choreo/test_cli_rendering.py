@@ -19,7 +19,7 @@ from choreo.cli.output import dumps
 from choreo.cli.records import RecordView, render, view
 from choreo.cli.saga import money, summary
 from choreo.cli.tail import TailRequest
-from choreo.cli.topics import PartitionLag, group_lags
+from choreo.cli.topics import PartitionLag, TopicLag, group_lags
 from choreo.dead_letters import replay_headers
 from choreo.events import Event, headers_of
 
@@ -238,6 +238,16 @@ def test_lag_counts_what_a_group_has_not_read() -> None:
     assert PartitionLag(0, committed=1, beginning=4, end=10).lag == 6
 
 
+def test_a_committed_offset_beyond_the_log_is_shown_as_ahead_never_as_caught_up() -> None:
+    # A broker that came back empty: committed 94 on a log that now ends at 57.
+    restarted = PartitionLag(0, committed=94, beginning=0, end=57)
+
+    assert (restarted.lag, restarted.ahead) == (0, 37)
+    assert PartitionLag(0, committed=57, beginning=0, end=57).ahead == 0
+    topic = TopicLag("payment_service", "stock.updated", (restarted,))
+    assert topic.to_json()["ahead_of_log"] == 37
+
+
 def test_a_service_group_shows_its_topics_before_it_commits_others_only_where_they_did() -> None:
     prefix = "t1."
     created = [TopicPartition("t1.order.create", p) for p in range(2)]
@@ -256,8 +266,8 @@ def test_a_service_group_shows_its_topics_before_it_commits_others_only_where_th
     assert [(lag.topic, lag.lag, lag.committed) for lag in other] == [("t1.stock.updated", 1, 4)]
     partitions = other[0].to_json()["partitions"]
     assert partitions == [
-        {"partition": 0, "committed": 4, "end_offset": 5, "lag": 1},
-        {"partition": 1, "committed": None, "end_offset": 0, "lag": 0},
+        {"partition": 0, "committed": 4, "end_offset": 5, "lag": 1, "ahead_of_log": 0},
+        {"partition": 1, "committed": None, "end_offset": 0, "lag": 0, "ahead_of_log": 0},
     ]
 
 
