@@ -154,9 +154,7 @@ async def _trace(
     timeline: list[RecordView] = []
     async with Broker(bootstrap_servers, prefix) as broker:
         event_topics = {f"{prefix}{topic}" for topic in EVENT_TOPICS}
-        topics = [
-            t for t in broker.topics() if t in event_topics or t.endswith((".dlq", ".retry"))
-        ]
+        topics = [t for t in broker.topics() if t in event_topics or t.endswith((".dlq", ".retry"))]
         beginning, end = await broker.offsets(broker.partitions(*topics))
         total = sum(end[tp] - beginning[tp] for tp in end)
         with progress(f"searching {len(topics)} topics", total) as bar:
