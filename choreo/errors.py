@@ -1,14 +1,21 @@
-"""The kit's root exception: every error says whether trying again can help."""
+"""The kit's root exception, and what a failure means for whoever meets it: give up, try again
+soon, or wait out an outage."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 
 class ChoreoError(Exception):
     """Root of every error the kit raises.
 
-    `retriable` decides what a consumer does with a record whose handler raised it: retry with
-    backoff (a database, broker or upstream that may come back) or park it in the dead-letter
-    topic at once (a record that can never be applied).
+    `retriable` decides what a consumer does with a record whose handler raised it: try again
+    (see `Failure`) or park it in the dead-letter topic at once (a record that can never be
+    applied).
     """
 
     retriable: bool = False
@@ -20,7 +27,16 @@ class ChoreoError(Exception):
 
 
 class TransientError(ChoreoError):
-    """Something outside the process failed in a way that may pass: try again later."""
+    """Something outside the record failed and may come back (a database, the broker, a
+    provider answering 5xx, 429 or not at all): the record is fine, so a consumer waits it out
+    for as long as it lasts and never dead-letters the record for it."""
+
+    retriable = True
+
+
+class NotReadyError(ChoreoError):
+    """The record needs a fact that has not arrived yet (another topic's record): worth a few
+    more tries, then the record is dead-lettered, since the fact may never come."""
 
     retriable = True
 
@@ -29,3 +45,45 @@ class PermanentError(ChoreoError):
     """The input can never be applied as it is: trying again cannot help."""
 
     retriable = False
+
+
+class Failure(StrEnum):
+    """What a failure calls for."""
+
+    PERMANENT = "permanent"  # give up: dead-letter the record, answer 4xx/500
+    RETRY = "retry"  # try again a bounded number of times (a lost race, a fact not seen yet)
+    OUTAGE = "outage"  # a dependency is down: wait as long as it lasts; HTTP answers 503
+
+
+# SQLSTATE classes of a database that is unreachable, shutting down or out of connections
+# (PostgreSQL appendix A: 08 connection exception, 57P operator intervention, 53300 too many
+# connections), and of a lost race worth another try (40001 serialization failure, 40P01
+# deadlock, 55P03 lock not available).
+_OUTAGE_SQLSTATES = ("08", "57P", "53300")
+_RACE_SQLSTATES = ("40001", "40P01", "55P03")
+
+
+def failure_of(error: BaseException) -> Failure:
+    """Classify `error`; anything not known to pass is permanent.
+
+    A refused or broken database connection carries no SQLSTATE at all (psycopg raises
+    OperationalError before any server answered), so an OperationalError or InterfaceError
+    without one is an outage.
+    """
+    if isinstance(error, ChoreoError):
+        if not error.retriable:
+            return Failure.PERMANENT
+        return Failure.RETRY if isinstance(error, NotReadyError) else Failure.OUTAGE
+    if isinstance(error, DBAPIError):
+        sqlstate: str = getattr(error.orig, "sqlstate", None) or ""
+        if error.connection_invalidated or sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return Failure.OUTAGE
+        if sqlstate.startswith(_RACE_SQLSTATES):
+            return Failure.RETRY
+        connection_class = isinstance(error, OperationalError | InterfaceError)
+        return Failure.OUTAGE if connection_class and not sqlstate else Failure.PERMANENT
+    if isinstance(error, KafkaError):
+        return Failure.OUTAGE if error.retriable else Failure.PERMANENT
+    if isinstance(error, PoolTimeoutError | TimeoutError | ConnectionError | OSError):
+        return Failure.OUTAGE
+    return Failure.PERMANENT

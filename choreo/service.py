@@ -84,6 +84,7 @@ class Service:
             settings.jwks_url, settings.jwks_json
         )
         self._producer: AIOKafkaProducer | None = None
+        self._consumer: Consumer | None = None
         self.engine: AsyncEngine | None = None
         self.uow_factory: UnitOfWorkFactory | None = None
         dsn = settings.database_dsn
@@ -141,7 +142,18 @@ class Service:
                 raise ChoreoError("the broker client is not started")
             await self._producer.client.fetch_all_metadata()
 
-        return {"database": database, "broker": broker}
+        async def consumer() -> str | None:
+            """Ready while waiting out a provider's outage: the API still serves."""
+            outages = self._consumer.outages() if self._consumer else []
+            if not outages:
+                return None
+            more = f" (and {len(outages) - 1} more)" if len(outages) > 1 else ""
+            return f"waiting out an outage: {outages[0]}{more}"
+
+        checks: dict[str, ReadinessCheck] = {"database": database, "broker": broker}
+        if self._subscriptions:
+            checks["consumer"] = consumer
+        return checks
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -198,7 +210,7 @@ class Service:
     async def _consume(self, producer: AIOKafkaProducer, stopping: asyncio.Event) -> None:
         """Run the consumer until `stopping`; a consumer that crashes is replaced."""
         while not stopping.is_set():
-            consumer = self.consumer(producer)
+            consumer = self._consumer = self.consumer(producer)
             run = asyncio.create_task(consumer.run(), name=f"{self.name}-consumer")
             stop = asyncio.create_task(stopping.wait())
             await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -32,14 +32,19 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.types import Lifespan as StarletteLifespan
 
+from choreo.errors import Failure, failure_of
 from choreo.logs import request_id_var
 
-ReadinessCheck = Callable[[], Awaitable[None]]
-"""Returns when the dependency is reachable, raises when it is not."""
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""Raises when the dependency is not usable (the service is not ready); returns None when it
+is, or a note on something degraded that does not stop the service from serving (a consumer
+waiting out a provider's outage), which `/readyz` shows in place of "ok"."""
 
 Lifespan = StarletteLifespan[FastAPI]
 
 READINESS_TIMEOUT_SECONDS: Final = 2.0
+RETRY_AFTER_SECONDS: Final = 5
+"""What a 503 for an outage (a database or broker unreachable) asks clients to wait."""
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 
 _traceparent_var: ContextVar[str | None] = ContextVar("choreo_traceparent", default=None)
@@ -136,6 +141,17 @@ def _error_response(
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details)}}
     return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+def _unavailable_response(request_id: str) -> JSONResponse:
+    # RFC 9110 §15.6.4 (503) with §10.2.3 (Retry-After): the outage is expected to pass.
+    return _error_response(
+        503,
+        "service_unavailable",
+        "A system this request needs is unavailable for the moment; try again shortly.",
+        {"request_id": request_id},
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _internal_error_response(request_id: str) -> JSONResponse:
@@ -239,13 +255,17 @@ class _RequestContextMiddleware:
             await self.app(scope, receive, send_with_request_id)
         except ClientDisconnect:
             status = _CLIENT_CLOSED_REQUEST
-        except Exception:
-            log.exception(
-                "unhandled error in %s %s", scope["method"], _route_template(scope, root_path)
-            )
+        except Exception as error:
+            route = _route_template(scope, root_path)
+            outage = failure_of(error) is Failure.OUTAGE
+            if outage:
+                log.warning("%s %s answered 503: %r", scope["method"], route, error)
+            else:
+                log.exception("unhandled error in %s %s", scope["method"], route)
             if response_started:
                 raise  # too late for an envelope: the server aborts the response
-            await _internal_error_response(request_id)(scope, receive, send_with_request_id)
+            answer = _unavailable_response if outage else _internal_error_response
+            await answer(request_id)(scope, receive, send_with_request_id)
         finally:
             self._record(scope, root_path, status, time.perf_counter() - started)
             _traceparent_var.reset(traceparent_token)
@@ -318,7 +338,7 @@ def _mapped_error_handler(
 
 async def _run_check(name: str, check: ReadinessCheck, timeout: float) -> str:
     try:
-        await asyncio.wait_for(check(), timeout)
+        note = await asyncio.wait_for(check(), timeout)
     except TimeoutError:
         log.warning("readiness check %s timed out after %g s", name, timeout)
         return f"error: timed out after {timeout:g} s"
@@ -327,7 +347,7 @@ async def _run_check(name: str, check: ReadinessCheck, timeout: float) -> str:
         lines = str(exc).strip().splitlines()
         summary = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         return f"error: {summary[:200]}"
-    return "ok"
+    return "ok" if note is None else f"ok, but {note}"
 
 
 def _add_probes(
@@ -348,7 +368,7 @@ def _add_probes(
             *(_run_check(name, readiness[name], readiness_timeout) for name in names)
         )
         checks = dict(zip(names, results, strict=True))
-        ready = all(result == "ok" for result in results)
+        ready = not any(result.startswith("error: ") for result in results)
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks},
             status_code=200 if ready else 503,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from choreo.errors import ChoreoError, PermanentError, TransientError
+from choreo.errors import ChoreoError, NotReadyError, PermanentError, TransientError
 
 
 class NotificationError(ChoreoError):
@@ -17,13 +17,14 @@ class NotificationNotFoundError(NotificationError):
     """No notification of this user has that id."""
 
 
-class NotKnownYetError(NotificationError, TransientError):
+class NotKnownYetError(NotificationError, NotReadyError):
     """The contact or order a notification is about has not arrived yet (topics are consumed
-    concurrently, so it may be a moment behind): try again later."""
+    concurrently, so it may be a moment behind): try again a few times."""
 
 
 class EmailUnavailableError(NotificationError, TransientError):
-    """SendGrid did not take the e-mail, in a way that may pass (429, 5xx, no connection)."""
+    """SendGrid did not take the e-mail, in a way that may pass (429, 5xx, no connection): an
+    outage, waited out for as long as it lasts."""
 
 
 class EmailRefusedError(NotificationError, PermanentError):

@@ -1,20 +1,12 @@
-"""The idempotent consumer: inbox table, retry policy, dead letters, offset commits.
-
-Each record is applied in its own unit of work together with its inbox row, so a record
-delivered twice is applied once. Kafka offsets are committed only after that transaction.
-Partitions are worked concurrently, each by its own worker; records of one partition (so of
-one key) strictly in order, and a record waiting out its retries holds back only its own
-partition.
-"""
+"""The consumer group member: subscribes, polls, hands each partition's records to its worker,
+commits what was applied, drains on rebalance, and re-reads a log that shrank under it."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -23,77 +15,23 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter
-from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
-from choreo import kafka
 from choreo.avro import SchemaStore
-from choreo.db import UnitOfWork, UnitOfWorkFactory, kit_metadata
-from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
-from choreo.errors import ChoreoError
-from choreo.events import Event, decode_record
+from choreo.consumer.partitions import PartitionWorker
+from choreo.consumer.records import Handler, RecordHandler, RetryPolicy
+from choreo.db import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
-inbox_table = Table(
-    "inbox",
-    kit_metadata,
-    Column("consumer", Text, nullable=False),
-    Column("event_id", Text, nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("consumer", "event_id"),
-)
+DEFAULT_RETRY = RetryPolicy()
 
-RECORDS = Counter(
-    "choreo_consumer_records_total",
-    "Records handled by consumers, by outcome",
-    ["consumer", "topic", "outcome"],
-)
-RETRIES = Counter("choreo_consumer_retries_total", "Retried handler attempts", ["consumer"])
 REWINDS = Counter(
     "choreo_consumer_log_rewinds_total",
     "Partitions re-read from their start because their log ended below the position",
     ["consumer", "topic"],
 )
-
-Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
-
-# SQLSTATE classes worth another try: connection problems, serialization failures, deadlocks,
-# lock timeouts, too many connections, server shutting down.
-_RETRIABLE_SQLSTATES = ("08", "40001", "40P01", "55P03", "53300", "57P")
-
-
-def is_retriable(error: BaseException) -> bool:
-    """Whether trying again may succeed; anything not known to be transient is permanent."""
-    if isinstance(error, ChoreoError):
-        return error.retriable
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None) or ""
-        return sqlstate.startswith(_RETRIABLE_SQLSTATES)
-    return isinstance(error, TimeoutError | ConnectionError | OSError)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_seconds: float = 0.2
-    max_seconds: float = 5.0
-
-
-class _AlreadyAppliedError(Exception):
-    """The event was already applied by this consumer (inbox hit)."""
 
 
 class Consumer:
@@ -110,7 +48,7 @@ class Consumer:
         store: SchemaStore,
         dlq_topic: str,
         retry_topic: str | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         """`handlers` maps a physical topic to {event type: handler}; other types are skipped.
 
@@ -119,19 +57,35 @@ class Consumer:
         """
         self.name = name
         self._consumer = consumer
-        self._producer = producer
         self._handlers = handlers
-        self._uow_factory = uow_factory
-        self._store = store
-        self._dlq_topic = dlq_topic
         self._retry_topic = retry_topic
-        self._retry = retry
         self._stopping = asyncio.Event()
-        self._workers: dict[TopicPartition, _PartitionWorker] = {}
+        self._records = RecordHandler(
+            name=name,
+            producer=producer,
+            handlers=handlers,
+            uow_factory=uow_factory,
+            store=store,
+            dlq_topic=dlq_topic,
+            retry_topic=retry_topic,
+            retry=retry,
+            stopping=self._stopping.is_set,
+        )
+        self._workers: dict[TopicPartition, PartitionWorker] = {}
 
     @property
     def topics(self) -> list[str]:
         return list(self._handlers)
+
+    def outages(self) -> list[str]:
+        """Records waiting out an outage now, each as `where: for N s: error`, oldest first."""
+        now = time.monotonic()
+        waiting = sorted(self._records.outages.values(), key=lambda outage: outage.since)
+        return [f"{o.where}: for {now - o.since:.0f} s: {o.error}" for o in waiting]
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply one record as the running consumer would (or dead-letter it)."""
+        await self._records.handle(record)
 
     def stop(self) -> None:
         """Finish the record in hand, commit, and leave the group."""
@@ -202,9 +156,9 @@ class Consumer:
                 worker.rewind()  # the records it holds go first; the poll loop resumes after
             self._consumer.seek(tp, 0)  # below the log start, Kafka resets to the earliest
 
-    def _worker(self, tp: TopicPartition) -> _PartitionWorker:
+    def _worker(self, tp: TopicPartition) -> PartitionWorker:
         if tp not in self._workers:
-            self._workers[tp] = _PartitionWorker(tp, self.handle, self._stopping)
+            self._workers[tp] = PartitionWorker(tp, self._records.handle, self._stopping)
         return self._workers[tp]
 
     async def _drain(self, partitions: list[TopicPartition]) -> None:
@@ -214,7 +168,7 @@ class Consumer:
             await worker.finish()
         await self._commit(workers)
 
-    async def _commit(self, workers: Mapping[TopicPartition, _PartitionWorker]) -> None:
+    async def _commit(self, workers: Mapping[TopicPartition, PartitionWorker]) -> None:
         offsets = {tp: offset for tp, w in workers.items() if (offset := w.take_offset())}
         if not offsets:
             return
@@ -225,201 +179,6 @@ class Consumer:
             # aiokafka rejoins, and whoever gets these partitions re-reads from the last
             # committed offset; the inbox skips what was applied.
             log.warning("consumer %s: commit refused, the group rebalanced: %s", self.name, error)
-
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Apply one record, or dead-letter it; returns once it needs no more work.
-
-        Whatever a record holds (any headers, key or value), it is applied or dead-lettered
-        with its original bytes: it never stops the partition or crashes the consumer.
-        """
-        origin = Origin(record.topic, record.partition, record.offset)
-        try:
-            if record.topic == self._retry_topic:
-                origin = replayed_origin(record.headers)
-            event = decode_record(record.headers, record.value, self._store)
-        except ChoreoError as error:
-            await self._dead_letter(record, origin, error, attempts=1)
-            return
-        except Exception as error:
-            # Only the kit's own errors should leave decoding: anything else is a bug in the
-            # kit, and still no reason to stop the partition.
-            log.exception("consumer %s: decoding raised %s, a bug", self.name, type(error).__name__)
-            await self._dead_letter(record, origin, error, attempts=1)
-            return
-        handler = self._handlers.get(origin.topic, {}).get(event.type)
-        if handler is None:
-            RECORDS.labels(self.name, record.topic, "ignored").inc()
-            return
-        attempts = 0
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retriable),
-                stop=stop_after_attempt(self._retry.max_attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self._retry.initial_seconds,
-                    max=self._retry.max_seconds,
-                    jitter=self._retry.initial_seconds,
-                ),
-                reraise=False,
-            ):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        RETRIES.labels(self.name).inc()
-                    await self._apply(event, handler)
-        except _AlreadyAppliedError:
-            RECORDS.labels(self.name, record.topic, "duplicate").inc()
-            return
-        except RetryError as exhausted:
-            cause = exhausted.last_attempt.exception() or exhausted
-            await self._dead_letter(record, origin, cause, attempts=attempts)
-            return
-        except Exception as error:
-            await self._dead_letter(record, origin, error, attempts=attempts)
-            return
-        RECORDS.labels(self.name, record.topic, "applied").inc()
-
-    async def _apply(self, event: Event, handler: Handler) -> None:
-        async with self._uow_factory() as uow:
-            claimed = await uow.session.execute(
-                insert(inbox_table)
-                .values(consumer=self.name, event_id=event.id)
-                .on_conflict_do_nothing()
-                .returning(inbox_table.c.event_id)
-            )
-            if claimed.first() is None:
-                raise _AlreadyAppliedError
-            await handler(event, uow)
-
-    async def _dead_letter(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        origin: Origin,
-        error: BaseException,
-        *,
-        attempts: int,
-    ) -> None:
-        log.error(
-            "consumer %s dead-letters %s[%d]@%d after %d attempt(s): %s: %s",
-            self.name,
-            record.topic,
-            record.partition,
-            record.offset,
-            attempts,
-            type(error).__name__,
-            str(error)[:300],
-        )
-        headers = dead_letter_headers(
-            record.headers, origin, consumer=self.name, error=error, attempts=attempts
-        )
-        try:
-            await self._send_dead_letter(record, record.value, headers)
-        except MessageSizeTooLargeError:
-            # The broker took the record but not the record plus our headers: park it without
-            # its value rather than stop the partition for good. Loud, because bytes are lost.
-            size = len(record.value or b"")
-            log.critical(
-                "consumer %s: the dead letter of %s[%d]@%d is too large; parked without its "
-                "%d-byte value",
-                self.name,
-                record.topic,
-                record.partition,
-                record.offset,
-                size,
-            )
-            headers = dead_letter_headers(
-                record.headers,
-                origin,
-                consumer=self.name,
-                error=error,
-                attempts=attempts,
-                value_dropped=size,
-            )
-            await self._send_dead_letter(record, None, headers)
-        RECORDS.labels(self.name, record.topic, "dead_lettered").inc()
-
-    async def _send_dead_letter(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        value: bytes | None,
-        headers: list[tuple[str, bytes | None]],
-    ) -> None:
-        # The offset is committed only once the dead letter is acknowledged: wait out a broker
-        # outage rather than lose the record.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda e: not isinstance(e, MessageSizeTooLargeError)),
-            wait=wait_exponential_jitter(multiplier=0.5, max=10.0, jitter=0.5),
-            reraise=True,
-        ):
-            with attempt:
-                await kafka.send_record(
-                    self._producer,
-                    self._dlq_topic,
-                    key=record.key,
-                    value=value,
-                    headers=headers,
-                )
-
-
-class _PartitionWorker:
-    """Applies one partition's records strictly in order, one at a time."""
-
-    def __init__(
-        self,
-        tp: TopicPartition,
-        handle: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]],
-        stopping: asyncio.Event,
-    ) -> None:
-        self._tp = tp
-        self._handle = handle
-        self._stopping = stopping
-        # Each record with the generation of the log it was read from (see `rewind`).
-        self._pending: deque[tuple[int, ConsumerRecord[bytes, bytes]]] = deque()
-        self._generation = 0
-        self._applied: int | None = None  # next offset to commit
-        self._task: asyncio.Task[None] | None = None
-        self._leaving = False
-
-    @property
-    def idle(self) -> bool:
-        return not self._pending and (self._task is None or self._task.done())
-
-    def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        self._pending.extend((self._generation, record) for record in records)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._work(), name=f"consume {self._tp}")
-
-    def rewind(self) -> None:
-        """The partition's log was replaced: the records in hand are still events worth
-        applying, but their offsets mean nothing on the new log, so none is committed."""
-        self._generation += 1
-        self._applied = None
-
-    def take_offset(self) -> int | None:
-        offset, self._applied = self._applied, None
-        return offset
-
-    def raise_failure(self) -> None:
-        """Re-raise what killed the worker (a bug, or a broker that refused a dead letter)."""
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            error = self._task.exception()
-            if error is not None:
-                raise error
-
-    async def finish(self) -> None:
-        """Stop after the record in hand (the rest is redelivered to whoever gets them)."""
-        self._leaving = True
-        self._pending.clear()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-
-    async def _work(self) -> None:
-        while self._pending and not (self._leaving or self._stopping.is_set()):
-            generation, record = self._pending.popleft()
-            await self._handle(record)
-            if generation == self._generation:
-                self._applied = record.offset + 1
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
