@@ -121,6 +121,18 @@ class StockLevel:
         return replace(self, available=self.available + delta)
 
 
+def low_stock_alert(level: StockLevel, threshold: int, *, alerted: bool) -> bool:
+    """Whether a change that leaves a product at `level` announces it low (LowStockDetected).
+
+    One alert per crossing: the change that brings `available` to or below the threshold
+    alerts, and no later one does while it stays there, whichever way it moves, so stock
+    hovering at the threshold is one alert, not one per order. `alerted` is whether this stay
+    was announced; after any change it is `level.is_low(threshold)`, so the product is re-armed
+    only once `available` rises above the threshold again.
+    """
+    return level.is_low(threshold) and not alerted
+
+
 def _check_quantity(quantity: int) -> None:
     if quantity < 1:
         raise InvalidQuantityError(f"a quantity must be at least 1, not {quantity}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,7 @@ class LockedProduct:
     id: str
     name: str
     low_stock_threshold: int
+    low_stock_alerted: bool
     level: StockLevel
     deleted: bool
 
@@ -105,9 +106,7 @@ async def on_order_created(event: Event, uow: UnitOfWork, *, now: Callable[[], d
     data = {"order_id": order_id, "items": _stock_lines(lines), "reserved_at": moment}
     uow.publish(_event("StockReserved", order_id, data, event.traceparent))
     for product_id, level in outcome.items():
-        await _write_level(
-            uow, locked[product_id], level, moment, event.traceparent, check_low=True
-        )
+        await _write_level(uow, locked[product_id], level, moment, event.traceparent)
 
 
 async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:
@@ -168,7 +167,7 @@ async def _move_reservation(
         if product is None:
             raise domain.StockInvariantError(f"order {order_id} holds unknown product {product_id}")
         level = transition.move.apply(product.level, quantity)
-        await _write_level(uow, product, level, now, event.traceparent, check_low=False)
+        await _write_level(uow, product, level, now, event.traceparent)
 
 
 # Commands (the admin API).
@@ -206,11 +205,20 @@ async def create_product(
 
 
 async def update_product(uow: UnitOfWork, product_id: str, changes: Mapping[str, Any]) -> None:
-    """Change catalog fields (never stock); ProductNotFoundError when missing or deleted."""
+    """Change catalog fields (never stock); ProductNotFoundError when missing or deleted.
+
+    A threshold lowered below the available stock re-arms the low-stock alert; one raised above
+    it alerts at the next stock change, not now.
+    """
+    values = dict(changes)
+    if "low_stock_threshold" in values:
+        values["low_stock_alerted"] = and_(
+            products.c.low_stock_alerted, products.c.available <= values["low_stock_threshold"]
+        )
     updated = await uow.session.execute(
         update(products)
         .where(products.c.id == product_id, products.c.deleted_at.is_(None))
-        .values(**changes, updated_at=func.now())
+        .values(**values, updated_at=func.now())
         .returning(products.c.id)
     )
     if updated.first() is None:
@@ -246,7 +254,7 @@ async def adjust_stock(
         raise domain.ProductNotFoundError(f"no product {product_id}")
     level = product.level.adjust(delta)
     await _record_adjustment(session, product_id, delta, reason, level, actor_id)
-    await _write_level(uow, product, level, datetime.now(UTC), traceparent, check_low=True)
+    await _write_level(uow, product, level, datetime.now(UTC), traceparent)
 
 
 # Rows and events.
@@ -261,6 +269,7 @@ async def _lock_products(
             products.c.id,
             products.c.name,
             products.c.low_stock_threshold,
+            products.c.low_stock_alerted,
             products.c.available,
             products.c.reserved,
             products.c.sold,
@@ -275,6 +284,7 @@ async def _lock_products(
             id=row.id,
             name=row.name,
             low_stock_threshold=row.low_stock_threshold,
+            low_stock_alerted=row.low_stock_alerted,
             level=StockLevel(row.available, row.reserved, row.sold),
             deleted=row.deleted_at is not None,
         )
@@ -326,10 +336,10 @@ async def _write_level(
     level: StockLevel,
     now: datetime,
     traceparent: str | None,
-    *,
-    check_low: bool,
 ) -> None:
-    """Store a product's new counters; announce them, and a low level where it may have fallen."""
+    """Store a product's new counters and announce them; announce a low level once per
+    crossing of the threshold (domain.low_stock_alert)."""
+    threshold = product.low_stock_threshold
     await uow.session.execute(
         update(products)
         .where(products.c.id == product.id)
@@ -337,11 +347,12 @@ async def _write_level(
             available=level.available,
             reserved=level.reserved,
             sold=level.sold,
+            low_stock_alerted=level.is_low(threshold),
             updated_at=func.now(),
         )
     )
     uow.publish(_level_changed(product.id, level, now, traceparent))
-    if check_low and level.is_low(product.low_stock_threshold):
+    if domain.low_stock_alert(level, threshold, alerted=product.low_stock_alerted):
         data = {
             "product_id": product.id,
             "product_name": product.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -41,6 +42,9 @@ products = Table(
     Column("reserved", Integer, nullable=False, server_default="0"),
     Column("sold", Integer, nullable=False, server_default="0"),
     Column("low_stock_threshold", Integer, nullable=False),
+    # LowStockDetected was sent for the current stay at or below the threshold; cleared once
+    # `available` rises above it again (domain.low_stock_alert).
+    Column("low_stock_alerted", Boolean, nullable=False, server_default=text("false")),
     Column("features", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("image_url", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -256,3 +256,40 @@ async def test_concurrent_orders_never_oversell(
         assert await counters(admin, product) == (0, 50, 0)
         # Threshold 0: only the reservation that took the last unit is a low-stock alert.
         assert [e.data["available"] for e in about(events, product, "LowStockDetected")] == [0]
+
+
+async def test_stock_hovering_at_its_threshold_alerts_once_per_crossing(
+    inventory: ServiceProcess, admin_token: str, kafka_bootstrap: str, topics: str
+) -> None:
+    """The admin hears of low stock when it falls to the threshold, not at every order while
+    it hovers there (issue 12.6); once it rose above the threshold, the next fall alerts."""
+    async with inventory.client(admin_token) as admin:
+        product = (await create_product(admin, stock=6, low_stock_threshold=3))["id"]
+        stock = f"{PRODUCTS}/{product}/stock"
+        first, second, third, fourth = (new_id() for _ in range(4))
+
+        async def step(event: Event, outcome: str) -> None:
+            await publish(kafka_bootstrap, topics, event)
+            await stock_events(kafka_bootstrap, topics, (str(event.data["order_id"]), outcome))
+
+        await step(order_created(first, [(product, 3)]), "StockReserved")  # 3: alert
+        await step(order_created(second, [(product, 1)]), "StockReserved")  # 2
+        assert (await admin.post(stock, json={"delta": -1})).status_code == 200  # 1
+        await step(order_cancelled(second, "CUSTOMER_REQUEST"), "StockReleased")  # 2
+        assert (await admin.post(stock, json={"delta": 1})).status_code == 200  # 3
+        await step(payment_failed(first), "StockReleased")  # 6: above, re-armed
+        await step(order_created(third, [(product, 3)]), "StockReserved")  # 3: alert
+        # A threshold lowered below the stock re-arms too.
+        lowered = await admin.patch(f"{PRODUCTS}/{product}", json={"low_stock_threshold": 1})
+        assert lowered.status_code == 200, lowered.text
+        await step(order_created(fourth, [(product, 2)]), "StockReserved")  # 1: alert
+
+        events = await stock_events(kafka_bootstrap, topics, *[(product, "StockLevelChanged")] * 9)
+        levels = [e.data["available"] for e in about(events, product, "StockLevelChanged")]
+        assert levels == [6, 3, 2, 1, 2, 3, 6, 3, 1]
+        alerts = about(events, product, "LowStockDetected")
+        assert [(e.data["available"], e.data["threshold"]) for e in alerts] == [
+            (3, 3),
+            (3, 3),
+            (1, 1),
+        ]

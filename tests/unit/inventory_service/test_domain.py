@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +24,7 @@ from inventory_service.domain import (
     StockMove,
     Transition,
     expiry_reason,
+    low_stock_alert,
     on_order_cancelled,
     on_order_confirmed,
     on_payment_failed,
@@ -88,6 +90,34 @@ def test_low_stock_is_at_or_below_the_threshold() -> None:
     assert StockLevel(5).is_low(5)
     assert StockLevel(0).is_low(0)
     assert not StockLevel(6).is_low(5)
+
+
+def alerts_along(availables: list[int], threshold: int) -> list[int]:
+    """The levels that alert, as the service walks a product through `availables`."""
+    alerted, alerts = False, []
+    for available in availables:
+        level = StockLevel(available)
+        if low_stock_alert(level, threshold, alerted=alerted):
+            alerts.append(available)
+        alerted = level.is_low(threshold)
+    return alerts
+
+
+def test_stock_hovering_at_its_threshold_alerts_once_per_crossing() -> None:
+    # Falls to 3, hovers 2-3 (orders, releases, a write-off, a restock of one), rises to 6,
+    # falls to 3 again: two crossings, two alerts.
+    assert alerts_along([10, 3, 2, 1, 2, 3, 6, 3, 2], threshold=3) == [3, 3]
+    # Rising to the threshold is not rising above it: still the same stay.
+    assert alerts_along([5, 2, 3, 2, 4, 0], threshold=3) == [2, 0]
+
+
+@given(st.lists(st.integers(0, 8), max_size=30), st.integers(0, 8))
+def test_alerts_are_exactly_the_crossings_from_above_the_threshold(
+    availables: list[int], threshold: int
+) -> None:
+    path = [threshold + 1, *availables]  # a product starts above its threshold, armed
+    crossings = [b for a, b in pairwise(path) if a > threshold >= b]
+    assert alerts_along(path, threshold) == crossings
 
 
 def test_order_lines_sum_duplicate_products_in_product_id_order() -> None:
