@@ -7,10 +7,13 @@ the gateway is still authenticated.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -28,9 +31,22 @@ ALGORITHMS = ("EdDSA", "RS256")
 ISSUER = "choreo"
 AUDIENCE = "choreo"
 
+log = logging.getLogger(__name__)
+
 
 class AuthError(ChoreoError):
     """The request carries no valid token."""
+
+
+class SigningKeysUnavailableError(AuthError):
+    """There are no keys to check the token with right now (the key server cannot be reached
+    and none were fetched before it went away): ask again after `retry_after` seconds."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -64,28 +80,102 @@ class StaticKeys:
 
 
 class RemoteJwks:
-    """A JWKS URL (the user service's /auth/jwks), cached; refetched on an unknown `kid`."""
+    """A JWKS URL (the user service's /auth/jwks), fetched once and kept.
 
-    def __init__(self, url: str, *, ttl_seconds: float = 300.0, min_refresh_seconds: float = 5.0):
+    Fetched again when the keys are older than `ttl_seconds` (in the background: tokens are
+    verified with the keys at hand meanwhile), and for a token whose `kid` is not among them (a
+    new signing key), at most once every `min_refresh_seconds`. A fetch that fails keeps the
+    keys fetched last, so tokens are still verified while the key server is down. Until a
+    first fetch succeeds there is nothing to verify with: a fetch is tried at most once every
+    `retry_seconds`, so the keys arrive that soon after the key server is back. One fetch at a
+    time, whatever the number of requests waiting for it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_seconds: float = 300.0,
+        min_refresh_seconds: float = 5.0,
+        retry_seconds: float = 1.0,
+        timeout_seconds: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._url = url
         self._ttl = ttl_seconds
         self._min_refresh = min_refresh_seconds
+        self._retry = retry_seconds
+        self._timeout = timeout_seconds
+        self._clock = clock
+        self._transport = transport
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._failure: str | None = None  # why the last fetch failed; None once one succeeds
+        self._fetching: asyncio.Task[None] | None = None
 
     async def keys(self, *, refresh: bool) -> Mapping[str, jwt.PyJWK]:
-        age = time.monotonic() - self._fetched_at
-        if age > self._ttl or (refresh and age > self._min_refresh):
-            try:
-                async with httpx.AsyncClient(timeout=3.0) as client:
-                    response = await client.get(self._url)
-                    response.raise_for_status()
-                self._keys = _parse_jwks(response.json())
-                self._fetched_at = time.monotonic()
-            except (httpx.HTTPError, ValueError) as error:
-                if not self._keys:
-                    raise AuthError(f"signing keys unavailable: {error}", retriable=True) from error
+        """The keys at hand. With `refresh` (a token names a key that is not among them), they
+        are fetched again first, unless the last fetch was less than `min_refresh_seconds` ago.
+
+        Raises `SigningKeysUnavailableError` when there are no keys, or when fresher ones are
+        wanted and the last fetch failed.
+        """
+        if self._keys and not refresh:
+            if self._clock() - self._fetched_at > self._ttl and self._due():
+                self._start_fetch()
+            return self._keys
+        if self._fetching is None and self._due():
+            self._start_fetch()
+        if self._fetching is not None:
+            # Shielded: a request that goes away does not cancel the fetch others wait for.
+            await asyncio.shield(self._fetching)
+        if not self._keys or (refresh and self._failure is not None):
+            raise SigningKeysUnavailableError(
+                f"signing keys unavailable: {self._failure or 'not fetched yet'}",
+                retry_after=self._next_attempt_in(),
+            )
         return self._keys
+
+    def _interval(self) -> float:
+        return self._min_refresh if self._keys else self._retry
+
+    def _due(self) -> bool:
+        return self._next_attempt_in() <= 0
+
+    def _next_attempt_in(self) -> float:
+        return max(0.0, self._attempted_at + self._interval() - self._clock())
+
+    def _start_fetch(self) -> None:
+        self._attempted_at = self._clock()
+        self._fetching = asyncio.create_task(self._fetch(), name=f"fetch {self._url}")
+
+    async def _fetch(self) -> None:
+        try:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport
+            ) as client:
+                response = await client.get(self._url)
+                response.raise_for_status()
+            keys = _parse_jwks(response.json())
+            if not keys:
+                raise ValueError("the key set holds no key with a kid")
+        except Exception as error:  # whatever the key server did, the keys at hand are kept
+            if self._failure is None:
+                log.warning(
+                    "cannot fetch the signing keys from %s (%r); %s",
+                    self._url,
+                    error,
+                    f"keeping the {len(self._keys)} fetched before" if self._keys else "none yet",
+                )
+            self._failure = f"{type(error).__name__}: {error}"[:200]
+        else:
+            if self._failure is not None:
+                log.info("signing keys fetched from %s again", self._url)
+            self._keys, self._fetched_at, self._failure = keys, self._clock(), None
+        finally:
+            self._fetching = None
 
 
 def _parse_jwks(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
@@ -100,6 +190,11 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
 
+    async def check_keys(self) -> None:
+        """Returns when there are keys to verify tokens with (fetching them if there are none
+        yet); raises `SigningKeysUnavailableError` otherwise."""
+        await self._source.keys(refresh=False)
+
     async def verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
@@ -108,10 +203,12 @@ class TokenVerifier:
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
             raise AuthError(f"token algorithm {algorithm!r} is not accepted")
+        if not isinstance(kid, str):
+            raise AuthError("token names no signing key (kid)")
         keys = await self._source.keys(refresh=False)
         if kid not in keys:
             keys = await self._source.keys(refresh=True)
-        key = keys.get(kid) if isinstance(kid, str) else None
+        key = keys.get(kid)
         if key is None:
             raise AuthError("token signed by an unknown key")
         try:
@@ -199,7 +296,8 @@ def verifier_from_settings(jwks_url: str | None, jwks_json: str | None) -> Token
 
 
 async def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the verified caller, or 401."""
+    """FastAPI dependency: the verified caller; 401, or 503 with `Retry-After` while there are
+    no signing keys to check the token with."""
     verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -209,9 +307,13 @@ async def current_principal(request: Request) -> Principal:
         raise ApiError(503, "auth_unavailable", "this service has no signing keys configured")
     try:
         return await verifier.verify(token.strip())
+    except SigningKeysUnavailableError as error:
+        # The token may well be valid: the client should try again, not log in again.
+        retry_after = str(max(1, math.ceil(error.retry_after)))
+        raise ApiError(
+            503, "auth_unavailable", str(error), headers={"Retry-After": retry_after}
+        ) from None
     except AuthError as error:
-        if error.retriable:
-            raise ApiError(503, "auth_unavailable", str(error)) from None
         raise ApiError(401, "unauthenticated", str(error), headers=challenge) from None
 
 

@@ -3,8 +3,6 @@ events)."""
 
 from __future__ import annotations
 
-from functools import partial
-
 from choreo.auth import verifier_from_settings
 from choreo.service import Service
 from gateway_service import domain
@@ -54,9 +52,6 @@ def build(settings: Settings | None = None) -> Service:
     )
     return GatewayService(
         settings,
-        # Ready when every upstream's /healthz answers (not its /readyz: a service whose broker
-        # hiccups must not take the whole public API out of rotation with it).
-        readiness={name: partial(proxy.check_health, name) for name in upstreams},
         cors_origins=settings.cors_origins,
         hsts=settings.hsts,
         routers=[router],

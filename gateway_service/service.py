@@ -2,6 +2,8 @@
 
 - `/openapi.json` and `/docs` are the merged document's, not FastAPI's (which would describe
   the gateway alone);
+- `/readyz` is the gateway's own (readiness.py): ready whenever it can serve, the upstreams'
+  health and the signing keys reported, not required;
 - CORS and the security headers wrap every response;
 - uvicorn's own `X-Forwarded-*` handling is off: it trusts any loopback peer, and only
   GATEWAY_TRUST_FORWARDED decides whether those headers are believed.
@@ -16,18 +18,22 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 
 from choreo.auth import TokenVerifier
 from choreo.logs import configure_logging
 from choreo.service import Service
-from choreo.web import REQUEST_ID_HEADER, ReadinessCheck
+from choreo.web import REQUEST_ID_HEADER
 from gateway_service.config import Settings
+from gateway_service.readiness import readyz
 from gateway_service.security import DOCS_PATH, SecurityHeadersMiddleware, docs_csp, docs_page
 
 # The documentation routes FastAPI adds on its own (plain Starlette routes, not API routes).
 _FASTAPI_DOCS_PATHS: Final = frozenset(
     {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+
+READINESS_PATH: Final = "/readyz"
 
 CORS_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CORS_REQUEST_HEADERS: Final = [
@@ -54,7 +60,6 @@ class GatewayService(Service):
         routers: Sequence[APIRouter],
         resources: Mapping[str, object],
         token_verifier: TokenVerifier | None,
-        readiness: Mapping[str, ReadinessCheck],
         cors_origins: Sequence[str] = (),
         hsts: bool = False,
     ) -> None:
@@ -63,7 +68,6 @@ class GatewayService(Service):
             routers=routers,
             resources=resources,
             token_verifier=token_verifier,
-            readiness=readiness,
         )
         self._cors_origins = list(cors_origins)
         self._hsts = hsts
@@ -71,11 +75,9 @@ class GatewayService(Service):
     def app(self) -> FastAPI:
         app = super().app()
         app.router.routes[:] = [
-            route
-            for route in app.router.routes
-            if isinstance(route, APIRoute)
-            or getattr(route, "path", None) not in _FASTAPI_DOCS_PATHS
+            route for route in app.router.routes if not _replaced_by_the_gateway(route)
         ]
+        app.add_api_route(READINESS_PATH, readyz, include_in_schema=False)
         if self._cors_origins:
             app.add_middleware(
                 CORSMiddleware,
@@ -104,3 +106,11 @@ class GatewayService(Service):
             timeout_graceful_shutdown=10,
             proxy_headers=False,
         )
+
+
+def _replaced_by_the_gateway(route: BaseRoute) -> bool:
+    """FastAPI's own docs routes, and the kit's /readyz."""
+    path = getattr(route, "path", None)
+    if path == READINESS_PATH:
+        return True
+    return path in _FASTAPI_DOCS_PATHS and not isinstance(route, APIRoute)

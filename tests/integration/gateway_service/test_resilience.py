@@ -1,12 +1,13 @@
 """When what the gateway depends on fails: retries where they are safe, 504 on a slow service,
-503 and an open circuit on a dead one (and recovery when it is back), and rate limits that let
-requests through while Redis is down."""
+503 and an open circuit on a dead one (and recovery when it is back), rate limits that let
+requests through while Redis is down, and tokens still verified while the user service is."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 import uuid
 
 import httpx
@@ -113,3 +114,52 @@ async def test_failures_upstream_are_retried_reported_and_isolated(
     warnings = [entry["message"] for entry in entries if entry["level"] == "WARNING"]
     assert any("rate limits not enforced: Redis is unreachable" in w for w in warnings)
     assert any("circuit to the order service opened" in w for w in warnings)
+
+
+async def test_with_the_user_service_down_the_gateway_serves_and_verifies_tokens(
+    upstreams: Upstreams, start_gateway: StartGateway, signing_key: SigningKey
+) -> None:
+    user = upstreams["user"]
+    customer = signing_key.issue(str(uuid.uuid4()))
+    # As in production, the gateway fetches the keys from the user service's JWKS.
+    gateway = await start_gateway(upstreams, JWT_JWKS="")
+    async with gateway.client(customer) as api:
+        assert (await api.get("/api/v1/orders")).status_code == 200
+
+        await user.stop()
+        # The keys fetched before are kept: tokens are still verified, requests still proxied.
+        newcomer = {"Authorization": f"Bearer {signing_key.issue(str(uuid.uuid4()))}"}
+        assert (await api.get("/api/v1/orders")).status_code == 200
+        assert (await api.post("/api/v1/orders", json={"items": []})).status_code == 200
+        assert (await api.get("/api/v1/payments", headers=newcomer)).status_code == 200
+        # The user service's own routes answer 503, with when to try again.
+        login = await api.post("/api/v1/auth/login", json={"email": "a@example.com"})
+        unavailable(login)
+        assert int(login.headers["retry-after"]) >= 1
+        ready = await api.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["upstreams"]["user"]["health"].startswith("error")
+        assert ready.json()["signing_keys"] == "ok"
+
+    # The gateway dies too and starts again while the user service is still down: it is ready
+    # (starting waits for /readyz), serves public routes, and pauses those that need a token.
+    gateway.kill()
+    gateway = await start_gateway(upstreams, JWT_JWKS="")
+    async with gateway.client(customer) as api:
+        assert (await api.get("/api/v1/products")).status_code == 200
+        paused = await api.get("/api/v1/orders")
+        assert paused.status_code == 503, paused.text
+        assert paused.json()["error"]["code"] == "auth_unavailable"
+        assert paused.headers["retry-after"] == "1"
+        ready = await api.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["signing_keys"].startswith("error: signing keys unavailable")
+
+        # Back: the gateway fetches the keys by itself, within the Retry-After it gave.
+        await user.start()
+        back_at = time.monotonic()
+        while (answer := await api.get("/api/v1/orders")).status_code == 503:
+            assert time.monotonic() - back_at < 5, answer.text
+            await asyncio.sleep(int(answer.headers["retry-after"]))
+        assert answer.status_code == 200, answer.text
+        assert (await api.get("/readyz")).json()["signing_keys"] == "ok"

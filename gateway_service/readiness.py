@@ -1,0 +1,61 @@
+"""The gateway's `/readyz`: ready whenever it can serve, with what it sees of each upstream and
+of the signing keys reported beside it.
+
+An upstream that is down does not make the gateway unready: its own routes answer 503 (its
+circuit breaker) while every other route works. Nor do missing signing keys: public routes
+need none, and the others answer 503 with `Retry-After` until the keys arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from choreo.auth import SigningKeysUnavailableError, TokenVerifier
+from gateway_service.proxy import HEALTH_TIMEOUT_SECONDS, Proxy, UpstreamUnavailableError
+
+# A first fetch of the keys that takes longer than this is reported as under way (it goes on).
+KEYS_TIMEOUT_SECONDS: Final = HEALTH_TIMEOUT_SECONDS
+
+
+async def readyz(request: Request) -> JSONResponse:
+    proxy: Proxy = request.app.state.proxy
+    verifier: TokenVerifier | None = request.app.state.token_verifier
+    names = list(proxy.upstreams)
+    *health, keys = await asyncio.gather(
+        *(_upstream_health(proxy, name) for name in names), _signing_keys(verifier)
+    )
+    return JSONResponse(
+        {
+            "status": "ready",
+            "checks": {},  # nothing the gateway needs to serve is missing once it answers
+            "upstreams": dict(zip(names, health, strict=True)),
+            "signing_keys": keys,
+        }
+    )
+
+
+async def _upstream_health(proxy: Proxy, name: str) -> dict[str, Any]:
+    try:
+        await proxy.check_health(name)
+        health = "ok"
+    except (httpx.HTTPError, UpstreamUnavailableError) as error:
+        health = f"error: {type(error).__name__}: {error}"[:200]
+    return {"health": health, "circuit": proxy.upstreams[name].breaker.state.value}
+
+
+async def _signing_keys(verifier: TokenVerifier | None) -> str:
+    if verifier is None:
+        return "error: none configured"
+    try:
+        # Asking fetches the keys when there are none yet, so they arrive without a request.
+        await asyncio.wait_for(verifier.check_keys(), KEYS_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return "error: still being fetched"
+    except SigningKeysUnavailableError as error:
+        return f"error: {error}"[:200]
+    return "ok"

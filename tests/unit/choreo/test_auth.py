@@ -1,0 +1,226 @@
+"""Token verification with keys fetched from a JWKS URL: the keys are kept while the key server
+is down, fetched as soon as it is back, and fetched again for a new key, never in a flood."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from fastapi import APIRouter
+
+from choreo.auth import (
+    AuthError,
+    CurrentUser,
+    RemoteJwks,
+    SigningKey,
+    SigningKeysUnavailableError,
+    TokenVerifier,
+)
+from choreo.web import create_app
+
+JWKS_URL = "http://users.test/api/v1/auth/jwks"
+
+
+@dataclass
+class KeyServer:
+    """The user service's JWKS endpoint as the verifier sees it: up or down, and counted."""
+
+    keys: list[SigningKey]
+    up: bool = True
+    answer: Callable[[], httpx.Response] | None = None  # anything else it might say
+    delay_seconds: float = 0.0
+    hang: asyncio.Event | None = None  # set: it answers nothing until the event is cleared
+    fetches: int = 0
+    _transport: httpx.MockTransport | None = field(default=None, repr=False)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        await asyncio.sleep(self.delay_seconds)
+        while self.hang is not None and self.hang.is_set():
+            await asyncio.sleep(0.01)
+        if not self.up:
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.answer is not None:
+            return self.answer()
+        return httpx.Response(
+            200, json={"keys": [k for key in self.keys for k in key.jwks()["keys"]]}
+        )
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        if self._transport is None:
+            self._transport = httpx.MockTransport(self._handle)
+        return self._transport
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def verifier_of(server: KeyServer, clock: Clock) -> TokenVerifier:
+    return TokenVerifier(
+        RemoteJwks(
+            JWKS_URL,
+            ttl_seconds=300,
+            min_refresh_seconds=5,
+            retry_seconds=1,
+            clock=clock,
+            transport=server.transport,
+        )
+    )
+
+
+async def settled() -> None:
+    """Let a fetch started in the background finish."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def token(key: SigningKey) -> str:
+    return key.issue(str(uuid.uuid4()))
+
+
+async def test_tokens_are_verified_with_the_last_keys_while_the_key_server_is_down() -> None:
+    key, clock = SigningKey.generate(), Clock()
+    server = KeyServer([key])
+    verifier = verifier_of(server, clock)
+    await verifier.verify(token(key))
+    assert server.fetches == 1
+
+    server.up = False
+    clock.now += 3600  # long past the keys' time to live
+    for _ in range(20):
+        await verifier.verify(token(key))
+        await settled()
+    # One fetch was tried in the background, and failed; the next waits min_refresh_seconds.
+    assert server.fetches == 2
+    clock.now += 5
+    await verifier.verify(token(key))
+    await settled()
+    assert server.fetches == 3
+
+    # Neither a failing answer nor a key set without keys replaces the keys at hand.
+    server.up = True
+    for answer in (
+        lambda: httpx.Response(500, json={"error": "boom"}),
+        lambda: httpx.Response(200, text="<html>not json</html>"),
+        lambda: httpx.Response(200, json=["not", "a", "key", "set"]),
+        lambda: httpx.Response(200, json={"keys": []}),
+        lambda: httpx.Response(200, json={"keys": [{"kid": "x", "kty": "nonsense"}]}),
+    ):
+        server.answer = answer
+        clock.now += 5
+        await verifier.verify(token(key))
+        await settled()
+        assert (await verifier.verify(token(key))).user_id
+
+
+async def test_a_waiting_request_does_not_wait_for_a_refresh_in_the_background() -> None:
+    key, clock = SigningKey.generate(), Clock()
+    server = KeyServer([key])
+    verifier = verifier_of(server, clock)
+    await verifier.verify(token(key))
+    server.hang = asyncio.Event()
+    server.hang.set()
+    clock.now += 3600
+    async with asyncio.timeout(1):
+        for _ in range(5):
+            await verifier.verify(token(key))
+            await settled()
+    assert server.fetches == 2  # the one refresh, still under way
+    server.hang.clear()
+
+
+async def test_without_keys_tokens_wait_and_the_keys_arrive_once_the_server_is_back() -> None:
+    key, clock = SigningKey.generate(), Clock()
+    server = KeyServer([key], up=False)
+    verifier = verifier_of(server, clock)
+    for _ in range(20):
+        with pytest.raises(SigningKeysUnavailableError) as unavailable:
+            await verifier.verify(token(key))
+        assert unavailable.value.retriable
+        assert 0 < unavailable.value.retry_after <= 1
+    assert server.fetches == 1  # at most one fetch a second (retry_seconds)
+    assert "signing keys unavailable: ConnectError" in str(unavailable.value)
+
+    server.up = True
+    clock.now += 1
+    assert (await verifier.verify(token(key))).user_id
+    assert server.fetches == 2
+
+
+async def test_requests_waiting_for_keys_share_one_fetch() -> None:
+    key, clock = SigningKey.generate(), Clock()
+    server = KeyServer([key], delay_seconds=0.05)
+    verifier = verifier_of(server, clock)
+    principals = await asyncio.gather(*(verifier.verify(token(key)) for _ in range(50)))
+    assert len(principals) == 50
+    assert server.fetches == 1
+
+
+async def test_a_new_signing_key_is_fetched_at_most_every_few_seconds() -> None:
+    old, new, forged = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    clock = Clock()
+    server = KeyServer([old])
+    verifier = verifier_of(server, clock)
+    await verifier.verify(token(old))
+
+    server.keys = [old, new]  # the user service rotated its key
+    clock.now += 5
+    assert (await verifier.verify(token(new))).user_id
+    assert server.fetches == 2
+    # Unknown keys do not make the verifier hammer the key server.
+    for _ in range(20):
+        with pytest.raises(AuthError, match="unknown key") as refused:
+            await verifier.verify(token(forged))
+        assert not refused.value.retriable
+    assert server.fetches == 2
+    clock.now += 5
+    with pytest.raises(AuthError, match="unknown key"):
+        await verifier.verify(token(forged))
+    assert server.fetches == 3
+
+    # Down: a token of a key not fetched yet cannot be judged, so it is "try again", not 401;
+    # tokens of the keys at hand still pass.
+    server.up = False
+    clock.now += 5
+    with pytest.raises(SigningKeysUnavailableError):
+        await verifier.verify(token(forged))
+    assert (await verifier.verify(token(old))).user_id
+
+
+async def test_a_service_answers_503_with_retry_after_while_it_has_no_keys() -> None:
+    key, clock = SigningKey.generate(), Clock()
+    server = KeyServer([key], up=False)
+    router = APIRouter()
+
+    @router.get("/me")
+    async def me(user: CurrentUser) -> dict[str, str]:
+        return {"id": user.user_id}
+
+    app = create_app("test_service", routers=[router])
+    app.state.token_verifier = verifier_of(server, clock)
+    headers = {"Authorization": f"Bearer {token(key)}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        unavailable = await client.get("/me", headers=headers)
+        assert unavailable.status_code == 503
+        assert unavailable.headers["retry-after"] == "1"
+        assert unavailable.json()["error"]["code"] == "auth_unavailable"
+        assert "www-authenticate" not in unavailable.headers  # the token is not at fault
+
+        server.up = True
+        clock.now += 1
+        assert (await client.get("/me", headers=headers)).status_code == 200
+        refused = await client.get("/me", headers={"Authorization": "Bearer not.a.jwt"})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
