@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from prometheus_client import REGISTRY, Counter
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from choreo.logs import configure_logging
 from choreo.web import (
@@ -87,6 +89,13 @@ def build_router() -> APIRouter:
     @router.get("/boom")
     async def boom() -> None:
         raise RuntimeError("connection to postgres://choreo:s3cr3t@db failed")
+
+    @router.post("/orders")
+    async def place() -> None:
+        # What psycopg raises through SQLAlchemy when PostgreSQL refuses the connection.
+        raise OperationalError(
+            "connect", {}, psycopg.OperationalError("connection refused: s3cr3t@db")
+        )
 
     @router.get("/context")
     async def context() -> dict[str, str | None]:
@@ -379,6 +388,38 @@ async def test_unhandled_exception_is_a_generic_500_with_the_request_id(
     assert error["details"] == {"request_id": response.headers["x-request-id"]}
     assert "s3cr3t" not in response.text
     assert "RuntimeError" not in response.text
+
+
+async def test_a_database_outage_is_a_503_with_retry_after_never_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/orders")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    error = error_of(response)
+    assert error["code"] == "service_unavailable"
+    assert error["details"] == {"request_id": response.headers["x-request-id"]}
+    assert "s3cr3t" not in response.text
+
+
+async def test_readyz_stays_ready_with_a_note_on_what_is_degraded() -> None:
+    async def reachable() -> None:
+        pass
+
+    async def waiting() -> str:
+        return "waiting out an outage: order.create[2]@7: for 12 s: EmailUnavailableError"
+
+    app = build_app({"database": reachable, "consumer": waiting})
+    async with client_for(app) as client:
+        response = await client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"] == {
+        "database": "ok",
+        "consumer": "ok, but waiting out an outage: order.create[2]@7: for 12 s: "
+        "EmailUnavailableError",
+    }
 
 
 # Request ids and trace context
