@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from choreo.cli import dlq, saga, schemas, tail, topics, up
+from choreo.cli import dlq, saga, schemas, tail, topics, up, verify
 
 app = typer.Typer(
     name="choreo",
@@ -18,6 +18,7 @@ topics.register(app)
 tail.register(app)
 saga.register(app)
 app.add_typer(dlq.app, name="dlq")
+verify.register(app)
 
 
 def main() -> None:
