@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import (
     BigInteger,
@@ -74,6 +75,11 @@ NOTIFY_TRIGGER_DDL = (
 PUBLISHED = Counter("choreo_relay_published_total", "Outbox rows published", ["relay"])
 BATCH_SECONDS = Histogram(
     "choreo_relay_batch_seconds", "Time to publish and mark one relay batch", ["relay"]
+)
+REPUBLISHED = Counter(
+    "choreo_relay_republished_total",
+    "Outbox rows published again because the broker lost its log",
+    ["relay"],
 )
 ACTIVE = Gauge("choreo_relay_active", "1 while this process holds the relay lock", ["relay"])
 
@@ -137,9 +143,13 @@ class Relay:
         poll_interval: float = 1.0,
         lock_retry_interval: float = 1.0,
         retention_seconds: float = 24 * 3600,
+        republish_window_seconds: float = 900.0,
         name: str = "relay",
     ) -> None:
-        """Published rows are kept `retention_seconds` (for `choreo saga` and audits)."""
+        """Published rows are kept `retention_seconds` (for `choreo saga` and audits). When
+        the broker acknowledges a record at an offset below one it acknowledged before on the
+        same partition, its log was lost (a broker back empty, a re-created topic): the rows
+        published in the last `republish_window_seconds` are published again."""
         self._conninfo = conninfo
         self._producer = producer
         self._batch_size = batch_size
@@ -147,6 +157,8 @@ class Relay:
         self._lock_retry_interval = lock_retry_interval
         self._name = name
         self._retention_seconds = retention_seconds
+        self._republish_window_seconds = republish_window_seconds
+        self._log_ends: dict[TopicPartition, int] = {}  # highest offset acknowledged so far
         self._next_cleanup = 0.0
         self._stopping = asyncio.Event()
         self.published = 0
@@ -234,6 +246,8 @@ class Relay:
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (acked,)
             )
+        if self._log_lost([r for r in results if isinstance(r, RecordMetadata)]):
+            await self._republish_recent(conn)
         self.published += len(acked)
         PUBLISHED.labels(self._name).inc(len(acked))
         BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
@@ -243,6 +257,43 @@ class Relay:
             await self._sleep(self._lock_retry_interval)
             return 0
         return len(rows)
+
+    def _log_lost(self, acknowledged: Sequence[RecordMetadata]) -> bool:
+        """Whether a partition's log restarted below what this relay wrote to it before."""
+        lost = False
+        for metadata in acknowledged:
+            tp = metadata.topic_partition
+            if metadata.offset < self._log_ends.get(tp, -1):
+                log.error(
+                    "relay %s: %s[%d] acknowledged offset %d, below the %d acknowledged before: "
+                    "the broker lost its log",
+                    self._name,
+                    tp.topic,
+                    tp.partition,
+                    metadata.offset,
+                    self._log_ends[tp],
+                )
+                lost = True
+            self._log_ends[tp] = max(self._log_ends.get(tp, -1), metadata.offset)
+        if lost:
+            self._log_ends.clear()
+        return lost
+
+    async def _republish_recent(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        """Publish again, in id order, what the lost log may have held and no consumer may
+        have read yet; consumers skip what they had applied (inbox)."""
+        cursor = await conn.execute(
+            "UPDATE outbox SET published_at = NULL"
+            " WHERE published_at > now() - make_interval(secs => %s)",
+            (self._republish_window_seconds,),
+        )
+        REPUBLISHED.labels(self._name).inc(cursor.rowcount)
+        log.error(
+            "relay %s: publishing again the %d row(s) published in the last %g s",
+            self._name,
+            cursor.rowcount,
+            self._republish_window_seconds,
+        )
 
     async def _delete_expired(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         """Now and then, when idle, drop rows published longer ago than the retention."""

@@ -174,6 +174,7 @@ class Service:
             producer,
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_interval_seconds,
+            republish_window_seconds=settings.relay_republish_window_seconds,
             name=self.name,
         )
         stopping = asyncio.Event()

@@ -45,6 +45,8 @@ class ServiceSettings(BaseSettings):
     jwks_json: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS"))
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 1.0
+    # How far back a relay publishes again when the broker lost its log (choreo.outbox.Relay).
+    relay_republish_window_seconds: float = 900.0
     consumer_max_attempts: int = 5
     consumer_retry_initial_seconds: float = 0.2
     consumer_retry_max_seconds: float = 5.0

@@ -19,6 +19,8 @@ from choreo import kafka
 from choreo.avro import default_store
 from choreo.db import UnitOfWorkFactory, sync_dsn, unit_of_work_factory
 from choreo.outbox import OutboxWriter, Relay, outbox_table
+from choreo.stack.broker import TansuBroker
+from choreo.testing import free_port
 
 from .conftest import new_key, read_until, stock_event
 
@@ -195,3 +197,42 @@ async def test_a_relay_killed_mid_run_loses_nothing_after_restart(
 
     assert_each_key_in_order(received.by_key, keys, 50)
     assert await unpublished(engine) == 0
+
+
+async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
+    database_url: str, uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    # A broker of this test's own, to restart empty (memory storage).
+    port = free_port()
+    broker = TansuBroker(port)
+    broker.start()
+    topic = "stock.updated"
+    writer = OutboxWriter(default_store(), "/test_service", lambda name: name)
+    factory = unit_of_work_factory(engine, writer)
+    await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+    producer = kafka.producer(broker.bootstrap_servers)
+    await producer.start()
+    relay = Relay(sync_dsn(database_url), producer, poll_interval=0.2, lock_retry_interval=0.2)
+    running = asyncio.create_task(relay.run())
+    key = new_key()
+    try:
+        await write_streams(factory, [key], 20, writers=1, per_txn=5)
+        async with asyncio.timeout(30):
+            while await unpublished(engine):
+                await asyncio.sleep(0.1)
+
+        broker.stop()  # every record is gone with it
+        broker = TansuBroker(port)
+        broker.start()
+        await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+        await write_streams(factory, [key], 5, writers=1, per_txn=5, first=20)
+
+        # The first acknowledgement on the new log is below the old one: the relay notices
+        # and publishes the last window again, so the new log holds all 25 events.
+        received = await read_until(broker.bootstrap_servers, topic, 25, timeout=60)
+        assert sorted(set(received.by_key[key])) == list(range(25))
+    finally:
+        relay.stop()
+        await running
+        await producer.stop()
+        broker.stop()
