@@ -79,7 +79,8 @@ def up(
     ] = 60.0,
 ) -> None:
     """Start PostgreSQL, the broker, the Stripe and SendGrid emulators and the six services,
-    print their URLs, and supervise them until Ctrl-C."""
+    print their URLs, and keep them running until Ctrl-C: a part that exits, or stops answering
+    for 15 s, is restarted on its own."""
     console = _console()
     ports = _ports(base_port, port or [])
     config = StackConfig(
@@ -108,8 +109,10 @@ def up(
                 console.print(url_table(stack.links(), shown))
                 stack.watch()
         except KeyboardInterrupt:
+            _print_restarts(console, stack)
             console.print("stopped", style="bold")
         except StackError as error:
+            _print_restarts(console, stack)
             console.print(Text(f"error: {error}", style="red"))
             raise typer.Exit(1) from None
 
@@ -171,6 +174,14 @@ def _ports(base_port: int | None, overrides: list[str]) -> StackPorts:
         return ports.with_overrides(parsed)
     except StackError as error:
         raise typer.BadParameter(str(error), param_hint="--port") from None
+
+
+def _print_restarts(console: Console, stack: Stack) -> None:
+    """How many times each part was restarted while it ran, when any was."""
+    restarts = stack.supervisor.restart_counts()
+    if any(restarts.values()):
+        counts = ", ".join(f"{part} {count}" for part, count in restarts.items() if count)
+        console.print(f"restarts: {counts}")
 
 
 def _seed_demo(stack: Stack) -> None:

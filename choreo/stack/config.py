@@ -93,8 +93,10 @@ class StackConfig:
     services: Sequence[Service] = SERVICES
     python: str = sys.executable
     readiness_timeout: float = 60.0
+    """Seconds a part has to become ready, at the start and after each restart."""
     restart: bool = True
-    """Restart a part that exits after it was ready."""
+    """Restart a part that exits, or that stops answering its probe for `unready_grace`."""
+    unready_grace: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class ProcessSpec:
     stop_signal: signal.Signals = signal.SIGTERM
     stop_grace: float = 10.0
     restart: bool = False
-    """Restart the part when it exits after it was ready (used by `Supervisor.watch`)."""
+    """Restart the part when it exits or stops answering its probe (`Supervisor.watch`)."""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -128,8 +128,9 @@ class ChildProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
-        self.ready_since: float | None = None
         self._stop_requested_at: float | None = None
+        self._reaped = False
+        """Its process group is gone: killing it again could hit a group that reuses its id."""
 
     @property
     def name(self) -> str:
@@ -144,13 +145,21 @@ class ChildProcess:
         return list(self._tail)
 
     def start(self, timeout: float) -> None:
-        """Spawn the part and wait until it is ready."""
+        """Spawn the part, wait until it is ready, and run its after-ready step.
+
+        Raises PartExitedError when it exits first, ReadinessTimeoutError after `timeout`.
+        """
         self.spawn()
         deadline = time.monotonic() + timeout
-        while not self.check_ready():
+        while not self.answers():
+            returncode = self.poll()
+            if returncode is not None:
+                self._join_reader()
+                raise PartExitedError(self.name, returncode, self.tail())
             if time.monotonic() > deadline:
                 raise ReadinessTimeoutError([self.name], timeout)
             time.sleep(0.1)
+        self.set_up()
 
     def spawn(self) -> None:
         if self.running():
@@ -164,8 +173,8 @@ class ChildProcess:
         if self.spec.prepare is not None:
             _run_hook(self.name, "prepare", self.spec.prepare)
         self._tail.clear()
-        self.ready_since = None
         self._stop_requested_at = None
+        self._reaped = False
         try:
             self._process = subprocess.Popen(
                 list(self.spec.command),
@@ -201,28 +210,19 @@ class ChildProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def check_ready(self) -> bool:
-        """Probe the part once; run its after-ready step the first time it answers.
-
-        Raises PartExitedError when the process has already exited.
-        """
-        if self.ready_since is not None:
-            return True
-        returncode = self.poll()
-        if returncode is not None:
-            self._join_reader()
-            raise PartExitedError(self.name, returncode, self.tail())
+    def answers(self) -> bool:
+        """Probe the part once. Touches nothing of this object, so any thread may call it."""
         try:
-            ready = self.spec.ready()
-        except Exception as error:  # a probe that errors just means "not yet"
+            return self.spec.ready()
+        except Exception as error:  # a probe that errors just means "not now"
             _logger.debug("probe of %s: %s", self.name, error)
-            ready = False
-        if not ready:
             return False
+
+    def set_up(self) -> None:
+        """Run the part's after-ready step (call it each time the part has become ready); raises
+        StackError when it fails. Like `answers()`, safe from any thread."""
         if self.spec.after_ready is not None:
             _run_hook(self.name, "set up", self.spec.after_ready)
-        self.ready_since = time.monotonic()
-        return True
 
     def send_signal(self, signum: signal.Signals) -> None:
         """Signal the part's main process (chaos tests kill parts this way)."""
@@ -239,6 +239,15 @@ class ChildProcess:
             process.send_signal(self.spec.stop_signal)
         self._stop_requested_at = time.monotonic()
 
+    def stop_overdue(self) -> bool:
+        """True once the stop signal has had its grace period and the part still runs."""
+        requested_at = self._stop_requested_at
+        return (
+            requested_at is not None
+            and self.running()
+            and time.monotonic() > requested_at + self.spec.stop_grace
+        )
+
     def stop(self, force: threading.Event | None = None) -> None:
         """Stop the part: its stop signal, then SIGKILL to its whole process group once the
         grace period has passed (at once when `force` is set)."""
@@ -252,20 +261,33 @@ class ChildProcess:
             while process.poll() is None and time.monotonic() < deadline:
                 if pause(0.05):
                     break
-        self._kill_group(process.pid)
+        self.reap()
+
+    def reap(self) -> None:
+        """SIGKILL whatever is left of the part (its main process, or what it started), wait
+        until it is gone, and collect its exit status and output."""
+        process = self._process
+        if process is None or self._reaped:
+            return
+        gone = self._kill_group(process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
         self._join_reader()
         self._stop_requested_at = None
+        self._reaped = gone and process.poll() is not None
 
-    def _kill_group(self, pgid: int) -> None:
+    def _kill_group(self, pgid: int) -> bool:
         """SIGKILL whatever is left in the part's process group (the group outlives its leader
-        while any member lives), and wait until it is gone: kill() returns before that."""
+        while any member lives), and wait until it is gone: kill() returns before that. False
+        when some of it is still there after 5 s."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while _group_alive(pgid):
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.02)
+        return True
 
     def _join_reader(self) -> None:
         if self._reader is not None:

@@ -48,7 +48,11 @@ class Stack:
     def __init__(self, config: StackConfig, output: OutputSink = log_output) -> None:
         self.config = config
         self.endpoints = resolve_endpoints(config)
-        self.supervisor = Supervisor(output, restart_timeout=config.readiness_timeout)
+        self.supervisor = Supervisor(
+            output,
+            restart_timeout=config.readiness_timeout,
+            unready_grace=config.unready_grace,
+        )
         self.data_dir = config.data_dir.resolve()
 
     def __enter__(self) -> Stack:
@@ -88,7 +92,8 @@ class Stack:
         )
 
     def watch(self) -> None:
-        """Block while the stack runs, restarting parts that exit (see `Supervisor.watch`)."""
+        """Block while the stack runs, restarting each part that exits or stops answering, on
+        its own (see `Supervisor.watch`)."""
         self.supervisor.watch()
 
     def stop(self) -> None:

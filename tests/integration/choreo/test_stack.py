@@ -1,13 +1,13 @@
 """The embedded stack's parts, each started and stopped on free ports: PostgreSQL, the broker,
-the SendGrid sink, and the supervisor's guarantees (ready, restarted, nothing left behind)."""
+the SendGrid sink, the stack that runs them all (the supervisor has its own tests)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -31,9 +31,9 @@ from choreo.stack.config import (
     service_environment,
 )
 from choreo.stack.demo import DEMO_PRODUCTS, seed_catalog
-from choreo.stack.errors import PartExitedError, StackError
+from choreo.stack.errors import StackError
 from choreo.stack.postgres import EmbeddedPostgres
-from choreo.stack.process import ProcessSpec, port_is_free
+from choreo.stack.process import port_is_free
 from choreo.stack.s3 import MotoS3
 from choreo.stack.sendgrid_sink import SendGridSink
 from choreo.stack.stack import Stack
@@ -189,79 +189,6 @@ def test_sendgrid_sink_fails_on_demand_then_heals(mailbox: httpx.Client) -> None
     assert mailbox.post("/_control/fail", json={"status": 200}).status_code == 422
 
 
-def _sleeper(name: str, *, restart: bool = False, ready: bool = True) -> ProcessSpec:
-    """A part that prints, starts a grandchild, and sleeps: a stand-in for a server."""
-    script = (
-        "import subprocess, sys, time; "
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
-        "print('up', flush=True); time.sleep(600)"
-    )
-    return ProcessSpec(
-        name=name,
-        command=[sys.executable, "-c", script],
-        ready=lambda: ready,
-        restart=restart,
-        stop_grace=2.0,
-    )
-
-
-def test_supervisor_prefixes_output_and_leaves_nothing_behind() -> None:
-    lines: list[tuple[str, str]] = []
-    supervisor = Supervisor(lambda part, line: lines.append((part, line)))
-    with supervisor:
-        supervisor.start([_sleeper("first")], timeout=10)
-        supervisor.start([_sleeper("second")], timeout=10)
-        deadline = time.monotonic() + 10
-        while len([line for line in lines if line[1] == "up"]) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        family = [pid for child in supervisor.children for pid in _family(child.pid or 0)]
-        assert len(family) == 4
-    assert _gone(family)
-    assert ("first", "up") in lines
-    assert ("second", "up") in lines
-    assert ("choreo", "stopping second") in lines
-    assert lines.index(("choreo", "stopping second")) < lines.index(("choreo", "stopping first"))
-
-
-def test_supervisor_reports_a_part_that_dies_before_it_is_ready() -> None:
-    failing = ProcessSpec(
-        name="failing",
-        command=[sys.executable, "-c", "print('no config'); raise SystemExit(3)"],
-        ready=lambda: False,
-    )
-    with Supervisor(lambda part, line: None) as supervisor, pytest.raises(PartExitedError) as error:
-        supervisor.start([failing], timeout=10)
-    assert error.value.returncode == 3
-    assert "no config" in str(error.value)
-
-
-def test_supervisor_times_out_on_a_part_that_never_gets_ready() -> None:
-    with Supervisor(lambda part, line: None) as supervisor, pytest.raises(StackError) as error:
-        supervisor.start([_sleeper("stuck", ready=False)], timeout=0.5)
-    assert "stuck" in str(error.value)
-
-
-def test_supervisor_restarts_a_part_that_crashes() -> None:
-    lines: list[tuple[str, str]] = []
-    with Supervisor(lambda part, line: lines.append((part, line))) as supervisor:
-        supervisor.start([_sleeper("crashy", restart=True)], timeout=10)
-        first_family = _family(supervisor.child("crashy").pid or 0)
-        supervisor.kill("crashy", signal.SIGKILL)
-        restarted = threading.Event()
-        watcher = threading.Thread(target=supervisor.watch, args=(restarted,), daemon=True)
-        watcher.start()
-        deadline = time.monotonic() + 15
-        while ("choreo", "crashy restarted") not in lines:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        restarted.set()
-        watcher.join(5)
-        assert supervisor.child("crashy").running()
-        assert supervisor.child("crashy").pid not in first_family
-        assert _gone(first_family)  # the crashed part's own child went with it
-
-
 def _own_environment() -> dict[str, str]:
     """This environment without anything that would replace an embedded part."""
     external = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "STRIPE_API_BASE", "SENDGRID_HOST")
@@ -400,24 +327,34 @@ async def _consume_all(bootstrap_servers: str, topic: str, count: int) -> list[b
     return values
 
 
-def test_a_durable_broker_keeps_its_records_when_it_is_killed() -> None:
+def test_a_killed_durable_broker_is_restarted_with_its_records() -> None:
     pytest.importorskip("moto.server", reason="--durable-broker needs moto[server]")
     s3 = MotoS3(free_port())
     broker = TansuBroker(
         free_port(), s3.storage_url, environment={**os.environ, **s3.client_environment()}
     )
-    with Supervisor(lambda part, line: None) as supervisor:
+    lines: list[tuple[str, str]] = []
+    with Supervisor(lambda part, line: lines.append((part, line))) as supervisor:
         supervisor.start([s3.spec], timeout=60)
-        supervisor.start([broker.spec], timeout=30)
+        supervisor.start([dataclasses.replace(broker.spec, restart=True)], timeout=30)
         asyncio.run(ensure_topics(broker.bootstrap_servers, ["kept"], partitions=2))
         asyncio.run(_produce(broker.bootstrap_servers, "kept", 50))
 
-        supervisor.kill("broker", signal.SIGKILL)
-        restarted = supervisor.child("broker")
-        restarted.stop()
-        restarted.start(30)
-
-        values = asyncio.run(_consume_all(broker.bootstrap_servers, "kept", 50))
+        watching = threading.Event()
+        watcher = threading.Thread(target=supervisor.watch, args=(watching,), daemon=True)
+        watcher.start()
+        try:
+            supervisor.kill("broker", signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            restarted = ("choreo", "broker restarted")
+            while restarted not in [(part, line[:16]) for part, line in list(lines)]:
+                assert time.monotonic() < deadline, lines
+                time.sleep(0.05)
+            values = asyncio.run(_consume_all(broker.bootstrap_servers, "kept", 50))
+        finally:
+            watching.set()
+            watcher.join(10)
+        assert supervisor.restart_counts() == {"s3": 0, "broker": 1}
     assert values == [str(number).encode() for number in range(50)]
 
 
