@@ -38,8 +38,15 @@ class Settings(ServiceSettings):
     # the PaymentSucceeded's way to the order service; keep it well below
     # ORDER_SAGA_TIMEOUT_SECONDS, or no order is ever charged.
     charge_margin_seconds: float = Field(default=10.0, ge=0)
+    # The open-intent sweep (docs/saga.md): this often, the intents Stripe holds open for this
+    # service's orders are settled or cancelled (the first pass runs at start-up). An intent is
+    # looked at only once it is this old: a younger one may be on its way to phase one of its
+    # charge, in a handler that holds its order's row (the sweep skips rows held, too).
+    intent_sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    intent_sweep_grace_seconds: float = Field(default=60.0, ge=0)
 
     # Fault injection for the never-charge-twice tests; refused in production.
+    fault_kill_after_create: bool = False
     fault_kill_after_confirm: bool = False
     fault_delay_after_confirm_seconds: float = Field(default=0.0, ge=0)
 
@@ -50,10 +57,15 @@ class Settings(ServiceSettings):
         key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
         if not key or key == TEST_SECRET_KEY:
             raise ValueError("STRIPE_API_KEY must be set to the account's secret key in prod")
-        if self.fault_kill_after_confirm or self.fault_delay_after_confirm_seconds:
+        if (
+            self.fault_kill_after_create
+            or self.fault_kill_after_confirm
+            or self.fault_delay_after_confirm_seconds
+        ):
             raise ValueError(
-                "PAYMENT_FAULT_KILL_AFTER_CONFIRM and PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS "
-                "are test-only fault injection and are refused when CHOREO_ENV=prod"
+                "PAYMENT_FAULT_KILL_AFTER_CREATE, PAYMENT_FAULT_KILL_AFTER_CONFIRM and "
+                "PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS are test-only fault injection and "
+                "are refused when CHOREO_ENV=prod"
             )
         return self
 

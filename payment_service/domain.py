@@ -90,6 +90,9 @@ def settle(facts: PaymentFacts, now: datetime, margin: timedelta) -> Action:
 
     An intent left CHARGING by a crash is always resolved first: it may already have moved
     money, so a new charge must never be started beside it, and a refund needs its outcome.
+    Resolving it needs the order's terms and deadline, though: a CHARGING order not known is one
+    whose OrderCreated was rolled back after phase one (a crash), and it waits for that event's
+    redelivery, since confirming without the deadline could charge past it.
 
     A step never acts on a saga that already gave up: no charge is started once the order is
     cancelled or it is too late (its deadline less `margin`). Too late, the order is EXPIRED
@@ -98,7 +101,7 @@ def settle(facts: PaymentFacts, now: datetime, margin: timedelta) -> Action:
     tell of a card that was never tried.
     """
     if facts.status is ChargeStatus.CHARGING:
-        return Action.RESUME_CHARGE
+        return Action.RESUME_CHARGE if facts.order_known else Action.NOTHING
     if facts.cancelled and facts.status is ChargeStatus.SUCCEEDED:
         return Action.REFUND
     if facts.status is not ChargeStatus.NONE or not facts.order_known:
@@ -156,6 +159,34 @@ def resume(state: IntentState, *, gave_up: bool) -> Resume:
     if state is IntentState.CANCELED and gave_up:
         return Resume.ABANDON  # cancelled by an earlier ABANDON that did not commit
     return Resume.RECORD
+
+
+class OpenIntentStep(StrEnum):
+    """What the open-intent sweep does with an intent the provider holds open for an order."""
+
+    SETTLE = "SETTLE"  # the order's charge, its outcome never recorded: settle the order
+    CANCEL = "CANCEL"  # moved no money and the order will never use it: cancel it
+    LEAVE = "LEAVE"  # the provider has not decided, or it is no longer open
+
+
+def open_intent_step(
+    state: IntentState, *, is_attempt: bool, status: ChargeStatus
+) -> OpenIntentStep:
+    """The sweep's step for an open intent, from where it stands and the order's facts.
+
+    `is_attempt`: it is the intent the order committed in phase one of its charge. Any other
+    intent of the order is an orphan (created, then the process died or failed before phase one
+    committed; the redelivered event charges with a new one), or the declined intent of a
+    failure already recorded: neither moved money, and cancelling it means nothing ever can
+    (a customer completing a 3-D Secure challenge, say). The order's own charge, still
+    CHARGING, is resumed as a redelivered event would (`resume`): confirmed while the order
+    stands, cancelled once the saga gave up.
+    """
+    if is_attempt and status is ChargeStatus.CHARGING:
+        return OpenIntentStep.SETTLE
+    if state in (IntentState.UNCONFIRMED, IntentState.DECLINED):
+        return OpenIntentStep.CANCEL
+    return OpenIntentStep.LEAVE
 
 
 # Codes and messages of failures the provider does not word itself; safe to show the customer.

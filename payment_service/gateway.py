@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import stripe
 from stripe import _util as stripe_util
@@ -61,6 +62,17 @@ class Intent:
     state: IntentState
     decline_code: str | None = None
     decline_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIntent:
+    """An intent the provider holds open (neither succeeded nor cancelled), with the order and
+    payment its metadata names."""
+
+    intent: Intent
+    order_id: str
+    payment_id: str | None
+    created: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,33 @@ class StripeGateway:
         with _translated_errors():
             intent = await self._client.v1.payment_intents.retrieve_async(intent_id)
         return _intent(intent)
+
+    async def open_intents(self) -> list[OpenIntent]:
+        """Every open intent of the account whose metadata names an order, oldest or newest
+        first as the provider lists them.
+
+        The whole account is read, page by page: the emulator filters the list on nothing, and
+        has no search (DESIGN.md §6), so the cost grows with the intents ever created.
+        """
+        found = []
+        with _translated_errors():
+            page = await self._client.v1.payment_intents.list_async(params={"limit": 100})
+            async for intent in page.auto_paging_iter():
+                if intent.status in ("succeeded", "canceled"):
+                    continue
+                metadata = intent.metadata.to_dict() if intent.metadata else {}
+                order_id = metadata.get("order_id")
+                if not order_id:
+                    continue
+                found.append(
+                    OpenIntent(
+                        intent=_intent(intent),
+                        order_id=str(order_id),
+                        payment_id=metadata.get("payment_id"),
+                        created=datetime.fromtimestamp(intent.created, UTC),
+                    )
+                )
+        return found
 
     async def cancel_intent(self, intent_id: str) -> None:
         with _translated_errors():

@@ -1,7 +1,8 @@
-"""Wiring of the payment service: settings -> app, subscriptions, relay."""
+"""Wiring of the payment service: settings -> app, subscriptions, the open-intent sweep."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from payment_service.api import router
 from payment_service.config import Settings
 from payment_service.faults import Faults
 from payment_service.gateway import StripeGateway
+from payment_service.sweep import run_intent_sweep
 
 ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
     domain.PaymentMethodNotFoundError: (404, "payment_method_not_found"),
@@ -68,17 +70,30 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         charge_margin=timedelta(seconds=settings.charge_margin_seconds),
         now=now,
         faults=Faults(
+            kill_after_create=settings.fault_kill_after_create,
             kill_after_confirm=settings.fault_kill_after_confirm,
             delay_after_confirm_seconds=settings.fault_delay_after_confirm_seconds,
         ),
     )
-    return Service(
+
+    async def sweep(stopping: asyncio.Event) -> None:
+        await run_intent_sweep(
+            stopping,
+            service.unit_of_work(),
+            charging,
+            interval_seconds=settings.intent_sweep_interval_seconds,
+            grace=timedelta(seconds=settings.intent_sweep_grace_seconds),
+        )
+
+    service = Service(
         settings,
         routers=[router],
         subscriptions=subscriptions(charging),
         error_statuses=ERROR_STATUSES,
+        background=[sweep],
         resources={"gateway": gateway, "phase_one_pool": phase_one_closing},
     )
+    return service
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What the payment service does on each event (saga) and command (vault)."""
 
+from payment_service.handlers.intents import settle_open_intents
 from payment_service.handlers.saga import (
     Charging,
     on_order_cancelled,
@@ -20,4 +21,5 @@ __all__ = [
     "on_order_cancelled",
     "on_order_created",
     "on_stock_reserved",
+    "settle_open_intents",
 ]

@@ -103,19 +103,19 @@ async def on_order_created(event: Event, uow: UnitOfWork, charging: Charging) ->
             updated_at=func.now(),
         )
     )
-    await _settle(uow, order_id, charging, event.traceparent)
+    await settle_order(uow, order_id, charging, event.traceparent)
 
 
 async def on_stock_reserved(event: Event, uow: UnitOfWork, charging: Charging) -> None:
     order_id = _uuid(event.data["order_id"])
     await _record_fact(uow.session, order_id, stock_reserved=True)
-    await _settle(uow, order_id, charging, event.traceparent)
+    await settle_order(uow, order_id, charging, event.traceparent)
 
 
 async def on_order_cancelled(event: Event, uow: UnitOfWork, charging: Charging) -> None:
     order_id = _uuid(event.data["order_id"])
     await _record_fact(uow.session, order_id, cancelled=True)
-    await _settle(uow, order_id, charging, event.traceparent)
+    await settle_order(uow, order_id, charging, event.traceparent)
 
 
 async def _record_fact(session: AsyncSession, order_id: uuid.UUID, **fact: bool) -> None:
@@ -137,12 +137,15 @@ async def _lock(session: AsyncSession, order_id: uuid.UUID) -> None:
     )
 
 
-async def _settle(
+async def settle_order(
     uow: UnitOfWork, order_id: uuid.UUID, charging: Charging, traceparent: str | None
 ) -> None:
-    """Do what the order's facts call for, step by step, until they call for nothing."""
+    """Do what the order's facts call for, step by step, until they call for nothing.
+
+    `load_order_payment` locks the order's row, until the caller's unit of work ends.
+    """
     while True:
-        payment = await _load(uow.session, order_id)
+        payment = await load_order_payment(uow.session, order_id)
         now = charging.now()
         action = settle(payment.facts, now, charging.charge_margin)
         if action is Action.NOTHING:
@@ -165,7 +168,7 @@ async def _settle(
             await _refund(uow, payment, charging, traceparent)
 
 
-async def _load(session: AsyncSession, order_id: uuid.UUID) -> OrderPayment:
+async def load_order_payment(session: AsyncSession, order_id: uuid.UUID) -> OrderPayment:
     row = (
         await session.execute(
             select(
@@ -218,8 +221,11 @@ async def _charge(
         payment_method_id=payment_method_id,
         metadata={"order_id": str(payment.order_id), "payment_id": str(payment.payment_id)},
     )
+    await charging.faults.after_create()
     # Phase one: from this commit on, a redelivered event finds the order CHARGING and asks
-    # the provider about this intent instead of creating another.
+    # the provider about this intent instead of creating another. Should the process die
+    # before, the intent is an orphan: the redelivered event charges with a new one, and the
+    # open-intent sweep (handlers/intents.py) cancels this one.
     async with charging.new_unit_of_work() as phase_one:
         await phase_one.session.execute(
             insert(charge_attempts).values(

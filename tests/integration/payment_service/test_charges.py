@@ -54,6 +54,15 @@ async def settled_payment_events(
     return by_order
 
 
+async def is_down(process: ServiceProcess) -> bool:
+    try:
+        async with httpx.AsyncClient(base_url=process.url, timeout=1.0) as probe:
+            await probe.get("/healthz")
+    except httpx.TransportError:
+        return True
+    return False
+
+
 async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
     start_service: StartService,
     signing_key: SigningKey,
@@ -249,15 +258,9 @@ async def test_a_crash_after_stripe_confirmed_never_charges_twice(
         await add_card(client, card(VISA))
     await publish(kafka_bootstrap, topics, order_created(order, user), stock_reserved(order))
 
-    async def died() -> bool:
-        try:
-            async with httpx.AsyncClient(base_url=payment.url, timeout=1.0) as probe:
-                await probe.get("/healthz")
-        except httpx.TransportError:
-            return True
-        return False
-
-    await eventually(died, "the service killed itself after confirming the charge")
+    await eventually(
+        lambda: is_down(payment), "the service killed itself after confirming the charge"
+    )
     # Stripe charged the card; the service recorded nothing but the intent (phase one).
     assert len(await localstripe.successful_charges(order)) == 1
     assert await query(payment, "SELECT status FROM order_payments") == [("NONE",)]
@@ -272,3 +275,62 @@ async def test_a_crash_after_stripe_confirmed_never_charges_twice(
     [charge] = await localstripe.successful_charges(order)
     assert charge.payment_intent == intent_id
     assert len(await localstripe.intents_of(order)) == 1
+
+
+async def test_an_intent_orphaned_by_a_crash_is_cancelled_and_none_is_left_open(
+    start_service: StartService,
+    signing_key: SigningKey,
+    localstripe: Localstripe,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    """The service dies between creating an intent at Stripe and committing its id (issue
+    12.5): once restarted, the order is charged once, with a new intent, and the orphan is
+    cancelled; a declined charge's intent is cancelled too. No intent is left open, and an
+    intent that is not the service's own is left alone."""
+    payment = start_service("payment", PAYMENT_FAULT_KILL_AFTER_CREATE="true")
+    payer, decliner, order, declined = new_id(), new_id(), new_id(), new_id()
+    for user, number in [(payer, VISA), (decliner, DECLINED_ON_CHARGE)]:
+        async with payment.client(signing_key.issue(user)) as client:
+            await add_card(client, card(number))
+    # Another system's intent on the same account, naming an order this service never saw.
+    foreign = await localstripe.client.v1.payment_intents.create_async(
+        params={"amount": 500, "currency": "usd", "metadata": {"order_id": new_id()}}
+    )
+    await publish(kafka_bootstrap, topics, order_created(order, payer), stock_reserved(order))
+    await eventually(lambda: is_down(payment), "the service killed itself after the create")
+    [orphan] = await localstripe.intents_of(order)
+    assert orphan.status == "requires_confirmation"
+    assert await query(payment, "SELECT count(*) FROM charge_attempts") == [(0,)]
+
+    restarted = start_service(  # same database and port, no fault, a sweep every second
+        "payment",
+        PAYMENT_INTENT_SWEEP_INTERVAL_SECONDS="1",
+        PAYMENT_INTENT_SWEEP_GRACE_SECONDS="1",
+    )
+    await publish(
+        kafka_bootstrap, topics, order_created(declined, decliner), stock_reserved(declined)
+    )
+    events = await settled_payment_events(restarted, kafka_bootstrap, topics, applied=4)
+    [succeeded] = events[order]
+    assert succeeded.type == "PaymentSucceeded"
+    charged = succeeded.data["provider_payment_id"]
+    assert charged != orphan.id
+    [failed] = events[declined]
+    assert failed.type == "PaymentFailed"
+
+    async def statuses() -> dict[str, str]:
+        intents = await localstripe.intents_of(order) + await localstripe.intents_of(declined)
+        return {intent.id: intent.status for intent in intents}
+
+    async def none_open() -> bool:
+        return sorted((await statuses()).values()) == ["canceled", "canceled", "succeeded"]
+
+    await eventually(none_open, "the orphan and the declined intent are cancelled", timeout=15)
+    assert (await statuses())[orphan.id] == "canceled"
+    assert (await statuses())[charged] == "succeeded"
+    [charge] = await localstripe.successful_charges(order)
+    assert charge.payment_intent == charged
+    assert await localstripe.successful_charges(declined) == []
+    untouched = await localstripe.client.v1.payment_intents.retrieve_async(foreign.id)
+    assert untouched.status == foreign.status != "canceled"

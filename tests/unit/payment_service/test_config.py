@@ -37,6 +37,7 @@ def test_outside_production_the_emulator_key_is_the_default() -> None:
     settings = Settings()
     assert settings.stripe_api_base == "https://api.stripe.com"
     assert settings.stripe_secret_key.startswith("sk_test_")
+    assert not settings.fault_kill_after_create
     assert not settings.fault_kill_after_confirm
     assert settings.fault_delay_after_confirm_seconds == 0
 
@@ -52,6 +53,7 @@ def test_production_refuses_to_start_without_a_stripe_key(monkeypatch: pytest.Mo
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
+        ("PAYMENT_FAULT_KILL_AFTER_CREATE", "true"),
         ("PAYMENT_FAULT_KILL_AFTER_CONFIRM", "true"),
         ("PAYMENT_FAULT_DELAY_AFTER_CONFIRM_SECONDS", "2"),
     ],

@@ -17,12 +17,14 @@ from payment_service.domain import (
     ChargeStatus,
     IntentState,
     InvalidCardError,
+    OpenIntentStep,
     PaymentFacts,
     Resume,
     card_expired,
     check_card,
     expiry_reason,
     luhn_valid,
+    open_intent_step,
     resume,
     settle,
 )
@@ -54,6 +56,8 @@ TOO_LATE = replace(KNOWN_AND_RESERVED, deadline=NOW + timedelta(seconds=5))
             Action.REFUND,
         ),
         (PaymentFacts(cancelled=True, status=ChargeStatus.SUCCEEDED), Action.REFUND),
+        # Its OrderCreated rolled back after phase one: resumed once it is redelivered.
+        (PaymentFacts(stock_reserved=True, status=ChargeStatus.CHARGING), Action.NOTHING),
         (
             replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.FAILED),
             Action.NOTHING,
@@ -133,6 +137,32 @@ def test_resume(state: IntentState, gave_up: bool, step: Resume) -> None:
     assert resume(state, gave_up=gave_up) is step
 
 
+@pytest.mark.parametrize(
+    ("state", "is_attempt", "status", "step"),
+    [
+        # The order's own charge, never recorded: settled as a redelivered event would.
+        (IntentState.UNCONFIRMED, True, ChargeStatus.CHARGING, OpenIntentStep.SETTLE),
+        (IntentState.PROCESSING, True, ChargeStatus.CHARGING, OpenIntentStep.SETTLE),
+        (IntentState.DECLINED, True, ChargeStatus.CHARGING, OpenIntentStep.SETTLE),
+        # An orphan (created, its id never committed), whatever the order's status.
+        (IntentState.UNCONFIRMED, False, ChargeStatus.NONE, OpenIntentStep.CANCEL),
+        (IntentState.UNCONFIRMED, False, ChargeStatus.CHARGING, OpenIntentStep.CANCEL),
+        (IntentState.UNCONFIRMED, False, ChargeStatus.SUCCEEDED, OpenIntentStep.CANCEL),
+        (IntentState.UNCONFIRMED, False, ChargeStatus.EXPIRED, OpenIntentStep.CANCEL),
+        # The declined intent of a recorded failure.
+        (IntentState.DECLINED, True, ChargeStatus.FAILED, OpenIntentStep.CANCEL),
+        # Nothing to cancel: the provider is deciding, or it is no longer open.
+        (IntentState.PROCESSING, False, ChargeStatus.NONE, OpenIntentStep.LEAVE),
+        (IntentState.SUCCEEDED, True, ChargeStatus.SUCCEEDED, OpenIntentStep.LEAVE),
+        (IntentState.CANCELED, False, ChargeStatus.NONE, OpenIntentStep.LEAVE),
+    ],
+)
+def test_open_intent_step(
+    state: IntentState, is_attempt: bool, status: ChargeStatus, step: OpenIntentStep
+) -> None:
+    assert open_intent_step(state, is_attempt=is_attempt, status=status) is step
+
+
 def test_gave_up_is_cancelled_or_too_late() -> None:
     assert not KNOWN_AND_RESERVED.gave_up(NOW, MARGIN)
     assert replace(KNOWN_AND_RESERVED, cancelled=True).gave_up(NOW, MARGIN)
@@ -189,10 +219,13 @@ def test_check_card_refuses_without_quoting_the_card(
 # provider nor a committed phase one, and the event is delivered again after the others.
 # The service's clock reads NOW until it passes the order's deadline less the margin: between
 # two deliveries ("Late", as after a pause or a backlog), or while a charge is under way,
-# between its phase one and its confirm (the process paused there).
+# between its phase one and its confirm (the process paused there). The open-intent sweep
+# runs between deliveries (it skips a row a handler holds) and may crash like a handler.
 
 EVENTS = ("OrderCreated", "StockReserved", "OrderCancelled")
 LATE = "Late"
+SWEEP = "Sweep"
+OPEN = (IntentState.UNCONFIRMED, IntentState.PROCESSING, IntentState.DECLINED)
 CRASH_POINTS = ("after_create", "after_phase_one", "after_confirm", "after_refund")
 
 
@@ -204,6 +237,7 @@ class CrashError(Exception):
 class Provider:
     card_succeeds: bool
     intents: dict[str, IntentState] = field(default_factory=dict)
+    confirmed: list[str] = field(default_factory=list)
     refunded: set[str] = field(default_factory=set)
     refunds_made: int = 0
 
@@ -218,9 +252,18 @@ class Provider:
 
     def confirm(self, intent_id: str) -> IntentState:
         assert self.intents[intent_id] is IntentState.UNCONFIRMED, "confirmed twice"
+        self.confirmed.append(intent_id)
         outcome = IntentState.SUCCEEDED if self.card_succeeds else IntentState.DECLINED
         self.intents[intent_id] = outcome
         return outcome
+
+    def cancel(self, intent_id: str) -> None:
+        assert self.intents[intent_id] in OPEN, "cancelled an intent that is not open"
+        self.intents[intent_id] = IntentState.CANCELED
+
+    @property
+    def open_intents(self) -> list[str]:
+        return [i for i, state in self.intents.items() if state in OPEN]
 
     def refund(self, intent_id: str) -> None:
         # As the gateway does: look for the intent's refund before making one.
@@ -275,7 +318,10 @@ class Service:
                 self.pass_the_deadline()
                 continue
             try:
-                self.handle(event)
+                if event == SWEEP:
+                    self.sweep()
+                else:
+                    self.handle(event)
             except CrashError:
                 queue.append(event)  # redelivered after a restart, behind the others
 
@@ -287,6 +333,24 @@ class Service:
             row.stock_reserved = True
         else:
             row.cancelled = True
+        self.settle(row)
+
+    def sweep(self) -> None:
+        """One pass of the open-intent sweep (handlers/intents.py)."""
+        for intent_id in self.provider.open_intents:
+            row = replace(self.row)  # a transaction per intent
+            state = self.provider.intents[intent_id]
+            step = open_intent_step(
+                state, is_attempt=intent_id == row.attempt, status=self.facts(row).status
+            )
+            if step is OpenIntentStep.SETTLE:
+                self.settle(row)
+            elif step is OpenIntentStep.CANCEL:
+                self.provider.cancel(intent_id)
+                self.row = row
+
+    def settle(self, row: Row) -> None:
+        """The handlers' loop: do what settle() says until NOTHING, then commit `row`."""
         for _ in range(10):
             action = settle(self.facts(row), self.now, MARGIN)
             if action is Action.NOTHING:
@@ -343,7 +407,7 @@ class Service:
         row.status = ChargeStatus.SUCCEEDED if succeeded else ChargeStatus.FAILED
 
 
-deliveries = st.lists(st.sampled_from(EVENTS), max_size=8).flatmap(
+deliveries = st.lists(st.sampled_from([*EVENTS, SWEEP]), max_size=8).flatmap(
     lambda extra: st.permutations([*EVENTS, *extra, LATE])
 )
 crash_plans = st.lists(st.sampled_from(CRASH_POINTS), max_size=4)
@@ -365,18 +429,19 @@ def test_any_order_duplicates_crashes_and_pauses_charge_at_most_once_in_time(
     pause_before_confirm: bool,
 ) -> None:
     """Charged at most once, never past the deadline less the margin (`confirm` asserts it),
-    refunded exactly when due, and an order not charged in time ends EXPIRED."""
+    refunded exactly when due, an order not charged in time ends EXPIRED, and once the
+    open-intent sweep has run after the last event, no intent is left open, whenever it ran
+    before."""
     provider = Provider(card_succeeds)
     service = Service(provider, list(crashes), pause_before_confirm=pause_before_confirm)
     delivered = [e for e in events if e not in left_out]
     service.deliver_all(delivered)
+    service.deliver_all([SWEEP])
 
     facts = service.facts(service.row)
     cancelled = "OrderCancelled" in delivered
-    card_tried = any(
-        state in (IntentState.SUCCEEDED, IntentState.DECLINED)
-        for state in provider.intents.values()
-    )
+    card_tried = bool(provider.confirmed)
+    assert provider.open_intents == []
     assert provider.money_moved <= 1
     assert facts.status is not ChargeStatus.CHARGING
     assert provider.refunds_made == (1 if cancelled and provider.money_moved else 0)
@@ -447,6 +512,37 @@ def test_a_service_paused_past_the_deadline_never_charges() -> None:
         assert provider.intents == {}
         assert provider.refunds_made == 0
         assert service.row.status is ChargeStatus.EXPIRED
+
+
+def test_a_charge_whose_order_is_not_known_waits_for_it() -> None:
+    """OrderCreated's transaction dies after phase one; past the deadline, a second
+    StockReserved (or the sweep) finds the intent CHARGING, with no deadline to check it by,
+    and does not confirm it; the redelivered OrderCreated cancels it."""
+    for late_step in (["StockReserved"], [SWEEP]):
+        provider = Provider(card_succeeds=True)
+        service = Service(provider, ["after_phase_one"])
+        service.deliver_all(["StockReserved", "OrderCreated", LATE, *late_step])
+        assert provider.intents == {"pi_0": IntentState.CANCELED}
+        assert provider.money_moved == 0
+        assert service.row.status is ChargeStatus.EXPIRED
+
+
+def test_an_orphan_intent_is_cancelled_and_the_order_charged_once() -> None:
+    """The process dies between creating the intent and committing its id: the sweep cancels
+    the orphan, the redelivered event charges with a new intent."""
+    provider = Provider(card_succeeds=True)
+    service = Service(provider, ["after_create"])
+    service.deliver_all(["OrderCreated", "StockReserved", SWEEP])
+    assert provider.intents == {"pi_0": IntentState.CANCELED, "pi_1": IntentState.SUCCEEDED}
+    assert service.row.status is ChargeStatus.SUCCEEDED
+
+
+def test_the_declined_intent_of_a_failed_charge_is_cancelled() -> None:
+    provider = Provider(card_succeeds=False)
+    service = Service(provider, [])
+    service.deliver_all(["OrderCreated", "StockReserved", SWEEP])
+    assert provider.intents == {"pi_0": IntentState.CANCELED}
+    assert service.row.status is ChargeStatus.FAILED
 
 
 def test_a_pause_between_phase_one_and_the_confirm_cancels_the_intent() -> None:

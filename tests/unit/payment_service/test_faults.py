@@ -1,4 +1,5 @@
-"""Fault injection: the delay holds a confirmed charge back before it is recorded."""
+"""Fault injection: the delay holds a confirmed charge back before it is recorded; by default
+nothing is injected."""
 
 from __future__ import annotations
 
@@ -15,5 +16,6 @@ async def test_the_delay_after_confirm_waits_as_long_as_set() -> None:
 
 async def test_no_fault_by_default() -> None:
     started = time.monotonic()
+    await Faults().after_create()
     await Faults().after_confirm()
     assert time.monotonic() - started < 0.1
