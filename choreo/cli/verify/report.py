@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from choreo.cli.output import moment
+
 
 class Severity(StrEnum):
     VIOLATION = "violation"
@@ -189,7 +191,7 @@ def print_report(out: Console, report: Report) -> None:
 
 def _title(report: Report) -> str:
     since = report.scope.get("since")
-    scope = f"orders, charges and dead letters since {since}" if since else "everything"
+    scope = f"orders, charges and dead letters since {moment(since)}" if since else "everything"
     return f"choreo verify: {scope}, grace {report.scope['grace_seconds']:g} s"
 
 
