@@ -10,11 +10,22 @@ from choreo.stack.process import Probe
 
 
 def http_ok(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 1.0) -> Probe:
-    """A probe that is true when GET `url` answers 200."""
+    """A probe that is true when GET `url` answers 200.
+
+    Its client is built once (building one costs ~30 ms of CPU, and the supervisor probes every
+    part every few seconds) and keeps no connection alive, so each probe connects afresh, as a
+    new client would: a server that serves its old connections but refuses new ones is not ready.
+    """
+    client = httpx.Client(
+        headers=headers,
+        timeout=timeout,
+        limits=httpx.Limits(max_keepalive_connections=0),
+        trust_env=False,  # a loopback probe never goes through a proxy
+    )
 
     def probe() -> bool:
         try:
-            response = httpx.get(url, headers=headers, timeout=timeout)
+            response = client.get(url)
         except httpx.HTTPError:
             return False
         return response.status_code == httpx.codes.OK

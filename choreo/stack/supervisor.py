@@ -30,7 +30,7 @@ _STABLE_AFTER = 10.0
 """A part ready this long before it fails is restarted after the first delay again: only a part
 that keeps failing soon after its start (a crash loop) waits longer and longer."""
 _STARTING_PROBE_INTERVAL = 0.1
-_READY_PROBE_INTERVAL = 1.0
+_READY_PROBE_INTERVAL = 2.0
 _MAX_PROBES = 16
 """Probes run in threads, so that a part that hangs delays no other part's probe."""
 
