@@ -185,6 +185,8 @@ class Relay:
                     return
             ACTIVE.labels(self._name).set(1)
             log.info("relay %s is the active relay of database %s", self._name, database)
+            cursor = await conn.execute("SELECT topic, partition, end_offset FROM outbox_log_ends")
+            self._log_ends = {TopicPartition(t, p): o for t, p, o in await cursor.fetchall()}
             try:
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 while not self._stopping.is_set():
@@ -246,8 +248,11 @@ class Relay:
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (acked,)
             )
-        if self._log_lost([r for r in results if isinstance(r, RecordMetadata)]):
+        acknowledged = [r for r in results if isinstance(r, RecordMetadata)]
+        if self._log_lost(acknowledged):
+            await conn.execute("DELETE FROM outbox_log_ends")
             await self._republish_recent(conn)
+        await self._remember_log_ends(conn, acknowledged)
         self.published += len(acked)
         PUBLISHED.labels(self._name).inc(len(acked))
         BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
@@ -259,25 +264,52 @@ class Relay:
         return len(rows)
 
     def _log_lost(self, acknowledged: Sequence[RecordMetadata]) -> bool:
-        """Whether a partition's log restarted below what this relay wrote to it before."""
-        lost = False
+        """Whether a partition's log restarted below what this relay wrote to it before: an
+        offset acknowledged now at or below the last one acknowledged there."""
+        lowest: dict[TopicPartition, int] = {}
+        highest: dict[TopicPartition, int] = {}
         for metadata in acknowledged:
             tp = metadata.topic_partition
-            if metadata.offset < self._log_ends.get(tp, -1):
-                log.error(
-                    "relay %s: %s[%d] acknowledged offset %d, below the %d acknowledged before: "
-                    "the broker lost its log",
-                    self._name,
-                    tp.topic,
-                    tp.partition,
-                    metadata.offset,
-                    self._log_ends[tp],
-                )
-                lost = True
-            self._log_ends[tp] = max(self._log_ends.get(tp, -1), metadata.offset)
-        if lost:
-            self._log_ends.clear()
-        return lost
+            lowest[tp] = min(lowest.get(tp, metadata.offset), metadata.offset)
+            highest[tp] = max(highest.get(tp, metadata.offset), metadata.offset)
+        shrunk = [tp for tp, low in lowest.items() if low <= self._log_ends.get(tp, -1)]
+        for tp in shrunk:
+            log.error(
+                "relay %s: %s[%d] acknowledged offset %d, at or below the %d acknowledged before:"
+                " the broker lost its log",
+                self._name,
+                tp.topic,
+                tp.partition,
+                lowest[tp],
+                self._log_ends[tp],
+            )
+        if shrunk:
+            # What was written before the loss says nothing about the new log.
+            self._log_ends = highest
+        else:
+            self._log_ends.update(highest)
+        return bool(shrunk)
+
+    async def _remember_log_ends(
+        self,
+        conn: psycopg.AsyncConnection[tuple[object, ...]],
+        acknowledged: Sequence[RecordMetadata],
+    ) -> None:
+        """Keep `_log_ends` in the database, so a relay that starts later knows them too."""
+        ends = {m.topic_partition: self._log_ends[m.topic_partition] for m in acknowledged}
+        if not ends:
+            return
+        await conn.execute(
+            "INSERT INTO outbox_log_ends (topic, partition, end_offset)"
+            " SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])"
+            " ON CONFLICT (topic, partition) DO UPDATE"
+            " SET end_offset = excluded.end_offset, updated_at = now()",
+            (
+                [tp.topic for tp in ends],
+                [tp.partition for tp in ends],
+                list(ends.values()),
+            ),
+        )
 
     async def _republish_recent(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         """Publish again, in id order, what the lost log may have held and no consumer may

@@ -200,7 +200,7 @@ async def test_a_relay_killed_mid_run_loses_nothing_after_restart(
 
 
 async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
-    database_url: str, uow_factory: UnitOfWorkFactory, engine: AsyncEngine
+    database_url: str, engine: AsyncEngine
 ) -> None:
     # A broker of this test's own, to restart empty (memory storage).
     port = free_port()
@@ -212,23 +212,30 @@ async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
     await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
     producer = kafka.producer(broker.bootstrap_servers)
     await producer.start()
-    relay = Relay(sync_dsn(database_url), producer, poll_interval=0.2, lock_retry_interval=0.2)
-    running = asyncio.create_task(relay.run())
+
+    def start() -> tuple[Relay, asyncio.Task[None]]:
+        relay = Relay(sync_dsn(database_url), producer, poll_interval=0.2, lock_retry_interval=0.2)
+        return relay, asyncio.create_task(relay.run())
+
+    relay, running = start()
     key = new_key()
     try:
         await write_streams(factory, [key], 20, writers=1, per_txn=5)
         async with asyncio.timeout(30):
             while await unpublished(engine):
                 await asyncio.sleep(0.1)
+        relay.stop()  # the service restarts too: the new relay remembers nothing in memory
+        await running
 
         broker.stop()  # every record is gone with it
         broker = TansuBroker(port)
         broker.start()
         await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+        relay, running = start()
         await write_streams(factory, [key], 5, writers=1, per_txn=5, first=20)
 
-        # The first acknowledgement on the new log is below the old one: the relay notices
-        # and publishes the last window again, so the new log holds all 25 events.
+        # The first acknowledgement on the new log is below the end the last relay recorded:
+        # the relay publishes the last window again, so the new log holds all 25 events.
         received = await read_until(broker.bootstrap_servers, topic, 25, timeout=60)
         assert sorted(set(received.by_key[key])) == list(range(25))
     finally:
