@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run test lint typecheck pytest chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The long chaos run: 1,000 orders per broker mode while parts are killed; prints the figures.
+# (`make test` runs the same suite with 150 orders, memory broker only.)
+chaos: $(STAMP)
+	CHAOS_ORDERS=$${CHAOS_ORDERS:-1000} CHAOS_BROKERS=$${CHAOS_BROKERS:-memory,durable} \
+		$(BIN)/pytest tests/chaos -s
 
 clean:
 	rm -rf $(VENV) .choreo .mypy_cache .pytest_cache .ruff_cache
