@@ -100,15 +100,19 @@ def running(request: pytest.FixtureRequest) -> Iterator[Running]:
         )
         stack = Stack(config, output=output)
         stop = threading.Event()
+        watching = threading.Thread(
+            target=stack.supervisor.watch, kwargs={"until": stop}, daemon=True
+        )
         try:
             stack.start()
-            watching = threading.Thread(
-                target=stack.supervisor.watch, kwargs={"until": stop}, daemon=True
-            )
             watching.start()
             yield Running(stack, lines, log)
         finally:
+            # The watcher first: one still watching would restart what stop() stops, and
+            # those parts would outlive the test.
             stop.set()
+            if watching.is_alive():
+                watching.join(timeout=30)
             stack.stop()
 
 
