@@ -71,9 +71,9 @@ def saga(
     topic_prefix: PrefixOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Trace one order through the saga: its events on every event and dead-letter topic in
-    time order (topic, partition, offset, type, source), and what the order, inventory,
-    payment and notification services each hold about it now."""
+    """Trace one order through the saga: its records on every event, dead-letter and retry
+    topic in time order (topic, partition, offset, type, source), and what the order,
+    inventory, payment and notification services each hold about it now."""
     endpoints = resolve_endpoints(StackConfig(environment=dict(os.environ)))
     trace = run(_trace(order_id, bootstrap_servers, topic_prefix, endpoints.database_urls))
     if as_json:
