@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -87,8 +87,10 @@ class RemoteJwks:
     new signing key), at most once every `min_refresh_seconds`. A fetch that fails keeps the
     keys fetched last, so tokens are still verified while the key server is down. Until a
     first fetch succeeds there is nothing to verify with: a fetch is tried at most once every
-    `retry_seconds`, so the keys arrive that soon after the key server is back. One fetch at a
-    time, whatever the number of requests waiting for it.
+    `retry_seconds`, and a request that needs keys waits for the next try (at most
+    `retry_seconds`) instead of failing on the last one's stale answer, so the keys arrive
+    that soon after the key server is back. One fetch at a time, whatever the number of
+    requests waiting for it.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class RemoteJwks:
         retry_seconds: float = 1.0,
         timeout_seconds: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = url
@@ -108,6 +111,7 @@ class RemoteJwks:
         self._retry = retry_seconds
         self._timeout = timeout_seconds
         self._clock = clock
+        self._sleep = sleep
         self._transport = transport
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
@@ -126,6 +130,11 @@ class RemoteJwks:
             if self._clock() - self._fetched_at > self._ttl and self._due():
                 self._start_fetch()
             return self._keys
+        if not self._keys and self._fetching is None and not self._due():
+            # Nothing to verify with, and the last try was under `retry_seconds` ago: wait for
+            # the next one rather than fail on its stale answer (right after start-up, that
+            # answer predates the key server being up).
+            await self._sleep(self._next_attempt_in())
         if self._fetching is None and self._due():
             self._start_fetch()
         if self._fetching is not None:
