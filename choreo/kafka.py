@@ -16,10 +16,17 @@ from choreo.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-# How long a fetch may wait for records. Tansu holds a fetch for the whole wait even when
-# records arrive meanwhile, so this bounds a saga hop's latency (measured by bench/relay.py:
-# p50 commit -> consume 132 ms at 500 ms, 8 ms at 10 ms). Idle polling at this period is cheap.
-FETCH_MAX_WAIT_MS = 20
+# How long a fetch may wait for records (Kafka's `fetch.max.wait.ms`, whose default this is).
+# Apache Kafka answers as soon as records arrive. Tansu re-reads its storage at halving intervals
+# within the wait, so there the wait bounds a saga hop's latency (bench/relay.py, memory storage:
+# p50 commit -> consume 132 ms at 500 ms, 8 ms at 10 ms), and its S3 storage must also list a
+# partition's objects, from the first, within the wait: what it has not listed when the wait
+# runs out it does not return. On moto that listing takes ~130 ms per 1,000 objects, so at 20 ms
+# a consumer stalls for good once a partition holds a few hundred (measured: 300 one-record
+# batches, 0 fetched in 60 s at 20 ms, all in 0.7 s at 500 ms). The embedded memory broker has
+# no listing, and `choreo up` runs its services with FAST_FETCH_MAX_WAIT_MS instead.
+FETCH_MAX_WAIT_MS = 500
+FAST_FETCH_MAX_WAIT_MS = 20
 
 
 class BrokerUnavailableError(TransientError):
@@ -46,7 +53,12 @@ def producer(bootstrap_servers: str, *, client_id: str = "choreo") -> AIOKafkaPr
 
 
 def consumer(
-    bootstrap_servers: str, *, group_id: str, topics: Iterable[str] = (), client_id: str = "choreo"
+    bootstrap_servers: str,
+    *,
+    group_id: str,
+    topics: Iterable[str] = (),
+    client_id: str = "choreo",
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits that starts from the earliest unseen record.
 
@@ -64,7 +76,7 @@ def consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 

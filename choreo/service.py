@@ -235,6 +235,7 @@ class Service:
                 settings.kafka_bootstrap_servers,
                 group_id=settings.topic(self.name),
                 client_id=self.name,
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             ),
             producer=producer,
             handlers=handlers,

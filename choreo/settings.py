@@ -40,6 +40,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
     )
+    # Kafka's fetch.max.wait.ms; why it matters on Tansu: choreo.kafka.FETCH_MAX_WAIT_MS.
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500, gt=0, validation_alias=AliasChoices("KAFKA_FETCH_MAX_WAIT_MS")
+    )
     topic_prefix: str = Field(default="", validation_alias=AliasChoices("CHOREO_TOPIC_PREFIX"))
     jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS_URL"))
     jwks_json: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS"))

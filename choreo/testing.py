@@ -206,6 +206,7 @@ def start_service(
             **os.environ,
             "CHOREO_ENV": "test",
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KAFKA_FETCH_MAX_WAIT_MS": str(kafka.FAST_FETCH_MAX_WAIT_MS),  # a memory broker
             "CHOREO_TOPIC_PREFIX": topics,
             "JWT_JWKS": json.dumps(signing_key.jwks()),
             # The user service signs with the same key the other services trust.

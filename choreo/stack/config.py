@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS
+from choreo.kafka import FAST_FETCH_MAX_WAIT_MS
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import database_url
 from choreo.stack.sendgrid_sink import SINK_API_KEY
@@ -175,6 +176,9 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         # Every service verifies tokens itself, with the user service's public keys.
         user_service = f"http://127.0.0.1:{config.ports.user}"
         environment.setdefault("JWT_JWKS_URL", f"{user_service}/api/v1/auth/jwks")
+    if endpoints.embedded_broker and not config.durable_broker:
+        # Memory storage answers a fetch without listing anything: poll it often, for latency.
+        environment.setdefault("KAFKA_FETCH_MAX_WAIT_MS", str(FAST_FETCH_MAX_WAIT_MS))
     environment.update(
         KAFKA_BOOTSTRAP_SERVERS=endpoints.kafka_bootstrap_servers,
         STRIPE_API_BASE=endpoints.stripe_api_base,

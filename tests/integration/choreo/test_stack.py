@@ -4,6 +4,7 @@ the SendGrid sink, the stack that runs them all (the supervisor has its own test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from choreo import kafka
 from choreo.kafka import ensure_topics
 from choreo.stack.broker import TansuBroker
 from choreo.stack.config import (
@@ -356,6 +358,49 @@ def test_a_killed_durable_broker_is_restarted_with_its_records() -> None:
             watcher.join(10)
         assert supervisor.restart_counts() == {"s3": 0, "broker": 1}
     assert values == [str(number).encode() for number in range(50)]
+
+
+async def _read_as_a_service(bootstrap_servers: str, topic: str, count: int) -> int:
+    """How many of `count` records a service's consumer (`choreo.kafka.consumer`, its
+    settings' defaults) reads from the start of `topic` within 30 s."""
+    consumer = kafka.consumer(bootstrap_servers, group_id=f"reader-{topic}", topics=[topic])
+    await consumer.start()
+    read = 0
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                while read < count:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    read += sum(len(records) for records in batch.values())
+    finally:
+        await consumer.stop()
+    return read
+
+
+def test_a_consumer_reads_a_backlog_of_the_durable_broker() -> None:
+    # Tansu's S3 storage lists a partition's objects from the first within the fetch's wait and
+    # returns nothing it has not listed: with a 20 ms wait, a consumer read 0 of these records.
+    pytest.importorskip("moto.server", reason="--durable-broker needs moto[server]")
+    s3 = MotoS3(free_port())
+    broker = TansuBroker(
+        free_port(), s3.storage_url, environment={**os.environ, **s3.client_environment()}
+    )
+    with s3, broker:
+        asyncio.run(ensure_topics(broker.bootstrap_servers, ["backlog"], partitions=1))
+        asyncio.run(_produce(broker.bootstrap_servers, "backlog", 400))
+        read = asyncio.run(_read_as_a_service(broker.bootstrap_servers, "backlog", 400))
+    assert read == 400
+
+
+def test_only_the_memory_broker_is_polled_fast() -> None:
+    memory = StackConfig(environment={})
+    durable = StackConfig(environment={}, durable_broker=True)
+    given = StackConfig(environment={"KAFKA_FETCH_MAX_WAIT_MS": "100"})
+    assert service_environment(memory, resolve_endpoints(memory))["KAFKA_FETCH_MAX_WAIT_MS"] == (
+        str(kafka.FAST_FETCH_MAX_WAIT_MS)
+    )
+    assert "KAFKA_FETCH_MAX_WAIT_MS" not in service_environment(durable, resolve_endpoints(durable))
+    assert service_environment(given, resolve_endpoints(given))["KAFKA_FETCH_MAX_WAIT_MS"] == "100"
 
 
 def test_the_demo_catalog_is_seeded_once_through_the_gateway() -> None:

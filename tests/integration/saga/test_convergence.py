@@ -121,6 +121,7 @@ async def trio(
 ) -> AsyncIterator[Trio]:
     shared = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_FETCH_MAX_WAIT_MS": str(kafka.FAST_FETCH_MAX_WAIT_MS),  # a memory broker
         "CHOREO_TOPIC_PREFIX": topics,
         "STRIPE_API_BASE": stripe_api_base,
         "STRIPE_API_KEY": TEST_SECRET_KEY,
