@@ -30,6 +30,8 @@ from choreo.web import ApiError
 ALGORITHMS = ("EdDSA", "RS256")
 ISSUER = "choreo"
 AUDIENCE = "choreo"
+ROLES = frozenset({"user", "admin"})
+"""The roles a token may carry; one naming any other is refused."""
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +207,21 @@ class TokenVerifier:
         await self._source.keys(refresh=False)
 
     async def verify(self, token: str) -> Principal:
+        """The principal of a valid access token.
+
+        Raises `AuthError` for any token that is not one, whatever its shape: the algorithm
+        must be one of `ALGORITHMS` and the one its key is for (RFC 8725 §3.1: a token may not
+        pick how its key is used), and the claims must have their types (`sub` a UUID, `roles`
+        a list of `ROLES`, `email` a string). Raises `SigningKeysUnavailableError` when there
+        are no keys to check it with.
+        """
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
             raise AuthError(f"malformed token: {error}") from None
         algorithm, kid = header.get("alg"), header.get("kid")
-        if algorithm not in ALGORITHMS:
-            raise AuthError(f"token algorithm {algorithm!r} is not accepted")
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+            raise AuthError(f"token algorithm {str(algorithm)[:20]!r} is not accepted")
         if not isinstance(kid, str):
             raise AuthError("token names no signing key (kid)")
         keys = await self._source.keys(refresh=False)
@@ -220,6 +230,8 @@ class TokenVerifier:
         key = keys.get(kid)
         if key is None:
             raise AuthError("token signed by an unknown key")
+        if key.algorithm_name != algorithm:
+            raise AuthError(f"token algorithm {algorithm} is not its key's ({key.algorithm_name})")
         try:
             claims = jwt.decode(
                 token,
@@ -232,13 +244,27 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as error:
             raise AuthError(f"invalid token: {error}") from None
-        if claims.get("typ", "access") != "access":
-            raise AuthError("not an access token")
-        return Principal(
-            user_id=str(claims["sub"]),
-            roles=frozenset(claims.get("roles", [])),
-            email=claims.get("email"),
-        )
+        return _principal(claims)
+
+
+def _principal(claims: Mapping[str, Any]) -> Principal:
+    """The principal the verified claims name; `AuthError` when a claim has the wrong type."""
+    if claims.get("typ", "access") != "access":
+        raise AuthError("not an access token")
+    subject, roles, email = claims["sub"], claims.get("roles", []), claims.get("email")
+    try:
+        user_id = uuid.UUID(subject) if isinstance(subject, str) else None
+    except ValueError:
+        user_id = None
+    if user_id is None or str(user_id) != subject.lower():
+        raise AuthError("the token's subject is not a user id")
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise AuthError("the token's roles are not a list of names")
+    if not ROLES.issuperset(roles):
+        raise AuthError("the token names a role that does not exist")
+    if email is not None and not isinstance(email, str):
+        raise AuthError("the token's email is not a string")
+    return Principal(user_id=str(user_id), roles=frozenset(roles), email=email)
 
 
 @dataclass(frozen=True)

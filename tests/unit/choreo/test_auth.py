@@ -4,6 +4,7 @@ is down, fetched as soon as it is back, and fetched again for a new key, never i
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from fastapi import APIRouter
+from hypothesis import HealthCheck, given, settings
 
 from choreo.auth import (
     AuthError,
@@ -18,9 +20,11 @@ from choreo.auth import (
     RemoteJwks,
     SigningKey,
     SigningKeysUnavailableError,
+    StaticKeys,
     TokenVerifier,
 )
 from choreo.web import create_app
+from tests.tokens import Forged, forged_tokens
 
 JWKS_URL = "http://users.test/api/v1/auth/jwks"
 
@@ -232,3 +236,69 @@ async def test_a_service_answers_503_with_retry_after_while_it_has_no_keys() -> 
         refused = await client.get("/me", headers={"Authorization": "Bearer not.a.jwt"})
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"
+
+
+def _app_verifying_with(key: SigningKey) -> httpx.AsyncClient:
+    router = APIRouter()
+
+    @router.get("/me")
+    async def me(user: CurrentUser) -> dict[str, object]:
+        return {"id": user.user_id, "roles": sorted(user.roles)}
+
+    app = create_app("test_service", routers=[router])
+    app.state.token_verifier = TokenVerifier(StaticKeys(key.jwks()))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+REAL_KEY, STRANGER_KEY, SUBJECT = SigningKey.generate(), SigningKey.generate(), str(uuid.uuid4())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(forged=forged_tokens(REAL_KEY.kid, SUBJECT))
+async def test_any_token_shape_is_401_or_names_its_subject(forged: Forged) -> None:
+    # Found by a security review: an RS256 header naming the EdDSA key was a 500 (TypeError
+    # in jwt.decode), so were `"roles": 5` and a subject with a NUL byte.
+    token = forged.token(REAL_KEY, STRANGER_KEY)
+    async with _app_verifying_with(REAL_KEY) as client:
+        answer = await client.get("/me", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code in (200, 401), answer.text
+    if answer.status_code == 200:
+        assert forged.signer == "real"
+        assert forged.header["alg"] == "EdDSA"
+        assert answer.json()["id"] == SUBJECT
+        assert set(answer.json()["roles"]) <= {"user", "admin"}
+
+
+@pytest.mark.parametrize(
+    ("header", "claims"),
+    [
+        ({"alg": "RS256"}, {}),  # the algorithm of another key type
+        ({}, {"roles": 5}),
+        ({}, {"roles": ["root"]}),
+        ({}, {"sub": f"{SUBJECT}\x00"}),
+        ({}, {"sub": "not-a-user-id"}),
+        ({}, {"sub": SUBJECT.replace("-", "")}),  # a UUID, not in its canonical form
+        ({}, {"email": ["ada@example.com"]}),
+    ],
+)
+async def test_the_reviewed_token_shapes_are_401(
+    header: dict[str, object], claims: dict[str, object]
+) -> None:
+    now = int(time.time())
+    valid_claims = {
+        "sub": SUBJECT,
+        "roles": ["user"],
+        "iss": "choreo",
+        "aud": "choreo",
+        "iat": now,
+        "exp": now + 600,
+    }
+    valid = Forged({"alg": "EdDSA", "kid": REAL_KEY.kid}, valid_claims, "real")
+    forged = Forged(valid.header | header, valid_claims | claims, "real")
+    async with _app_verifying_with(REAL_KEY) as client:
+        answers = [
+            await client.get("/me", headers={"Authorization": f"Bearer {token}"})
+            for token in (t.token(REAL_KEY, STRANGER_KEY) for t in (valid, forged))
+        ]
+    assert [answer.status_code for answer in answers] == [200, 401]
+    assert answers[1].json()["error"]["code"] == "unauthenticated"
