@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -47,6 +47,11 @@ class ServiceSettings(BaseSettings):
     topic_prefix: str = Field(default="", validation_alias=AliasChoices("CHOREO_TOPIC_PREFIX"))
     jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS_URL"))
     jwks_json: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS"))
+    # The bearer token of the operational endpoints (`/metrics`, and outside dev the internal
+    # services' `/openapi.json`); one for the whole system, required in prod (choreo.service).
+    ops_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CHOREO_OPS_TOKEN")
+    )
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 1.0
     # How far back a relay publishes again when the broker lost its log (choreo.outbox.Relay).
