@@ -2,7 +2,9 @@
 
 `create_app` adds `/healthz`, `/readyz` and `/metrics`, turns every error into
 `{"error": {"code", "message", "details"}}`, and gives each request an id (`X-Request-ID`) and a
-W3C trace context (`traceparent`) that logs and published events carry.
+W3C trace context (`traceparent`) that logs and published events carry. Operational endpoints
+are for the system's own callers: `/metrics` (and `/openapi.json` when the docs are internal)
+need the ops token when one is set. No app redirects: a path is served as declared or is a 404.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
+from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -29,6 +32,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.types import Lifespan as StarletteLifespan
 
@@ -46,12 +50,26 @@ READINESS_TIMEOUT_SECONDS: Final = 2.0
 RETRY_AFTER_SECONDS: Final = 5
 """What a 503 for an outage (a database or broker unreachable) asks clients to wait."""
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+METRICS_PATH: Final = "/metrics"
+OPENAPI_PATH: Final = "/openapi.json"
+
+
+class ApiDocs(StrEnum):
+    """Who may read a service's API description."""
+
+    PUBLIC = "public"
+    """FastAPI's `/docs`, `/redoc` and `/openapi.json`, for anyone (dev and test)."""
+    INTERNAL = "internal"
+    """`/openapi.json` only, for holders of the ops token (the gateway merges it); no pages."""
+    NONE = "none"
+    """Nothing from the kit: the app serves a description of its own (the gateway)."""
+
 
 _traceparent_var: ContextVar[str | None] = ContextVar("choreo_traceparent", default=None)
 
 _SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+_PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", METRICS_PATH})
 # Labels must stay bounded whatever clients send: unknown methods and paths share one value.
 _KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNMATCHED_ROUTE: Final = "unmatched"
@@ -300,7 +318,24 @@ async def _on_api_error(request: Request, exc: ApiError) -> Response:
     return _error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
+def _canonical_path(request: Request) -> str | None:
+    """The path without its trailing slash, when a route serves that (apps never redirect: a
+    redirect built from the Host header would hand clients an internal address)."""
+    path: str = request.scope["path"]
+    if path == "/" or not path.endswith("/") or "endpoint" in request.scope:
+        return None
+    scope = {**request.scope, "path": path.rstrip("/") or "/"}
+    routes = request.app.router.routes
+    if any(route.matches(scope)[0] is not Match.NONE for route in routes):
+        return str(scope["path"])
+    return None
+
+
 async def _on_http_exception(request: Request, exc: HTTPException) -> Response:
+    canonical = _canonical_path(request) if exc.status_code == 404 else None
+    if canonical is not None:
+        message = f"There is no {request.scope['path']}; the path is {canonical}."
+        return _error_response(404, "not_found", message)
     if isinstance(exc.detail, str):
         message, details = exc.detail, None
     else:  # FastAPI's HTTPException takes any JSON-able detail
@@ -374,10 +409,43 @@ def _add_probes(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
-        encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(metrics), headers={"Content-Type": content_type})
+        return metrics_response(request)
+
+
+def require_ops_token(request: Request) -> None:
+    """Raises 401 unless the request carries the app's ops token (any request passes when the
+    app has none, which only dev and test allow)."""
+    token: str | None = request.app.state.ops_token
+    if token is None:
+        return
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        presented.strip().encode("latin-1"), token.encode()
+    ):
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "This endpoint is for the system's operators: send the ops token "
+            "(CHOREO_OPS_TOKEN) as a bearer token.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def metrics_response(request: Request) -> Response:
+    """What `/metrics` answers: the Prometheus exposition, for holders of the ops token."""
+    require_ops_token(request)
+    metrics: _HttpMetrics = request.app.state.http_metrics
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(metrics), headers={"Content-Type": content_type})
+
+
+def _add_internal_openapi(app: FastAPI) -> None:
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi_document(request: Request) -> JSONResponse:
+        require_ops_token(request)
+        return JSONResponse(app.openapi())
 
 
 def create_app(
@@ -389,16 +457,36 @@ def create_app(
     error_statuses: Mapping[type[Exception], tuple[int, str]] | None = None,
     version: str = "0.1.0",
     readiness_timeout: float = READINESS_TIMEOUT_SECONDS,
+    ops_token: str | None = None,
+    docs: ApiDocs = ApiDocs.PUBLIC,
 ) -> FastAPI:
     """Build a service's app: its routers plus probes, metrics, error envelope and request ids.
 
     `readiness` names the dependencies `/readyz` checks (each given `readiness_timeout`
     seconds); `error_statuses` maps domain exception classes to `(status, code)`, the message
-    being `str(exc)`.
+    being `str(exc)`. `ops_token`, when given, is the bearer token `/metrics` needs, and
+    `/openapi.json` too when `docs` is INTERNAL (which needs one).
     """
-    app = FastAPI(title=service, version=version, lifespan=lifespan)
+    if docs is ApiDocs.INTERNAL and not ops_token:
+        raise ValueError("internal API docs need an ops token to serve them to")
+    public_docs = docs is ApiDocs.PUBLIC
+    app = FastAPI(
+        title=service,
+        version=version,
+        lifespan=lifespan,
+        openapi_url=OPENAPI_PATH if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+        # Starlette's redirect to the other spelling is absolute, built from the Host header:
+        # behind the gateway it would send clients to the service's internal address.
+        redirect_slashes=False,
+    )
     metrics = _HttpMetrics()
+    app.state.ops_token = ops_token or None
+    app.state.http_metrics = metrics
     _add_probes(app, service, dict(readiness or {}), readiness_timeout, metrics)
+    if docs is ApiDocs.INTERNAL:
+        _add_internal_openapi(app)
     for router in routers:
         app.include_router(router)
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from choreo.logs import configure_logging
 from choreo.web import (
+    ApiDocs,
     ApiError,
     ReadinessCheck,
     create_app,
@@ -28,6 +29,7 @@ from choreo.web import (
     current_traceparent,
 )
 
+OPS_TOKEN = "ops-token-of-the-tests-0123456789abcdef"
 TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 CALLER_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -113,7 +115,11 @@ def build_router() -> APIRouter:
 
 
 def build_app(
-    readiness: dict[str, ReadinessCheck] | None = None, readiness_timeout: float = 2.0
+    readiness: dict[str, ReadinessCheck] | None = None,
+    readiness_timeout: float = 2.0,
+    *,
+    ops_token: str | None = None,
+    docs: ApiDocs = ApiDocs.PUBLIC,
 ) -> FastAPI:
     return create_app(
         "order_service",
@@ -121,6 +127,8 @@ def build_app(
         routers=[build_router()],
         error_statuses={OrderError: (500, "order_error"), OutOfStockError: (409, "out_of_stock")},
         readiness_timeout=readiness_timeout,
+        ops_token=ops_token,
+        docs=docs,
     )
 
 
@@ -280,6 +288,86 @@ async def test_metrics_speak_openmetrics_when_asked(client: httpx.AsyncClient) -
 
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
+
+
+async def test_with_an_ops_token_metrics_are_for_its_holders_only() -> None:
+    async with client_for(build_app(ops_token=OPS_TOKEN)) as client:
+        anonymous = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
+        not_bearer = await client.get("/metrics", headers={"Authorization": f"Basic {OPS_TOKEN}"})
+        odd_bytes = await client.get("/metrics", headers=[(b"Authorization", b"Bearer caf\xe9")])
+        holder = await client.get("/metrics", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
+
+    for refused in (anonymous, wrong, not_bearer, odd_bytes):
+        assert refused.status_code == 401
+        assert error_of(refused)["code"] == "unauthenticated"
+        assert "CHOREO_OPS_TOKEN" in error_of(refused)["message"]
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert "http_requests_total" not in refused.text
+    assert holder.status_code == 200
+    assert "http_requests_total" in holder.text
+
+
+async def test_public_docs_are_fastapis_pages_and_document(client: httpx.AsyncClient) -> None:
+    for path in ("/docs", "/redoc"):
+        assert (await client.get(path)).status_code == 200
+    document = await client.get("/openapi.json")
+    assert document.status_code == 200
+    assert "/orders/{order_id}" in document.json()["paths"]
+
+
+async def test_internal_docs_are_the_document_for_ops_token_holders_only() -> None:
+    async with client_for(build_app(ops_token=OPS_TOKEN, docs=ApiDocs.INTERNAL)) as client:
+        pages = [await client.get(path) for path in ("/docs", "/redoc", "/docs/oauth2-redirect")]
+        anonymous = await client.get("/openapi.json")
+        holder = await client.get("/openapi.json", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
+
+    assert [page.status_code for page in pages] == [404, 404, 404]
+    assert anonymous.status_code == 401
+    assert "paths" not in anonymous.text
+    assert holder.status_code == 200
+    assert "/orders/{order_id}" in holder.json()["paths"]
+    assert "/openapi.json" not in holder.json()["paths"]
+
+
+async def test_an_app_with_docs_of_its_own_gets_none_from_the_kit() -> None:
+    app = build_app(docs=ApiDocs.NONE)
+    async with client_for(app) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await client.get(path)).status_code == 404
+    assert "/orders/{order_id}" in app.openapi()["paths"]  # for the app to describe itself
+
+
+def test_internal_docs_without_an_ops_token_are_refused() -> None:
+    with pytest.raises(ValueError, match="ops token"):
+        build_app(docs=ApiDocs.INTERNAL)
+
+
+# No redirects
+
+
+@pytest.mark.parametrize("path", ["/orders/{id}/", "/healthz/", "/orders/{id}/lines/7/"])
+async def test_a_trailing_slash_is_a_404_naming_the_path_never_a_redirect(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    order_id = uuid.uuid4()
+    asked = path.format(id=order_id)
+
+    response = await client.get(asked, headers={"Host": "10.0.0.7:8002"})
+
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    error = error_of(response)
+    assert error["code"] == "not_found"
+    assert error["message"] == f"There is no {asked}; the path is {asked.rstrip('/')}."
+    assert "10.0.0.7" not in response.text
+
+
+async def test_a_trailing_slash_on_no_route_is_a_plain_404(client: httpx.AsyncClient) -> None:
+    for path in ("/no/such/route/", "/"):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert error_of(response)["message"] == "Not Found"
 
 
 # The error envelope
