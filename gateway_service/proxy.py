@@ -3,7 +3,9 @@ retries of idempotent requests, and each upstream's circuit breaker.
 
 All upstreams share one pooled `httpx.AsyncClient` (made and closed by the service, see
 main.py). A request is retried only when repeating it cannot do anything twice: idempotent
-methods, after a connection failure or a 502/503/504 answer.
+methods, after a connection failure or a 502/503/504 answer. No answer hands a client an
+upstream's address: a `Location` or `Content-Location` on an upstream's origin becomes the
+gateway's own path.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from prometheus_client import Counter, Gauge
@@ -64,6 +67,9 @@ _SET_ON_THE_WAY_IN: Final = frozenset(
 _SET_ON_THE_WAY_OUT: Final = frozenset(
     {"content-length", "content-encoding", "date", "server", "x-request-id"}
 )
+# Answer headers holding a URI reference, which may name the upstream's own address.
+LOCATION_HEADERS: Final = ("location", "content-location")
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 UPSTREAM_REQUESTS = Counter(
     "gateway_upstream_requests",
@@ -132,6 +138,44 @@ class Upstream:
         base = httpx.URL(self.base_url)
         path = base.raw_path.split(b"?", 1)[0].rstrip(b"/") + raw_path
         return base.copy_with(raw_path=path + (b"?" + query if query else b""))
+
+
+def public_location(value: str, upstreams: Iterable[Upstream]) -> str | None:
+    """`value` (a `Location` or `Content-Location` from an upstream) as a client may see it.
+
+    A URL on an upstream's origin (scheme-relative ones too) becomes the gateway path it is
+    served at: the path under the upstream's base URL, with its query and fragment; on that
+    origin but outside the base URL, or unreadable, it has no public spelling (None: drop it).
+    Anything else (a path, a third party's URL) is left as it is.
+    """
+    try:
+        target = urlsplit(value.strip())
+        if not target.netloc:
+            return value  # a reference on the same origin: the gateway's, to the client
+        origin = _origin(target, default_scheme=None)
+    except ValueError:
+        return None
+    for upstream in upstreams:
+        base = urlsplit(upstream.base_url)
+        if origin != _origin(base, default_scheme=base.scheme):
+            continue
+        prefix = base.path.rstrip("/")
+        path = target.path or "/"
+        if prefix and not (path == prefix or path.startswith(prefix + "/")):
+            return None
+        public = path[len(prefix) :] or "/"
+        query = f"?{target.query}" if target.query else ""
+        fragment = f"#{target.fragment}" if target.fragment else ""
+        return f"{public}{query}{fragment}"
+    return value
+
+
+def _origin(url: SplitResult, *, default_scheme: str | None) -> tuple[str, int | None]:
+    """Host and port of `url` (the scheme's default port when none is written); a URL without
+    a scheme takes `default_scheme`'s. Raises ValueError for a port that is not one."""
+    scheme = url.scheme.lower() or default_scheme
+    port = url.port or _DEFAULT_PORTS.get(scheme or "")
+    return ((url.hostname or "").lower(), port)
 
 
 @dataclass(frozen=True)
@@ -281,10 +325,26 @@ class Proxy:
                 if can_retry:
                     await self._back_off(attempt)
                     continue
-                return response
+                return self._without_upstream_addresses(response)
             self._succeeded(target)
-            return response
+            return self._without_upstream_addresses(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _without_upstream_addresses(self, response: httpx.Response) -> httpx.Response:
+        """The answer, its location headers rewritten by `public_location` (raw bytes read
+        and written as Latin-1, as `response_headers` passes them on)."""
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in response.headers.raw:
+            if name.decode("latin-1").lower() not in LOCATION_HEADERS:
+                headers.append((name, value))
+                continue
+            public = public_location(value.decode("latin-1"), self.upstreams.values())
+            if public is None:
+                log.warning("dropped a %s header naming an upstream: %r", name.decode(), value)
+            else:
+                headers.append((name, public.encode("latin-1")))
+        response.headers = httpx.Headers(headers)
+        return response
 
     async def check_health(self, upstream: str) -> None:
         """Returns when the upstream's `/healthz` answers 200 (the breaker is not involved);

@@ -15,6 +15,7 @@ from gateway_service.proxy import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    public_location,
     request_headers,
     response_headers,
 )
@@ -209,3 +210,76 @@ def test_the_answer_keeps_its_end_to_end_headers() -> None:
         ("retry-after", "5"),
         ("x-note", "caf\xe9"),  # Latin-1, as Starlette encodes it again
     ]
+
+
+# No upstream address reaches a client
+
+UPSTREAMS = [
+    Upstream("inventory", "http://127.0.0.1:8004", CircuitBreaker()),
+    Upstream("order", "http://order.internal:8002/", CircuitBreaker()),
+    Upstream("payment", "https://payments.internal/behind/a/prefix", CircuitBreaker()),
+]
+
+
+@pytest.mark.parametrize(
+    ("location", "public"),
+    [
+        # FastAPI's redirect_slashes, as the security review met it.
+        ("http://127.0.0.1:8004/api/v1/products", "/api/v1/products"),
+        (
+            "http://127.0.0.1:8004/api/v1/products?limit=5&q=a%20b#top",
+            "/api/v1/products?limit=5&q=a%20b#top",
+        ),
+        ("HTTP://127.0.0.1:8004/", "/"),
+        ("http://127.0.0.1:8004", "/"),
+        ("//127.0.0.1:8004/api/v1/products", "/api/v1/products"),
+        ("  http://127.0.0.1:8004/api/v1/products ", "/api/v1/products"),
+        ("http://user:secret@127.0.0.1:8004/api/v1/x", "/api/v1/x"),
+        ("http://ORDER.internal:8002/api/v1/orders/1", "/api/v1/orders/1"),
+        ("http://order.internal:8002/api/v1/orders/1", "/api/v1/orders/1"),
+        ("https://payments.internal:443/behind/a/prefix/api/v1/payments", "/api/v1/payments"),
+        ("https://payments.internal/behind/a/prefix", "/"),
+        # On an upstream's origin but not under its base URL: no public spelling.
+        ("https://payments.internal/elsewhere", None),
+        ("https://payments.internal/behind/a/prefixed", None),
+        ("http://127.0.0.1:notaport/", None),
+        # Not an upstream: paths, other ports and hosts, third parties.
+        ("/api/v1/orders/1", "/api/v1/orders/1"),
+        ("orders/1", "orders/1"),
+        ("http://127.0.0.1:8005/api/v1/products", "http://127.0.0.1:8005/api/v1/products"),
+        ("http://127.0.0.1/api/v1/products", "http://127.0.0.1/api/v1/products"),
+        ("https://checkout.stripe.com/c/pay/cs_1", "https://checkout.stripe.com/c/pay/cs_1"),
+    ],
+)
+def test_a_location_on_an_upstreams_origin_becomes_the_gateways_path(
+    location: str, public: str | None
+) -> None:
+    assert public_location(location, UPSTREAMS) == public
+
+
+async def test_no_answer_carries_an_upstreams_address() -> None:
+    def redirect(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            307,
+            headers=[
+                (b"Location", b"http://order:8002/api/v1/orders?limit=5"),
+                (b"Content-Location", b"http://order:8002/api/v1/orders/o-1"),
+                (b"X-Note", "caf\xe9".encode("latin-1")),
+            ],
+        )
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"Content-Location": "http://order:8002/healthz"})
+
+    forwarding, _, _ = proxy([redirect])
+    answer = await forwarding.forward("order", request())
+    assert answer.headers.raw == [
+        (b"Location", b"/api/v1/orders?limit=5"),
+        (b"Content-Location", b"/api/v1/orders/o-1"),
+        (b"X-Note", "caf\xe9".encode("latin-1")),
+    ]
+
+    forwarding, _, _ = proxy([failing], threshold=1)
+    answer = await forwarding.forward("order", request("POST"))
+    assert answer.status_code == 503
+    assert answer.headers["content-location"] == "/healthz"
