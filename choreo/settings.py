@@ -44,6 +44,31 @@ class ServiceSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=500, gt=0, validation_alias=AliasChoices("KAFKA_FETCH_MAX_WAIT_MS")
     )
+    # TLS and SASL to the broker; choreo.kafka.KafkaSecurity checks the combination at start-up.
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_SASL_MECHANISM")
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_SASL_USERNAME")
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD")
+    )
+    kafka_ssl_cafile: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_SSL_CAFILE")
+    )
+    kafka_ssl_certfile: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_SSL_CERTFILE")
+    )
+    kafka_ssl_keyfile: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_SSL_KEYFILE")
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, validation_alias=AliasChoices("KAFKA_SSL_CHECK_HOSTNAME")
+    )
     topic_prefix: str = Field(default="", validation_alias=AliasChoices("CHOREO_TOPIC_PREFIX"))
     jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS_URL"))
     jwks_json: str | None = Field(default=None, validation_alias=AliasChoices("JWT_JWKS"))
