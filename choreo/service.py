@@ -32,9 +32,12 @@ from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
 from choreo.settings import ServiceSettings
-from choreo.web import ReadinessCheck, create_app
+from choreo.web import ApiDocs, ReadinessCheck, create_app
 
 log = logging.getLogger(__name__)
+
+# A production ops token must be a secret nobody guesses: `openssl rand -hex 32` gives 64.
+MIN_OPS_TOKEN_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,18 @@ class Service:
         resources: Mapping[str, object] | None = None,
         token_verifier: TokenVerifier | None = None,
         readiness: Mapping[str, ReadinessCheck] | None = None,
+        docs: ApiDocs | None = None,
     ) -> None:
         """`resources` become attributes of `app.state` for the routers' dependencies; those
-        with an `aclose()` coroutine (HTTP clients, say) are closed when the service stops."""
+        with an `aclose()` coroutine (HTTP clients, say) are closed when the service stops.
+
+        The API's docs are public in dev and test, internal in prod (`/openapi.json` for the
+        ops token's holders: the gateway merges it), unless `docs` says otherwise.
+        """
         self.settings = settings
         self.name = f"{settings.service}_service"
+        self.ops_token = _ops_token(settings)
+        self._docs = docs or (ApiDocs.INTERNAL if settings.env == "prod" else ApiDocs.PUBLIC)
         self.store = store or default_store()
         self._subscriptions = subscriptions
         self._routers = routers
@@ -107,6 +117,8 @@ class Service:
             routers=self._routers,
             lifespan=self._lifespan,
             error_statuses=self._error_statuses,
+            ops_token=self.ops_token,
+            docs=self._docs,
         )
         app.state.uow_factory = self.uow_factory
         app.state.token_verifier = self.token_verifier
@@ -249,6 +261,19 @@ class Service:
                 max_seconds=settings.consumer_retry_max_seconds,
             ),
         )
+
+
+def _ops_token(settings: ServiceSettings) -> str | None:
+    """The bearer token of `/metrics` (and of internal docs); prod refuses to run without one,
+    since its metrics and API description would otherwise be open to whoever reaches it."""
+    token = settings.ops_token.get_secret_value() if settings.ops_token else ""
+    if settings.env == "prod" and len(token) < MIN_OPS_TOKEN_LENGTH:
+        raise ConfigurationError(
+            f"CHOREO_OPS_TOKEN must be set to a secret of at least {MIN_OPS_TOKEN_LENGTH} "
+            "characters when CHOREO_ENV=prod: /metrics and the services' API documents are "
+            "served to its holders only (Prometheus, the gateway)"
+        )
+    return token or None
 
 
 async def _start_with_retry(producer: AIOKafkaProducer, attempts: int = 30) -> None:

@@ -48,7 +48,11 @@ def build(settings: Settings | None = None) -> Service:
         trust_forwarded=settings.trust_forwarded,
     )
     catalog = ApiCatalog(
-        client, settings.upstream_urls, owns_path=domain.owns_path, is_public=domain.is_public
+        client,
+        settings.upstream_urls,
+        owns_path=domain.owns_path,
+        is_public=domain.is_public,
+        ops_token=settings.ops_token.get_secret_value() if settings.ops_token else None,
     )
     return GatewayService(
         settings,

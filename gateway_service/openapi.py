@@ -5,7 +5,8 @@ service, merges components (a name two services define differently is prefixed w
 service's name, and their `$ref`s are rewritten), and describes what the gateway adds: bearer
 authentication, the error envelope, and the 401/429/502/503/504 answers it can give itself.
 `ApiCatalog` fetches the services' documents, at most once a minute, keeping the last good one
-of a service that stops answering.
+of a service that stops answering; outside dev a service serves its document to holders of the
+ops token only, so the catalog sends it.
 """
 
 from __future__ import annotations
@@ -303,9 +304,9 @@ def _merged_tags(documents: Iterable[Spec]) -> list[Any]:
 class ApiCatalog:
     """The merged document, rebuilt at most every `refresh_seconds`.
 
-    Each service's document is fetched from its `/openapi.json`; a service that fails to
-    answer keeps its last good document, or is left out (and named under `x-unavailable`)
-    when it never gave one.
+    Each service's document is fetched from its `/openapi.json`, with `ops_token` as the
+    bearer token when given; a service that fails to answer keeps its last good document, or
+    is left out (and named under `x-unavailable`) when it never gave one.
     """
 
     def __init__(
@@ -317,8 +318,10 @@ class ApiCatalog:
         is_public: Callable[[str, str], bool],
         refresh_seconds: float = REFRESH_SECONDS,
         clock: Clock = time.monotonic,
+        ops_token: str | None = None,
     ) -> None:
         self._client = client
+        self._headers = {"Authorization": f"Bearer {ops_token}"} if ops_token else {}
         self._urls = dict(upstream_urls)
         self._owns_path = owns_path
         self._is_public = is_public
@@ -368,7 +371,9 @@ class ApiCatalog:
         """The service's document, or why there is none."""
         url = f"{self._urls[name].rstrip('/')}/openapi.json"
         try:
-            response = await self._client.get(url, timeout=FETCH_TIMEOUT_SECONDS)
+            response = await self._client.get(
+                url, headers=self._headers, timeout=FETCH_TIMEOUT_SECONDS
+            )
         except httpx.HTTPError as error:
             return f"not reachable ({type(error).__name__})"
         if response.status_code != httpx.codes.OK:

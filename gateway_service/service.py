@@ -1,9 +1,11 @@
 """The gateway's process: the kit's `Service`, plus what only the public entry point needs.
 
 - `/openapi.json` and `/docs` are the merged document's, not FastAPI's (which would describe
-  the gateway alone);
+  the gateway alone), and public in every environment: they are the API's contract;
 - `/readyz` is the gateway's own (readiness.py): ready whenever it can serve, the upstreams'
   health and the signing keys reported, not required;
+- `/metrics` is the kit's (the ops token's holders only), counted against the caller's address
+  like any public request first, so that hammering it is limited as anything else;
 - CORS and the security headers wrap every response;
 - uvicorn's own `X-Forwarded-*` handling is off: it trusts any loopback peer, and only
   GATEWAY_TRUST_FORWARDED decides whether those headers are believed.
@@ -15,25 +17,22 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from choreo.auth import TokenVerifier
 from choreo.logs import configure_logging
 from choreo.service import Service
-from choreo.web import REQUEST_ID_HEADER
+from choreo.web import METRICS_PATH, REQUEST_ID_HEADER, ApiDocs, metrics_response
 from gateway_service.config import Settings
+from gateway_service.edge import Gatekeeper
 from gateway_service.readiness import readyz
 from gateway_service.security import DOCS_PATH, SecurityHeadersMiddleware, docs_csp, docs_page
 
-# The documentation routes FastAPI adds on its own (plain Starlette routes, not API routes).
-_FASTAPI_DOCS_PATHS: Final = frozenset(
-    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
-
 READINESS_PATH: Final = "/readyz"
+# The kit's routes the gateway serves its own way.
+_REPLACED_PATHS: Final = frozenset({READINESS_PATH, METRICS_PATH})
 
 CORS_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CORS_REQUEST_HEADERS: Final = [
@@ -68,6 +67,7 @@ class GatewayService(Service):
             routers=routers,
             resources=resources,
             token_verifier=token_verifier,
+            docs=ApiDocs.NONE,  # the merged document and its page are the gateway's routes
         )
         self._cors_origins = list(cors_origins)
         self._hsts = hsts
@@ -78,6 +78,7 @@ class GatewayService(Service):
             route for route in app.router.routes if not _replaced_by_the_gateway(route)
         ]
         app.add_api_route(READINESS_PATH, readyz, include_in_schema=False)
+        app.add_api_route(METRICS_PATH, metrics, include_in_schema=False)
         if self._cors_origins:
             app.add_middleware(
                 CORSMiddleware,
@@ -108,9 +109,13 @@ class GatewayService(Service):
         )
 
 
+async def metrics(request: Request) -> Response:
+    """The kit's `/metrics`, admitted by the rate limits first (401 after that without the ops
+    token, as on every service)."""
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    await gatekeeper.admit(request, public=True)
+    return metrics_response(request)
+
+
 def _replaced_by_the_gateway(route: BaseRoute) -> bool:
-    """FastAPI's own docs routes, and the kit's /readyz."""
-    path = getattr(route, "path", None)
-    if path == READINESS_PATH:
-        return True
-    return path in _FASTAPI_DOCS_PATHS and not isinstance(route, APIRoute)
+    return getattr(route, "path", None) in _REPLACED_PATHS

@@ -293,3 +293,31 @@ async def test_a_service_with_no_usable_document_is_left_out(
         spec = await catalog.document(GATEWAY_OWN)
     assert spec["paths"] == {}
     assert "order" in spec["x-unavailable"]
+
+
+async def test_the_catalog_fetches_with_the_ops_token_services_ask_for_outside_dev() -> None:
+    token = "ops-token-of-the-tests-0123456789abcdef"
+    seen: list[str | None] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") != f"Bearer {token}":
+            return httpx.Response(401, json={"error": {"code": "unauthenticated"}})
+        return httpx.Response(200, json=order_spec())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(serve)) as client:
+        without = ApiCatalog(
+            client, {"order": "http://order"}, owns_path=owns_path, is_public=is_public
+        )
+        assert "order" in (await without.document(GATEWAY_OWN))["x-unavailable"]
+        catalog = ApiCatalog(
+            client,
+            {"order": "http://order"},
+            owns_path=owns_path,
+            is_public=is_public,
+            ops_token=token,
+        )
+        spec = await catalog.document(GATEWAY_OWN)
+    assert "/api/v1/orders" in spec["paths"]
+    assert "x-unavailable" not in spec
+    assert seen == [None, f"Bearer {token}"]
