@@ -5,14 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import RecordMetadata
+from pydantic import SecretStr
 
-from choreo.errors import TransientError
+from choreo.errors import ChoreoError, TransientError
+from choreo.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +48,189 @@ class BrokerUnavailableError(TransientError):
     """The broker could not be reached."""
 
 
-def producer(bootstrap_servers: str, *, client_id: str = "choreo") -> AIOKafkaProducer:
+class KafkaSecurityError(ChoreoError):
+    """The broker's TLS or SASL settings contradict each other or name unusable files."""
+
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every client of the kit reaches the broker: over TLS (`SSL`), as a SASL principal
+    (`SASL_PLAINTEXT`), both (`SASL_SSL`, production) or neither (`PLAINTEXT`, the embedded
+    broker). Built once at start-up; an inconsistent combination raises `KafkaSecurityError`
+    naming the variables to fix, so a service never starts half-configured."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    """The CA that signed the broker's certificate; the system's CAs when unset."""
+    ssl_certfile: Path | None = None
+    """This client's certificate, for brokers that require mutual TLS."""
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise KafkaSecurityError("; ".join(problems))
+        if self.uses_tls:
+            self.ssl_context()  # unreadable PEM files fail here, at start-up
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> KafkaSecurity:
+        """A service's; warns when, in prod, the broker cannot tell it from other clients."""
+        security = cls(
+            protocol=settings.kafka_security_protocol.strip().upper(),
+            sasl_mechanism=settings.kafka_sasl_mechanism or None,
+            sasl_username=settings.kafka_sasl_username or None,
+            sasl_password=settings.kafka_sasl_password,
+            ssl_cafile=_path(settings.kafka_ssl_cafile),
+            ssl_certfile=_path(settings.kafka_ssl_certfile),
+            ssl_keyfile=_path(settings.kafka_ssl_keyfile),
+            ssl_check_hostname=settings.kafka_ssl_check_hostname,
+        )
+        # Only a service with a database reaches the broker (its relay and consumer).
+        uses_broker = settings.database_dsn is not None
+        if settings.env == "prod" and uses_broker and not security.authenticates:
+            log.warning(
+                "KAFKA_SECURITY_PROTOCOL=%s in prod: the broker cannot tell this service from "
+                "any other client, so its ACLs cannot stop others publishing its events",
+                security.protocol,
+            )
+        return security
+
+    @classmethod
+    def from_environment(
+        cls, environment: Mapping[str, str], *, password: SecretStr | None = None
+    ) -> KafkaSecurity:
+        """From the services' variables (`KAFKA_SECURITY_PROTOCOL`, ...), as the CLI sees them;
+        unset and empty are alike. `password` overrides `KAFKA_SASL_PASSWORD`."""
+
+        def get(name: str) -> str | None:
+            return environment.get(name, "").strip() or None
+
+        if password is None and environment.get("KAFKA_SASL_PASSWORD"):
+            password = SecretStr(environment["KAFKA_SASL_PASSWORD"])
+        check_hostname = (get("KAFKA_SSL_CHECK_HOSTNAME") or "true").lower()
+        if check_hostname not in _TRUE + _FALSE:
+            raise KafkaSecurityError(
+                f"KAFKA_SSL_CHECK_HOSTNAME={check_hostname!r} is not a boolean: write true or false"
+            )
+        return cls(
+            protocol=(get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
+            sasl_mechanism=get("KAFKA_SASL_MECHANISM"),
+            sasl_username=get("KAFKA_SASL_USERNAME"),
+            sasl_password=password,
+            ssl_cafile=_path(get("KAFKA_SSL_CAFILE")),
+            ssl_certfile=_path(get("KAFKA_SSL_CERTFILE")),
+            ssl_keyfile=_path(get("KAFKA_SSL_KEYFILE")),
+            ssl_check_hostname=check_hostname in _TRUE,
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def authenticates(self) -> bool:
+        """True when the broker learns which principal this client is (by SASL or a client
+        certificate), which its ACLs need."""
+        return self.uses_sasl or self.ssl_certfile is not None
+
+    def _problems(self) -> list[str]:
+        if self.protocol not in PROTOCOLS:
+            return [f"KAFKA_SECURITY_PROTOCOL={self.protocol!r} is none of {', '.join(PROTOCOLS)}"]
+        protocol = f"KAFKA_SECURITY_PROTOCOL={self.protocol}"
+        mechanisms = _and(SASL_MECHANISMS, "or")
+        problems = []
+        password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        sasl = {
+            "KAFKA_SASL_MECHANISM": self.sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.sasl_username,
+            "KAFKA_SASL_PASSWORD": password,
+        }
+        if self.uses_sasl:
+            if missing := [name for name, value in sasl.items() if not value]:
+                needs = _and(missing).replace("MECHANISM", f"MECHANISM ({mechanisms})")
+                problems.append(f"{protocol} needs {needs}")
+            if self.sasl_mechanism and self.sasl_mechanism not in SASL_MECHANISMS:
+                problems.append(
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r} is none of {mechanisms}"
+                )
+        elif given := [name for name, value in sasl.items() if value]:
+            problems.append(
+                f"{', '.join(given)} set but {protocol} does not authenticate: set it to "
+                "SASL_SSL, or unset them"
+            )
+        files = {
+            "KAFKA_SSL_CAFILE": self.ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.ssl_keyfile,
+        }
+        named = {name: file for name, file in files.items() if file is not None}
+        if named and not self.uses_tls:
+            problems.append(
+                f"{', '.join(named)} set but {protocol} does not use TLS: set it to SSL or "
+                "SASL_SSL, or unset them"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            problems.append("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE, the certificate it signs")
+        problems += [
+            f"{name}={file}: no such file" for name, file in named.items() if not file.is_file()
+        ]
+        return problems
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of a client: the broker's certificate checked against the CA (and its
+        name against the address, unless `ssl_check_hostname` is off), plus this client's
+        certificate for mutual TLS."""
+        try:
+            context: ssl.SSLContext = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        except (ssl.SSLError, OSError) as error:
+            files = ", ".join(str(f) for f in (self.ssl_cafile, self.ssl_certfile) if f)
+            raise KafkaSecurityError(f"cannot load the TLS files {files}: {error}") from None
+        context.check_hostname = self.ssl_check_hostname
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments of every aiokafka client (producer, consumer, admin)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.uses_sasl and self.sasl_password is not None:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return options
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _and(words: Sequence[str], conjunction: str = "and") -> str:
+    return f" {conjunction} ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
+PLAINTEXT = KafkaSecurity()
+"""No TLS and no SASL: the embedded broker."""
+
+
+def producer(
+    bootstrap_servers: str, *, client_id: str = "choreo", security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica (`acks=all`).
 
     Idempotence stays off: Tansu does not implement idempotent producers, and the consumers'
@@ -49,6 +246,7 @@ def producer(bootstrap_servers: str, *, client_id: str = "choreo") -> AIOKafkaPr
         max_batch_size=256 * 1024,
         request_timeout_ms=15_000,
         retry_backoff_ms=200,
+        **security.client_options(),
     )
 
 
@@ -59,6 +257,7 @@ def consumer(
     topics: Iterable[str] = (),
     client_id: str = "choreo",
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits that starts from the earliest unseen record.
 
@@ -77,6 +276,7 @@ def consumer(
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
         fetch_max_wait_ms=fetch_max_wait_ms,
+        **security.client_options(),
     )
 
 
@@ -106,11 +306,20 @@ async def send_record(
 
 
 async def ensure_topics(
-    bootstrap_servers: str, names: Iterable[str], *, partitions: int = 6, timeout: float = 30.0
+    bootstrap_servers: str,
+    names: Iterable[str],
+    *,
+    partitions: int = 6,
+    timeout: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
     """Create the topics of `names` that are missing; return those created."""
     wanted = list(dict.fromkeys(names))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=10_000,
+        **security.client_options(),
+    )
     try:
         async with asyncio.timeout(timeout):
             await admin.start()
@@ -123,7 +332,8 @@ async def ensure_topics(
                     await admin.create_topics(new)
             return missing
     except (KafkaConnectionError, TimeoutError) as error:
-        raise BrokerUnavailableError(f"broker {bootstrap_servers} unreachable: {error}") from error
+        reason = await connection_problem(bootstrap_servers, security) or error
+        raise BrokerUnavailableError(f"broker {bootstrap_servers} unreachable: {reason}") from error
     except KafkaError as error:
         message = f"topic admin on {bootstrap_servers} failed: {error}"
         raise BrokerUnavailableError(message) from error
@@ -131,12 +341,62 @@ async def ensure_topics(
         await admin.close()
 
 
-async def check_broker(bootstrap_servers: str, timeout: float = 2.0) -> None:
+async def check_broker(
+    bootstrap_servers: str, timeout: float = 2.0, *, security: KafkaSecurity = PLAINTEXT
+) -> None:
     """Readiness: raise unless the broker answers a metadata request within `timeout`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=2_000, **security.client_options()
+    )
     try:
         async with asyncio.timeout(timeout):
             await admin.start()
             await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def connection_problem(
+    bootstrap_servers: str, security: KafkaSecurity, timeout: float = 5.0
+) -> str | None:
+    """The TLS or SASL failure that keeps clients from the broker, in words an operator can act
+    on; None when there is none to name (nothing listens there, or everything works).
+
+    aiokafka's clients only say "Unable to bootstrap": the TLS or SASL error behind it goes to
+    their log. This opens one connection to the first bootstrap server as they would (TLS, then
+    SASL, then a metadata request) and names the step that failed.
+    """
+    host, port, _ = collect_hosts(bootstrap_servers, randomize=False)[0]
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await create_conn(
+                host, port, client_id="choreo-probe", **security.client_options()
+            )
+            try:
+                await connection.send(MetadataRequest([]))
+            finally:
+                connection.close()
+    except ssl.SSLCertVerificationError as error:
+        return (
+            f"the broker's TLS certificate is refused ({error.verify_message}): "
+            "KAFKA_SSL_CAFILE must name the CA that signed it"
+        )
+    except ssl.SSLError as error:
+        return f"the TLS handshake failed ({error.reason or error}): does the broker speak TLS?"
+    except SaslAuthenticationFailed:
+        return (
+            f"the broker refused SASL authentication as {security.sasl_username!r} "
+            f"({security.sasl_mechanism}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        )
+    except UnsupportedSaslMechanismError as error:
+        return f"the broker does not offer KAFKA_SASL_MECHANISM={security.sasl_mechanism}: {error}"
+    except KafkaConnectionError as error:
+        # Connected, then cut off: the broker did not like what this client spoke.
+        expected = "speak TLS" if security.uses_tls else "require TLS or SASL (SASL_SSL)"
+        return (
+            f"the broker closed the connection ({error}); with "
+            f"KAFKA_SECURITY_PROTOCOL={security.protocol}: does it {expected}?"
+        )
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    return None

@@ -93,6 +93,7 @@ class Service:
         self.token_verifier = token_verifier or verifier_from_settings(
             settings.jwks_url, settings.jwks_json
         )
+        self.kafka_security = kafka.KafkaSecurity.from_settings(settings)  # refuses bad ones now
         self._producer: AIOKafkaProducer | None = None
         self._consumer: Consumer | None = None
         self.engine: AsyncEngine | None = None
@@ -178,7 +179,9 @@ class Service:
             finally:
                 await self._close_resources()
             return
-        producer = kafka.producer(settings.kafka_bootstrap_servers, client_id=self.name)
+        producer = kafka.producer(
+            settings.kafka_bootstrap_servers, client_id=self.name, security=self.kafka_security
+        )
         await _start_with_retry(producer)
         self._producer = producer
         relay = Relay(
@@ -248,6 +251,7 @@ class Service:
                 group_id=settings.topic(self.name),
                 client_id=self.name,
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                security=self.kafka_security,
             ),
             producer=producer,
             handlers=handlers,

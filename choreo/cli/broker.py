@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from choreo import kafka
-from choreo.cli.options import physical_topic
+from choreo.cli.options import kafka_security, physical_topic
 from choreo.cli.output import CliError
 
 CONNECT_TIMEOUT = 5.0
@@ -37,15 +37,22 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class Broker:
-    """A short-lived connection for one command: `async with Broker(servers, prefix) as b:`."""
+    """A short-lived connection for one command: `async with Broker(servers, prefix) as b:`.
 
-    def __init__(self, bootstrap_servers: str, prefix: str = "") -> None:
+    It reaches the broker with `security`, by default the environment's (`kafka_security`).
+    """
+
+    def __init__(
+        self, bootstrap_servers: str, prefix: str = "", security: kafka.KafkaSecurity | None = None
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.prefix = prefix
+        self.security = kafka_security() if security is None else security
         self._client = AIOKafkaClient(
             bootstrap_servers=bootstrap_servers,
             client_id="choreo-cli",
             request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
+            **self.security.client_options(),
         )
         self._reader = self._new_consumer(None)
         self._partitions: dict[str, list[TopicPartition]] = {}
@@ -59,6 +66,7 @@ class Broker:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=kafka.FETCH_MAX_WAIT_MS,
             request_timeout_ms=int(CONNECT_TIMEOUT * 1000) + 5_000,
+            **self.security.client_options(),
         )
 
     async def __aenter__(self) -> Self:
@@ -68,7 +76,8 @@ class Broker:
                     await self._client.bootstrap()
                     await self._reader.start()
             except (KafkaConnectionError, TimeoutError, OSError) as error:
-                raise self.unreachable(error) from None
+                problem = await kafka.connection_problem(self.bootstrap_servers, self.security)
+                raise self.unreachable(error, problem) from None
             await self.refresh()
         except BaseException:
             await self._close()
@@ -87,7 +96,12 @@ class Broker:
         await self._reader.stop()
         await self._client.close()
 
-    def unreachable(self, error: BaseException | None = None) -> CliError:
+    def unreachable(
+        self, error: BaseException | None = None, problem: str | None = None
+    ) -> CliError:
+        """The error of a broker that cannot be used; `problem` names a TLS or SASL failure."""
+        if problem is not None:
+            return CliError(f"broker {self.bootstrap_servers} unreachable: {problem}")
         if isinstance(error, TimeoutError):
             reason = f"no answer in {CONNECT_TIMEOUT:g} s"
         elif isinstance(error, KafkaConnectionError | OSError):
@@ -221,7 +235,9 @@ class Broker:
     @contextlib.asynccontextmanager
     async def producer(self) -> AsyncIterator[AIOKafkaProducer]:
         """A producer on this broker (`acks=all`), started within the connect timeout."""
-        producer = kafka.producer(self.bootstrap_servers, client_id="choreo-cli")
+        producer = kafka.producer(
+            self.bootstrap_servers, client_id="choreo-cli", security=self.security
+        )
         try:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -246,6 +262,7 @@ class Broker:
             bootstrap_servers=self.bootstrap_servers,
             client_id="choreo-cli",
             request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
+            **self.security.client_options(),
         )
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):

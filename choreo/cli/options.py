@@ -1,8 +1,10 @@
-"""What the inspection commands accept: the shared options (broker, topic prefix, --json) and
-the parsers of durations, order ids, record types and dead-letter entry ids."""
+"""What the inspection commands accept: the shared options (broker, topic prefix, --json), the
+broker's TLS and SASL settings, and the parsers of durations, order ids, record types and
+dead-letter entry ids."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -12,6 +14,8 @@ from typing import Annotated
 import typer
 
 from choreo.avro import default_store
+from choreo.cli.output import CliError
+from choreo.kafka import KafkaSecurity, KafkaSecurityError
 from choreo.stack.config import StackPorts
 
 DEFAULT_BOOTSTRAP_SERVERS = f"127.0.0.1:{StackPorts().broker}"
@@ -38,6 +42,16 @@ PrefixOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def kafka_security() -> KafkaSecurity:
+    """TLS and SASL to the broker from the variables the services read (KAFKA_SECURITY_PROTOCOL,
+    KAFKA_SASL_*, KAFKA_SSL_*): an operator reaches a secured broker as their own principal."""
+    try:
+        return KafkaSecurity.from_environment(os.environ)
+    except KafkaSecurityError as error:
+        raise CliError(f"cannot reach the broker securely: {error}") from None
+
 
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
