@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from choreo.errors import ChoreoError
-from choreo.kafka import ensure_topics
+from choreo.kafka import KafkaSecurity, ensure_topics
 from choreo.stack.broker import TansuBroker
 from choreo.stack.config import (
     TOPICS,
@@ -228,8 +228,12 @@ class Stack:
     def _create_topics(self) -> None:
         bootstrap_servers = self.endpoints.kafka_bootstrap_servers
         try:
+            # As the services will reach it: the environment's TLS and SASL, if any.
+            security = KafkaSecurity.from_environment(self.config.environment)
             created = asyncio.run(
-                ensure_topics(bootstrap_servers, TOPICS, partitions=self.config.partitions)
+                ensure_topics(
+                    bootstrap_servers, TOPICS, partitions=self.config.partitions, security=security
+                )
             )
         except ChoreoError as error:
             raise StackError(f"cannot create the topics on {bootstrap_servers}: {error}") from error
