@@ -3,8 +3,9 @@
     python -m bench.relay [--events 20000] [--latency-events 2000] [--json PATH]
 
 Starts embedded PostgreSQL and Tansu on free ports (or uses BENCH_DATABASE_URL, a server URL,
-and KAFKA_BOOTSTRAP_SERVERS), and in the same run measures the baseline: the commit rate of a
-plain single-row INSERT on that PostgreSQL, so the relay's figures read as a ratio of it.
+and KAFKA_BOOTSTRAP_SERVERS, reached with the services' KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*
+and KAFKA_SSL_*), and in the same run measures the baseline: the commit rate of a plain
+single-row INSERT on that PostgreSQL, so the relay's figures read as a ratio of it.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ KEYS = 200
 
 
 @asynccontextmanager
-async def infrastructure() -> AsyncIterator[tuple[str, str]]:
-    """(server DSN, bootstrap servers): the environment's, or embedded ones on free ports."""
+async def infrastructure() -> AsyncIterator[tuple[str, str, kafka.KafkaSecurity]]:
+    """(server DSN, bootstrap servers, how to reach them): the environment's, or embedded ones
+    on free ports."""
     server = os.environ.get("BENCH_DATABASE_URL")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    security = kafka.KafkaSecurity.from_environment(os.environ) if bootstrap else kafka.PLAINTEXT
     with tempfile.TemporaryDirectory(prefix="choreo-bench-") as scratch:
         postgres = broker = None
         if server is None:
@@ -56,7 +59,7 @@ async def infrastructure() -> AsyncIterator[tuple[str, str]]:
             broker.start()
             bootstrap = broker.bootstrap_servers
         try:
-            yield server, bootstrap
+            yield server, bootstrap, security
         finally:
             if broker is not None:
                 broker.stop()
@@ -90,7 +93,9 @@ def event(key: str, seq: int) -> Event:
     return Event("StockLevelChanged", key, {**data, "changed_at": datetime.now(UTC)})
 
 
-async def relay_throughput(dsn: str, bootstrap: str, events: int) -> dict[str, Any]:
+async def relay_throughput(
+    dsn: str, bootstrap: str, security: kafka.KafkaSecurity, events: int
+) -> dict[str, Any]:
     """Fill the outbox with `events` rows, then time the relay draining it to the broker."""
     engine = create_engine(dsn)
     uow_factory = unit_of_work_factory(engine, OutboxWriter(default_store(), "/bench", str))
@@ -100,7 +105,7 @@ async def relay_throughput(dsn: str, bootstrap: str, events: int) -> dict[str, A
             for seq in range(start, min(start + 1000, events)):
                 uow.publish(event(keys[seq % KEYS], seq))
     await engine.dispose()
-    producer = kafka.producer(bootstrap)
+    producer = kafka.producer(bootstrap, security=security)
     await producer.start()
     relay = Relay(sync_dsn(dsn), producer, batch_size=1000)
     started = time.perf_counter()
@@ -115,18 +120,19 @@ async def relay_throughput(dsn: str, bootstrap: str, events: int) -> dict[str, A
 
 
 async def commit_to_consume_latency(
-    dsn: str, bootstrap: str, topic: str, events: int, rate: float
+    dsn: str, bootstrap: str, security: kafka.KafkaSecurity, topic: str, events: int, rate: float
 ) -> dict[str, Any]:
     """Commit one event per transaction at `rate`/s; time each commit -> consumer receipt."""
     engine = create_engine(dsn)
     uow_factory = unit_of_work_factory(engine, OutboxWriter(default_store(), "/bench", str))
-    producer = kafka.producer(bootstrap)
+    producer = kafka.producer(bootstrap, security=security)
     await producer.start()
     relay = Relay(sync_dsn(dsn), producer, poll_interval=1.0)
     relay_task = asyncio.create_task(relay.run())
     reader = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **security.client_options(),
         # From the start: a reader told "latest" before its partitions are assigned can miss
         # the first records. The throughput phase's records are skipped by id below.
         auto_offset_reset="earliest",
@@ -172,15 +178,17 @@ async def commit_to_consume_latency(
 
 
 async def run(events: int, latency_events: int, rate: float) -> dict[str, Any]:
-    async with infrastructure() as (server, bootstrap):
+    async with infrastructure() as (server, bootstrap, security):
         baseline_db = fresh_database(server)
         baseline = await asyncio.to_thread(insert_commit_rate, baseline_db, 5.0)
         dsn = fresh_database(server)
         await asyncio.to_thread(migrate, "order", dsn)
         topic = "stock.updated"
-        await kafka.ensure_topics(bootstrap, [topic], partitions=6)
-        throughput = await relay_throughput(dsn, bootstrap, events)
-        latency = await commit_to_consume_latency(dsn, bootstrap, topic, latency_events, rate)
+        await kafka.ensure_topics(bootstrap, [topic], partitions=6, security=security)
+        throughput = await relay_throughput(dsn, bootstrap, security, events)
+        latency = await commit_to_consume_latency(
+            dsn, bootstrap, security, topic, latency_events, rate
+        )
     return {
         "baseline_insert_commits_per_s": baseline,
         "relay": throughput,
