@@ -14,6 +14,7 @@ from choreo import kafka
 from choreo.cli.options import kafka_security
 from choreo.cli.output import CliError
 from choreo.kafka import KafkaSecurity, KafkaSecurityError
+from choreo.service import Service
 from choreo.settings import ServiceSettings
 from tests.certificates import TlsFiles, make_tls_files
 
@@ -245,3 +246,18 @@ def test_the_cli_reads_the_environment_and_refuses_in_one_line(
         "cannot reach the broker securely: KAFKA_SECURITY_PROTOCOL=SASL_SSL needs "
         "KAFKA_SASL_PASSWORD"
     )
+
+
+class ProbeSettings(ServiceSettings):
+    service = "probe"
+
+
+def test_a_service_refuses_to_start_with_an_inconsistent_combination(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    with pytest.raises(
+        KafkaSecurityError, match="needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+    ):
+        Service(ProbeSettings(_env_file=None))  # type: ignore[call-arg]
