@@ -47,6 +47,12 @@ class PermanentError(ChoreoError):
     retriable = False
 
 
+class RejectedEventError(PermanentError):
+    """An event the consumer will not act on: it contradicts the consumer's own facts (a payment
+    of another amount than the order's), or it comes from a service that does not own its type.
+    Dead-lettered at once, with a warning: forged, or a bug in its producer."""
+
+
 class Failure(StrEnum):
     """What a failure calls for."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from choreo.avro import SchemaStore
 from choreo.dead_letters import dlq_topic, retry_topic
-from choreo.errors import PermanentError
+from choreo.errors import PermanentError, RejectedEventError
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/avro"
@@ -34,10 +34,33 @@ TOPIC_OF_TYPE: Mapping[str, str] = {
     "UserDeleted": "user.event",
 }
 EVENT_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_OF_TYPE.values()))
+# The one service that writes each event topic (its outbox), and so the `ce_source` its records
+# carry: a record of that topic from any other source is rejected (docs/architecture.md, trust
+# model). Broker ACLs give each service's principal Write on its own topics only.
+OWNER_OF_TOPIC: Mapping[str, str] = {
+    "order.create": "order",
+    "stock.updated": "inventory",
+    "payment.event": "payment",
+    "order.event": "order",
+    "user.event": "user",
+}
 SERVICES_WITH_DLQ: tuple[str, ...] = ("user", "order", "payment", "inventory", "notification")
 DLQ_TOPICS: tuple[str, ...] = tuple(dlq_topic(service) for service in SERVICES_WITH_DLQ)
 # Replayed dead letters, each topic read by its own service only (choreo.dead_letters).
 RETRY_TOPICS: tuple[str, ...] = tuple(retry_topic(service) for service in SERVICES_WITH_DLQ)
+
+
+def source_of(service: str) -> str:
+    """The CloudEvents `source` of a service's events: `/order_service` for `order`."""
+    return f"/{service}_service"
+
+
+def check_source(event: Event) -> None:
+    """Raises `RejectedEventError` unless `event` comes from the service that owns its type."""
+    owner = OWNER_OF_TOPIC[event.topic]
+    if event.source != source_of(owner):
+        given = repr(event.source[:60]) if event.source else "no source"
+        raise RejectedEventError(f"{event.type} comes from the {owner} service, not {given}")
 
 
 class EnvelopeError(PermanentError):

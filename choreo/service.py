@@ -28,6 +28,7 @@ from choreo.consumer import Consumer, Handler, RetryPolicy
 from choreo.db import UnitOfWorkFactory, create_engine, sync_dsn, unit_of_work_factory
 from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import ChoreoError
+from choreo.events import source_of
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
@@ -101,7 +102,7 @@ class Service:
         dsn = settings.database_dsn
         if dsn is not None:
             self.engine = create_engine(dsn)
-            writer = OutboxWriter(self.store, f"/{self.name}", settings.topic)
+            writer = OutboxWriter(self.store, source_of(settings.service), settings.topic)
             self.uow_factory = unit_of_work_factory(self.engine, writer)
         elif subscriptions:
             raise ConfigurationError(f"{self.name} consumes events but has no database")

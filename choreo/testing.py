@@ -7,6 +7,7 @@ database and its own topic prefix, so tests never see each other's rows or recor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -26,7 +27,16 @@ from aiokafka import AIOKafkaConsumer
 from choreo import kafka
 from choreo.auth import SigningKey
 from choreo.avro import default_store
-from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS, Event, decode_record, headers_of
+from choreo.events import (
+    DLQ_TOPICS,
+    EVENT_TOPICS,
+    OWNER_OF_TOPIC,
+    RETRY_TOPICS,
+    Event,
+    decode_record,
+    headers_of,
+    source_of,
+)
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
 from choreo.stack.probes import http_ok
@@ -242,6 +252,8 @@ async def publish(bootstrap: str, prefix: str, *events: Event) -> None:
     try:
         store = default_store()
         for event in events:
+            if not event.source:  # a relay names its service; so does the owner of the type
+                event = dataclasses.replace(event, source=source_of(OWNER_OF_TOPIC[event.topic]))
             headers = [(k, v.encode()) for k, v in headers_of(event).items()]
             await producer.send_and_wait(
                 f"{prefix}{event.topic}",

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from choreo.errors import ChoreoError
+from choreo.errors import ChoreoError, RejectedEventError
 
 MAX_LINES = 50
 MAX_QUANTITY = 100
@@ -110,6 +110,24 @@ class MixedCurrenciesError(OrderError):
         currencies = ", ".join(sorted(set(currency_of.values())))
         super().__init__(f"the products are priced in different currencies ({currencies})")
         self.currency_of = dict(currency_of)
+
+
+class PaymentMismatchError(RejectedEventError):
+    """A payment result for another amount or currency than the order's: not this order's."""
+
+
+def check_payment_result(total: int, currency: str, amount: int, paid_currency: str) -> None:
+    """A payment result (PaymentSucceeded, PaymentFailed) is about the order only if it is for
+    the order's total, in minor units, in the order's currency (ISO 4217, any case).
+
+    Raises `PaymentMismatchError` otherwise. The order's stage is no test: a payment result may
+    arrive before the order has read its StockReserved (another topic), or after it was
+    cancelled (a late charge, which the payment service refunds); see docs/saga.md.
+    """
+    if amount != total or paid_currency.upper() != currency.upper():
+        raise PaymentMismatchError(
+            f"a payment result of {amount} {paid_currency[:8]} for an order of {total} {currency}"
+        )
 
 
 @dataclass(frozen=True)

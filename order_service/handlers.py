@@ -36,6 +36,7 @@ from order_service.domain import (
     advance_fulfilment,
     apply_saga_event,
     cancel_by_customer,
+    check_payment_result,
     price_lines,
     request_fingerprint,
 )
@@ -152,12 +153,18 @@ async def on_stock_rejected(event: Event, uow: UnitOfWork) -> None:
 
 async def on_payment_succeeded(event: Event, uow: UnitOfWork) -> None:
     summary = f"payment of {event.data['amount']} {event.data['currency']} succeeded"
-    await _apply(event, uow, SagaEvent.PAYMENT_SUCCEEDED, summary)
+    await _apply(event, uow, SagaEvent.PAYMENT_SUCCEEDED, summary, check=_payment_of_the_order)
 
 
 async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:
     summary = f"payment failed ({event.data['decline_code']}): {event.data['message']}"
-    await _apply(event, uow, SagaEvent.PAYMENT_FAILED, summary)
+    await _apply(event, uow, SagaEvent.PAYMENT_FAILED, summary, check=_payment_of_the_order)
+
+
+def _payment_of_the_order(event: Event, order: Row[Any]) -> None:
+    check_payment_result(
+        order.total_amount, order.currency, int(event.data["amount"]), str(event.data["currency"])
+    )
 
 
 async def cancel_order(
@@ -221,7 +228,16 @@ async def cancel_overdue_orders(
     return len(rows)
 
 
-async def _apply(event: Event, uow: UnitOfWork, saga_event: SagaEvent, summary: str) -> None:
+async def _apply(
+    event: Event,
+    uow: UnitOfWork,
+    saga_event: SagaEvent,
+    summary: str,
+    *,
+    check: Callable[[Event, Row[Any]], None] | None = None,
+) -> None:
+    """Apply one saga event to its order. `check` tests the event against the order's facts
+    and raises `RejectedEventError` (the consumer dead-letters it) when they disagree."""
     order_id = str(event.data["order_id"])
     order = await _lock(uow, order_id)
     if order is None:
@@ -234,6 +250,8 @@ async def _apply(event: Event, uow: UnitOfWork, saga_event: SagaEvent, summary: 
             event.source or "an unnamed source",
         )
         return
+    if check is not None:
+        check(event, order)
     await _append_timeline(uow, order_id, event, "consumed", _source_name(event.source), summary)
     transition = apply_saga_event(_state_of(order), saga_event)
     await _write(uow, order, transition, utc_now(), event.traceparent)

@@ -42,6 +42,7 @@ def valid_event(key: str, available: int) -> Event:
             "sold": 0,
             "changed_at": datetime.now(UTC),
         },
+        source="/inventory_service",  # StockLevelChanged's owner, as its relay names it
     )
 
 

@@ -31,8 +31,8 @@ from choreo.avro import SchemaStore
 from choreo.consumer.inbox import claim
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
-from choreo.errors import ChoreoError, Failure, failure_of
-from choreo.events import Event, decode_record
+from choreo.errors import ChoreoError, Failure, RejectedEventError, failure_of
+from choreo.events import Event, check_source, decode_record
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,11 @@ class RecordHandler:
         if handler is None:
             RECORDS.labels(self.name, record.topic, "ignored").inc()
             return
+        try:
+            check_source(event)
+        except RejectedEventError as error:
+            await self._dead_letter(record, origin, error, attempts=1)
+            return
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         try:
             outcome = await self._apply_with_retries(event, handler, where)
@@ -202,16 +207,27 @@ class RecordHandler:
         *,
         attempts: int,
     ) -> None:
-        log.error(
-            "consumer %s dead-letters %s[%d]@%d after %d attempt(s): %s: %s",
-            self.name,
-            record.topic,
-            record.partition,
-            record.offset,
-            attempts,
-            type(error).__name__,
-            str(error)[:300],
-        )
+        if isinstance(error, RejectedEventError):
+            # Not a fault of this service: someone wrote what its facts contradict.
+            log.warning(
+                "consumer %s rejects %s[%d]@%d (dead-lettered): %s",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                str(error)[:300],
+            )
+        else:
+            log.error(
+                "consumer %s dead-letters %s[%d]@%d after %d attempt(s): %s: %s",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                attempts,
+                type(error).__name__,
+                str(error)[:300],
+            )
         headers = dead_letter_headers(
             record.headers, origin, consumer=self.name, error=error, attempts=attempts
         )
@@ -239,7 +255,8 @@ class RecordHandler:
                 value_dropped=size,
             )
             await self._send_dead_letter(record, None, headers)
-        RECORDS.labels(self.name, record.topic, "dead_lettered").inc()
+        outcome = "rejected" if isinstance(error, RejectedEventError) else "dead_lettered"
+        RECORDS.labels(self.name, record.topic, outcome).inc()
 
     async def _send_dead_letter(
         self,

@@ -38,6 +38,7 @@ def stock_event(key: str, seq: int) -> Event:
             "sold": 0,
             "changed_at": datetime.now(UTC),
         },
+        source="/inventory_service",  # StockLevelChanged's owner, as its relay names it
     )
 
 

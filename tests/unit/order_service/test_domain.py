@@ -16,6 +16,7 @@ from order_service.domain import (
     OrderNotCancellableError,
     OrderState,
     OrderStatus,
+    PaymentMismatchError,
     Product,
     QuantityLimitError,
     SagaEvent,
@@ -24,6 +25,7 @@ from order_service.domain import (
     advance_fulfilment,
     apply_saga_event,
     cancel_by_customer,
+    check_payment_result,
     merge_lines,
     price_lines,
     request_fingerprint,
@@ -251,3 +253,11 @@ def test_the_fingerprint_tells_a_retry_from_another_request() -> None:
     assert request_fingerprint(list(reversed(request)), None) == fingerprint
     assert request_fingerprint([OrderLine(P1, 1), OrderLine(P2, 3)], None) != fingerprint
     assert request_fingerprint(request, "pm_1") != fingerprint
+
+
+def test_a_payment_result_must_be_for_the_orders_total_in_its_currency() -> None:
+    check_payment_result(4149, "USD", 4149, "USD")
+    check_payment_result(4149, "USD", 4149, "usd")
+    for amount, currency in ((4148, "USD"), (0, "USD"), (4149, "EUR"), (-4149, "USD")):
+        with pytest.raises(PaymentMismatchError, match=f"{amount} {currency}"):
+            check_payment_result(4149, "USD", amount, currency)
