@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import httpx
 import jwt
@@ -26,6 +26,9 @@ from jwt.algorithms import OKPAlgorithm
 
 from choreo.errors import ChoreoError
 from choreo.web import ApiError
+
+if TYPE_CHECKING:
+    from choreo.revocations import Revocations
 
 ALGORITHMS = ("EdDSA", "RS256")
 ISSUER = "choreo"
@@ -341,7 +344,7 @@ async def current_principal(request: Request) -> Principal:
     if verifier is None:
         raise ApiError(503, "auth_unavailable", "this service has no signing keys configured")
     try:
-        return await verifier.verify(token.strip())
+        principal = await verifier.verify(token.strip())
     except SigningKeysUnavailableError as error:
         # The token may well be valid: the client should try again, not log in again.
         retry_after = str(max(1, math.ceil(error.retry_after)))
@@ -350,6 +353,10 @@ async def current_principal(request: Request) -> Principal:
         ) from None
     except AuthError as error:
         raise ApiError(401, "unauthenticated", str(error), headers=challenge) from None
+    revocations: Revocations | None = getattr(request.app.state, "revocations", None)
+    if revocations is not None and await revocations.is_revoked(principal.user_id):
+        raise ApiError(401, "unauthenticated", "the account was deleted", headers=challenge)
+    return principal
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -25,13 +25,20 @@ from choreo import kafka
 from choreo.auth import TokenVerifier, verifier_from_settings
 from choreo.avro import SchemaStore, default_store
 from choreo.consumer import Consumer, Handler, RetryPolicy
-from choreo.db import UnitOfWorkFactory, create_engine, sync_dsn, unit_of_work_factory
+from choreo.db import (
+    UnitOfWork,
+    UnitOfWorkFactory,
+    create_engine,
+    sync_dsn,
+    unit_of_work_factory,
+)
 from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import ChoreoError
-from choreo.events import source_of
+from choreo.events import Event, source_of
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
+from choreo.revocations import Revocations, on_user_deleted
 from choreo.settings import ServiceSettings
 from choreo.web import ApiDocs, ReadinessCheck, create_app
 
@@ -51,6 +58,18 @@ class Subscription:
 
 # A background job of a service (a periodic sweep, say): runs until the event is set.
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def _then(first: Handler, second: Handler | None) -> Handler:
+    """`first`, then `second` if any, in the same unit of work."""
+    if second is None:
+        return first
+
+    async def both(event: Event, uow: UnitOfWork) -> None:
+        await first(event, uow)
+        await second(event, uow)
+
+    return both
 
 
 class ConfigurationError(ChoreoError):
@@ -124,6 +143,8 @@ class Service:
         )
         app.state.uow_factory = self.uow_factory
         app.state.token_verifier = self.token_verifier
+        if self.engine is not None:
+            app.state.revocations = Revocations(self.engine)
         for name, resource in self._resources.items():
             setattr(app.state, name, resource)
         return app
@@ -244,7 +265,14 @@ class Service:
         """The consumer of this service's subscriptions (not started); its `handle(record)`
         applies one record exactly as the running service would."""
         settings = self.settings
-        handlers = {settings.topic(s.topic): dict(s.handlers) for s in self._subscriptions}
+        handlers: dict[str, dict[str, Handler]] = {}
+        for subscription in self._subscriptions:
+            handlers.setdefault(settings.topic(subscription.topic), {}).update(
+                subscription.handlers
+            )
+        # Every consuming service stops accepting a deleted user's tokens (choreo.revocations).
+        user_events = handlers.setdefault(settings.topic("user.event"), {})
+        user_events["UserDeleted"] = _then(on_user_deleted, user_events.get("UserDeleted"))
         return Consumer(
             name=self.name,
             consumer=kafka.consumer(

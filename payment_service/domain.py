@@ -190,6 +190,8 @@ def open_intent_step(
 
 
 # Codes and messages of failures the provider does not word itself; safe to show the customer.
+ACCOUNT_DELETED = "account_deleted"
+ACCOUNT_DELETED_MESSAGE = "The customer's account was deleted: nothing is charged."
 NO_PAYMENT_METHOD = "no_payment_method"
 NO_PAYMENT_METHOD_MESSAGE = "No saved payment method to charge: add a card and order again."
 AUTHENTICATION_REQUIRED = "authentication_required"

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from choreo import revocations
 from choreo.db import UnitOfWork
 from choreo.events import Event
 from user_service import domain
@@ -262,6 +263,7 @@ async def delete_user(
         if deleted.first() is None:
             raise UserNotFoundError(user_id)
         await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.ACCOUNT_DELETED)
+        await revocations.revoke(uow.session, user_id, now)  # its access tokens too, here
         data = {"user_id": user_id, "deleted_at": now}
         uow.publish(_event("UserDeleted", user_id, data, traceparent))
 

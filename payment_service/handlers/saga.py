@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.errors import PermanentError
 from choreo.events import Event
+from choreo.revocations import is_revoked
 from payment_service.domain import (
+    ACCOUNT_DELETED,
+    ACCOUNT_DELETED_MESSAGE,
     NO_PAYMENT_METHOD,
     NO_PAYMENT_METHOD_MESSAGE,
     Action,
@@ -207,6 +210,11 @@ async def _charge(
 ) -> None:
     """Charge in two phases, so that a crash at any point never leads to a second charge."""
     terms = payment.require_terms()
+    if await is_revoked(uow.session, terms.user_id):
+        await _record_failure(
+            uow, payment, None, ACCOUNT_DELETED, ACCOUNT_DELETED_MESSAGE, traceparent
+        )
+        return
     method = await _method_to_charge(uow.session, terms)
     if method is None:
         await _record_failure(
