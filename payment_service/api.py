@@ -1,7 +1,8 @@
 """The payment service's HTTP API: the card vault (a user's own cards) and payment lists.
 
-Card details are validated here and in the domain without ever being quoted back: an error
-names the field and what is wrong with it, never the value.
+A card is added as the PaymentMethod id the client got from Stripe; raw card details only in
+dev and test (`domain.CardIntake`). They are validated here and in the domain without ever
+being quoted back: an error names the field and what is wrong with it, never the value.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from choreo.web import ApiError
 from payment_service import handlers, queries
 from payment_service.domain import (
     CardDeclinedError,
+    CardIntake,
     CardRejectedError,
     PaymentMethodNotFoundError,
     check_card,
@@ -57,12 +59,24 @@ class CardIn(BaseModel):
 
 
 class PaymentMethodIn(BaseModel):
-    """Card details, or a token the client got from Stripe (`pm_...` or `tok_...`)."""
+    """A card to save: the PaymentMethod id the client got from Stripe (`token`), or, in dev and
+    test only, the card's details (`card`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"token": "pm_card_visa"}]}
+    )
 
-    card: CardIn | None = None
-    token: Token | None = None
+    card: CardIn | None = Field(
+        default=None,
+        description="Raw card details: taken only in dev and test (Stripe's test cards); "
+        "in production refused with 422 `card_numbers_refused`, send `token` instead.",
+    )
+    token: Token | None = Field(
+        default=None,
+        description="The Stripe PaymentMethod id (`pm_...`) the client created with Stripe.js "
+        "or a mobile SDK, so that the card number never reaches this API; a legacy card "
+        "token (`tok_...`) is taken too.",
+    )
 
     @model_validator(mode="after")
     def _card_or_token(self) -> Self:
@@ -115,18 +129,32 @@ def _gateway(request: Request) -> StripeGateway:
     return gateway
 
 
+def _card_intake(request: Request) -> CardIntake:
+    intake: CardIntake = request.app.state.card_intake
+    return intake
+
+
 Gateway = Annotated[StripeGateway, Depends(_gateway)]
+Intake = Annotated[CardIntake, Depends(_card_intake)]
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
 
 
 @router.post("/payment-methods", status_code=status.HTTP_201_CREATED)
 async def add_payment_method(
-    body: PaymentMethodIn, user: CurrentUser, uow: Uow, gateway: Gateway
+    body: PaymentMethodIn, user: CurrentUser, uow: Uow, gateway: Gateway, intake: Intake
 ) -> PaymentMethodOut:
+    """Save a card for the caller: the first is the default.
+
+    Tokenize the card in the client with Stripe (Stripe.js or a mobile SDK) and send the
+    PaymentMethod id, `{"token": "pm_..."}`: the card number then never reaches this API.
+    Raw card details (`card`) are taken only in dev and test; production refuses them with 422
+    `card_numbers_refused`. A card the provider declines is 402 `card_declined`.
+    """
     card = None
     try:
         if body.card is not None:
+            intake.check_card_numbers()
             card = NewCard(
                 number=body.card.number,
                 exp_month=body.card.exp_month,

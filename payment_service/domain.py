@@ -37,6 +37,10 @@ class CardDeclinedError(CardRejectedError):
     """The provider refused the card when it was saved."""
 
 
+class CardNumbersRefusedError(InvalidCardError):
+    """Raw card details were sent where only a provider's PaymentMethod id is taken."""
+
+
 class ProviderUnavailableError(PaymentError, TransientError):
     """The payment provider failed in a way that may pass (5xx, 429, timeout, no connection)."""
 
@@ -200,6 +204,34 @@ AUTHENTICATION_REQUIRED_MESSAGE = (
 )
 PAYMENT_CANCELED = "payment_intent_canceled"
 PAYMENT_CANCELED_MESSAGE = "The payment was cancelled at the payment provider."
+
+
+# Where raw card numbers may reach the service: the demo and the tests add the provider's test
+# cards. Anywhere else a client tokenizes the card with the provider (Stripe.js, a mobile SDK)
+# and sends the PaymentMethod id, so no card number touches the server, which keeps it out of
+# PCI DSS scope; Stripe itself refuses raw numbers on live keys.
+CARD_NUMBER_ENVIRONMENTS = frozenset({"dev", "test"})
+CARD_NUMBERS_REFUSED = "card_numbers_refused"
+CARD_NUMBERS_REFUSED_MESSAGE = (
+    "Card numbers are not accepted: tokenize the card with Stripe (Stripe.js or a mobile SDK) "
+    'and send its PaymentMethod id instead, as {"token": "pm_..."}.'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CardIntake:
+    """How cards may be added: a provider's PaymentMethod id always, raw numbers or not."""
+
+    card_numbers: bool
+
+    @classmethod
+    def of_environment(cls, env: str) -> CardIntake:
+        return cls(card_numbers=env in CARD_NUMBER_ENVIRONMENTS)
+
+    def check_card_numbers(self) -> None:
+        """Refuse raw card details unless they are taken here."""
+        if not self.card_numbers:
+            raise CardNumbersRefusedError(CARD_NUMBERS_REFUSED, CARD_NUMBERS_REFUSED_MESSAGE)
 
 
 def luhn_valid(number: str) -> bool:

@@ -91,7 +91,11 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         subscriptions=subscriptions(charging),
         error_statuses=ERROR_STATUSES,
         background=[sweep],
-        resources={"gateway": gateway, "phase_one_pool": phase_one_closing},
+        resources={
+            "gateway": gateway,
+            "phase_one_pool": phase_one_closing,
+            "card_intake": domain.CardIntake.of_environment(settings.env),
+        },
     )
     return service
 
