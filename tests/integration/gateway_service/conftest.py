@@ -1,9 +1,10 @@
 """The gateway run as a process in front of stand-in services that record what reaches them.
 
 Each stand-in is a tiny HTTP server in the test's event loop: it answers `/healthz`, its own
-`/openapi.json`, and echoes every other request (after the failures a test queued for it). The
-gateway's readiness asks the stand-ins, so it is started from a thread, leaving the event loop
-free to answer.
+`/openapi.json` (only to holders of its `ops_token`, when it has one, as a service outside dev
+does), and echoes every other request (after the failures a test queued for it). The gateway's
+readiness asks the stand-ins, so it is started from a thread, leaving the event loop free to
+answer.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def stand_in_document(service: str) -> dict[str, Any]:
 
 class StandIn:
     """One service's stand-in: records requests; `fail_next` queues error answers; a request
-    whose path ends in `/slow` is answered after `slow_seconds`."""
+    whose path ends in `/slow` is answered after `slow_seconds`; one whose path ends in `/moved`
+    is redirected to the path without it, by an absolute URL on the stand-in's own address (as
+    FastAPI's redirect_slashes did), its `Content-Location` naming that address too."""
 
     def __init__(self, service: str, jwks: dict[str, Any] | None = None) -> None:
         self.service = service
@@ -96,6 +99,7 @@ class StandIn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.seen: list[Seen] = []
         self.slow_seconds = 0.0
+        self.ops_token: str | None = None
         self._jwks = jwks
         self._failures: list[int] = []
         self._server: uvicorn.Server | None = None
@@ -111,6 +115,8 @@ class StandIn:
         return JSONResponse({"status": "ok", "service": self.service})
 
     async def _openapi(self, request: Request) -> Response:
+        if self.ops_token and request.headers.get("authorization") != f"Bearer {self.ops_token}":
+            return JSONResponse({"error": {"code": "unauthenticated"}}, status_code=401)
         return JSONResponse(stand_in_document(self.service))
 
     async def _echo(self, request: Request) -> Response:
@@ -127,6 +133,15 @@ class StandIn:
             return JSONResponse(self._jwks)
         if seen.path.endswith("/slow"):
             await asyncio.sleep(self.slow_seconds)
+        if seen.path.endswith("/moved"):
+            target = f"{self.url}{seen.path.removesuffix('/moved')}"
+            return Response(
+                status_code=307,
+                headers={
+                    "Location": f"{target}?{seen.query}" if seen.query else target,
+                    "Content-Location": f"{self.url}/api/v1/{self.service}/moved",
+                },
+            )
         if self._failures:
             status = self._failures.pop(0)
             return JSONResponse(
