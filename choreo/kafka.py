@@ -52,6 +52,11 @@ class KafkaSecurityError(ChoreoError):
     """The broker's TLS or SASL settings contradict each other or name unusable files."""
 
 
+# What aiokafka's SCRAM client raises, instead of SaslAuthenticationFailed, when the broker ends
+# the exchange with an RFC 5802 server-error (`e=unknown-user`, Tansu's answer to every SCRAM
+# login) or with a signature that proves it does not know the password.
+SCRAM_REFUSALS = (KeyError, ValueError)
+
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -331,7 +336,7 @@ async def ensure_topics(
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)
             return missing
-    except (KafkaConnectionError, TimeoutError) as error:
+    except (KafkaConnectionError, TimeoutError, *SCRAM_REFUSALS) as error:
         reason = await connection_problem(bootstrap_servers, security) or error
         raise BrokerUnavailableError(f"broker {bootstrap_servers} unreachable: {reason}") from error
     except KafkaError as error:
@@ -367,6 +372,10 @@ async def connection_problem(
     SASL, then a metadata request) and names the step that failed.
     """
     host, port, _ = collect_hosts(bootstrap_servers, randomize=False)[0]
+    refused = (
+        f"the broker refused SASL authentication as {security.sasl_username!r} "
+        f"({security.sasl_mechanism}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+    )
     try:
         async with asyncio.timeout(timeout):
             connection = await create_conn(
@@ -377,26 +386,55 @@ async def connection_problem(
             finally:
                 connection.close()
     except ssl.SSLCertVerificationError as error:
-        return (
-            f"the broker's TLS certificate is refused ({error.verify_message}): "
-            "KAFKA_SSL_CAFILE must name the CA that signed it"
-        )
+        if error.verify_code in _NAME_MISMATCH:
+            fix = (
+                "it must name the address in KAFKA_BOOTSTRAP_SERVERS (or, knowing the risk, "
+                "KAFKA_SSL_CHECK_HOSTNAME=false)"
+            )
+        else:
+            fix = "KAFKA_SSL_CAFILE must name the CA that signed it"
+        return f"the broker's TLS certificate is refused ({error.verify_message}): {fix}"
     except ssl.SSLError as error:
         return f"the TLS handshake failed ({error.reason or error}): does the broker speak TLS?"
     except SaslAuthenticationFailed:
-        return (
-            f"the broker refused SASL authentication as {security.sasl_username!r} "
-            f"({security.sasl_mechanism}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
-        )
+        return refused
+    except SCRAM_REFUSALS:
+        if not security.uses_sasl:
+            raise
+        return refused
     except UnsupportedSaslMechanismError as error:
         return f"the broker does not offer KAFKA_SASL_MECHANISM={security.sasl_mechanism}: {error}"
     except KafkaConnectionError as error:
-        # Connected, then cut off: the broker did not like what this client spoke.
-        expected = "speak TLS" if security.uses_tls else "require TLS or SASL (SASL_SSL)"
+        # Connected, then cut off: the broker did not like what this client said.
+        if security.uses_sasl:
+            question = f"does it offer KAFKA_SASL_MECHANISM={security.sasl_mechanism}?"
+        elif security.uses_tls:
+            question = "does it speak TLS, or want a client certificate or SASL (SASL_SSL)?"
+        else:
+            question = "does it require TLS or SASL (SSL, SASL_SSL)?"
         return (
             f"the broker closed the connection ({error}); with "
-            f"KAFKA_SECURITY_PROTOCOL={security.protocol}: does it {expected}?"
+            f"KAFKA_SECURITY_PROTOCOL={security.protocol}: {question}"
         )
-    except (KafkaError, OSError, TimeoutError):
+    except TimeoutError:
+        # A broker that takes the TCP connection but never answers the TLS handshake is
+        # reading the handshake as a Kafka request: it does not speak TLS.
+        if security.uses_tls and await _accepts_connections(host, port):
+            return f"no answer to the TLS handshake in {timeout:g} s: does the broker speak TLS?"
+        return None
+    except (KafkaError, OSError):
         return None
     return None
+
+
+_NAME_MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+async def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        async with asyncio.timeout(2.0):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

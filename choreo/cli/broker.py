@@ -75,7 +75,7 @@ class Broker:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await self._client.bootstrap()
                     await self._reader.start()
-            except (KafkaConnectionError, TimeoutError, OSError) as error:
+            except (KafkaConnectionError, TimeoutError, OSError, *kafka.SCRAM_REFUSALS) as error:
                 problem = await kafka.connection_problem(self.bootstrap_servers, self.security)
                 raise self.unreachable(error, problem) from None
             await self.refresh()
