@@ -3,8 +3,10 @@ delivery is sent, what SendGrid's answer means, and how codes read in words. No 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from choreo.errors import ChoreoError, NotReadyError, PermanentError, TransientError
 
@@ -67,8 +69,39 @@ class Contact:
         return not self.deleted and bool(self.email)
 
     @property
+    def display_name(self) -> str | None:
+        """The name to put beside the address (`To: Ada <ada@...>`), or None."""
+        return printable_name(self.full_name) or None
+
+    @property
     def greeting_name(self) -> str:
-        return (self.full_name or "").strip() or "there"
+        return printable_name(self.full_name) or "there"
+
+
+# The longest name the user service accepts; a longer one stored before is cut to it.
+MAX_NAME_LENGTH: Final = 200
+# What the user service refuses in a name, besides controls: bidi controls and zero-width ones.
+_INVISIBLE: Final = frozenset(
+    "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2066\u2067\u2068\u2069\ufeff"
+)
+
+
+def printable_name(raw: str | None) -> str:
+    """A user's name as it may appear in a message: what the user service's rules allow
+    (NFKC, printable characters, single spaces, at most MAX_NAME_LENGTH), obtained from any
+    name, including one stored before those rules, by turning line breaks, tabs and other
+    controls into spaces and dropping what does not print. Empty when nothing is left."""
+    if not raw:
+        return ""
+    text = unicodedata.normalize("NFKC", raw)
+    text = "".join(
+        " " if c.isspace() or unicodedata.category(c) == "Cc" else c
+        for c in text
+        if c not in _INVISIBLE
+    )
+    text = "".join(c for c in text if c == " " or c.isprintable())
+    return " ".join(text.split())[:MAX_NAME_LENGTH].rstrip()
 
 
 # Delivery of one e-mail: at most once per (event, recipient, kind). See deliveries.py.

@@ -293,7 +293,7 @@ async def _notify(
     message = notifier.renderer.render(kind, {"name": contact.greeting_name, **context})
     email = Email(
         to_email=contact.email,
-        to_name=contact.full_name,
+        to_name=contact.display_name,
         subject=message.subject,
         text=message.text,
         html=message.html,

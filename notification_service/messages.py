@@ -2,6 +2,9 @@
 
 Each kind has `<kind>.txt` (the plain-text body; it sets `subject`) and `<kind>.html` (the
 same words as HTML, autoescaped). The plain text is also the in-app notification's body.
+Subjects are fixed text and our own references (`#1A2B3C4D`), never what a user typed (a name,
+a product's name): a subject is the line a phishing message needs, and bodies are where a
+user's words are shown, as words.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class Renderer:
     def render(self, kind: Kind, context: Mapping[str, object]) -> Message:
         text_template = self._environment.get_template(f"{kind}.txt")
         module = text_template.make_module(dict(context))
-        # The template's `{% set subject %}`, on one line whatever a name holds.
+        # The template's `{% set subject %}`, on one line.
         subject = " ".join(str(getattr(module, "subject")).split())  # noqa: B009
         html = self._environment.get_template(f"{kind}.html").render(context, subject=subject)
         return Message(subject=subject, text=str(module).strip() + "\n", html=html)

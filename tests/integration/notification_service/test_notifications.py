@@ -33,6 +33,8 @@ from .conftest import (
     user_updated,
 )
 
+PHISHING = "Your account is locked, verify at http://evil.example\r\nBcc: x@evil.example"
+
 
 async def wait_for_mail(sink: Sink, to: str, *subject_parts: str, timeout: float = 30.0) -> None:
     """Wait until `to` has an e-mail whose subject contains each of `subject_parts`."""
@@ -51,9 +53,10 @@ async def test_contacts_welcome_in_app_notifications_and_low_stock(
     kafka_bootstrap: str,
     topics: str,
 ) -> None:
-    ada, admin, other_admin, carl = new_id(), new_id(), new_id(), new_id()
+    ada, admin, other_admin, carl, mallory = new_id(), new_id(), new_id(), new_id(), new_id()
     ada_email, ada_new_email = address("ada"), address("ada.new")
     admin_email, other_admin_email, carl_email = address("admin"), address("boss"), address("carl")
+    mallory_email = address("mallory")
     await publish(
         kafka_bootstrap,
         topics,
@@ -63,17 +66,26 @@ async def test_contacts_welcome_in_app_notifications_and_low_stock(
         user_registered(other_admin, other_admin_email, "Edsger Dijkstra", role="admin"),
         user_registered(carl, carl_email, "Carl Gauss"),
         user_deleted(carl),
+        # A name stored before the user service refused such names (issue 13).
+        user_registered(mallory, mallory_email, f"{PHISHING}\u202e\u200b"),
     )
     notification = start_notification(start_service, sink)
 
-    for to in (ada_email, admin_email, other_admin_email, carl_email):
+    for to in (ada_email, admin_email, other_admin_email, carl_email, mallory_email):
         await wait_for_mail(sink, to, "Welcome to Choreo")
     [welcome] = await sink.messages(ada_email)
-    assert welcome["subject"] == "Welcome to Choreo, Ada Lovelace"
+    assert welcome["subject"] == "Welcome to Choreo"
     assert welcome["from"]["email"] == "orders@choreo.local"
     assert welcome["personalizations"][0]["to"] == [{"email": ada_email, "name": "Ada Lovelace"}]
     assert [part["type"] for part in welcome["content"]] == ["text/plain", "text/html"]
     assert "Hi Ada Lovelace," in welcome["content"][0]["value"]
+    # The stored name shows on one line, in the body and beside the address only.
+    [phishing] = await sink.messages(mallory_email)
+    assert phishing["subject"] == "Welcome to Choreo"
+    one_line = "Your account is locked, verify at http://evil.example Bcc: x@evil.example"
+    assert phishing["personalizations"] == [{"to": [{"email": mallory_email, "name": one_line}]}]
+    assert f"Hi {one_line}," in phishing["content"][0]["value"]
+    assert all(c not in str(phishing) for c in ("\r", "\u202e", "\u200b"))
 
     # Low stock goes to the admins only; later e-mails use the updated address; a deleted
     # user gets nothing more.
@@ -87,19 +99,20 @@ async def test_contacts_welcome_in_app_notifications_and_low_stock(
         order_confirmed(ada_order, ada),
         carl_confirmed,
     )
-    await wait_for_mail(sink, admin_email, "Low stock: Burr grinder")
-    await wait_for_mail(sink, other_admin_email, "Low stock: Burr grinder")
+    await wait_for_mail(sink, admin_email, "Low stock alert")
+    await wait_for_mail(sink, other_admin_email, "Low stock alert")
     await wait_for_mail(sink, ada_new_email, "is confirmed")
     await eventually(lambda: applied(notification, carl_confirmed), "carl's order event applied")
     [low_stock] = [m for m in await sink.messages(admin_email) if "Low stock" in m["subject"]]
     text = low_stock["content"][0]["value"]
     assert "Hi Grace Hopper," in text
+    assert "Burr grinder is running low" in text  # named in the body, not the subject
     assert "2 available, at or below its threshold of" in text
     assert f"/api/v1/products/{product}/stock" in text
     assert [m["subject"] for m in await sink.messages(ada_email)] == [welcome["subject"]]
     [confirmed] = await sink.messages(ada_new_email)
     assert "Hi Ada King," in confirmed["content"][0]["value"]
-    assert await sink.subjects(carl_email) == ["Welcome to Choreo, Carl Gauss"]
+    assert await sink.subjects(carl_email) == ["Welcome to Choreo"]
 
     async with notification.client(signing_key.issue(ada)) as client:
         page = (await client.get("/api/v1/notifications")).json()
@@ -206,7 +219,7 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
 
     expected = {
         dana_email: [
-            "Welcome to Choreo, Dana Scully",
+            "Welcome to Choreo",
             f"We received your order {ref(happy)}",
             f"Your order {ref(happy)} is confirmed",
             f"We received your order {ref(declined)}",
@@ -219,7 +232,7 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
             f"Your order {ref(gone)} was cancelled",
         ],
         eve_email: [
-            "Welcome to Choreo, Eve Moneypenny",
+            "Welcome to Choreo",
             f"We received your order {ref(early)}",
             f"Your order {ref(early)} is confirmed",
         ],
@@ -331,7 +344,7 @@ async def test_a_sendgrid_outage_delays_the_email_and_dead_letters_nothing(
     assert ready.status_code == 200  # the API still serves
     assert "waiting out an outage" in ready.json()["checks"]["consumer"]
     assert "EmailUnavailableError" in ready.json()["checks"]["consumer"]
-    assert await sink.subjects(frank_email) == ["Welcome to Choreo, Frank Herbert"]
+    assert await sink.subjects(frank_email) == ["Welcome to Choreo"]
 
     await sink.heal()
     await wait_for_mail(sink, frank_email, "is confirmed")
@@ -398,7 +411,7 @@ async def test_an_email_sendgrid_refuses_is_dead_lettered_at_once_and_replayed_o
 
     # The partition moved on: Gina's e-mail went out; Frank got none.
     await wait_for_mail(sink, gina_email, "is confirmed")
-    assert await sink.subjects(frank_email) == ["Welcome to Choreo, Frank Herbert"]
+    assert await sink.subjects(frank_email) == ["Welcome to Choreo"]
     [(status, _)] = await query(
         notification,
         "SELECT status, attempts FROM deliveries WHERE recipient = %s AND kind = %s",
@@ -438,7 +451,7 @@ async def test_an_email_sendgrid_refuses_is_dead_lettered_at_once_and_replayed_o
     subjects = await sink.subjects(frank_email)
     assert Counter(subjects) == Counter(
         [
-            "Welcome to Choreo, Frank Herbert",
+            "Welcome to Choreo",
             f"Your order #{frank_order.replace('-', '')[:8].upper()} is confirmed",
             f"Your order #{frank_order.replace('-', '')[:8].upper()} was cancelled",
         ]

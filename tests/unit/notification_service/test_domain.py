@@ -1,11 +1,12 @@
-"""The notification service's rules: when an e-mail is sent, what SendGrid's answers mean, and
-how codes and amounts read."""
+"""The notification service's rules: when an e-mail is sent, what SendGrid's answers mean, how
+codes and amounts read, and how a stored name is shown."""
 
 from __future__ import annotations
 
 import pytest
 
 from notification_service.domain import (
+    MAX_NAME_LENGTH,
     Contact,
     DeliveryStatus,
     Outcome,
@@ -17,6 +18,7 @@ from notification_service.domain import (
     next_step,
     order_reference,
     outcome_of_status,
+    printable_name,
     status_after,
 )
 
@@ -120,3 +122,32 @@ def test_a_deleted_or_address_less_contact_is_not_reachable() -> None:
     assert not Contact("u1", None, None, None, deleted=True).reachable
     assert not Contact("u1", None, "Ada", "customer", deleted=False).reachable
     assert Contact("u1", "a@example.com", " ", None, deleted=False).greeting_name == "there"
+
+
+# Names stored before the user service refused them (issue 13) still reach the e-mails.
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("Ada Lovelace", "Ada Lovelace"),
+        (
+            "Your account is locked, verify at http://evil.example\r\nBcc: x@evil.example",
+            "Your account is locked, verify at http://evil.example Bcc: x@evil.example",
+        ),
+        ("Ada\tLovelace\n", "Ada Lovelace"),
+        ("Ada\x1b[31mLovelace", "Ada [31mLovelace"),
+        ("\u202eecalevoL adA", "ecalevoL adA"),
+        ("A\u200bd\u200ca\u200d \u2066Lovelace\u2069\ufeff", "Ada Lovelace"),
+        ("Ada\u00ad\ue000 Lovelace", "Ada Lovelace"),
+        ("\uff2d\uff41\uff52\uff49\uff45\u00a0\u00a0\uff23\uff55\uff52\uff49\uff45", "Marie Curie"),
+        ("\r\n\t \u200b", ""),
+        ("", ""),
+        (None, ""),
+        ("x" * 300, "x" * MAX_NAME_LENGTH),
+    ],
+)
+def test_a_stored_name_is_shown_printable_on_one_line(stored: str | None, shown: str) -> None:
+    assert printable_name(stored) == shown
+    contact = Contact("u1", "ada@example.com", stored, "customer", deleted=False)
+    assert contact.display_name == (shown or None)
+    assert contact.greeting_name == (shown or "there")
+    assert printable_name(shown) == shown  # already printable: left alone

@@ -76,7 +76,19 @@ def test_html_escapes_what_users_typed_and_text_keeps_it(renderer: Renderer) -> 
     assert "<script>" not in message.html
     assert "&lt;script&gt;" in message.html
     assert message.text.startswith(f"Hi {name},")
-    assert message.subject == f"Welcome to Choreo, {name}"
+    assert message.subject == "Welcome to Choreo"
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_no_subject_carries_what_a_user_typed(renderer: Renderer, kind: Kind) -> None:
+    # A name (and an admin's product name) goes into the body only: before issue 13's review
+    # the welcome e-mail's subject was "Welcome to Choreo, " and whatever the name said.
+    typed = "Your account is locked, verify at http://evil.example"
+    facts = {**SAMPLES[kind], **({"product": typed} if "product" in SAMPLES[kind] else {})}
+    message = renderer.render(kind, {"name": typed, **facts})
+    assert "evil" not in message.subject
+    assert "evil" not in message.html.split("</title>")[0]
+    assert f"Hi {typed}," in message.text
 
 
 def test_a_cancellation_without_a_charge_says_so(renderer: Renderer) -> None:
@@ -86,6 +98,6 @@ def test_a_cancellation_without_a_charge_says_so(renderer: Renderer) -> None:
     assert "refunded" not in message.text
 
 
-def test_a_name_on_several_lines_makes_a_one_line_subject(renderer: Renderer) -> None:
+def test_a_name_on_several_lines_stays_out_of_the_subject(renderer: Renderer) -> None:
     message = renderer.render(Kind.WELCOME, {"name": "Ada\r\nBcc: someone@example.com"})
-    assert message.subject == "Welcome to Choreo, Ada Bcc: someone@example.com"
+    assert message.subject == "Welcome to Choreo"
