@@ -88,9 +88,17 @@ class TlsFront:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._server.close()
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
+
+    async def _close(self) -> None:
+        self._server.close()
+        relays = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     async def _serve(self) -> asyncio.Server:
         return await asyncio.start_server(
