@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -188,7 +188,18 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            log.info("consumer %s: rebalancing, giving up %s", self._owner.name, _named(revoked))
         await self._owner._drain(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        pass
+        # One line per rebalance: how often a group rebalances is worth seeing in the logs.
+        log.info("consumer %s: assigned %s", self._owner.name, _named(assigned) or "nothing")
+
+
+def _named(partitions: Iterable[TopicPartition]) -> str:
+    """`order.event[0,3] stock.updated[1]`: partitions grouped by topic."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items()))
