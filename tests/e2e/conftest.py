@@ -35,6 +35,7 @@ class ChoreoUp:
 
     process: subprocess.Popen[str]
     ports: StackPorts
+    data_dir: Path
     lines: list[str] = field(default_factory=list)
 
     def url(self, part: str) -> str:
@@ -116,7 +117,7 @@ def start_choreo_up(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = ChoreoUp(process, ports)
+    running = ChoreoUp(process, ports, data_dir)
 
     def collect() -> None:
         assert process.stdout is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -9,9 +10,12 @@ import uuid
 
 import httpx
 import psycopg
+from hypothesis import HealthCheck, given, settings
 from psycopg import sql
 
 from choreo.auth import SigningKey
+from tests.tokens import Forged, forged_tokens
+from user_service.keys import key_id_of
 
 from .conftest import ChoreoUp
 from .journey import CARD, Gateway
@@ -88,6 +92,79 @@ async def test_forged_expired_and_missing_tokens_are_refused_everywhere(
                     response = await client.request(method, url, headers=headers, json={})
                     assert response.status_code == 401, f"{label} token at {url}"
                     assert response.json()["error"]["code"]
+
+
+async def test_any_token_shape_gets_200_401_or_403_at_the_gateway_and_every_service(
+    choreo_up: ChoreoUp,
+) -> None:
+    # Found by a security review: a header `{"alg": "RS256", "kid": <the EdDSA key's>}` was a
+    # 500 on every service and the gateway, public routes included; so were `"roles": 5` and a
+    # subject with a NUL byte, and payment and notification accepted a subject not a user id.
+    gateway = Gateway(choreo_up)
+    customer = await gateway.register(with_card=False)
+    pem = (choreo_up.data_dir / "jwt-signing-key.pem").read_text()
+    private_key = SigningKey.from_pem(pem, kid="").private_key
+    real = SigningKey(kid=key_id_of(private_key.public_key()), private_key=private_key)
+    stranger = SigningKey.generate()
+    public = ("GET", "/api/v1/products")
+    targets = [
+        (choreo_up.url(part), route) for part, route in [*PROTECTED.items(), ("inventory", public)]
+    ] + [(choreo_up.url("gateway"), route) for route in [*PROTECTED.values(), public]]
+    answers: set[int] = set()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(forged=forged_tokens(real.kid, customer.user_id))
+    def check(forged: Forged) -> None:
+        headers = {"Authorization": f"Bearer {forged.token(real, stranger)}"}
+        with httpx.Client(timeout=30) as client:
+            for base, (method, path) in targets:
+                response = client.request(method, f"{base}{path}", headers=headers, json={})
+                assert response.status_code in (200, 401, 403, 422), (
+                    f"{method} {base}{path}: {response.status_code} {response.text[:200]} "
+                    f"for {forged}"
+                )
+                answers.add(response.status_code)
+
+    await asyncio.to_thread(check)
+    assert 401 in answers
+
+
+async def test_a_deleted_users_token_stops_working_everywhere_within_seconds(
+    choreo_up: ChoreoUp,
+) -> None:
+    # Found by a security review: after DELETE /users/{id}, the user's access token still added
+    # a card (201) and placed an order (202, confirmed and charged) for up to its 900 s.
+    gateway = Gateway(choreo_up)
+    product = await gateway.product()
+    customer = await gateway.register()
+    async with gateway.client(customer.token) as client:
+        assert (await client.get("/orders")).status_code == 200
+    async with gateway.client(await gateway.admin()) as admin:
+        assert (await admin.delete(f"/users/{customer.user_id}")).status_code == 204
+    attempts = {
+        "user": ("GET", "/api/v1/users/me", None),
+        "order": ("GET", "/api/v1/orders", None),
+        "payment": ("POST", "/api/v1/payment-methods", CARD),
+        "inventory": ("GET", "/api/v1/products", None),  # public: anonymous, not refused
+        "notification": ("GET", "/api/v1/notifications", None),
+        "place order": (
+            "POST",
+            "/api/v1/orders",
+            {"items": [{"product_id": product, "quantity": 1}]},
+        ),
+    }
+    headers = {"Authorization": f"Bearer {customer.token}"}
+    deadline = time.monotonic() + 10
+    async with httpx.AsyncClient(base_url=choreo_up.url("gateway"), timeout=30) as client:
+        while True:
+            answers = {
+                name: (await client.request(method, path, headers=headers, json=body)).status_code
+                for name, (method, path, body) in attempts.items()
+            }
+            if answers == {**{name: 401 for name in attempts}, "inventory": 200}:
+                break
+            assert time.monotonic() < deadline, answers
+            await asyncio.sleep(0.5)
 
 
 async def test_an_expired_token_of_the_real_key_is_refused(choreo_up: ChoreoUp) -> None:
