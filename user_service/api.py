@@ -3,7 +3,15 @@ the caller's profile, and the admins' user list and deletion.
 
 Routes parse and validate (with the domain's rules, so a refusal names the field), call a
 handler or a query, and shape the answer; domain errors are mapped to statuses in
-ERROR_STATUSES. No response or error ever repeats a password.
+ERROR_STATUSES. No response or error ever repeats a password. A password the policy refuses is
+a 422 whose detail's `type` names the rule (`password_common`, ...).
+
+Credential routes (login, registration, refresh) count each call against the client's address
+and the account it names (attempts.py): 429 `rate_limited` with `Retry-After` past the limits,
+503 `service_busy` with `Retry-After` when the hashing queue is full. The client's address is
+the connection's peer, or what a trusted proxy (uvicorn's FORWARDED_ALLOW_IPS, loopback by
+default: the gateway in the stack) put last in X-Forwarded-For. Routes answering with tokens
+are on `token_router`, whose every answer says `Cache-Control: no-store` (RFC 6749 §5.1).
 
 Profile fields: `phone` is digits with spaces, ( ) . / - and an optional leading +, at most 32
 characters; `address` is free text (lines separated by newlines), at most 500 characters;
@@ -12,19 +20,29 @@ null or an empty string removes either.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from choreo.deps import AdminUser, CurrentUser, Uow
 from choreo.pagination import InvalidCursorError
-from choreo.web import current_traceparent
+from choreo.web import ApiError, current_traceparent
 from user_service import domain, handlers, queries
+from user_service.attempts import REGISTRATION, SIGN_IN, AttemptLimiter, TooManyAttemptsError
 from user_service.domain import (
     AccountClosedError,
     CannotDeleteSelfError,
@@ -32,10 +50,11 @@ from user_service.domain import (
     InvalidCredentialsError,
     InvalidInputError,
     InvalidRefreshTokenError,
+    PasswordPolicyError,
     Role,
     UserNotFoundError,
 )
-from user_service.passwords import Passwords
+from user_service.passwords import BUSY_RETRY_AFTER_SECONDS, HashingBusyError, Passwords
 from user_service.queries import UserPage, UserView
 from user_service.tokens import TokenIssuer, TokenPair
 
@@ -55,7 +74,23 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     InvalidCursorError: (422, "invalid_cursor"),
 }
 
+
+async def _no_store(response: Response) -> None:
+    """RFC 6749 §5.1: an answer holding tokens is kept by no cache, HTTP/1.0 ones included."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
 router = APIRouter(prefix="/api/v1", tags=["users"])
+# Every route answering with tokens is on this router, so none answers without `no-store`.
+token_router = APIRouter(prefix="/api/v1", tags=["users"], dependencies=[Depends(_no_store)])
+
+
+def _refusal(error: InvalidInputError) -> ValueError:
+    """A domain rule's refusal as a validation error: a password's names the rule it breaks."""
+    if isinstance(error, PasswordPolicyError):
+        return PydanticCustomError(error.rule.value, str(error))
+    return ValueError(str(error))
 
 
 def _rule(check: Callable[[str], str | None]) -> AfterValidator:
@@ -65,7 +100,7 @@ def _rule(check: Callable[[str], str | None]) -> AfterValidator:
         try:
             return check(value)
         except InvalidInputError as error:
-            raise ValueError(str(error)) from None
+            raise _refusal(error) from None
 
     return AfterValidator(validate)
 
@@ -73,7 +108,6 @@ def _rule(check: Callable[[str], str | None]) -> AfterValidator:
 Email = Annotated[
     str, StringConstraints(max_length=_MAX_LOGIN_FIELD_LENGTH), _rule(domain.normalise_email)
 ]
-NewPassword = Annotated[str, _rule(domain.check_password_policy)]
 FullName = Annotated[str, _rule(domain.normalise_full_name)]
 Phone = Annotated[str, _rule(domain.normalise_phone)]
 Address = Annotated[str, _rule(domain.normalise_address)]
@@ -84,9 +118,20 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # In this order: the password is checked against the address and the name (when valid).
     email: Email
-    password: NewPassword
     full_name: FullName
+    password: str
+
+    @field_validator("password")
+    @classmethod
+    def _password_policy(cls, password: str, info: ValidationInfo) -> str:
+        try:
+            return domain.check_password_policy(
+                password, email=info.data.get("email"), full_name=info.data.get("full_name")
+            )
+        except InvalidInputError as error:
+            raise _refusal(error) from None
 
 
 class LoginIn(BaseModel):
@@ -167,6 +212,11 @@ def _tokens(request: Request) -> TokenIssuer:
     return tokens
 
 
+def _attempts(request: Request) -> AttemptLimiter:
+    attempts: AttemptLimiter = request.app.state.attempts
+    return attempts
+
+
 async def _own_id(principal: CurrentUser) -> str:
     """The caller's user id; a token whose subject is no user id names no account."""
     try:
@@ -177,33 +227,87 @@ async def _own_id(principal: CurrentUser) -> str:
 
 PasswordsDep = Annotated[Passwords, Depends(_passwords)]
 TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
+AttemptsDep = Annotated[AttemptLimiter, Depends(_attempts)]
 OwnId = Annotated[str, Depends(_own_id)]
 
 
+def client_address(request: Request) -> str:
+    """Where the request came from (uvicorn has already believed a trusted proxy's header)."""
+    return request.client.host if request.client else "unknown"
+
+
+@contextlib.contextmanager
+def credential_attempt(
+    attempts: AttemptLimiter,
+    request: Request,
+    *,
+    kind: str = SIGN_IN,
+    email: str | None,
+    keep_address: bool = False,
+) -> Iterator[None]:
+    """One attempt on a credential route: 429 when its address or account has made too many;
+    its tokens given back when it succeeds (with `keep_address`, the account's only) or when
+    the hashing queue turns it away (503: it was never made)."""
+    try:
+        attempt = attempts.take(kind=kind, address=client_address(request), email=email)
+    except TooManyAttemptsError as error:
+        retry_after = {"Retry-After": str(error.retry_after_seconds)}
+        raise ApiError(429, "rate_limited", str(error), headers=retry_after) from None
+    try:
+        yield
+    except HashingBusyError as error:
+        attempts.give_back(attempt)
+        retry_after = {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
+        raise ApiError(503, "service_busy", str(error), headers=retry_after) from None
+    attempts.give_back(attempt, keep_address=keep_address)
+
+
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterIn, uow: Uow, passwords: PasswordsDep) -> UserOut:
-    user = await handlers.register(
-        uow,
-        passwords,
-        email=body.email,
-        password=body.password,
-        full_name=body.full_name,
-        traceparent=current_traceparent(),
-    )
+async def register(
+    body: RegisterIn, request: Request, uow: Uow, passwords: PasswordsDep, attempts: AttemptsDep
+) -> UserOut:
+    """A new customer account; the address and the name are normalised, the password must
+    pass the policy."""
+    # The address's attempt is kept even when it succeeds: each account costs a hash and a row.
+    with credential_attempt(
+        attempts, request, kind=REGISTRATION, email=body.email, keep_address=True
+    ):
+        user = await handlers.register(
+            uow,
+            passwords,
+            email=body.email,
+            password=body.password,
+            full_name=body.full_name,
+            traceparent=current_traceparent(),
+        )
     return UserOut.of(user)
 
 
-@router.post("/auth/login")
-async def login(body: LoginIn, uow: Uow, passwords: PasswordsDep, tokens: TokensDep) -> TokensOut:
-    pair = await handlers.login(uow, passwords, tokens, email=body.email, password=body.password)
+@token_router.post("/auth/login")
+async def login(
+    body: LoginIn,
+    request: Request,
+    uow: Uow,
+    passwords: PasswordsDep,
+    tokens: TokensDep,
+    attempts: AttemptsDep,
+) -> TokensOut:
+    with credential_attempt(attempts, request, email=body.email):
+        pair = await handlers.login(
+            uow, passwords, tokens, email=body.email, password=body.password
+        )
     return TokensOut.of(pair)
 
 
-@router.post("/auth/refresh")
-async def refresh(body: RefreshIn, uow: Uow, tokens: TokensDep) -> TokensOut:
+@token_router.post("/auth/refresh")
+async def refresh(
+    body: RefreshIn, request: Request, uow: Uow, tokens: TokensDep, attempts: AttemptsDep
+) -> TokensOut:
     """A new token pair for a refresh token, which is revoked; presenting a revoked one again
     revokes every token of the same login."""
-    return TokensOut.of(await handlers.refresh(uow, tokens, refresh_token=body.refresh_token))
+    with credential_attempt(attempts, request, email=None):
+        pair = await handlers.refresh(uow, tokens, refresh_token=body.refresh_token)
+    return TokensOut.of(pair)
 
 
 @router.get("/auth/jwks")

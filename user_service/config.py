@@ -28,6 +28,23 @@ class Settings(ServiceSettings):
     # that its reuse is still recognised).
     refresh_token_purge_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    # Credential attempts per account (the e-mail address: login, registration) and per client
+    # address (sign-ins, login and refresh; registrations, apart), each refilled at that many
+    # per window. A login or refresh that succeeds gives its attempt back, so these count
+    # failures: 5 a minute lets an owner mistype a few times and a guesser try a few thousand
+    # passwords a day, none among the 30,000 most common (the policy refuses them); 10 lets an
+    # address shared by many fail twice as often, and turns a flood from one address into 429s
+    # after its tenth try. Registrations are all counted: 10 a minute an address.
+    credential_attempts_per_account: int = Field(default=5, ge=1)
+    credential_attempts_per_address: int = Field(default=10, ge=1)
+    credential_attempts_window_seconds: float = Field(default=60.0, gt=0)
+    # Argon2id hashes at once (0: one per CPU) and how many more may wait for a turn; past
+    # that, a sign-in is answered 503 at once. 16 waiting is about 3 s of work on 2 CPUs, and
+    # holds an address's whole sign-in allowance: a flood from one address delays other
+    # sign-ins (until its allowance is spent) but does not get them refused.
+    password_hashing_concurrency: int = Field(default=0, ge=0)
+    password_hashing_queue: int = Field(default=16, ge=0)
+
     # The token signing key: a PEM (Ed25519, PKCS#8) and its key id, or else a key file (read;
     # generated when missing in dev and test, with the key id derived from the public key).
     jwt_private_key: SecretStr | None = None
@@ -69,6 +86,7 @@ class Settings(ServiceSettings):
         if self.admin_password is not None:
             problem = admin_password_problem(
                 self.admin_password.get_secret_value(),
+                email=self.admin_email,
                 dev_default=DEFAULT_ADMIN_PASSWORD,
                 dev=self.env == "dev",
             )

@@ -1,15 +1,23 @@
 """Accounts' rules: e-mail addresses, the password policy, profile fields, roles, and what a
-presented refresh token may do. Pure Python: no I/O, no framework."""
+presented refresh token may do. Pure Python: no I/O, no framework.
+
+The password policy is NIST SP 800-63B's (§5.1.1.2): length counted in code points after NFKC,
+no composition rules, and refused when blank, common (the frequency list the `zxcvbn` package
+ships), repetitive, or the account's own e-mail address or name.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
+
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from choreo.errors import ChoreoError
 
@@ -18,6 +26,8 @@ MAX_PASSWORD_LENGTH: Final = 128
 MIN_ADMIN_PASSWORD_LENGTH: Final = 12
 MAX_EMAIL_LENGTH: Final = 254
 MAX_FULL_NAME_LENGTH: Final = 200
+# Fewer different characters than this is a repetition ("aaaaaaaa", "abababab"), not a password.
+MIN_DISTINCT_PASSWORD_CHARACTERS: Final = 3
 MAX_PHONE_LENGTH: Final = 32
 MAX_ADDRESS_LENGTH: Final = 500
 
@@ -25,6 +35,13 @@ MAX_ADDRESS_LENGTH: Final = 500
 # deliver to; whether it does is for the welcome e-mail to find out.
 _EMAIL: Final = re.compile(
     r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+"
+)
+# Characters that change how text around them is shown without showing themselves: the bidi
+# embeddings, overrides, isolates and marks, and the zero-width ones. In a name they make it read
+# other than it is (in an e-mail, or an admin's list); no name needs them.
+_INVISIBLE: Final = frozenset(
+    "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2066\u2067\u2068\u2069\ufeff"
 )
 # Digits with the usual separators, an optional leading +: "+1 (555) 010-9999", "030/1234567".
 _PHONE: Final = re.compile(r"\+?[0-9 ()./-]+")
@@ -38,6 +55,25 @@ class UserError(ChoreoError):
 
 class InvalidInputError(UserError):
     """A field breaks a rule; the message names the rule and never repeats the value."""
+
+
+class PasswordRule(StrEnum):
+    """The password policy's rules, each named in the refusal of a password that breaks it."""
+
+    LENGTH = "password_length"
+    BLANK = "password_blank"
+    REPETITIVE = "password_repetitive"
+    COMMON = "password_common"
+    PERSONAL = "password_personal"
+
+
+class PasswordPolicyError(InvalidInputError):
+    """A password the policy refuses: `rule` names the rule broken, the message says it in
+    words; neither repeats the password."""
+
+    def __init__(self, rule: PasswordRule, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class EmailTakenError(UserError):
@@ -115,21 +151,83 @@ def normalise_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def check_password_policy(password: str) -> str:
-    """The normalised password if it may be chosen; InvalidInputError saying why not."""
+def check_password_policy(
+    password: str, *, email: str | None = None, full_name: str | None = None
+) -> str:
+    """The normalised password if the account with `email` and `full_name` may choose it;
+    PasswordPolicyError naming the rule it breaks otherwise."""
     normalised = normalise_password(password)
     if not MIN_PASSWORD_LENGTH <= len(normalised) <= MAX_PASSWORD_LENGTH:
-        raise InvalidInputError(
-            f"the password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long"
+        raise PasswordPolicyError(
+            PasswordRule.LENGTH,
+            f"the password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long",
+        )
+    if all(_is_blank(c) for c in normalised):
+        raise PasswordPolicyError(
+            PasswordRule.BLANK, "the password must not be only spaces or invisible characters"
+        )
+    folded = normalised.casefold()
+    if len(set(folded)) < MIN_DISTINCT_PASSWORD_CHARACTERS:
+        raise PasswordPolicyError(
+            PasswordRule.REPETITIVE,
+            f"the password must have at least {MIN_DISTINCT_PASSWORD_CHARACTERS} different "
+            "characters",
+        )
+    if folded in _common_passwords():
+        raise PasswordPolicyError(
+            PasswordRule.COMMON,
+            "the password is one of the most commonly used ones; choose another",
+        )
+    if _built_on(folded, _identifiers(email, full_name)):
+        raise PasswordPolicyError(
+            PasswordRule.PERSONAL,
+            "the password must not be the account's e-mail address or name, alone or with only "
+            "digits or symbols added",
         )
     return normalised
 
 
-def admin_password_problem(password: str, *, dev_default: str, dev: bool) -> str | None:
-    """Why the seeded admin's password is refused, or None: outside dev it must not be the
-    printed default and must be at least MIN_ADMIN_PASSWORD_LENGTH characters."""
+def _is_blank(character: str) -> bool:
+    """Whitespace, and what shows nothing: controls and format characters (zero-width ones)."""
+    return character.isspace() or unicodedata.category(character) in {"Cc", "Cf"}
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    """The 30,000 most common passwords of the breach corpora zxcvbn ranks (lower-case)."""
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def _compact(text: str) -> str:
+    """Letters and digits only, case-folded: spaces and punctuation do not disguise a name."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text).casefold() if c.isalnum())
+
+
+def _identifiers(email: str | None, full_name: str | None) -> list[str]:
+    """What names the account, compacted, longest first: the address, its local part, the name."""
+    names = [email, email.rpartition("@")[0] if email else None, full_name]
+    return sorted({_compact(n) for n in names if n} - {""}, key=len, reverse=True)
+
+
+def _built_on(folded_password: str, identifiers: Iterable[str]) -> bool:
+    """Whether the password is one of `identifiers` with nothing but digits or symbols added."""
+    rest = _compact(folded_password)
+    found = False
+    for identifier in identifiers:
+        if identifier in rest:
+            rest = rest.replace(identifier, "")
+            found = True
+    return found and not any(c.isalpha() for c in rest)
+
+
+def admin_password_problem(
+    password: str, *, email: str | None = None, dev_default: str, dev: bool
+) -> str | None:
+    """Why the seeded admin's password is refused, or None: the policy's reasons, and outside
+    dev it must not be the printed default and must be at least MIN_ADMIN_PASSWORD_LENGTH
+    characters."""
     try:
-        normalised = check_password_policy(password)
+        normalised = check_password_policy(password, email=email)
     except InvalidInputError as error:
         return str(error)
     if dev:
@@ -142,7 +240,21 @@ def admin_password_problem(password: str, *, dev_default: str, dev: bool) -> str
 
 
 def normalise_full_name(raw: str) -> str:
-    name = _text(raw, "full name").strip()
+    """The name as stored and shown: NFKC, trimmed, each run of whitespace one space; refused
+    with control characters (line breaks, tabs), invisible or text-direction characters, or
+    anything else that does not print."""
+    name = unicodedata.normalize("NFKC", _text(raw, "full name"))
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidInputError(
+            "the full name must not contain control characters (line breaks, tabs)"
+        )
+    if any(c in _INVISIBLE for c in name):
+        raise InvalidInputError(
+            "the full name must not contain invisible or text-direction characters"
+        )
+    name = " ".join(name.split())
+    if not name.isprintable():
+        raise InvalidInputError("the full name must contain printable characters only")
     if not 1 <= len(name) <= MAX_FULL_NAME_LENGTH:
         raise InvalidInputError(f"the full name must be 1 to {MAX_FULL_NAME_LENGTH} characters")
     return name

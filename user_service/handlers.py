@@ -8,6 +8,7 @@ together.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from user_service.domain import (
     StoredRefreshToken,
     UserNotFoundError,
 )
-from user_service.passwords import Passwords
+from user_service.passwords import HashingBusyError, Passwords
 from user_service.queries import VIEW_COLUMNS, UserView, user_view
 from user_service.tables import refresh_tokens, users
 from user_service.tokens import RefreshSecret, TokenIssuer, TokenPair, new_refresh_secret
@@ -60,7 +61,8 @@ async def register(
     deleted one: addresses are never reused)."""
     email = domain.normalise_email(email)
     full_name = domain.normalise_full_name(full_name)
-    password_hash = await passwords.hash(domain.check_password_policy(password))
+    password = domain.check_password_policy(password, email=email, full_name=full_name)
+    password_hash = await passwords.hash(password)
     async with uow:
         user = await _insert_account(uow, email, password_hash, full_name, role, traceparent)
     if user is None:
@@ -85,7 +87,7 @@ async def seed_admin(uow: UnitOfWork, passwords: Passwords, *, email: str, passw
                 "deleted" if existing.deleted_at is not None else f"a {existing.role}",
             )
         return False
-    password_hash = await passwords.hash(domain.check_password_policy(password))
+    password_hash = await passwords.hash(domain.check_password_policy(password, email=email))
     async with uow:
         user = await _insert_account(
             uow, email, password_hash, ADMIN_FULL_NAME, Role.ADMIN, traceparent=None
@@ -129,7 +131,9 @@ async def login(
     user_id, role = str(account.id), Role(account.role)
     rehashed = None
     if passwords.needs_rehash(account.password_hash):
-        rehashed = await passwords.hash(password)
+        # Worth doing, not worth refusing a login for: the next login tries again.
+        with contextlib.suppress(HashingBusyError):
+            rehashed = await passwords.hash(password)
     refresh = new_refresh_secret()
     async with uow:
         if rehashed is not None:

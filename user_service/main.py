@@ -13,7 +13,8 @@ from fastapi import APIRouter, FastAPI
 from choreo.auth import StaticKeys, TokenVerifier
 from choreo.service import Service
 from user_service import handlers
-from user_service.api import ERROR_STATUSES, router
+from user_service.api import ERROR_STATUSES, router, token_router
+from user_service.attempts import AttemptLimit, AttemptLimiter
 from user_service.config import Settings
 from user_service.keys import load_signing_key
 from user_service.passwords import Passwords
@@ -24,7 +25,17 @@ from user_service.tokens import TokenIssuer
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
     signing_key = load_signing_key(settings)
-    passwords = Passwords()
+    passwords = Passwords(
+        concurrency=settings.password_hashing_concurrency, queue=settings.password_hashing_queue
+    )
+    attempts = AttemptLimiter(
+        per_address=AttemptLimit(
+            settings.credential_attempts_per_address, settings.credential_attempts_window_seconds
+        ),
+        per_account=AttemptLimit(
+            settings.credential_attempts_per_account, settings.credential_attempts_window_seconds
+        ),
+    )
     tokens = TokenIssuer(
         signing_key,
         access_ttl_seconds=settings.access_token_ttl_seconds,
@@ -54,10 +65,10 @@ def build(settings: Settings | None = None) -> Service:
 
     service = Service(
         settings,
-        routers=[router, APIRouter(lifespan=seed_admin)],
+        routers=[router, token_router, APIRouter(lifespan=seed_admin)],
         error_statuses=ERROR_STATUSES,
         background=[purge],
-        resources={"passwords": passwords, "tokens": tokens},
+        resources={"passwords": passwords, "tokens": tokens, "attempts": attempts},
         # It verifies the tokens it issued with its own key, not with its own JWKS URL.
         token_verifier=TokenVerifier(StaticKeys(signing_key.jwks())),
     )

@@ -60,6 +60,9 @@ async def test_accounts_tokens_profiles_and_administration(
         CHOREO_ADMIN_EMAIL=" Root@Example.com ",
         CHOREO_ADMIN_PASSWORD=ADMIN_PASSWORD,
         USER_LOG_LEVEL="DEBUG",
+        # This test signs in and fails to, far more often than a minute's limits allow.
+        USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS="1000",
+        USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT="1000",
     )
     async with users.client() as api:
         # The keys: public and cacheable.

@@ -34,6 +34,11 @@ def test_defaults() -> None:
     assert settings.refresh_token_ttl_seconds == 30 * 24 * 3600
     assert settings.admin_email is None
     assert settings.admin_password is None
+    assert settings.credential_attempts_per_account == 5
+    assert settings.credential_attempts_per_address == 10
+    assert settings.credential_attempts_window_seconds == 60
+    assert settings.password_hashing_concurrency == 0  # one per CPU
+    assert settings.password_hashing_queue == 16
 
 
 def test_production_refuses_to_start_without_a_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,9 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from user_service.domain import (
+    MAX_FULL_NAME_LENGTH,
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     InvalidInputError,
+    PasswordPolicyError,
+    PasswordRule,
     Profile,
     RefreshOutcome,
     Role,
@@ -97,6 +100,83 @@ def test_a_password_is_the_same_however_its_accents_were_typed() -> None:
         check_password_policy(unicodedata.normalize("NFD", "éééé123"))
 
 
+# Accepted before issue 13's review (NIST SP 800-63B §5.1.1.2 refuses each).
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("12345678", PasswordRule.COMMON),
+        ("password", PasswordRule.COMMON),
+        ("PassWord", PasswordRule.COMMON),
+        ("iloveyou", PasswordRule.COMMON),
+        (" " * 8, PasswordRule.BLANK),
+        ("\u00a0" * 8, PasswordRule.BLANK),  # non-breaking spaces: NFKC makes them spaces
+        ("\u3000" * 8, PasswordRule.BLANK),  # ideographic spaces
+        ("\u200b" * 8, PasswordRule.BLANK),  # zero-width spaces show nothing either
+        (" \t \n \u2028 \r", PasswordRule.BLANK),
+        ("aaaaaaaa", PasswordRule.REPETITIVE),
+        ("abababab", PasswordRule.REPETITIVE),
+        ("ada.lovelace@example.com", PasswordRule.PERSONAL),
+    ],
+)
+def test_common_blank_repetitive_and_personal_passwords_are_refused_by_name(
+    password: str, rule: PasswordRule
+) -> None:
+    with pytest.raises(PasswordPolicyError) as refused:
+        check_password_policy(password, email="ada.lovelace@example.com", full_name="Ada")
+    assert refused.value.rule is rule
+    if password.strip() and password != "password":  # the word is in every message
+        assert password not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "ada.lovelace@example.com",
+        "ADA.Lovelace@Example.com",
+        "ada.lovelace@example.com1",
+        "ada.lovelace",
+        "Ada.Lovelace2024!",
+        "adalovelace",
+        "Ada Lovelace",
+        "ada lovelace 1815",
+        "AdaLovelace!!",
+        "ada_lovelace_42",
+        "2024 ada lovelace",
+        "\uff61ada lovelace!1",  # NFKC folds the full-width full stop
+    ],
+)
+def test_a_password_built_on_the_address_or_the_name_is_refused(password: str) -> None:
+    with pytest.raises(PasswordPolicyError) as refused:
+        check_password_policy(password, email="ada.lovelace@example.com", full_name="Ada  Lovelace")
+    assert refused.value.rule is PasswordRule.PERSONAL
+
+
+@pytest.mark.parametrize(
+    ("password", "email", "full_name"),
+    [
+        ("eves-password", "eve@example.com", "Eve"),  # more than the name and digits
+        ("choreo-admin", "admin@example.com", None),  # the stack's dev admin
+        ("ada lovelace rocks", "ada@example.com", "Ada Lovelace"),
+        ("correct horse", "ada@example.com", "Ada Lovelace"),
+        ("83749201", "ada@example.com", "Ada Lovelace"),  # no name in it at all
+        ("日本語のパスワード", "taro@example.jp", "山田太郎"),  # 9 code points, 27 bytes
+    ],
+)
+def test_passwords_merely_sharing_letters_with_the_account_may_be_chosen(
+    password: str, email: str, full_name: str | None
+) -> None:
+    assert check_password_policy(password, email=email, full_name=full_name) == password
+
+
+def test_length_counts_code_points_after_nfkc_not_bytes() -> None:
+    # Seven emoji are 28 bytes in UTF-8, and still seven characters.
+    with pytest.raises(PasswordPolicyError) as refused:
+        check_password_policy("🐎🔋🧷📎🐴🔌🪫")
+    assert refused.value.rule is PasswordRule.LENGTH
+    # NFKC expands the ligature: "ﬁ" + 6 letters is 8 characters once normalised.
+    assert check_password_policy("\ufb01refly7") == "firefly7"
+
+
 def test_a_password_that_is_not_text_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="valid Unicode"):
         check_password_policy("password\ud800x")
@@ -123,6 +203,17 @@ def test_the_admin_password_is_refused_outside_dev_when_it_is_the_default_or_sho
     assert admin_password_problem("elevenchars", dev_default=default, dev=True) is None
     assert admin_password_problem("twelve-chars", dev_default=default, dev=False) is None
     assert admin_password_problem("short", dev_default=default, dev=True) is not None
+    # The policy applies to the admin's too, with the admin's address.
+    assert admin_password_problem("password", dev_default=default, dev=True) is not None
+    personal = admin_password_problem(
+        "root@example.com2024", email="root@example.com", dev_default=default, dev=True
+    )
+    assert personal is not None
+    assert "e-mail address or name" in personal
+    assert (
+        admin_password_problem(default, email="admin@example.com", dev_default=default, dev=True)
+        is None
+    )
 
 
 def test_full_names_are_trimmed_and_bounded() -> None:
@@ -131,6 +222,56 @@ def test_full_names_are_trimmed_and_bounded() -> None:
     for bad in ("", "   ", "x" * 201, "Ada\x00"):
         with pytest.raises(InvalidInputError, match="full name"):
             normalise_full_name(bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("Ada   Lovelace", "Ada Lovelace"),
+        ("Ada\u00a0Lovelace", "Ada Lovelace"),  # NFKC: a no-break space is a space
+        ("Ada\u3000\u2003Lovelace", "Ada Lovelace"),
+        # Full-width letters.
+        ("\uff2d\uff41\uff52\uff49\uff45 \uff23\uff55\uff52\uff49\uff45", "Marie Curie"),
+        ("Zoë  O'Brien-Smith", "Zoë O'Brien-Smith"),
+        ("Sofia Kovalevskaya \u2028", "Sofia Kovalevskaya"),
+        ("محمد بن موسى الخوارزمي", "محمد بن موسى الخوارزمي"),
+        # Length counts the name as stored: the collapsed run fits the bound.
+        ("x" * (MAX_FULL_NAME_LENGTH - 2) + "    y", "x" * (MAX_FULL_NAME_LENGTH - 2) + " y"),
+    ],
+)
+def test_full_names_are_normalised(raw: str, stored: str) -> None:
+    assert normalise_full_name(raw) == stored
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Accepted before issue 13's review: it went into the welcome e-mail's subject and, with
+        # its CR/LF, into the recipient's display name.
+        "Your account is locked, verify at http://evil.example\r\nBcc: x@evil.example",
+        "Ada\nLovelace",
+        "Ada\rLovelace",
+        "Ada\tLovelace",
+        "Ada\x1bLovelace",
+        "Ada\x7fLovelace",
+        "Ada\x85Lovelace",  # NEL, a C1 control
+        *(
+            f"Ada{invisible}Lovelace"
+            for invisible in (
+                "\u202a\u202b\u202c\u202d\u202e"  # bidi embeddings and overrides
+                "\u2066\u2067\u2068\u2069"  # bidi isolates
+                "\u200e\u200f\u061c"  # bidi marks
+                "\u200b\u200c\u200d\u2060\ufeff"  # zero-width
+            )
+        ),
+        "Ada\u00adLovelace",  # a soft hyphen prints nothing
+        "Ada\ue000",  # private use
+    ],
+)
+def test_names_with_control_invisible_or_unprintable_characters_are_refused(name: str) -> None:
+    with pytest.raises(InvalidInputError, match="full name") as refused:
+        normalise_full_name(name)
+    assert "evil" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
