@@ -145,6 +145,9 @@ def choreo_up() -> Iterator[ChoreoUp]:
     limits = {
         "GATEWAY_ADDRESS_RATE_LIMIT_PER_SECOND": "1000",
         "GATEWAY_ADDRESS_RATE_LIMIT_BURST": "2000",
+        # ... and one address for every sign-in: the user service limits those per address too.
+        "USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS": "1000",
+        "USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT": "1000",
     }
     # Not under pytest's numbered temp folders, which a concurrent pytest run may delete.
     with tempfile.TemporaryDirectory(prefix="choreo-e2e-") as scratch:
