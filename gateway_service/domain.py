@@ -53,6 +53,8 @@ _PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/auth/register"),
         ("POST", "/auth/login"),
         ("POST", "/auth/refresh"),
+        ("POST", "/auth/password-reset"),
+        ("POST", "/auth/password-reset/confirm"),
         ("GET", "/auth/jwks"),
         ("HEAD", "/auth/jwks"),
         ("POST", "/products/lookup"),

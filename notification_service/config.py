@@ -28,6 +28,8 @@ class Settings(ServiceSettings):
         default=None, validation_alias=AliasChoices("SENDGRID_API_KEY")
     )
     from_email: str = Field(default="orders@choreo.local", pattern=r"^[^@\s]+@[^@\s]+$")
+    # Where a password-reset e-mail sends its reader: the reset token is appended to it.
+    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token="
     # A send that gets no answer in this time has an unknown outcome and is not sent again.
     send_timeout_seconds: float = Field(default=10.0, gt=0)
 

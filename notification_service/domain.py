@@ -43,6 +43,8 @@ class Kind(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     REFUND_ISSUED = "refund_issued"
     LOW_STOCK = "low_stock"
+    # E-mail only: its body holds a secret, so it is no in-app notification.
+    PASSWORD_RESET = "password_reset"
 
 
 ADMIN_ROLE = "admin"

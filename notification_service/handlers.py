@@ -11,6 +11,9 @@ Then each notification finds its recipient — raising NotKnownYetError, which t
 retries, while the contact or order has not arrived (topics are consumed concurrently) —
 renders its message, delivers the e-mail at most once (deliveries.py), and writes the in-app
 notification in the handler's transaction. A deleted user gets neither.
+
+A password reset is e-mail only, to the address its event names: the body carries the reset
+token, so no in-app notification keeps it, `deliveries` holds no body, and no log line names it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -40,6 +43,7 @@ from notification_service.domain import (
     decline_reason_in_words,
     format_money,
     order_reference,
+    printable_name,
 )
 from notification_service.mailer import Email
 from notification_service.messages import Renderer
@@ -56,6 +60,8 @@ class Notifier:
     postman: Postman
     # Commits the replicas' facts apart from the handler's transaction (see the docstring).
     new_unit_of_work: UnitOfWorkFactory
+    # The reset link, to which a password-reset token is appended.
+    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token="
 
 
 # user.event: the contact replica.
@@ -104,6 +110,37 @@ async def on_user_deleted(event: Event, uow: UnitOfWork) -> None:
         )
     )
     await uow.session.execute(delete(notifications).where(notifications.c.user_id == user_id))
+
+
+async def on_password_reset_requested(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+    """E-mail the reset link (at most once) to the address the event names, unless the token
+    has expired meanwhile (a replayed dead letter) or the user is known to be deleted."""
+    data = event.data
+    user_id = str(data["user_id"])
+    expires_at: datetime = data["expires_at"]
+    if expires_at <= datetime.now(UTC):
+        log.info("no password-reset e-mail of event %s: its token has expired", event.id)
+        return
+    contact = await _contact(uow.session, user_id)
+    if contact is not None and contact.deleted:
+        log.info("no password-reset e-mail of event %s: user %s was deleted", event.id, user_id)
+        return
+    name = printable_name(data.get("full_name"))
+    context = {
+        "name": name or "there",
+        "link": notifier.password_reset_url + str(data["token"]),
+        "expires": f"{expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+    }
+    message = notifier.renderer.render(Kind.PASSWORD_RESET, context)
+    email = Email(
+        to_email=str(data["email"]),
+        to_name=name or None,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        custom_args={"event_id": event.id, "notification": Kind.PASSWORD_RESET.value},
+    )
+    await notifier.postman.deliver(Delivery(event.id, user_id, Kind.PASSWORD_RESET), email)
 
 
 async def _remember_contact(

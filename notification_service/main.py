@@ -29,6 +29,9 @@ def subscriptions(notifier: handlers.Notifier) -> tuple[Subscription, ...]:
                 "UserRegistered": partial(handlers.on_user_registered, notifier=notifier),
                 "UserUpdated": handlers.on_user_updated,
                 "UserDeleted": handlers.on_user_deleted,
+                "PasswordResetRequested": partial(
+                    handlers.on_password_reset_requested, notifier=notifier
+                ),
             },
         ),
         Subscription(
@@ -76,6 +79,7 @@ def build(settings: Settings | None = None) -> Service:
         renderer=Renderer(),
         postman=Postman(mailer, new_unit_of_work),
         new_unit_of_work=new_unit_of_work,
+        password_reset_url=settings.password_reset_url,
     )
     return Service(
         settings,

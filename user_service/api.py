@@ -13,6 +13,17 @@ the connection's peer, or what a trusted proxy (uvicorn's FORWARDED_ALLOW_IPS, l
 default: the gateway in the stack) put last in X-Forwarded-For. Routes answering with tokens
 are on `token_router`, whose every answer says `Cache-Control: no-store` (RFC 6749 §5.1).
 
+Account lifecycle: `POST /auth/logout` (signed in) revokes the session of the refresh token given
+(its family), or every session of the caller without one: 204, idempotent. `POST
+/auth/password` (signed in, on `token_router`) needs the current password (a wrong one is 403
+`invalid_current_password`: the caller's token is fine, the change is refused), sets a new one
+that passes the policy, revokes every session and reset token of the account and answers a new
+token pair. `POST /auth/password-reset` (public) answers 202 with the same body whatever the
+address; a live account's gets an e-mail with a single-use token (the notification service
+sends it). `POST /auth/password-reset/confirm` (public) sets the password with that token, once:
+204; a token unknown, expired, used or revoked is 400 `invalid_reset_token`. Neither revokes the
+access tokens already issued: they expire on their own (15 minutes).
+
 Profile fields: `phone` is digits with spaces, ( ) . / - and an optional leading +, at most 32
 characters; `address` is free text (lines separated by newlines), at most 500 characters;
 null or an empty string removes either.
@@ -23,10 +34,10 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
@@ -42,7 +53,13 @@ from choreo.deps import AdminUser, CurrentUser, Uow
 from choreo.pagination import InvalidCursorError
 from choreo.web import ApiError, current_traceparent
 from user_service import domain, handlers, queries
-from user_service.attempts import REGISTRATION, SIGN_IN, AttemptLimiter, TooManyAttemptsError
+from user_service.attempts import (
+    PASSWORD_RESET,
+    REGISTRATION,
+    SIGN_IN,
+    AttemptLimiter,
+    TooManyAttemptsError,
+)
 from user_service.domain import (
     AccountClosedError,
     CannotDeleteSelfError,
@@ -50,9 +67,11 @@ from user_service.domain import (
     InvalidCredentialsError,
     InvalidInputError,
     InvalidRefreshTokenError,
+    InvalidResetTokenError,
     PasswordPolicyError,
     Role,
     UserNotFoundError,
+    WrongCurrentPasswordError,
 )
 from user_service.passwords import BUSY_RETRY_AFTER_SECONDS, HashingBusyError, Passwords
 from user_service.queries import UserPage, UserView
@@ -67,6 +86,8 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     EmailTakenError: (409, "email_taken"),
     InvalidCredentialsError: (401, "invalid_credentials"),
     InvalidRefreshTokenError: (401, "invalid_refresh_token"),
+    WrongCurrentPasswordError: (403, "invalid_current_password"),
+    InvalidResetTokenError: (400, "invalid_reset_token"),
     AccountClosedError: (401, "unauthenticated"),
     UserNotFoundError: (404, "user_not_found"),
     CannotDeleteSelfError: (409, "cannot_delete_self"),
@@ -149,6 +170,45 @@ class RefreshIn(BaseModel):
     ]
 
 
+RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=_MAX_REFRESH_TOKEN_LENGTH)]
+
+
+class LogoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: RefreshToken | None = None
+
+
+class PasswordChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: LoginField
+    new_password: LoginField
+
+
+class PasswordResetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Not checked as an address: a refusal would tell what the answer must not.
+    email: LoginField
+
+
+class PasswordResetConfirmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: RefreshToken
+    new_password: LoginField
+
+
+class PasswordResetOut(BaseModel):
+    message: str
+
+
+PASSWORD_RESET_ANSWER: Final = (
+    "If an account has this e-mail address, a link to reset its password is on its way."
+)
+
+
 class ProfileIn(BaseModel):
     """Fields to change; absent ones stay."""
 
@@ -217,6 +277,11 @@ def _attempts(request: Request) -> AttemptLimiter:
     return attempts
 
 
+def _password_reset_ttl(request: Request) -> timedelta:
+    ttl: timedelta = request.app.state.password_reset_ttl
+    return ttl
+
+
 async def _own_id(principal: CurrentUser) -> str:
     """The caller's user id; a token whose subject is no user id names no account."""
     try:
@@ -229,6 +294,7 @@ PasswordsDep = Annotated[Passwords, Depends(_passwords)]
 TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
 AttemptsDep = Annotated[AttemptLimiter, Depends(_attempts)]
 OwnId = Annotated[str, Depends(_own_id)]
+PasswordResetTtl = Annotated[timedelta, Depends(_password_reset_ttl)]
 
 
 def client_address(request: Request) -> str:
@@ -308,6 +374,91 @@ async def refresh(
     with credential_attempt(attempts, request, email=None):
         pair = await handlers.refresh(uow, tokens, refresh_token=body.refresh_token)
     return TokensOut.of(pair)
+
+
+@contextlib.contextmanager
+def _new_password_checked() -> Iterator[None]:
+    """A new password the policy refuses, as the 422 a field validator would give."""
+    try:
+        yield
+    except PasswordPolicyError as error:
+        details = [{"loc": ["body", "new_password"], "message": str(error), "type": error.rule}]
+        raise ApiError(422, "validation_error", "The request is not valid.", details) from None
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    user_id: OwnId, uow: Uow, body: Annotated[LogoutIn | None, Body()] = None
+) -> Response:
+    """End a session: the refresh token's family (this login and its rotations) is revoked;
+    without a refresh token, every session of the caller. The same answer when there was
+    nothing to revoke."""
+    await handlers.logout(uow, user_id, refresh_token=body.refresh_token if body else None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@token_router.post("/auth/password")
+async def change_password(
+    body: PasswordChangeIn,
+    user_id: OwnId,
+    principal: CurrentUser,
+    request: Request,
+    uow: Uow,
+    passwords: PasswordsDep,
+    tokens: TokensDep,
+    attempts: AttemptsDep,
+) -> TokensOut:
+    """Change the caller's password: the current one is needed (403 `invalid_current_password`
+    otherwise), the new one must pass the policy. Every session and pending reset of the account
+    is revoked; the answer is a new token pair, so the caller stays signed in."""
+    with credential_attempt(attempts, request, email=principal.email), _new_password_checked():
+        pair = await handlers.change_password(
+            uow,
+            passwords,
+            tokens,
+            user_id,
+            current_password=body.current_password,
+            new_password=body.new_password,
+        )
+    return TokensOut.of(pair)
+
+
+@router.post("/auth/password-reset", status_code=status.HTTP_202_ACCEPTED)
+async def request_password_reset(
+    body: PasswordResetIn,
+    request: Request,
+    uow: Uow,
+    attempts: AttemptsDep,
+    ttl: PasswordResetTtl,
+) -> PasswordResetOut:
+    """E-mail a single-use link to reset the password of the account with this address. The
+    same answer whether or not there is one."""
+    # Every request counts, for its address and the account it names: each may send an e-mail.
+    with credential_attempt(
+        attempts, request, kind=PASSWORD_RESET, email=body.email, keep_address=True
+    ):
+        await handlers.request_password_reset(
+            uow, email=body.email, ttl=ttl, traceparent=current_traceparent()
+        )
+    return PasswordResetOut(message=PASSWORD_RESET_ANSWER)
+
+
+@router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+async def confirm_password_reset(
+    body: PasswordResetConfirmIn,
+    request: Request,
+    uow: Uow,
+    passwords: PasswordsDep,
+    attempts: AttemptsDep,
+) -> Response:
+    """Set a new password with an e-mailed reset token (once). Every session of the account is
+    revoked: log in with the new password."""
+    attempt = credential_attempt(attempts, request, kind=PASSWORD_RESET, email=None)
+    with attempt, _new_password_checked():
+        await handlers.confirm_password_reset(
+            uow, passwords, token=body.token, new_password=body.new_password
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/auth/jwks")

@@ -1,7 +1,8 @@
 """Credential attempts: how many each client address and each account may make.
 
 Every attempt on a credential route takes a token from its client address's bucket for that
-kind of attempt (signing in: login and refresh; registering) and, when it names an account
+kind of attempt (signing in: login, refresh and a password change; registering; resetting a
+password: its request and its confirmation) and, when it names an account
 (the e-mail address, normalised), from that account's too: a bucket holds `attempts` tokens
 and refills at `attempts` per `per_seconds`. An attempt finding either bucket empty is refused
 with how long to wait, before any password is hashed. A login or refresh that succeeds gives
@@ -27,6 +28,7 @@ Clock = Callable[[], float]
 
 SIGN_IN: Final = "sign-in"
 REGISTRATION: Final = "registration"
+PASSWORD_RESET: Final = "password-reset"
 
 # Past this many buckets the least recently used are forgotten: an attacker spraying addresses
 # or accounts gets fresh buckets only after this many others, each of which cost an attempt.

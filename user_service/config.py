@@ -27,6 +27,8 @@ class Settings(ServiceSettings):
     # How often expired refresh tokens are deleted (a revoked one is kept until it expires, so
     # that its reuse is still recognised).
     refresh_token_purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    # How long an e-mailed password-reset token works (it works once).
+    password_reset_token_ttl_seconds: int = Field(default=30 * 60, ge=60, le=24 * 3600)
 
     # Credential attempts per account (the e-mail address: login, registration) and per client
     # address (sign-ins, login and refresh; registrations, apart), each refilled at that many

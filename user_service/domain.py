@@ -110,6 +110,24 @@ class CannotDeleteSelfError(UserError):
         super().__init__("an admin cannot delete their own account")
 
 
+class WrongCurrentPasswordError(UserError):
+    """A password change whose current password is wrong: the caller is signed in, so this is
+    a refusal of the change, not of the caller's token."""
+
+    def __init__(self) -> None:
+        super().__init__("the current password is wrong")
+
+
+class InvalidResetTokenError(UserError):
+    """A password-reset token that is unknown, expired, used or revoked: one message for all."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the password-reset link is not valid (it may have expired or been used); "
+            "ask for a new one"
+        )
+
+
 class Role(StrEnum):
     CUSTOMER = "customer"
     ADMIN = "admin"
@@ -348,6 +366,8 @@ class RevokeReason(StrEnum):
     ROTATED = "rotated"
     REUSE_DETECTED = "reuse_detected"
     ACCOUNT_DELETED = "account_deleted"
+    LOGGED_OUT = "logged_out"
+    PASSWORD_CHANGED = "password_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,3 +390,24 @@ def decide_refresh(token: StoredRefreshToken | None, now: datetime) -> RefreshOu
     if now >= token.expires_at:
         return RefreshOutcome.EXPIRED
     return RefreshOutcome.ROTATE
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResetToken:
+    """What the service holds about a password-reset token it e-mailed."""
+
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+    account_deleted: bool
+
+
+def reset_token_usable(token: StoredResetToken | None, now: datetime) -> bool:
+    """Only an unused, unrevoked, unexpired token of a live account sets a password."""
+    return (
+        token is not None
+        and token.used_at is None
+        and token.revoked_at is None
+        and not token.account_deleted
+        and now < token.expires_at
+    )

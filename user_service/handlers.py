@@ -2,8 +2,8 @@
 
 Each handler opens its unit(s) of work itself: the slow password hashing runs between
 transactions, never while one holds a connection or a row lock. Accounts' rows and their
-events (UserRegistered, UserUpdated, UserDeleted on `user.event`, keyed by the user id) commit
-together.
+events (UserRegistered, UserUpdated, UserDeleted, PasswordResetRequested on `user.event`, keyed
+by the user id) commit together.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -29,16 +29,19 @@ from user_service.domain import (
     InvalidCredentialsError,
     InvalidInputError,
     InvalidRefreshTokenError,
+    InvalidResetTokenError,
     Profile,
     RefreshOutcome,
     RevokeReason,
     Role,
     StoredRefreshToken,
+    StoredResetToken,
     UserNotFoundError,
+    WrongCurrentPasswordError,
 )
 from user_service.passwords import HashingBusyError, Passwords
 from user_service.queries import VIEW_COLUMNS, UserView, user_view
-from user_service.tables import refresh_tokens, users
+from user_service.tables import password_reset_tokens, refresh_tokens, users
 from user_service.tokens import RefreshSecret, TokenIssuer, TokenPair, new_refresh_secret
 from user_service.tokens import refresh_digest as digest_of
 
@@ -201,6 +204,163 @@ async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -
     return pair
 
 
+async def logout(uow: UnitOfWork, user_id: str, *, refresh_token: str | None) -> int:
+    """Revoke the caller's session: the family of `refresh_token` when it is one of the
+    caller's, every refresh token of the caller without one; how many tokens were revoked.
+    Idempotent: a token unknown, another's, or revoked already changes nothing."""
+    async with uow:
+        if refresh_token is None:
+            which = refresh_tokens.c.user_id == user_id
+        else:
+            family = (
+                select(refresh_tokens.c.family_id)
+                .where(
+                    refresh_tokens.c.token_digest == digest_of(refresh_token),
+                    refresh_tokens.c.user_id == user_id,
+                )
+                .scalar_subquery()
+            )
+            which = refresh_tokens.c.family_id == family
+        return await _revoke(uow, which, RevokeReason.LOGGED_OUT)
+
+
+async def change_password(
+    uow: UnitOfWork,
+    passwords: Passwords,
+    tokens: TokenIssuer,
+    user_id: str,
+    *,
+    current_password: str,
+    new_password: str,
+) -> TokenPair:
+    """Set a new password for the caller who knows the current one: every refresh token and
+    outstanding reset token of the account is revoked, and a new pair (a new session) handed
+    back. WrongCurrentPasswordError, or PasswordPolicyError for a new password the policy
+    refuses (checked first: it costs no hashing)."""
+    async with uow:
+        account = (
+            await uow.session.execute(
+                select(users.c.email, users.c.full_name, users.c.role, users.c.password_hash).where(
+                    users.c.id == user_id, users.c.deleted_at.is_(None)
+                )
+            )
+        ).first()
+    if account is None:
+        raise AccountClosedError()
+    new_password = domain.check_password_policy(
+        new_password, email=account.email, full_name=account.full_name
+    )
+    try:
+        current_password = domain.normalise_password(current_password)
+    except InvalidInputError:
+        current_password = ""
+    if not await passwords.verify(account.password_hash, current_password):
+        raise WrongCurrentPasswordError()
+    new_hash = await passwords.hash(new_password)
+    refresh = new_refresh_secret()
+    async with uow:
+        changed = await uow.session.execute(
+            update(users)
+            .where(
+                users.c.id == user_id,
+                users.c.deleted_at.is_(None),
+                # Not if it changed meanwhile: the current password checked is no longer it.
+                users.c.password_hash == account.password_hash,
+            )
+            .values(password_hash=new_hash, updated_at=func.now())
+            .returning(users.c.id)
+        )
+        if changed.first() is None:
+            raise WrongCurrentPasswordError()
+        await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.PASSWORD_CHANGED)
+        await _void_reset_tokens(uow, user_id)
+        await _insert_refresh_token(uow, tokens, user_id, str(uuid.uuid4()), refresh)
+    log.info("user %s changed their password; every other session was revoked", user_id)
+    return tokens.pair(user_id, Role(account.role), account.email, refresh)
+
+
+async def request_password_reset(
+    uow: UnitOfWork,
+    *,
+    email: str,
+    ttl: timedelta,
+    traceparent: str | None = None,
+) -> None:
+    """For a live account with this address, a single-use reset token (its digest stored) →
+    PasswordResetRequested, which the notification service e-mails. Nothing for any other
+    address, after the same work but the insert: the caller learns nothing either way."""
+    secret = new_refresh_secret()  # made whether or not it is sent: same work both ways
+    try:
+        email = domain.normalise_email(email)
+    except InvalidInputError:
+        email = ""
+    async with uow:
+        account = (
+            await uow.session.execute(
+                select(users.c.id, users.c.email, users.c.full_name).where(
+                    users.c.email == email, users.c.deleted_at.is_(None)
+                )
+            )
+        ).first()
+        if account is None:
+            return
+        user_id = str(account.id)
+        expires_at = datetime.now(UTC) + ttl
+        await uow.session.execute(
+            insert(password_reset_tokens).values(
+                id=str(uuid.uuid4()),
+                user_id=user_id,
+                token_digest=secret.digest,
+                expires_at=expires_at,
+            )
+        )
+        data = {
+            "user_id": user_id,
+            "email": account.email,
+            "full_name": account.full_name,
+            "token": secret.token,
+            "expires_at": expires_at,
+        }
+        uow.publish(_event("PasswordResetRequested", user_id, data, traceparent))
+    log.info("a password reset of user %s was requested", user_id)
+
+
+async def confirm_password_reset(
+    uow: UnitOfWork, passwords: Passwords, *, token: str, new_password: str
+) -> None:
+    """Set the password of the account a usable reset token was sent for: the token is used,
+    the account's other reset tokens and every refresh token revoked. InvalidResetTokenError
+    for a token unknown, expired, used or revoked; PasswordPolicyError for a refused password."""
+    digest = digest_of(token)
+    async with uow:
+        row = await _reset_token(uow, digest, lock=False)
+    if row is None or not domain.reset_token_usable(_stored(row), datetime.now(UTC)):
+        raise InvalidResetTokenError()
+    new_password = domain.check_password_policy(
+        new_password, email=row.email, full_name=row.full_name
+    )
+    new_hash = await passwords.hash(new_password)
+    async with uow:
+        # Again, locked: two confirms of one token race here, and one finds it used.
+        row = await _reset_token(uow, digest, lock=True)
+        if row is None or not domain.reset_token_usable(_stored(row), datetime.now(UTC)):
+            raise InvalidResetTokenError()
+        user_id = str(row.user_id)
+        await uow.session.execute(
+            update(password_reset_tokens)
+            .where(password_reset_tokens.c.id == row.id)
+            .values(used_at=func.now())
+        )
+        await _void_reset_tokens(uow, user_id)
+        await uow.session.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(password_hash=new_hash, updated_at=func.now())
+        )
+        await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.PASSWORD_CHANGED)
+    log.info("user %s set a new password with a reset token; every session was revoked", user_id)
+
+
 async def update_profile(
     uow: UnitOfWork,
     user_id: str,
@@ -273,14 +433,16 @@ async def delete_user(
 
 
 async def purge_expired_refresh_tokens(uow: UnitOfWork) -> int:
-    """Delete refresh tokens past their expiry (refused anyway); how many."""
+    """Delete refresh tokens and password-reset tokens past their expiry (refused anyway); how
+    many."""
     async with uow:
-        result = await uow.session.execute(
-            refresh_tokens.delete()
-            .where(refresh_tokens.c.expires_at < func.now())
-            .returning(refresh_tokens.c.id)
-        )
-        return len(result.all())
+        purged = 0
+        for table in (refresh_tokens, password_reset_tokens):
+            result = await uow.session.execute(
+                table.delete().where(table.c.expires_at < func.now()).returning(table.c.id)
+            )
+            purged += len(result.all())
+        return purged
 
 
 async def _insert_account(
@@ -351,6 +513,48 @@ async def _revoke(
         .returning(refresh_tokens.c.id)
     )
     return len(result.all())
+
+
+async def _reset_token(uow: UnitOfWork, digest: bytes, *, lock: bool) -> Any:
+    statement = (
+        select(
+            password_reset_tokens.c.id,
+            password_reset_tokens.c.expires_at,
+            password_reset_tokens.c.used_at,
+            password_reset_tokens.c.revoked_at,
+            users.c.id.label("user_id"),
+            users.c.email,
+            users.c.full_name,
+            users.c.deleted_at,
+        )
+        .join(users, users.c.id == password_reset_tokens.c.user_id)
+        .where(password_reset_tokens.c.token_digest == digest)
+    )
+    if lock:
+        statement = statement.with_for_update(of=password_reset_tokens)
+    return (await uow.session.execute(statement)).first()
+
+
+def _stored(row: Any) -> StoredResetToken:
+    return StoredResetToken(
+        expires_at=row.expires_at,
+        used_at=row.used_at,
+        revoked_at=row.revoked_at,
+        account_deleted=row.deleted_at is not None,
+    )
+
+
+async def _void_reset_tokens(uow: UnitOfWork, user_id: str) -> None:
+    """Revoke the account's outstanding password-reset tokens."""
+    await uow.session.execute(
+        update(password_reset_tokens)
+        .where(
+            password_reset_tokens.c.user_id == user_id,
+            password_reset_tokens.c.used_at.is_(None),
+            password_reset_tokens.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=func.now())
+    )
 
 
 def _event(type_: str, user_id: str, data: Mapping[str, Any], traceparent: str | None) -> Event:

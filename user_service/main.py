@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 
@@ -68,7 +69,12 @@ def build(settings: Settings | None = None) -> Service:
         routers=[router, token_router, APIRouter(lifespan=seed_admin)],
         error_statuses=ERROR_STATUSES,
         background=[purge],
-        resources={"passwords": passwords, "tokens": tokens, "attempts": attempts},
+        resources={
+            "passwords": passwords,
+            "tokens": tokens,
+            "attempts": attempts,
+            "password_reset_ttl": timedelta(seconds=settings.password_reset_token_ttl_seconds),
+        },
         # It verifies the tokens it issued with its own key, not with its own JWKS URL.
         token_verifier=TokenVerifier(StaticKeys(signing_key.jwks())),
     )

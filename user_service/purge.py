@@ -1,4 +1,5 @@
-"""The refresh-token purge: a background job that deletes refresh tokens past their expiry.
+"""The refresh-token purge: a background job that deletes refresh tokens (and password-reset
+tokens) past their expiry.
 
 A revoked token is kept until it expires, so that presenting it again is still recognised as a
 reuse; after that it is refused as unknown, and its row only costs space. Replicas may all
@@ -25,7 +26,7 @@ async def run_refresh_token_purge(
         try:
             purged = await purge_expired_refresh_tokens(uow_factory())
             if purged:
-                log.info("purged %d expired refresh token(s)", purged)
+                log.info("purged %d expired refresh or reset token(s)", purged)
         except Exception:
             # The database may be away for a while; the next round tries again.
             log.exception("the refresh-token purge failed; retrying in %g s", interval_seconds)

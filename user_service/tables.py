@@ -3,7 +3,8 @@
 `users` holds the accounts (soft-deleted: a deleted account keeps its row and its e-mail
 address stays taken); `refresh_tokens` the digest of every refresh token handed out, grouped
 in families (one per login, carried over by each rotation) so that a replayed token can
-revoke every token descended from the same login.
+revoke every token descended from the same login; `password_reset_tokens` the digest of every
+password-reset token e-mailed, each used at most once.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ refresh_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
-    # domain.RevokeReason: rotated, reuse_detected, account_deleted.
+    # domain.RevokeReason: rotated, reuse_detected, account_deleted, logged_out,
+    # password_changed.
     Column("revoked_reason", Text),
     Column("replaced_by", Uuid(as_uuid=False)),
     CheckConstraint(
@@ -64,4 +66,20 @@ refresh_tokens = Table(
     Index("refresh_tokens_family", "family_id"),
     Index("refresh_tokens_user", "user_id"),
     Index("refresh_tokens_expiry", "expires_at"),
+)
+
+password_reset_tokens = Table(
+    "password_reset_tokens",
+    metadata,
+    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("user_id", Uuid(as_uuid=False), ForeignKey("users.id"), nullable=False),
+    # SHA-256 of the token; the token itself is never stored here.
+    Column("token_digest", LargeBinary, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    # When it set the password; or when another reset or a password change voided it.
+    Column("used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("password_reset_tokens_user", "user_id"),
+    Index("password_reset_tokens_expiry", "expires_at"),
 )

@@ -139,6 +139,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "updated_at": AT,
     },
     "UserDeleted": {"user_id": USER, "deleted_at": AT},
+    "PasswordResetRequested": {
+        "user_id": USER,
+        "email": "ada@example.com",
+        "full_name": "Ada Lovelace",
+        "token": "q2v5Xb9lY0bJ4m1c7kR3t8w6zP0aN5sH2dF4gJ7kL9o",
+        "expires_at": AT,
+    },
 }
 
 # CRC-64-AVRO of Parsing Canonical Forms, from the Avro project's own test vectors

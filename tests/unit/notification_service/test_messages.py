@@ -24,6 +24,10 @@ SAMPLES: dict[Kind, dict[str, object]] = {
         "available": 2,
         "threshold": 3,
     },
+    Kind.PASSWORD_RESET: {
+        "link": "http://127.0.0.1:8000/reset-password?token=abc-DEF_123",
+        "expires": "2026-11-30 10:30 UTC",
+    },
 }
 
 # What each kind must say in words, besides the greeting.
@@ -35,6 +39,10 @@ SAYS: dict[Kind, tuple[str, ...]] = {
     Kind.PAYMENT_FAILED: ("42.50 USD", "because your card was declined"),
     Kind.REFUND_ISSUED: ("refunded 42.50 USD", "#1A2B3C4D"),
     Kind.LOW_STOCK: ("Burr grinder", "2 available", "threshold of 3"),
+    Kind.PASSWORD_RESET: (
+        "http://127.0.0.1:8000/reset-password?token=abc-DEF_123",
+        "until 2026-11-30 10:30 UTC",
+    ),
 }
 
 
@@ -101,3 +109,8 @@ def test_a_cancellation_without_a_charge_says_so(renderer: Renderer) -> None:
 def test_a_name_on_several_lines_stays_out_of_the_subject(renderer: Renderer) -> None:
     message = renderer.render(Kind.WELCOME, {"name": "Ada\r\nBcc: someone@example.com"})
     assert message.subject == "Welcome to Choreo"
+
+
+def test_the_reset_subject_is_fixed_and_holds_no_token(renderer: Renderer) -> None:
+    message = renderer.render(Kind.PASSWORD_RESET, {"name": "Ada", **SAMPLES[Kind.PASSWORD_RESET]})
+    assert message.subject == "Reset your Choreo password"

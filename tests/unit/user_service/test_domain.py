@@ -21,6 +21,7 @@ from user_service.domain import (
     RefreshOutcome,
     Role,
     StoredRefreshToken,
+    StoredResetToken,
     admin_password_problem,
     change_profile,
     check_password_policy,
@@ -31,6 +32,7 @@ from user_service.domain import (
     normalise_password,
     normalise_phone,
     normalise_search,
+    reset_token_usable,
     token_roles,
 )
 
@@ -367,3 +369,24 @@ def test_only_a_live_token_of_a_live_account_rotates(
     token: StoredRefreshToken | None, outcome: RefreshOutcome
 ) -> None:
     assert decide_refresh(token, NOW) is outcome
+
+
+_AGO = NOW - timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("token", "usable"),
+    [
+        (None, False),
+        (StoredResetToken(NOW + timedelta(minutes=30), None, None, False), True),
+        (StoredResetToken(NOW + timedelta(seconds=1), None, None, False), True),
+        (StoredResetToken(NOW, None, None, False), False),  # expired at its expiry
+        (StoredResetToken(NOW + timedelta(minutes=30), _AGO, None, False), False),  # used
+        (StoredResetToken(NOW + timedelta(minutes=30), None, _AGO, False), False),  # revoked
+        (StoredResetToken(NOW + timedelta(minutes=30), None, None, True), False),  # deleted
+    ],
+)
+def test_only_an_unused_unexpired_reset_token_of_a_live_account_sets_a_password(
+    token: StoredResetToken | None, usable: bool
+) -> None:
+    assert reset_token_usable(token, NOW) is usable
