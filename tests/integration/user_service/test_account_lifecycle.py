@@ -1,0 +1,203 @@
+"""The user service as a process on real PostgreSQL and the real broker: logout, password
+change, and password reset (its request, the PasswordResetRequested event, its confirmation)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from choreo.events import Event
+from choreo.testing import StartService, collect_events
+
+from .conftest import bearer, login, query, register
+
+ADA = "ada@example.com"
+ADA_PASSWORD = "Analytical-Engine-1843"
+NEW_PASSWORD = "a rather longer passphrase"
+RESET_PASSWORD = "yet another passphrase"
+RESET = "/api/v1/auth/password-reset"
+CONFIRM = "/api/v1/auth/password-reset/confirm"
+
+
+def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    return error
+
+
+async def refresh(api: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Response:
+    return await api.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def test_logout_and_password_change_end_sessions(start_service: StartService) -> None:
+    users = start_service("user", USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT="100")
+    async with users.client() as api:
+        ada = await register(api, ADA, ADA_PASSWORD, "Ada Lovelace")
+        laptop, phone = await login(api, ADA, ADA_PASSWORD), await login(api, ADA, ADA_PASSWORD)
+
+        # Logout with a refresh token ends that session only, and again changes nothing.
+        auth = bearer(laptop["access_token"])
+        body = {"refresh_token": laptop["refresh_token"]}
+        for _ in range(2):
+            response = await api.post("/api/v1/auth/logout", json=body, headers=auth)
+            assert response.status_code == 204, response.text
+        refused(await refresh(api, laptop), 401, "invalid_refresh_token")
+        phone = (await refresh(api, phone)).json()
+        # Another user's refresh token is not the caller's to revoke.
+        await register(api, "bob@example.com", "difference engine no 2", "Bob")
+        bob = await login(api, "bob@example.com", "difference engine no 2")
+        other = {"refresh_token": bob["refresh_token"]}
+        response = await api.post("/api/v1/auth/logout", json=other, headers=auth)
+        assert response.status_code == 204
+        assert (await refresh(api, bob)).status_code == 200
+        # Without a token, every session of the caller; only signed-in callers.
+        assert (await api.post("/api/v1/auth/logout")).status_code == 401
+        tablet = await login(api, ADA, ADA_PASSWORD)
+        response = await api.post("/api/v1/auth/logout", headers=bearer(phone["access_token"]))
+        assert response.status_code == 204
+        refused(await refresh(api, phone), 401, "invalid_refresh_token")
+        refused(await refresh(api, tablet), 401, "invalid_refresh_token")
+        reasons = await query(
+            users,
+            "SELECT DISTINCT revoked_reason FROM refresh_tokens WHERE user_id = %s",
+            ada["id"],
+        )
+        assert {reason for (reason,) in reasons} == {"logged_out", "rotated"}
+
+        # A password change needs the current password and a new one the policy accepts.
+        session, other_session = (
+            await login(api, ADA, ADA_PASSWORD),
+            await login(api, ADA, ADA_PASSWORD),
+        )
+        auth = bearer(session["access_token"])
+        change = "/api/v1/auth/password"
+        wrong = {"current_password": "Analytical-Engine-1842", "new_password": NEW_PASSWORD}
+        error = refused(
+            await api.post(change, json=wrong, headers=auth), 403, "invalid_current_password"
+        )
+        assert "Analytical" not in str(error)
+        weak = {"current_password": ADA_PASSWORD, "new_password": "ada lovelace 1843"}
+        error = refused(await api.post(change, json=weak, headers=auth), 422, "validation_error")
+        assert error["details"][0]["type"] == "password_personal"
+        assert error["details"][0]["loc"] == ["body", "new_password"]
+        assert "lovelace" not in str(error)
+        refused(await api.post(change, json=weak), 401, "unauthenticated")
+        right = {"current_password": ADA_PASSWORD, "new_password": NEW_PASSWORD}
+        response = await api.post(change, json=right, headers=auth)
+        assert response.status_code == 200, response.text
+        assert response.headers["cache-control"] == "no-store"
+        fresh = response.json()
+        assert set(fresh) == {"access_token", "token_type", "expires_in", "refresh_token"}
+        # Every earlier session ends; the one handed back goes on; the old password fails.
+        refused(await refresh(api, session), 401, "invalid_refresh_token")
+        refused(await refresh(api, other_session), 401, "invalid_refresh_token")
+        assert (await refresh(api, fresh)).status_code == 200
+        bad = {"email": ADA, "password": ADA_PASSWORD}
+        refused(await api.post("/api/v1/auth/login", json=bad), 401, "invalid_credentials")
+        await login(api, ADA, NEW_PASSWORD)
+
+
+async def test_password_reset_by_emailed_single_use_token(
+    start_service: StartService,
+    topics: str,
+    kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="choreo.stack")
+    users = start_service(
+        "user",
+        USER_LOG_LEVEL="DEBUG",
+        USER_PASSWORD_RESET_TOKEN_TTL_SECONDS="60",
+        USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT="100",
+        USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS="100",
+    )
+    async with users.client() as api:
+        ada = await register(api, ADA, ADA_PASSWORD, "Ada Lovelace")
+        gone = await register(api, "gone@example.com", ADA_PASSWORD, "Gone")
+        await query(users, "UPDATE users SET deleted_at = now() WHERE id = %s", gone["id"])
+        session = await login(api, ADA, ADA_PASSWORD)
+
+        # The same answer for an account, no account, a deleted one, and no address at all.
+        answers = [
+            await api.post(RESET, json={"email": email})
+            for email in (" Ada@Example.com ", "nobody@example.com", "gone@example.com", "x")
+        ]
+        assert {(a.status_code, a.text) for a in answers} == {(202, answers[0].text)}
+        assert "If an account has this e-mail address" in answers[0].json()["message"]
+        await api.post(RESET, json={"email": ADA})  # a second link, for the same account
+
+        # An event for the live account only, carrying the token; its digest only in the table.
+        def two_for_ada(events: list[Event]) -> bool:
+            return len([e for e in events if e.type == "PasswordResetRequested"]) >= 2
+
+        events = await collect_events(kafka_bootstrap, f"{topics}user.event", two_for_ada)
+        resets = [e for e in events if e.type == "PasswordResetRequested"]
+        assert {(e.subject, e.data["email"], e.data["full_name"]) for e in resets} == {
+            (ada["id"], ADA, "Ada Lovelace")
+        }
+        first, second = (str(e.data["token"]) for e in resets)
+        assert len(first) >= 43  # 256 bits, URL-safe base64
+        rows = await query(
+            users,
+            "SELECT token_digest, expires_at - created_at FROM password_reset_tokens "
+            "WHERE user_id = %s ORDER BY created_at",
+            ada["id"],
+        )
+        assert [bytes(d) for d, _ in rows] == [digest(first), digest(second)]
+        assert all(59 <= ttl.total_seconds() <= 61 for _, ttl in rows)
+
+        # Unknown tokens and refused passwords change nothing.
+        refused(
+            await api.post(CONFIRM, json={"token": "x" * 43, "new_password": RESET_PASSWORD}),
+            400,
+            "invalid_reset_token",
+        )
+        weak = await api.post(CONFIRM, json={"token": first, "new_password": "password1"})
+        assert refused(weak, 422, "validation_error")["details"][0]["type"] == "password_common"
+
+        # The first token sets the password, once; the other is void; every session ends.
+        response = await api.post(CONFIRM, json={"token": first, "new_password": RESET_PASSWORD})
+        assert response.status_code == 204, response.text
+        for token in (first, second):
+            again = await api.post(CONFIRM, json={"token": token, "new_password": NEW_PASSWORD})
+            refused(again, 400, "invalid_reset_token")
+        refused(await refresh(api, session), 401, "invalid_refresh_token")
+        bad = {"email": ADA, "password": ADA_PASSWORD}
+        refused(await api.post("/api/v1/auth/login", json=bad), 401, "invalid_credentials")
+        await login(api, ADA, RESET_PASSWORD)
+
+        # An expired token is refused.
+        await api.post(RESET, json={"email": ADA})
+
+        def three(events: list[Event]) -> bool:
+            return len([e for e in events if e.type == "PasswordResetRequested"]) >= 3
+
+        events = await collect_events(kafka_bootstrap, f"{topics}user.event", three)
+        third = str([e for e in events if e.type == "PasswordResetRequested"][-1].data["token"])
+        await query(
+            users,
+            "UPDATE password_reset_tokens SET expires_at = now() - interval '1 second' "
+            "WHERE token_digest = %s",
+            digest(third),
+        )
+        expired = await api.post(CONFIRM, json={"token": third, "new_password": NEW_PASSWORD})
+        refused(expired, 400, "invalid_reset_token")
+        await login(api, ADA, RESET_PASSWORD)
+
+    await asyncio.sleep(0.5)  # the last log lines
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if r.name == f"choreo.stack.{users.service}"
+    )
+    assert "password reset of user" in logged
+    for token in (first, second, third):
+        assert token not in logged
