@@ -1,0 +1,127 @@
+"""What users of an account expect, through the gateway on `choreo up`: logging out, changing
+the password, and resetting a forgotten one by e-mail (issue 13)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import httpx
+
+from .conftest import ChoreoUp
+from .journey import Gateway
+
+RESET_SUBJECT = "Reset your Choreo password"
+
+
+async def sign_in(api: httpx.AsyncClient, email: str, password: str) -> dict[str, Any]:
+    response = await api.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+async def refreshed(api: httpx.AsyncClient, tokens: dict[str, Any]) -> int:
+    response = await api.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    return response.status_code
+
+
+def auth(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def reset_emails(gateway: Gateway, address: str, count: int) -> list[dict[str, Any]]:
+    """The password-reset e-mails to `address`, once there are `count` of them."""
+    async with asyncio.timeout(60):
+        while True:
+            mails = [m for m in await gateway.emails_to(address) if m["subject"] == RESET_SUBJECT]
+            if len(mails) >= count:
+                return mails
+            await asyncio.sleep(0.3)
+
+
+def token_in(mail: dict[str, Any]) -> str:
+    found = re.search(r"reset-password\?token=([A-Za-z0-9_-]+)", mail["content"][0]["value"])
+    assert found is not None, mail
+    return found.group(1)
+
+
+async def test_logout_password_change_and_reset_by_email(choreo_up: ChoreoUp) -> None:
+    gateway = Gateway(choreo_up)
+    customer = await gateway.register(with_card=False)
+    email, password = customer.email, customer.password
+    changed, reset = f"changed-{uuid.uuid4().hex}", f"reset-{uuid.uuid4().hex}"
+    async with gateway.client() as api:
+        # Logout ends the session of its refresh token, through the gateway, idempotently.
+        session = await sign_in(api, email, password)
+        for _ in range(2):
+            response = await api.post(
+                "/auth/logout",
+                json={"refresh_token": session["refresh_token"]},
+                headers=auth(session),
+            )
+            assert response.status_code == 204, response.text
+        assert await refreshed(api, session) == 401
+        assert (await api.post("/auth/logout")).status_code == 401  # signed-in callers only
+
+        # A password change: the current password is needed; other sessions end; the caller
+        # stays signed in with the tokens it gets back, which no cache keeps.
+        session, elsewhere = (
+            await sign_in(api, email, password),
+            await sign_in(api, email, password),
+        )
+        wrong = {"current_password": f"{password}x", "new_password": changed}
+        response = await api.post("/auth/password", json=wrong, headers=auth(session))
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "invalid_current_password"
+        right = {"current_password": password, "new_password": changed}
+        response = await api.post("/auth/password", json=right, headers=auth(session))
+        assert response.status_code == 200, response.text
+        assert response.headers["cache-control"] == "no-store"
+        current = response.json()
+        assert await refreshed(api, elsewhere) == 401
+        assert await refreshed(api, session) == 401
+        me = await api.get("/users/me", headers=auth(current))
+        assert me.status_code == 200
+        assert me.json()["email"] == email
+        assert (
+            await api.post("/auth/login", json={"email": email, "password": password})
+        ).status_code == 401
+        session = await sign_in(api, email, changed)
+
+        # A reset, asked without a token: the same answer for an address with no account.
+        asked = await api.post("/auth/password-reset", json={"email": email})
+        nobody = await api.post(
+            "/auth/password-reset", json={"email": f"nobody-{uuid.uuid4().hex}@example.com"}
+        )
+        assert (asked.status_code, asked.text) == (nobody.status_code, nobody.text)
+        assert asked.status_code == 202
+
+        # The link arrives by e-mail (the SendGrid sink); it sets the password once.
+        [mail] = await reset_emails(gateway, email, 1)
+        assert mail["personalizations"][0]["to"][0]["email"] == email
+        token = token_in(mail)
+        confirm = {"token": token, "new_password": reset}
+        response = await api.post("/auth/password-reset/confirm", json=confirm)
+        assert response.status_code == 204, response.text
+        again = await api.post("/auth/password-reset/confirm", json=confirm)
+        assert again.status_code == 400
+        assert again.json()["error"]["code"] == "invalid_reset_token"
+
+        # The new password signs in; the old one and the old session do not.
+        await sign_in(api, email, reset)
+        old = await api.post("/auth/login", json={"email": email, "password": changed})
+        assert old.status_code == 401
+        assert await refreshed(api, session) == 401
+
+        # The merged API description has the four routes, the reset ones without a token.
+        async with httpx.AsyncClient(base_url=choreo_up.url("gateway")) as front:
+            spec = (await front.get("/openapi.json")).json()
+        paths = spec["paths"]
+        for path in ("logout", "password", "password-reset", "password-reset/confirm"):
+            assert "post" in paths[f"/api/v1/auth/{path}"], path
+        assert {} in paths["/api/v1/auth/password-reset"]["post"]["security"]
+        assert {} in paths["/api/v1/auth/password-reset/confirm"]["post"]["security"]
+        assert {} not in paths["/api/v1/auth/password"]["post"]["security"]
