@@ -310,10 +310,11 @@ def credential_attempt(
     kind: str = SIGN_IN,
     email: str | None,
     keep_address: bool = False,
+    keep_all: bool = False,
 ) -> Iterator[None]:
     """One attempt on a credential route: 429 when its address or account has made too many;
-    its tokens given back when it succeeds (with `keep_address`, the account's only) or when
-    the hashing queue turns it away (503: it was never made)."""
+    its tokens given back when it succeeds (with `keep_address`, the account's only; with
+    `keep_all`, none) or when the hashing queue turns it away (503: it was never made)."""
     try:
         attempt = attempts.take(kind=kind, address=client_address(request), email=email)
     except TooManyAttemptsError as error:
@@ -325,7 +326,8 @@ def credential_attempt(
         attempts.give_back(attempt)
         retry_after = {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
         raise ApiError(503, "service_busy", str(error), headers=retry_after) from None
-    attempts.give_back(attempt, keep_address=keep_address)
+    if not keep_all:
+        attempts.give_back(attempt, keep_address=keep_address)
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
@@ -435,7 +437,7 @@ async def request_password_reset(
     same answer whether or not there is one."""
     # Every request counts, for its address and the account it names: each may send an e-mail.
     with credential_attempt(
-        attempts, request, kind=PASSWORD_RESET, email=body.email, keep_address=True
+        attempts, request, kind=PASSWORD_RESET, email=body.email, keep_all=True
     ):
         await handlers.request_password_reset(
             uow, email=body.email, ttl=ttl, traceparent=current_traceparent()

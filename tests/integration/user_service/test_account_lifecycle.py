@@ -201,3 +201,25 @@ async def test_password_reset_by_emailed_single_use_token(
     assert "password reset of user" in logged
     for token in (first, second, third):
         assert token not in logged
+
+
+async def test_reset_requests_are_limited_per_account_and_per_address_alike(
+    start_service: StartService,
+) -> None:
+    users = start_service(
+        "user", USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT="2", USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS="5"
+    )
+    async with users.client() as api:
+        await register(api, ADA, ADA_PASSWORD, "Ada Lovelace")
+
+        async def ask(email: str) -> int:
+            return (await api.post(RESET, json={"email": email})).status_code
+
+        # Two a window for an account, whether or not it exists: a third is refused alike.
+        assert [await ask(ADA) for _ in range(3)] == [202, 202, 429]
+        assert [await ask("nobody@example.com") for _ in range(3)] == [202, 202, 429]
+        # Five a window from one address, whatever the accounts.
+        assert await ask("carol@example.com") == 202
+        refused(await api.post(RESET, json={"email": "dan@example.com"}), 429, "rate_limited")
+    rows = await query(users, "SELECT count(*) FROM password_reset_tokens")
+    assert rows == [(2,)]
