@@ -2,13 +2,14 @@
 
 Every attempt on a credential route takes a token from its client address's bucket for that
 kind of attempt (signing in: login, refresh and a password change; registering; resetting a
-password: its request and its confirmation) and, when it names an account
-(the e-mail address, normalised), from that account's too: a bucket holds `attempts` tokens
-and refills at `attempts` per `per_seconds`. An attempt finding either bucket empty is refused
-with how long to wait, before any password is hashed. A login or refresh that succeeds gives
-its tokens back, so the buckets count failures (and attempts still in flight); a registration
-that succeeds gives back the account's only (creating an account is no attack on it). The
-buckets live in this process's memory: each replica counts on its own.
+password: its request and its confirmation) and, when it names an account (the e-mail
+address, normalised), from that account's too: a bucket holds `attempts` tokens and refills at
+`attempts` per `per_seconds`. An attempt finding either bucket empty is refused with how long
+to wait, before any password is hashed. A login, refresh, password change or reset
+confirmation that succeeds gives its tokens back, so the buckets count failures (and attempts
+still in flight); a registration that succeeds gives back the account's only (creating an
+account is no attack on it); a reset request keeps both (each may send an e-mail). The buckets
+live in this process's memory: each replica counts on its own.
 """
 
 from __future__ import annotations
