@@ -10,6 +10,8 @@ from pydantic_settings import SettingsConfigDict
 from choreo.settings import ServiceSettings
 from choreo.stack.sendgrid_sink import SINK_API_KEY
 
+DEV_PASSWORD_RESET_URL = "http://127.0.0.1:8000/reset-password?token="
+
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATION_")
@@ -28,8 +30,9 @@ class Settings(ServiceSettings):
         default=None, validation_alias=AliasChoices("SENDGRID_API_KEY")
     )
     from_email: str = Field(default="orders@choreo.local", pattern=r"^[^@\s]+@[^@\s]+$")
-    # Where a password-reset e-mail sends its reader: the reset token is appended to it.
-    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token="
+    # Where a password-reset e-mail sends its reader: the reset token is appended to it. The
+    # default is the dev gateway's; `choreo up` sets its own gateway's, prod must set an https one.
+    password_reset_url: str = DEV_PASSWORD_RESET_URL
     # A send that gets no answer in this time has an unknown outcome and is not sent again.
     send_timeout_seconds: float = Field(default=10.0, gt=0)
 
@@ -47,6 +50,9 @@ class Settings(ServiceSettings):
         key = self.sendgrid_api_key.get_secret_value() if self.sendgrid_api_key else ""
         if not key or key == SINK_API_KEY:
             raise ValueError("SENDGRID_API_KEY must be set to the account's API key in prod")
+        if not self.password_reset_url.startswith("https://"):
+            # A reset link carries a live token: never over plain http, never the dev default.
+            raise ValueError("NOTIFICATION_PASSWORD_RESET_URL must be an https:// URL in prod")
         return self
 
     @property

@@ -185,6 +185,11 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         SENDGRID_HOST=endpoints.sendgrid_host,
         PYTHONUNBUFFERED="1",  # their log lines reach the terminal as they are written
     )
+    # A password-reset e-mail links to this stack's gateway, wherever its ports are.
+    environment.setdefault(
+        "NOTIFICATION_PASSWORD_RESET_URL",
+        f"http://127.0.0.1:{config.ports.gateway}/reset-password?token=",
+    )
     for service in config.services:
         port = config.ports.of(service.name)
         environment[f"{service.env_prefix}_PORT"] = str(port)

@@ -392,6 +392,14 @@ def test_a_consumer_reads_a_backlog_of_the_durable_broker() -> None:
     assert read == 400
 
 
+def test_a_reset_email_links_to_the_stacks_own_gateway() -> None:
+    config = StackConfig(environment={}, ports=StackPorts(gateway=47300))
+    variables = service_environment(config, resolve_endpoints(config))
+    assert variables["NOTIFICATION_PASSWORD_RESET_URL"] == (
+        "http://127.0.0.1:47300/reset-password?token="
+    )
+
+
 def test_only_the_memory_broker_is_polled_fast() -> None:
     memory = StackConfig(environment={})
     durable = StackConfig(environment={}, durable_broker=True)

@@ -20,6 +20,7 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "NOTIFICATION_FROM_EMAIL",
         "NOTIFICATION_SEND_TIMEOUT_SECONDS",
         "NOTIFICATION_CONSUMER_MAX_ATTEMPTS",
+        "NOTIFICATION_PASSWORD_RESET_URL",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NOTIFICATION_DATABASE_URL", "postgresql://127.0.0.1/notifications")
@@ -58,7 +59,22 @@ def test_production_refuses_to_start_without_a_real_key(monkeypatch: pytest.Monk
     with pytest.raises(ValidationError, match="SENDGRID_API_KEY"):
         Settings()
     monkeypatch.setenv("SENDGRID_API_KEY", REAL_KEY)
+    monkeypatch.setenv("NOTIFICATION_PASSWORD_RESET_URL", "https://shop.example/reset?token=")
     assert Settings().sendgrid_key == REAL_KEY
+
+
+def test_production_refuses_a_reset_link_that_is_not_https(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by probing choreo up: prod would mail live reset tokens to the dev default's
+    # plain-http loopback link.
+    monkeypatch.setenv("CHOREO_ENV", "prod")
+    monkeypatch.setenv("SENDGRID_API_KEY", REAL_KEY)
+    with pytest.raises(ValidationError, match="NOTIFICATION_PASSWORD_RESET_URL"):
+        Settings()
+    monkeypatch.setenv("NOTIFICATION_PASSWORD_RESET_URL", "http://shop.example/reset?token=")
+    with pytest.raises(ValidationError, match="NOTIFICATION_PASSWORD_RESET_URL"):
+        Settings()
 
 
 @pytest.mark.parametrize(
