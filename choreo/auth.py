@@ -56,11 +56,13 @@ class SigningKeysUnavailableError(AuthError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's subject and roles."""
+    """Who is calling: the token's subject and roles, and the session the token was issued
+    for (its `sid` claim, as in OpenID Connect), which a logout or a password change ends."""
 
     user_id: str
     roles: frozenset[str] = frozenset()
     email: str | None = None
+    session_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -215,8 +217,8 @@ class TokenVerifier:
         Raises `AuthError` for any token that is not one, whatever its shape: the algorithm
         must be one of `ALGORITHMS` and the one its key is for (RFC 8725 §3.1: a token may not
         pick how its key is used), and the claims must have their types (`sub` a UUID, `roles`
-        a list of `ROLES`, `email` a string). Raises `SigningKeysUnavailableError` when there
-        are no keys to check it with.
+        a list of `ROLES`, `email` a string, `sid` a UUID when present). Raises
+        `SigningKeysUnavailableError` when there are no keys to check it with.
         """
         try:
             header = jwt.get_unverified_header(token)
@@ -255,19 +257,31 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
     if claims.get("typ", "access") != "access":
         raise AuthError("not an access token")
     subject, roles, email = claims["sub"], claims.get("roles", []), claims.get("email")
-    try:
-        user_id = uuid.UUID(subject) if isinstance(subject, str) else None
-    except ValueError:
-        user_id = None
-    if user_id is None or str(user_id) != subject.lower():
+    user_id = _canonical_uuid(subject)
+    if user_id is None:
         raise AuthError("the token's subject is not a user id")
+    session = claims.get("sid")
+    session_id = None if session is None else _canonical_uuid(session)
+    if session is not None and session_id is None:
+        raise AuthError("the token's session (sid) is not a session id")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise AuthError("the token's roles are not a list of names")
     if not ROLES.issuperset(roles):
         raise AuthError("the token names a role that does not exist")
     if email is not None and not isinstance(email, str):
         raise AuthError("the token's email is not a string")
-    return Principal(user_id=str(user_id), roles=frozenset(roles), email=email)
+    return Principal(user_id=user_id, roles=frozenset(roles), email=email, session_id=session_id)
+
+
+def _canonical_uuid(value: object) -> str | None:
+    """`value` as a UUID's canonical text, or None unless it is a UUID in that form (any case)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = str(uuid.UUID(value))
+    except ValueError:
+        return None
+    return parsed if parsed == value.lower() else None
 
 
 @dataclass(frozen=True)
@@ -307,7 +321,9 @@ class SigningKey:
         email: str | None = None,
         ttl_seconds: int = 900,
         token_type: str = "access",
+        session_id: str | None = None,
     ) -> str:
+        """A signed token; `session_id` becomes its `sid` claim (the session it belongs to)."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "sub": user_id,
@@ -321,6 +337,8 @@ class SigningKey:
         }
         if email is not None:
             claims["email"] = email
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode(claims, self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
 
 
@@ -354,8 +372,10 @@ async def current_principal(request: Request) -> Principal:
     except AuthError as error:
         raise ApiError(401, "unauthenticated", str(error), headers=challenge) from None
     revocations: Revocations | None = getattr(request.app.state, "revocations", None)
-    if revocations is not None and await revocations.is_revoked(principal.user_id):
-        raise ApiError(401, "unauthenticated", "the account was deleted", headers=challenge)
+    if revocations is not None:
+        refusal = await revocations.refusal(principal.user_id, principal.session_id)
+        if refusal is not None:
+            raise ApiError(401, "unauthenticated", refusal, headers=challenge)
     return principal
 
 

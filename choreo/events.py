@@ -33,6 +33,7 @@ TOPIC_OF_TYPE: Mapping[str, str] = {
     "UserUpdated": "user.event",
     "UserDeleted": "user.event",
     "PasswordResetRequested": "user.event",
+    "SessionsRevoked": "user.event",
 }
 EVENT_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_OF_TYPE.values()))
 # The one service that writes each event topic (its outbox), and so the `ce_source` its records

@@ -1,13 +1,16 @@
-"""Users whose tokens no service accepts any more: deleted accounts.
+"""Access tokens no service accepts any more: those of deleted accounts and of ended sessions.
 
 An access token lives up to 15 minutes and is verified by each service on its own (no call to
-the user service), so deleting an account does not end its tokens by itself. Every service
-with a database keeps the kit's `revoked_users` table instead: the user service writes the row
-in the transaction that deletes the account; every service that consumes events gets it from
-UserDeleted (`Service` subscribes it to `user.event` for that). `current_principal` refuses
-the token of a revoked user (401), so within about `Revocations.refresh_seconds` of the event
-reaching a service, the user's tokens stop working there; the payment service charges no
-order of a revoked user.
+the user service), so ending an account or a session does not end its tokens by itself. Every
+service with a database keeps the kit's `revoked_users` and `revoked_sessions` tables instead:
+the user service writes the rows in the transaction that deletes the account or ends the
+sessions (a logout, a password change or reset); every service that consumes events gets them
+from UserDeleted and SessionsRevoked (`Service` subscribes it to `user.event` for those).
+`current_principal` refuses a token of a revoked user, or one whose `sid` claim names a
+revoked session (401), so within about `Revocations.refresh_seconds` of the event reaching a
+service, those tokens stop working there; the payment service charges no order of a revoked
+user. A revoked session's row is needed only until the last access token issued for it has
+expired (no new one is issued: its refresh tokens are revoked too); then it may be deleted.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import Column, DateTime, Table, func, select
+from sqlalchemy import Column, DateTime, Index, Table, Text, func, select
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -28,12 +32,32 @@ from choreo.events import Event
 
 log = logging.getLogger(__name__)
 
+REVOCATION_MARGIN = timedelta(minutes=5)
+"""How much longer than the access-token lifetime a session's revocation is kept: the clocks of
+the issuing process, of the verifiers (which allow 5 s of leeway) and of the databases may
+differ a little, and keeping a row longer costs nothing."""
+
 revoked_users = Table(
     "revoked_users",
     kit_metadata,
     Column("user_id", UUID(as_uuid=True), primary_key=True),
     Column("revoked_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+revoked_sessions = Table(
+    "revoked_sessions",
+    kit_metadata,
+    # The `sid` claim of the session's access tokens (the user service's refresh-token family).
+    Column("session_id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    # Why it ended: logged_out, password_changed, password_reset, reuse_detected.
+    Column("reason", Text, nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    # Every access token of the session has expired by then: the row may be deleted.
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("revoked_sessions_expiry", "expires_at"),
 )
 
 
@@ -54,17 +78,98 @@ async def is_revoked(session: AsyncSession, user_id: str | uuid.UUID) -> bool:
     return found.first() is not None
 
 
+async def revoke_sessions(
+    session: AsyncSession,
+    user_id: str | uuid.UUID,
+    session_ids: Iterable[str | uuid.UUID],
+    *,
+    reason: str,
+    at: datetime,
+    until: datetime,
+) -> list[str]:
+    """Record that the access tokens of `session_ids` are no longer accepted, until `until`
+    (when the last of them expires); the ids that were not revoked already. Revocations past
+    their `until` are deleted on the way, so the table holds about one access-token lifetime
+    of them."""
+    await session.execute(
+        revoked_sessions.delete().where(revoked_sessions.c.expires_at <= func.now())
+    )
+    ids = list(dict.fromkeys(uuid.UUID(str(session_id)) for session_id in session_ids))
+    if not ids:
+        return []
+    inserted = await session.execute(
+        insert(revoked_sessions)
+        .values(
+            [
+                {
+                    "session_id": session_id,
+                    "user_id": uuid.UUID(str(user_id)),
+                    "reason": reason,
+                    "revoked_at": at,
+                    "expires_at": until,
+                }
+                for session_id in ids
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(revoked_sessions.c.session_id)
+    )
+    new = {str(session_id) for (session_id,) in inserted}
+    return [str(session_id) for session_id in ids if str(session_id) in new]
+
+
 async def on_user_deleted(event: Event, uow: UnitOfWork) -> None:
     """The kit's handler of UserDeleted, in every consuming service."""
     await revoke(uow.session, str(event.data["user_id"]), event.time)
 
 
-class Revocations:
-    """The revoked user ids, for checking each request without a query of its own.
+async def on_sessions_revoked(event: Event, uow: UnitOfWork) -> None:
+    """The kit's handler of SessionsRevoked, in every consuming service."""
+    data = event.data
+    await revoke_sessions(
+        uow.session,
+        str(data["user_id"]),
+        [str(session_id) for session_id in data["session_ids"]],
+        reason=str(data["reason"]),
+        at=data["revoked_at"],
+        until=data["expires_at"],
+    )
 
-    The set is read again when it is older than `refresh_seconds` (one read at a time; the
-    requests meanwhile use the set at hand). A read that fails (the database down) keeps the
-    set read last and is tried again on the next request after `refresh_seconds`.
+
+SESSION_ENDED = {
+    "logged_out": "the session was logged out",
+    "password_changed": "the session ended when the account's password was changed",
+    "password_reset": "the session ended when the account's password was reset",
+    "reuse_detected": "the session ended: one of its refresh tokens was used twice",
+}
+"""What a refused token of a revoked session is told, by the reason the session ended."""
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """The revoked users and the revoked sessions (with why each ended), as read at one time."""
+
+    users: frozenset[str] = frozenset()
+    sessions: Mapping[str, str] = field(default_factory=dict)
+
+    def refusal(self, user_id: str, session_id: str | None) -> str | None:
+        """Why a token of `user_id` for `session_id` is refused, or None when it is not."""
+        if user_id in self.users:
+            return "the account was deleted"
+        reason = self.sessions.get(session_id) if session_id is not None else None
+        if reason is None:
+            return None
+        ended = SESSION_ENDED.get(reason, "the session was ended")
+        return f"{ended}: log in again"
+
+
+class Revocations:
+    """The revocations, for checking each request without a query of its own.
+
+    They are read again when older than `refresh_seconds` (one read at a time; the requests
+    meanwhile use those at hand). A read that fails (the database down) keeps those read last
+    and is tried again on the next request after `refresh_seconds`. Sessions whose revocation
+    has expired (their tokens have) are not read.
     """
 
     def __init__(
@@ -77,22 +182,31 @@ class Revocations:
         self._engine = engine
         self.refresh_seconds = refresh_seconds
         self._clock = clock
-        self._revoked: frozenset[str] = frozenset()
+        self._revoked = Revoked()
         self._read_at = float("-inf")
         self._reading: asyncio.Lock = asyncio.Lock()
 
-    async def is_revoked(self, user_id: str) -> bool:
+    async def refusal(self, user_id: str, session_id: str | None) -> str | None:
+        """Why a token of `user_id` for `session_id` is refused, or None when it is not."""
         if self._clock() - self._read_at >= self.refresh_seconds and not self._reading.locked():
             async with self._reading:
                 await self._read()
-        return user_id in self._revoked
+        return self._revoked.refusal(user_id, session_id)
 
     async def _read(self) -> None:
         self._read_at = self._clock()
         try:
             async with self._engine.connect() as connection:
-                rows = await connection.execute(select(revoked_users.c.user_id))
-        except Exception as error:  # the set at hand stays; the next request tries again
-            log.warning("cannot read the revoked users (%s); keeping the last read", error)
+                users = await connection.execute(select(revoked_users.c.user_id))
+                sessions = await connection.execute(
+                    select(revoked_sessions.c.session_id, revoked_sessions.c.reason).where(
+                        revoked_sessions.c.expires_at > func.now()
+                    )
+                )
+        except Exception as error:  # those at hand stay; the next request tries again
+            log.warning("cannot read the revocations (%s); keeping the last read", error)
             return
-        self._revoked = frozenset(str(user_id) for (user_id,) in rows)
+        self._revoked = Revoked(
+            users=frozenset(str(user_id) for (user_id,) in users),
+            sessions={str(session_id): reason for session_id, reason in sessions},
+        )

@@ -38,7 +38,7 @@ from choreo.events import Event, source_of
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
-from choreo.revocations import Revocations, on_user_deleted
+from choreo.revocations import Revocations, on_sessions_revoked, on_user_deleted
 from choreo.settings import ServiceSettings
 from choreo.web import ApiDocs, ReadinessCheck, create_app
 
@@ -270,9 +270,13 @@ class Service:
             handlers.setdefault(settings.topic(subscription.topic), {}).update(
                 subscription.handlers
             )
-        # Every consuming service stops accepting a deleted user's tokens (choreo.revocations).
+        # Every consuming service stops accepting the tokens of a deleted user and of an ended
+        # session (choreo.revocations).
         user_events = handlers.setdefault(settings.topic("user.event"), {})
         user_events["UserDeleted"] = _then(on_user_deleted, user_events.get("UserDeleted"))
+        user_events["SessionsRevoked"] = _then(
+            on_sessions_revoked, user_events.get("SessionsRevoked")
+        )
         return Consumer(
             name=self.name,
             consumer=kafka.consumer(

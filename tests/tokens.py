@@ -75,6 +75,7 @@ def forged_tokens(real_kid: str, subject: str) -> st.SearchStrategy[Forged]:
             "exp": member(now + 600, now - 600, "tomorrow", 1e300),
             "typ": member("access", "refresh", 7),
             "email": member("ada@example.com", 5, ["a@b"]),
+            "sid": member(str(uuid.uuid4()), "not-a-session", str(uuid.uuid4()).upper(), 5, ""),
         },
     )
     signer = st.sampled_from(["real", "stranger", "garbage"])

@@ -21,8 +21,9 @@ that passes the policy, revokes every session and reset token of the account and
 token pair. `POST /auth/password-reset` (public) answers 202 with the same body whatever the
 address; a live account's gets an e-mail with a single-use token (the notification service
 sends it). `POST /auth/password-reset/confirm` (public) sets the password with that token, once:
-204; a token unknown, expired, used or revoked is 400 `invalid_reset_token`. Neither revokes the
-access tokens already issued: they expire on their own (15 minutes).
+204; a token unknown, expired, used or revoked is 400 `invalid_reset_token`. A session ended by
+any of them ends with its access tokens (their `sid`): every service refuses them within
+seconds (choreo.revocations).
 
 Profile fields: `phone` is digits with spaces, ( ) . / - and an optional leading +, at most 32
 characters; `address` is free text (lines separated by newlines), at most 500 characters;
@@ -390,12 +391,18 @@ def _new_password_checked() -> Iterator[None]:
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(
-    user_id: OwnId, uow: Uow, body: Annotated[LogoutIn | None, Body()] = None
+    user_id: OwnId, uow: Uow, tokens: TokensDep, body: Annotated[LogoutIn | None, Body()] = None
 ) -> Response:
-    """End a session: the refresh token's family (this login and its rotations) is revoked;
-    without a refresh token, every session of the caller. The same answer when there was
-    nothing to revoke."""
-    await handlers.logout(uow, user_id, refresh_token=body.refresh_token if body else None)
+    """End a session: the refresh token's family (this login and its rotations) is revoked, and
+    its access tokens are refused everywhere within seconds; without a refresh token, every
+    session of the caller. The same answer when there was nothing to revoke."""
+    await handlers.logout(
+        uow,
+        tokens,
+        user_id,
+        refresh_token=body.refresh_token if body else None,
+        traceparent=current_traceparent(),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -421,6 +428,7 @@ async def change_password(
             user_id,
             current_password=body.current_password,
             new_password=body.new_password,
+            traceparent=current_traceparent(),
         )
     return TokensOut.of(pair)
 
@@ -451,6 +459,7 @@ async def confirm_password_reset(
     request: Request,
     uow: Uow,
     passwords: PasswordsDep,
+    tokens: TokensDep,
     attempts: AttemptsDep,
 ) -> Response:
     """Set a new password with an e-mailed reset token (once). Every session of the account is
@@ -458,7 +467,12 @@ async def confirm_password_reset(
     attempt = credential_attempt(attempts, request, kind=PASSWORD_RESET, email=None)
     with attempt, _new_password_checked():
         await handlers.confirm_password_reset(
-            uow, passwords, token=body.token, new_password=body.new_password
+            uow,
+            passwords,
+            tokens,
+            token=body.token,
+            new_password=body.new_password,
+            traceparent=current_traceparent(),
         )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

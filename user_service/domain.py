@@ -370,6 +370,15 @@ class RevokeReason(StrEnum):
     PASSWORD_CHANGED = "password_changed"
 
 
+class SessionEnd(StrEnum):
+    """Why a session's access tokens were revoked (SessionsRevoked's `reason`)."""
+
+    LOGGED_OUT = "logged_out"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET = "password_reset"
+    REUSE_DETECTED = "reuse_detected"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRefreshToken:
     """What the service holds about a refresh token it handed out."""

@@ -2,8 +2,13 @@
 
 Each handler opens its unit(s) of work itself: the slow password hashing runs between
 transactions, never while one holds a connection or a row lock. Accounts' rows and their
-events (UserRegistered, UserUpdated, UserDeleted, PasswordResetRequested on `user.event`, keyed
-by the user id) commit together.
+events (UserRegistered, UserUpdated, UserDeleted, PasswordResetRequested, SessionsRevoked on
+`user.event`, keyed by the user id) commit together.
+
+A session is a refresh-token family: its access tokens name it (`sid`). Ending one (a logout, a
+password change or reset, a refresh token used twice) revokes its refresh tokens and, in the
+same transaction, its access tokens: the kit's `revoked_sessions` row here, SessionsRevoked for
+every other service (choreo.revocations).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from user_service.domain import (
     RefreshOutcome,
     RevokeReason,
     Role,
+    SessionEnd,
     StoredRefreshToken,
     StoredResetToken,
     UserNotFoundError,
@@ -145,8 +151,9 @@ async def login(
                 .where(users.c.id == user_id, users.c.password_hash == account.password_hash)
                 .values(password_hash=rehashed, updated_at=func.now())
             )
-        await _insert_refresh_token(uow, tokens, user_id, str(uuid.uuid4()), refresh)
-    return tokens.pair(user_id, role, account.email, refresh)
+        session_id = str(uuid.uuid4())
+        await _insert_refresh_token(uow, tokens, user_id, session_id, refresh)
+    return tokens.pair(user_id, role, account.email, refresh, session_id)
 
 
 async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -> TokenPair:
@@ -184,6 +191,9 @@ async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -
             revoked = await _revoke(
                 uow, refresh_tokens.c.family_id == row.family_id, RevokeReason.REUSE_DETECTED
             )
+            await _end_sessions(
+                uow, tokens, str(row.user_id), [str(row.family_id)], SessionEnd.REUSE_DETECTED
+            )
             log.warning(
                 "a revoked refresh token of user %s was presented again: revoked %d live "
                 "token(s) of its family %s",
@@ -197,31 +207,45 @@ async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -
             user_id, family_id = str(row.user_id), str(row.family_id)
             new_id = await _insert_refresh_token(uow, tokens, user_id, family_id, new)
             await _revoke(uow, refresh_tokens.c.id == row.id, RevokeReason.ROTATED, new_id)
-            pair = tokens.pair(user_id, Role(row.role), row.email, new)
+            pair = tokens.pair(user_id, Role(row.role), row.email, new, family_id)
     # Raised after the block, so that a family revoked on reuse stays revoked.
     if pair is None:
         raise InvalidRefreshTokenError()
     return pair
 
 
-async def logout(uow: UnitOfWork, user_id: str, *, refresh_token: str | None) -> int:
-    """Revoke the caller's session: the family of `refresh_token` when it is one of the
-    caller's, every refresh token of the caller without one; how many tokens were revoked.
-    Idempotent: a token unknown, another's, or revoked already changes nothing."""
+async def logout(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    user_id: str,
+    *,
+    refresh_token: str | None,
+    traceparent: str | None = None,
+) -> int:
+    """End the caller's session, its refresh and access tokens: the family of `refresh_token`
+    when it is one of the caller's, every session of the caller without one; how many refresh
+    tokens were revoked. Idempotent: a token unknown, another's, or revoked already changes
+    nothing."""
     async with uow:
         if refresh_token is None:
             which = refresh_tokens.c.user_id == user_id
+            sessions = await _recent_sessions(uow, tokens, user_id)
         else:
             family = (
-                select(refresh_tokens.c.family_id)
-                .where(
-                    refresh_tokens.c.token_digest == digest_of(refresh_token),
-                    refresh_tokens.c.user_id == user_id,
+                await uow.session.execute(
+                    select(refresh_tokens.c.family_id).where(
+                        refresh_tokens.c.token_digest == digest_of(refresh_token),
+                        refresh_tokens.c.user_id == user_id,
+                    )
                 )
-                .scalar_subquery()
-            )
+            ).scalar_one_or_none()
+            if family is None:
+                return 0
             which = refresh_tokens.c.family_id == family
-        return await _revoke(uow, which, RevokeReason.LOGGED_OUT)
+            sessions = [str(family)]
+        revoked = await _revoke(uow, which, RevokeReason.LOGGED_OUT)
+        await _end_sessions(uow, tokens, user_id, sessions, SessionEnd.LOGGED_OUT, traceparent)
+        return revoked
 
 
 async def change_password(
@@ -232,11 +256,12 @@ async def change_password(
     *,
     current_password: str,
     new_password: str,
+    traceparent: str | None = None,
 ) -> TokenPair:
-    """Set a new password for the caller who knows the current one: every refresh token and
-    outstanding reset token of the account is revoked, and a new pair (a new session) handed
-    back. WrongCurrentPasswordError, or PasswordPolicyError for a new password the policy
-    refuses (checked first: it costs no hashing)."""
+    """Set a new password for the caller who knows the current one: every session (refresh and
+    access tokens) and outstanding reset token of the account is revoked, and a new pair (a new
+    session) handed back. WrongCurrentPasswordError, or PasswordPolicyError for a new password
+    the policy refuses (checked first: it costs no hashing)."""
     async with uow:
         account = (
             await uow.session.execute(
@@ -273,10 +298,15 @@ async def change_password(
         if changed.first() is None:
             raise WrongCurrentPasswordError()
         await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.PASSWORD_CHANGED)
+        sessions = await _recent_sessions(uow, tokens, user_id)
+        await _end_sessions(
+            uow, tokens, user_id, sessions, SessionEnd.PASSWORD_CHANGED, traceparent
+        )
         await _void_reset_tokens(uow, user_id)
-        await _insert_refresh_token(uow, tokens, user_id, str(uuid.uuid4()), refresh)
+        session_id = str(uuid.uuid4())  # after the ending: this session goes on
+        await _insert_refresh_token(uow, tokens, user_id, session_id, refresh)
     log.info("user %s changed their password; every other session was revoked", user_id)
-    return tokens.pair(user_id, Role(account.role), account.email, refresh)
+    return tokens.pair(user_id, Role(account.role), account.email, refresh, session_id)
 
 
 async def request_password_reset(
@@ -326,10 +356,17 @@ async def request_password_reset(
 
 
 async def confirm_password_reset(
-    uow: UnitOfWork, passwords: Passwords, *, token: str, new_password: str
+    uow: UnitOfWork,
+    passwords: Passwords,
+    tokens: TokenIssuer,
+    *,
+    token: str,
+    new_password: str,
+    traceparent: str | None = None,
 ) -> None:
     """Set the password of the account a usable reset token was sent for: the token is used,
-    the account's other reset tokens and every refresh token revoked. InvalidResetTokenError
+    the account's other reset tokens and every session (refresh and access tokens) revoked.
+    InvalidResetTokenError
     for a token unknown, expired, used or revoked; PasswordPolicyError for a refused password."""
     digest = digest_of(token)
     async with uow:
@@ -358,6 +395,8 @@ async def confirm_password_reset(
             .values(password_hash=new_hash, updated_at=func.now())
         )
         await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.PASSWORD_CHANGED)
+        sessions = await _recent_sessions(uow, tokens, user_id)
+        await _end_sessions(uow, tokens, user_id, sessions, SessionEnd.PASSWORD_RESET, traceparent)
     log.info("user %s set a new password with a reset token; every session was revoked", user_id)
 
 
@@ -513,6 +552,46 @@ async def _revoke(
         .returning(refresh_tokens.c.id)
     )
     return len(result.all())
+
+
+async def _recent_sessions(uow: UnitOfWork, tokens: TokenIssuer, user_id: str) -> list[str]:
+    """The account's sessions that may hold an access token not expired yet: every family with
+    a refresh token issued (each with an access token) within the access-token lifetime, and
+    the margin of choreo.revocations for clocks that differ."""
+    since = func.now() - (tokens.access_ttl + revocations.REVOCATION_MARGIN)
+    rows = await uow.session.execute(
+        select(refresh_tokens.c.family_id)
+        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.created_at > since)
+        .distinct()
+    )
+    return [str(family_id) for (family_id,) in rows]
+
+
+async def _end_sessions(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    user_id: str,
+    session_ids: list[str],
+    reason: SessionEnd,
+    traceparent: str | None = None,
+) -> None:
+    """Revoke the access tokens of `session_ids` here (choreo.revocations) → SessionsRevoked,
+    naming those not revoked before, for every other service; nothing when there are none. The
+    revocation lasts until the last of those tokens has expired."""
+    now = datetime.now(UTC)
+    until = now + tokens.access_ttl + revocations.REVOCATION_MARGIN
+    ended = await revocations.revoke_sessions(
+        uow.session, user_id, session_ids, reason=reason, at=now, until=until
+    )
+    if ended:
+        data = {
+            "user_id": user_id,
+            "session_ids": ended,
+            "reason": str(reason),
+            "revoked_at": now,
+            "expires_at": until,
+        }
+        uow.publish(_event("SessionsRevoked", user_id, data, traceparent))
 
 
 async def _reset_token(uow: UnitOfWork, digest: bytes, *, lock: bool) -> Any:

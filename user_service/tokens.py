@@ -50,14 +50,26 @@ class TokenIssuer:
         self.access_ttl_seconds = access_ttl_seconds
         self.refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
 
-    def access_token(self, user_id: str, role: Role, email: str) -> str:
+    @property
+    def access_ttl(self) -> timedelta:
+        return timedelta(seconds=self.access_ttl_seconds)
+
+    def access_token(self, user_id: str, role: Role, email: str, session_id: str) -> str:
+        """An access token of the session `session_id` (its `sid` claim: the refresh-token
+        family), which ends with the session (choreo.revocations)."""
         return self.signing_key.issue(
-            user_id, roles=token_roles(role), email=email, ttl_seconds=self.access_ttl_seconds
+            user_id,
+            roles=token_roles(role),
+            email=email,
+            ttl_seconds=self.access_ttl_seconds,
+            session_id=session_id,
         )
 
-    def pair(self, user_id: str, role: Role, email: str, refresh: RefreshSecret) -> TokenPair:
+    def pair(
+        self, user_id: str, role: Role, email: str, refresh: RefreshSecret, session_id: str
+    ) -> TokenPair:
         return TokenPair(
-            access_token=self.access_token(user_id, role, email),
+            access_token=self.access_token(user_id, role, email, session_id),
             expires_in=self.access_ttl_seconds,
             refresh_token=refresh.token,
         )

@@ -9,12 +9,13 @@ import logging
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from choreo.events import Event
 from choreo.testing import StartService, collect_events
 
-from .conftest import bearer, login, query, register
+from .conftest import bearer, eventually, login, query, register
 
 ADA = "ada@example.com"
 ADA_PASSWORD = "Analytical-Engine-1843"
@@ -39,34 +40,92 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def test_logout_and_password_change_end_sessions(start_service: StartService) -> None:
+async def me(api: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Response:
+    return await api.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+
+
+async def session_ended(api: httpx.AsyncClient, tokens: dict[str, Any], why: str) -> None:
+    """Wait until the access token of `tokens` is refused (the service re-reads its revocations
+    at most once a second), saying `why`."""
+
+    async def refused_now() -> bool:
+        response = await me(api, tokens)
+        if response.status_code == 200:
+            return False
+        assert refused(response, 401, "unauthenticated")["message"] == why
+        return True
+
+    await eventually(refused_now, f"the access token refused: {why}", timeout=10)
+
+
+LOGGED_OUT = "the session was logged out: log in again"
+PASSWORD_CHANGED = "the session ended when the account's password was changed: log in again"
+PASSWORD_RESET = "the session ended when the account's password was reset: log in again"
+
+
+def sid(tokens: dict[str, Any]) -> str:
+    """The session an access token belongs to (read, not verified: the service verifies)."""
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    return str(claims["sid"])
+
+
+async def sessions_revoked(
+    bootstrap: str, topics: str, user_id: str, count: int
+) -> list[tuple[str, set[str]]]:
+    """The reason and sessions of each SessionsRevoked of `user_id`, once there are `count`."""
+
+    def of_user(events: list[Event]) -> list[Event]:
+        return [e for e in events if e.type == "SessionsRevoked" and e.subject == user_id]
+
+    events = await collect_events(
+        bootstrap, f"{topics}user.event", lambda events: len(of_user(events)) >= count
+    )
+    return [
+        (str(e.data["reason"]), {str(session) for session in e.data["session_ids"]})
+        for e in of_user(events)
+    ]
+
+
+async def test_logout_and_password_change_end_sessions(
+    start_service: StartService, kafka_bootstrap: str, topics: str
+) -> None:
     users = start_service("user", USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT="100")
     async with users.client() as api:
         ada = await register(api, ADA, ADA_PASSWORD, "Ada Lovelace")
         laptop, phone = await login(api, ADA, ADA_PASSWORD), await login(api, ADA, ADA_PASSWORD)
 
-        # Logout with a refresh token ends that session only, and again changes nothing.
-        auth = bearer(laptop["access_token"])
+        # Logout with a refresh token ends that session only, its refresh and access tokens; the
+        # same logout again (from the other session: the first's token is no more) changes
+        # nothing.
         body = {"refresh_token": laptop["refresh_token"]}
-        for _ in range(2):
-            response = await api.post("/api/v1/auth/logout", json=body, headers=auth)
+        for tokens in (laptop, phone):
+            response = await api.post(
+                "/api/v1/auth/logout", json=body, headers=bearer(tokens["access_token"])
+            )
             assert response.status_code == 204, response.text
         refused(await refresh(api, laptop), 401, "invalid_refresh_token")
+        await session_ended(api, laptop, LOGGED_OUT)
+        assert (await me(api, phone)).status_code == 200
         phone = (await refresh(api, phone)).json()
+        assert (await me(api, phone)).status_code == 200  # a rotation is the same session
         # Another user's refresh token is not the caller's to revoke.
         await register(api, "bob@example.com", "difference engine no 2", "Bob")
         bob = await login(api, "bob@example.com", "difference engine no 2")
         other = {"refresh_token": bob["refresh_token"]}
+        auth = bearer(phone["access_token"])
         response = await api.post("/api/v1/auth/logout", json=other, headers=auth)
         assert response.status_code == 204
         assert (await refresh(api, bob)).status_code == 200
+        assert (await me(api, bob)).status_code == 200
         # Without a token, every session of the caller; only signed-in callers.
         assert (await api.post("/api/v1/auth/logout")).status_code == 401
         tablet = await login(api, ADA, ADA_PASSWORD)
-        response = await api.post("/api/v1/auth/logout", headers=bearer(phone["access_token"]))
+        response = await api.post("/api/v1/auth/logout", headers=auth)
         assert response.status_code == 204
         refused(await refresh(api, phone), 401, "invalid_refresh_token")
         refused(await refresh(api, tablet), 401, "invalid_refresh_token")
+        await session_ended(api, phone, LOGGED_OUT)
+        await session_ended(api, tablet, LOGGED_OUT)
         reasons = await query(
             users,
             "SELECT DISTINCT revoked_reason FROM refresh_tokens WHERE user_id = %s",
@@ -98,13 +157,26 @@ async def test_logout_and_password_change_end_sessions(start_service: StartServi
         assert response.headers["cache-control"] == "no-store"
         fresh = response.json()
         assert set(fresh) == {"access_token", "token_type", "expires_in", "refresh_token"}
-        # Every earlier session ends; the one handed back goes on; the old password fails.
+        # Every earlier session ends, access tokens too; the one handed back goes on; the old
+        # password fails.
         refused(await refresh(api, session), 401, "invalid_refresh_token")
         refused(await refresh(api, other_session), 401, "invalid_refresh_token")
+        for ended in (session, other_session):
+            await session_ended(api, ended, PASSWORD_CHANGED)
+        assert (await me(api, fresh)).status_code == 200
         assert (await refresh(api, fresh)).status_code == 200
         bad = {"email": ADA, "password": ADA_PASSWORD}
         refused(await api.post("/api/v1/auth/login", json=bad), 401, "invalid_credentials")
         await login(api, ADA, NEW_PASSWORD)
+
+    # Every other service learns of each ending once, naming the sessions not ended before.
+    wanted = [
+        ("logged_out", [laptop]),
+        ("logged_out", [phone, tablet]),
+        ("password_changed", [session, other_session]),
+    ]
+    ended_sessions = await sessions_revoked(kafka_bootstrap, topics, ada["id"], len(wanted))
+    assert ended_sessions == [(reason, {sid(t) for t in ts}) for reason, ts in wanted]
 
 
 async def test_password_reset_by_emailed_single_use_token(
@@ -172,6 +244,10 @@ async def test_password_reset_by_emailed_single_use_token(
             again = await api.post(CONFIRM, json={"token": token, "new_password": NEW_PASSWORD})
             refused(again, 400, "invalid_reset_token")
         refused(await refresh(api, session), 401, "invalid_refresh_token")
+        await session_ended(api, session, PASSWORD_RESET)
+        assert await sessions_revoked(kafka_bootstrap, topics, ada["id"], 1) == [
+            ("password_reset", {sid(session)})
+        ]
         bad = {"email": ADA, "password": ADA_PASSWORD}
         refused(await api.post("/api/v1/auth/login", json=bad), 401, "invalid_credentials")
         await login(api, ADA, RESET_PASSWORD)

@@ -123,7 +123,10 @@ async def test_accounts_tokens_profiles_and_administration(
         assert tokens["token_type"] == "bearer"
         assert tokens["expires_in"] == 900
         principal = await verify(jwks, tokens["access_token"])
-        assert principal == Principal(ada["id"], frozenset({"user"}), "ada@example.com")
+        assert principal.session_id is not None  # the session: this login's refresh tokens
+        assert principal == Principal(
+            ada["id"], frozenset({"user"}), "ada@example.com", principal.session_id
+        )
         assert tokens["refresh_token"] not in tokens["access_token"]
 
         # Wrong password and unknown address: the same answer, in a similar time.
@@ -173,6 +176,15 @@ async def test_accounts_tokens_profiles_and_administration(
             ada["id"],
         )
         assert dict(revocations) == {"rotated": 2, "reuse_detected": 1, None: 1}
+        # ... and its access tokens, the one handed out by the rotation too.
+        rotated_session = (await verify(jwks, rotated["access_token"])).session_id
+        assert rotated_session == principal.session_id
+
+        async def reuse_ended_the_session() -> bool:
+            me = await api.get("/api/v1/users/me", headers=bearer(rotated["access_token"]))
+            return me.status_code == 401 and "used twice" in me.json()["error"]["message"]
+
+        await eventually(reuse_ended_the_session, "the reused family's access token refused")
 
         # The profile.
         ada_token = unrelated.json()["access_token"]

@@ -279,6 +279,9 @@ async def test_any_token_shape_is_401_or_names_its_subject(forged: Forged) -> No
         ({}, {"sub": "not-a-user-id"}),
         ({}, {"sub": SUBJECT.replace("-", "")}),  # a UUID, not in its canonical form
         ({}, {"email": ["ada@example.com"]}),
+        ({}, {"sid": "not-a-session"}),
+        ({}, {"sid": 5}),
+        ({}, {"sid": str(uuid.uuid4()).replace("-", "")}),  # not in its canonical form
     ],
 )
 async def test_the_reviewed_token_shapes_are_401(
@@ -302,3 +305,13 @@ async def test_the_reviewed_token_shapes_are_401(
         ]
     assert [answer.status_code for answer in answers] == [200, 401]
     assert answers[1].json()["error"]["code"] == "unauthenticated"
+
+
+async def test_a_token_names_its_session_and_one_without_a_session_names_none() -> None:
+    key, user, session = SigningKey.generate(), str(uuid.uuid4()), str(uuid.uuid4())
+    verifier = TokenVerifier(StaticKeys(key.jwks()))
+    principal = await verifier.verify(key.issue(user, session_id=session))
+    assert (principal.user_id, principal.session_id) == (user, session)
+    upper = await verifier.verify(key.issue(user, session_id=session.upper()))
+    assert upper.session_id == session
+    assert (await verifier.verify(key.issue(user))).session_id is None

@@ -146,6 +146,16 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "token": "q2v5Xb9lY0bJ4m1c7kR3t8w6zP0aN5sH2dF4gJ7kL9o",
         "expires_at": AT,
     },
+    "SessionsRevoked": {
+        "user_id": USER,
+        "session_ids": [
+            UUID("0b9d7c1e-5a4f-4e2b-8c3d-1f2e3d4c5b6a"),
+            UUID("7d6c5b4a-3f2e-4d1c-9b8a-7f6e5d4c3b2a"),
+        ],
+        "reason": "password_changed",
+        "revoked_at": AT,
+        "expires_at": AT,
+    },
 }
 
 # CRC-64-AVRO of Parsing Canonical Forms, from the Avro project's own test vectors

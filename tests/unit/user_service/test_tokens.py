@@ -1,5 +1,5 @@
 """What a login hands out: access tokens the other services' verifier accepts, with the
-account's id, roles and e-mail, and refresh tokens of which only a digest is kept."""
+account's id, roles, e-mail and session, and refresh tokens of which only a digest is kept."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from user_service.domain import Role
 from user_service.tokens import TokenIssuer, new_refresh_secret, refresh_digest
 
 USER_ID = "6f1c2b5e-3d5f-4a51-9a0e-2f4b1d9c8e7a"
+SESSION_ID = "0b9d7c1e-5a4f-4e2b-8c3d-1f2e3d4c5b6a"
 
 
 @pytest.fixture
@@ -29,9 +30,10 @@ def issuer(key: SigningKey) -> TokenIssuer:
 async def test_access_tokens_carry_the_account_and_pass_the_shared_verifier(
     key: SigningKey, issuer: TokenIssuer, role: Role, roles: set[str]
 ) -> None:
-    token = issuer.access_token(USER_ID, role, "ada@example.com")
+    token = issuer.access_token(USER_ID, role, "ada@example.com", SESSION_ID)
     principal = await TokenVerifier(StaticKeys(key.jwks())).verify(token)
     assert principal.user_id == USER_ID
+    assert principal.session_id == SESSION_ID
     assert principal.roles == roles
     assert principal.email == "ada@example.com"
     assert principal.is_admin == (role is Role.ADMIN)
@@ -42,7 +44,7 @@ async def test_access_tokens_carry_the_account_and_pass_the_shared_verifier(
 
 
 async def test_tokens_of_another_key_are_refused(issuer: TokenIssuer) -> None:
-    token = issuer.access_token(USER_ID, Role.ADMIN, "ada@example.com")
+    token = issuer.access_token(USER_ID, Role.ADMIN, "ada@example.com", SESSION_ID)
     stranger = SigningKey.generate()
     with pytest.raises(AuthError):
         await TokenVerifier(StaticKeys(stranger.jwks())).verify(token)
@@ -50,8 +52,9 @@ async def test_tokens_of_another_key_are_refused(issuer: TokenIssuer) -> None:
 
 def test_a_pair_says_when_its_access_token_expires(issuer: TokenIssuer) -> None:
     secret = new_refresh_secret()
-    pair = issuer.pair(USER_ID, Role.CUSTOMER, "ada@example.com", secret)
+    pair = issuer.pair(USER_ID, Role.CUSTOMER, "ada@example.com", secret, SESSION_ID)
     assert pair.expires_in == 900
+    assert jwt.decode(pair.access_token, options={"verify_signature": False})["sid"] == SESSION_ID
     assert pair.refresh_token == secret.token
     assert issuer.refresh_ttl.total_seconds() == 3600
 
