@@ -1,10 +1,12 @@
 """What users of an account expect, through the gateway on `choreo up`: logging out, changing
-the password, and resetting a forgotten one by e-mail (issue 13)."""
+the password, and resetting a forgotten one by e-mail (issue 13), each ending the access tokens
+of the sessions it ends at every service within seconds."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from typing import Any
 
@@ -54,13 +56,14 @@ async def test_logout_password_change_and_reset_by_email(choreo_up: ChoreoUp) ->
     email, password = customer.email, customer.password
     changed, reset = f"changed-{uuid.uuid4().hex}", f"reset-{uuid.uuid4().hex}"
     async with gateway.client() as api:
-        # Logout ends the session of its refresh token, through the gateway, idempotently.
-        session = await sign_in(api, email, password)
-        for _ in range(2):
+        # Logout ends the session of its refresh token, through the gateway, idempotently (the
+        # second time from another session: the first one's access token is ended too).
+        session, spare = await sign_in(api, email, password), await sign_in(api, email, password)
+        for caller in (session, spare):
             response = await api.post(
                 "/auth/logout",
                 json={"refresh_token": session["refresh_token"]},
-                headers=auth(session),
+                headers=auth(caller),
             )
             assert response.status_code == 204, response.text
         assert await refreshed(api, session) == 401
@@ -125,3 +128,92 @@ async def test_logout_password_change_and_reset_by_email(choreo_up: ChoreoUp) ->
         assert {} in paths["/api/v1/auth/password-reset"]["post"]["security"]
         assert {} in paths["/api/v1/auth/password-reset/confirm"]["post"]["security"]
         assert {} not in paths["/api/v1/auth/password"]["post"]["security"]
+
+
+LOGGED_OUT = "the session was logged out: log in again"
+PASSWORD_CHANGED = "the session ended when the account's password was changed: log in again"
+PASSWORD_RESET = "the session ended when the account's password was reset: log in again"
+
+
+def places(running: ChoreoUp) -> dict[str, str]:
+    """Where an access token is checked: through the gateway (to the user and the order
+    service), and at the order and payment services directly, bypassing the gateway."""
+    return {
+        "gateway → user": f"{running.url('gateway')}/api/v1/users/me",
+        "gateway → order": f"{running.url('gateway')}/api/v1/orders",
+        "order": f"{running.url('order')}/api/v1/orders",
+        "payment": f"{running.url('payment')}/api/v1/payment-methods",
+    }
+
+
+async def answers(running: ChoreoUp, tokens: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """The status and error message each place answers a GET with `tokens`' access token."""
+    found = {}
+    async with httpx.AsyncClient(headers=auth(tokens), timeout=30) as client:
+        for place, url in places(running).items():
+            response = await client.get(url)
+            error = response.json().get("error") if response.status_code != 200 else None
+            found[place] = (response.status_code, error["message"] if error else "")
+    return found
+
+
+async def refused_everywhere(
+    running: ChoreoUp, refused: list[dict[str, Any]], why: str, accepted: dict[str, Any]
+) -> None:
+    """Poll until every place refuses each of `refused` (401, saying `why`), within 10 s, and
+    accepts `accepted` then."""
+    started = time.monotonic()
+    wanted = {place: (401, why) for place in places(running)}
+    while True:
+        seen = [await answers(running, tokens) for tokens in refused]
+        if all(answer == wanted for answer in seen):
+            break
+        assert time.monotonic() < started + 10, seen
+        await asyncio.sleep(0.2)
+    print(f"{why}: refused everywhere after {time.monotonic() - started:.1f} s")
+    assert {place: status for place, (status, _) in (await answers(running, accepted)).items()} == {
+        place: 200 for place in places(running)
+    }
+
+
+async def test_an_ended_sessions_access_tokens_are_refused_everywhere_within_seconds(
+    choreo_up: ChoreoUp,
+) -> None:
+    # Found by review: a logout, a password change or a reset revoked refresh tokens only, so the
+    # ended sessions' access tokens went on working everywhere for up to their 15 minutes.
+    gateway = Gateway(choreo_up)
+    customer = await gateway.register(with_card=False)
+    email, password = customer.email, customer.password
+    changed, reset = f"changed-{uuid.uuid4().hex}", f"reset-{uuid.uuid4().hex}"
+    async with gateway.client() as api:
+        laptop, phone, tablet = [await sign_in(api, email, password) for _ in range(3)]
+        for tokens in (laptop, phone, tablet):
+            assert {status for status, _ in (await answers(choreo_up, tokens)).values()} == {200}
+
+        # Logout: that session's access token, issued a moment ago, is refused at the gateway
+        # and at the services behind it; the user's other sessions go on.
+        response = await api.post(
+            "/auth/logout", json={"refresh_token": laptop["refresh_token"]}, headers=auth(laptop)
+        )
+        assert response.status_code == 204, response.text
+        await refused_everywhere(choreo_up, [laptop], LOGGED_OUT, accepted=phone)
+        assert (await answers(choreo_up, tablet))["order"] == (200, "")
+
+        # A password change from the phone: the phone's and the tablet's tokens are refused, the
+        # pair the change answers with works.
+        body = {"current_password": password, "new_password": changed}
+        response = await api.post("/auth/password", json=body, headers=auth(phone))
+        assert response.status_code == 200, response.text
+        current = response.json()
+        await refused_everywhere(choreo_up, [phone, tablet], PASSWORD_CHANGED, accepted=current)
+
+        # A reset confirmation ends every session, the one the change handed out included.
+        other = await sign_in(api, email, changed)
+        asked = await api.post("/auth/password-reset", json={"email": email})
+        assert asked.status_code == 202, asked.text
+        [mail] = await reset_emails(gateway, email, 1)
+        confirm = {"token": token_in(mail), "new_password": reset}
+        response = await api.post("/auth/password-reset/confirm", json=confirm)
+        assert response.status_code == 204, response.text
+        after_reset = await sign_in(api, email, reset)
+        await refused_everywhere(choreo_up, [current, other], PASSWORD_RESET, accepted=after_reset)
