@@ -40,14 +40,21 @@ class Broker:
     """A short-lived connection for one command: `async with Broker(servers, prefix) as b:`.
 
     It reaches the broker with `security`, by default the environment's (`kafka_security`).
+    A follower that must see records soon (`choreo bench`) asks for a short fetch wait.
     """
 
     def __init__(
-        self, bootstrap_servers: str, prefix: str = "", security: kafka.KafkaSecurity | None = None
+        self,
+        bootstrap_servers: str,
+        prefix: str = "",
+        security: kafka.KafkaSecurity | None = None,
+        *,
+        fetch_max_wait_ms: int = kafka.FETCH_MAX_WAIT_MS,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.prefix = prefix
         self.security = kafka_security() if security is None else security
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._client = AIOKafkaClient(
             bootstrap_servers=bootstrap_servers,
             client_id="choreo-cli",
@@ -64,7 +71,7 @@ class Broker:
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=kafka.FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             request_timeout_ms=int(CONNECT_TIMEOUT * 1000) + 5_000,
             **self.security.client_options(),
         )

@@ -82,7 +82,7 @@ def up(
     print their URLs, and keep them running until Ctrl-C: a part that exits, or stops answering
     for 15 s, is restarted on its own."""
     console = _console()
-    ports = _ports(base_port, port or [])
+    ports = stack_ports(base_port, port or [])
     config = StackConfig(
         data_dir=data_dir,
         ports=ports,
@@ -129,7 +129,7 @@ def migrate(
     Uses the same database URLs as `choreo up`: <SERVICE>_DATABASE_URL, else DATABASE_URL, else
     the embedded PostgreSQL (which must be running)."""
     console = _console()
-    config = StackConfig(ports=_ports(None, port or []), environment=dict(os.environ))
+    config = StackConfig(ports=stack_ports(None, port or []), environment=dict(os.environ))
     endpoints = resolve_endpoints(config)
     wanted = service.removesuffix("_service") if service else None
     targets = [s for s in SERVICES if s.database and wanted in (None, s.name)]
@@ -162,7 +162,8 @@ def _console() -> Console:
     return console
 
 
-def _ports(base_port: int | None, overrides: list[str]) -> StackPorts:
+def stack_ports(base_port: int | None, overrides: list[str]) -> StackPorts:
+    """The parts' ports from --base-port and --port PART=PORT (`choreo up`, `choreo bench`)."""
     ports = StackPorts.from_base(base_port) if base_port is not None else StackPorts()
     parsed: dict[str, int] = {}
     for override in overrides:
