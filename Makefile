@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest chaos clean
+.PHONY: run test lint typecheck pytest chaos bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: lint typecheck pytest
 chaos: $(STAMP)
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-1000} CHAOS_BROKERS=$${CHAOS_BROKERS:-memory,durable} \
 		$(BIN)/pytest tests/chaos -s
+
+# The saga measured by `choreo bench` on a stack of its own (memory broker): 10 orders/s for 60 s
+# after a 10 s warm-up, then the ceiling and the synchronous baseline. Figures and chart in
+# bench/results/<time>.json and .png; BENCH_ARGS replaces the load (e.g. "--concurrency 16").
+BENCH_ARGS ?= --rate 10 --duration 60 --warmup 10
+bench: $(STAMP)
+	@mkdir -p bench/results
+	@name=bench/results/$$(date -u +%Y%m%dT%H%M%SZ); \
+		$(BIN)/choreo bench $(BENCH_ARGS) --json $$name.json --png $$name.png
 
 clean:
 	rm -rf $(VENV) .choreo .mypy_cache .pytest_cache .ruff_cache

@@ -6,23 +6,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.core
 from typer._click import Context  # typer bundles its own click
 from typer._click.exceptions import UsageError
 
-from choreo.bench.plan import Plan
-from choreo.bench.report import Reporter, png, tables
-from choreo.bench.run import measure
-from choreo.bench.target import own_stack, running_stack
 from choreo.cli.options import PrefixOption
 from choreo.cli.output import console, error_console, fail, prose, run
 from choreo.cli.up import BasePortOption, PortOption, stack_ports
 from choreo.kafka import PLAINTEXT, KafkaSecurity, KafkaSecurityError
 from choreo.stack.errors import StackError
 from choreo.stack.supervisor import stop_signals_interrupt
+
+if TYPE_CHECKING:
+    from choreo.bench.plan import Plan
 
 EXIT_USAGE = 2
 
@@ -209,6 +208,10 @@ def bench(
             fail("--png needs matplotlib: pip install -e '.[bench]'", EXIT_USAGE)
     if (admin_email is None) != (admin_password is None):
         fail("give both --admin-email and --admin-password, or neither", EXIT_USAGE)
+    # choreo.bench reads topics with this package's Broker: imported here, not at the top.
+    from choreo.bench.plan import Plan
+    from choreo.bench.report import png, tables
+
     try:
         ports = stack_ports(base_port, port or []) if base_port or port else None
     except typer.BadParameter as error:
@@ -253,6 +256,10 @@ def bench(
 
 
 def _measure(plan: Plan) -> dict[str, Any]:
+    from choreo.bench.report import Reporter
+    from choreo.bench.run import measure
+    from choreo.bench.target import own_stack, running_stack
+
     reporter = Reporter(error_console())
     security = _security(plan)
     with stop_signals_interrupt():
