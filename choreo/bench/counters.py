@@ -13,7 +13,7 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from choreo.bench.cpu import cpu_seconds, own_cpu_seconds
+from choreo.bench.cpu import cpu_seconds, machine_busy_seconds, own_cpu_seconds
 from choreo.bench.target import Target
 from choreo.db import sync_dsn
 
@@ -33,6 +33,8 @@ class Snapshot:
     requests: Mapping[str, float]
     """Per service: HTTP requests served, operators' and probes' routes left out."""
     emails: int | None
+    machine: float
+    """CPU seconds the whole machine has used (every process, the stack's and others')."""
 
 
 def snapshot(target: Target) -> Snapshot:
@@ -46,6 +48,7 @@ def snapshot(target: Target) -> Snapshot:
         databases=_databases(target.database_urls),
         requests=_requests(target.service_urls),
         emails=_emails(target.sendgrid_host),
+        machine=machine_busy_seconds(),
     )
 
 
@@ -54,7 +57,7 @@ def cpu_snapshot(target: Target) -> Snapshot:
     pids = target.processes()
     cpu = cpu_seconds(pids)
     cpu[BENCH_PROCESS] = own_cpu_seconds()
-    return Snapshot(time.time(), pids, cpu, {}, {}, None)
+    return Snapshot(time.time(), pids, cpu, {}, {}, None, machine_busy_seconds())
 
 
 def _databases(urls: Mapping[str, str]) -> dict[str, dict[str, int]]:

@@ -63,6 +63,14 @@ def cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
     return totals
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every process of the machine has used since boot (all cores, idle and
+    waiting for I/O left out): the work of processes outside the stack shows against it."""
+    fields = (_PROC / "stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS_PER_SECOND
+
+
 def own_cpu_seconds() -> float:
     """This process's CPU seconds (all its threads)."""
     times = os.times()

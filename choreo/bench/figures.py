@@ -93,7 +93,7 @@ def saga_figures(driver: Driver, now: float) -> dict[str, Any]:
 
 def _failure(saga: Saga) -> str:
     if saga.order_id is None:
-        return f"POST /orders: HTTP {saga.status}" if saga.status else "POST /orders: no answer"
+        return f"POST /orders: {saga.error or 'no answer'}"
     assert saga.outcome is not None
     what = saga.outcome.type
     if saga.outcome.reason:
@@ -142,7 +142,11 @@ def cpu_per_saga(before: Snapshot, after: Snapshot, sagas: int) -> dict[str, Any
     }
     restarted = sorted(name for name in after.cpu if name != BENCH_PROCESS and name not in spent)
     per_saga = {name: 1000 * seconds / sagas for name, seconds in spent.items()} if sagas else {}
+    elapsed = after.at - before.at
+    machine = (after.machine - before.machine) / elapsed
     return {
+        "machine_cores_busy": round(machine, 3),
+        "other_processes_cores": round(max(0.0, machine - sum(spent.values()) / elapsed), 3),
         "ms_per_saga": {name: round(value, 2) for name, value in sorted(per_saga.items())},
         "services_broker_postgres_ms": _sum(per_saga, SERVICES + INFRASTRUCTURE),
         "services_ms": _sum(per_saga, SERVICES),
@@ -162,10 +166,14 @@ def idle_cores(before: Snapshot, after: Snapshot) -> dict[str, Any]:
         for name in after.cpu
         if name in before.cpu and name != BENCH_PROCESS
     }
+    machine = (after.machine - before.machine) / elapsed
+    busy = sum(after.cpu[name] - before.cpu[name] for name in after.cpu if name in before.cpu)
     return {
         "seconds": round(elapsed, 2),
         "cores": cores,
         "total_cores": round(sum(cores.values()), 4),
+        "machine_cores_busy": round(machine, 3),
+        "other_processes_cores": round(max(0.0, machine - busy / elapsed), 3),
     }
 
 

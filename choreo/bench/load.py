@@ -307,14 +307,14 @@ class Driver:
             )
         except httpx.HTTPError as error:
             saga.answered = time.time()
-            saga.error = f"{type(error).__name__}: {error}"[:200]
+            saga.error = type(error).__name__
             return
         saga.answered = time.time()
         saga.status = response.status_code
         if response.status_code == 202:
             saga.order_id = str(response.json()["id"])
         else:
-            saga.error = f"HTTP {response.status_code}: {response.text[:200]}"
+            saga.error = f"HTTP {response.status_code} {_error_code(response)}".strip()
 
     async def _token(self, customer: Customer) -> str:
         async with customer.lock:
@@ -330,6 +330,15 @@ def _expect(response: httpx.Response, status: int, what: str) -> None:
             f"{what} through the gateway answered HTTP {response.status_code}: "
             f"{response.text[:300]}"
         )
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The `error.code` of an API error answer (`upstream_unavailable`), or nothing."""
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return str(code)
 
 
 def _retry_after(response: httpx.Response) -> float:

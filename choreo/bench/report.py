@@ -81,9 +81,21 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
             f"{label} ms p50 / p95 / p99 / max",
             " / ".join(_ms(figures[p]) for p in ("p50", "p95", "p99", "max")),
         )
+    cpu = result.get("cpu")
+    if cpu:
+        idle_others = result.get("idle", {}).get("other_processes_cores")
+        summary.add_row(
+            "other processes on this machine, cores (load / idle)",
+            f"{cpu['other_processes_cores']:.2f} / "
+            + ("-" if idle_others is None else f"{idle_others:.2f}"),
+        )
+    restarts = result.get("restarts") or {}
+    summary.add_row(
+        "parts the supervisor restarted during the run",
+        ", ".join(f"{name} {count}" for name, count in restarts.items()) or "none",
+    )
     shown.append(summary)
 
-    cpu = result.get("cpu")
     if cpu:
         table = Table(
             title="CPU per saga (from /proc: each process and its children)", title_justify="left"
@@ -101,6 +113,8 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
                 f"{cpu['cores_busy'].get(name, 0):.2f}",
                 "-" if name not in idle else f"{idle[name]:.3f}",
             )
+        for name in cpu["not_measured"]:
+            table.add_row(name, "restarted", "", "")
         table.add_row(
             "services + broker + PostgreSQL", f"{cpu['services_broker_postgres_ms']:.1f}", "", ""
         )
@@ -184,7 +198,13 @@ def png(result: Mapping[str, Any], path: Path) -> None:
 
     throughput = axes[0][0]
     throughput.plot(seconds, series["due_per_s"], label="orders due", color="grey", linewidth=1)
-    throughput.plot(seconds, series["ended_per_s"], label="sagas ended", color="tab:blue")
+    ended = [value or 0.0 for value in series["ended_per_s"]]
+    throughput.plot(seconds, ended, label="sagas ended", color="tab:blue", alpha=0.35)
+    smoothed = [
+        sum(ended[max(0, i - 4) : i + 1]) / len(ended[max(0, i - 4) : i + 1])
+        for i in range(len(ended))
+    ]
+    throughput.plot(seconds, smoothed, label="sagas ended, 5 s mean", color="tab:blue")
     throughput.axvspan(0, warmup, color="grey", alpha=0.15, label="warm-up")
     throughput.axvline(measured_end, color="black", linewidth=0.8, linestyle="--")
     throughput.set_title("throughput (per second)")
@@ -218,8 +238,9 @@ def png(result: Mapping[str, Any], path: Path) -> None:
     cpu_axis = axes[1][1]
     per_saga = result.get("cpu", {}).get("ms_per_saga", {})
     names = sorted(per_saga, key=lambda n: per_saga[n])
-    cpu_axis.barh(names, [per_saga[n] for n in names], color="tab:purple")
-    cpu_axis.set_title("CPU per saga by process (ms)")
+    colours = ["lightgrey" if n == "bench" else "tab:purple" for n in names]
+    cpu_axis.barh(names, [per_saga[n] for n in names], color=colours)
+    cpu_axis.set_title("CPU per saga by process (ms; bench = the load's own client)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
