@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from choreo.avro import SchemaStore
 from choreo.db import kit_metadata
 from choreo.events import Event, headers_of
+from choreo.signing import SIGNATURE_HEADER, EventSigner
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,20 @@ ACTIVE = Gauge("choreo_relay_active", "1 while this process holds the relay lock
 
 
 class OutboxWriter:
-    """Encodes events (Avro single-object, CloudEvents headers) into outbox rows."""
+    """Encodes events (Avro single-object, CloudEvents headers) into outbox rows, signed with
+    the service's key when it has one (choreo.signing)."""
 
     def __init__(
-        self, store: SchemaStore, source: str, topic_name: Callable[[str], str] = str
+        self,
+        store: SchemaStore,
+        source: str,
+        topic_name: Callable[[str], str] = str,
+        signer: EventSigner | None = None,
     ) -> None:
         self._store = store
         self._source = source
         self._topic_name = topic_name
+        self._signer = signer
 
     def row(self, event: Event) -> dict[str, object]:
         if not event.source:
@@ -105,11 +112,15 @@ class OutboxWriter:
                 source=self._source,
                 traceparent=event.traceparent,
             )
+        value = self._store.encode(event.type, event.data)
+        headers = headers_of(event)
+        if self._signer is not None:
+            headers[SIGNATURE_HEADER] = self._signer.sign(event.topic, headers, value)
         return {
             "topic": self._topic_name(event.topic),
             "key": event.subject,
-            "value": self._store.encode(event.type, event.data),
-            "headers": headers_of(event),
+            "value": value,
+            "headers": headers,
         }
 
     async def write(self, session: AsyncSession, events: Sequence[Event]) -> None:

@@ -40,6 +40,7 @@ from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
 from choreo.revocations import Revocations, on_sessions_revoked, on_user_deleted
 from choreo.settings import ServiceSettings
+from choreo.signing import PUBLISHERS, EventKeyError, EventKeys, EventSigner
 from choreo.web import ApiDocs, ReadinessCheck, create_app
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Service:
             settings.jwks_url, settings.jwks_json
         )
         self.kafka_security = kafka.KafkaSecurity.from_settings(settings)  # refuses bad ones now
+        self.event_signer, self.event_keys = _event_trust(settings)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: Consumer | None = None
         self.engine: AsyncEngine | None = None
@@ -121,7 +123,9 @@ class Service:
         dsn = settings.database_dsn
         if dsn is not None:
             self.engine = create_engine(dsn)
-            writer = OutboxWriter(self.store, source_of(settings.service), settings.topic)
+            writer = OutboxWriter(
+                self.store, source_of(settings.service), settings.topic, self.event_signer
+            )
             self.uow_factory = unit_of_work_factory(self.engine, writer)
         elif subscriptions:
             raise ConfigurationError(f"{self.name} consumes events but has no database")
@@ -152,6 +156,12 @@ class Service:
     def run(self) -> None:
         """Migrate the database, then serve until SIGTERM or Ctrl-C."""
         configure_logging(self.name, self.settings.log_level)
+        if self.settings.database_dsn is not None and self.event_keys is None:
+            log.warning(
+                "%s verifies no event signatures (CHOREO_EVENT_KEYS is unset): whoever can "
+                "write to the broker can forge its events",
+                self.name,
+            )
         if self.settings.database_dsn is not None:
             migrate(self.settings.service, self.settings.database_dsn)
         uvicorn.run(
@@ -297,6 +307,7 @@ class Service:
                 initial_seconds=settings.consumer_retry_initial_seconds,
                 max_seconds=settings.consumer_retry_max_seconds,
             ),
+            event_keys=self.event_keys,
         )
 
 
@@ -311,6 +322,46 @@ def _ops_token(settings: ServiceSettings) -> str | None:
             "served to its holders only (Prometheus, the gateway)"
         )
     return token or None
+
+
+def _event_trust(settings: ServiceSettings) -> tuple[EventSigner | None, EventKeys | None]:
+    """The service's event signer and the publishers' public keys (choreo.signing), checked
+    now: a key that cannot be read, a publisher whose records its consumers would reject, or,
+    in prod, a service with a database that would sign or verify nothing, stops the start."""
+    service = settings.service
+    prefix = f"{service.upper()}_"
+    try:
+        signer = (
+            EventSigner.from_pem(settings.event_signing_key.get_secret_value())
+            if settings.event_signing_key
+            else None
+        )
+        keys = EventKeys.from_json(settings.event_keys) if settings.event_keys else None
+    except EventKeyError as error:
+        raise ConfigurationError(f"{service}: {error}") from None
+    if settings.database_dsn is None:
+        return signer, keys
+    publishes = service in PUBLISHERS
+    if settings.env == "prod" and (keys is None or (publishes and signer is None)):
+        raise ConfigurationError(
+            "CHOREO_EVENT_KEYS"
+            + (f" and {prefix}EVENT_SIGNING_KEY" if publishes else "")
+            + " must be set when CHOREO_ENV=prod: unsigned events can be forged by whoever "
+            "can write to the broker (`choreo event-keys` makes a set)"
+        )
+    if keys is not None and publishes:
+        if signer is None:
+            raise ConfigurationError(
+                f"CHOREO_EVENT_KEYS is set but {prefix}EVENT_SIGNING_KEY is not: every "
+                f"consumer would reject the {service} service's events"
+            )
+        if not keys.lists(service, signer.public_key):
+            raise ConfigurationError(
+                f"CHOREO_EVENT_KEYS does not list the public key of {prefix}EVENT_SIGNING_KEY "
+                f"({signer.public_key}): every consumer would reject the {service} service's "
+                "events"
+            )
+    return signer, keys
 
 
 async def _start_with_retry(producer: AIOKafkaProducer, attempts: int = 30) -> None:

@@ -77,6 +77,11 @@ class ServiceSettings(BaseSettings):
     ops_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CHOREO_OPS_TOKEN")
     )
+    # Signed events (choreo.signing): this service's private key (Ed25519, PKCS#8 PEM; read
+    # with the service's prefix, ORDER_EVENT_SIGNING_KEY say) and the public keys of every
+    # publishing service (one JSON document for the whole system). Both required in prod.
+    event_signing_key: SecretStr | None = None
+    event_keys: str | None = Field(default=None, validation_alias=AliasChoices("CHOREO_EVENT_KEYS"))
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 1.0
     # How far back a relay publishes again when the broker lost its log (choreo.outbox.Relay).

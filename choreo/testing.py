@@ -37,6 +37,7 @@ from choreo.events import (
     headers_of,
     source_of,
 )
+from choreo.signing import SIGNATURE_HEADER, EventKeys, EventSigner, generate_keys
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
 from choreo.stack.probes import http_ok
@@ -50,6 +51,23 @@ DATABASE_OF_SERVICE = {
     "inventory": "inventory",
     "notification": "notifications",
 }
+
+
+# The publishers' event signing keys of this test run: every service `start_service` starts
+# signs with its own and verifies with these; `publish` signs as the owner of each topic.
+EVENT_SIGNERS: dict[str, EventSigner]
+EVENT_KEYS: EventKeys
+EVENT_SIGNERS, EVENT_KEYS = generate_keys()
+
+
+def event_key_environment() -> dict[str, str]:
+    """CHOREO_EVENT_KEYS and every publisher's `<SERVICE>_EVENT_SIGNING_KEY`, this run's."""
+    return {
+        "CHOREO_EVENT_KEYS": EVENT_KEYS.to_json(),
+        **{
+            f"{s.upper()}_EVENT_SIGNING_KEY": signer.to_pem() for s, signer in EVENT_SIGNERS.items()
+        },
+    }
 
 
 # Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 is
@@ -224,6 +242,7 @@ def start_service(
             "USER_JWT_KEY_ID": signing_key.kid,
             "STRIPE_API_BASE": stripe_api_base,
             "STRIPE_API_KEY": TEST_SECRET_KEY,
+            **event_key_environment(),
             **{f"{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{p}" for name, p in ports.items()},
             **environment,
         }
@@ -245,8 +264,11 @@ def start_service(
         postgres.drop_database(name)
 
 
-async def publish(bootstrap: str, prefix: str, *events: Event) -> None:
-    """Put `events` on their topics (under `prefix`) exactly as a service's relay would."""
+async def publish(
+    bootstrap: str, prefix: str, *events: Event, signer: EventSigner | None = None
+) -> None:
+    """Put `events` on their topics (under `prefix`) exactly as a service's relay would:
+    signed with the key of the service that owns each topic, unless `signer` is given."""
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
@@ -254,12 +276,15 @@ async def publish(bootstrap: str, prefix: str, *events: Event) -> None:
         for event in events:
             if not event.source:  # a relay names its service; so does the owner of the type
                 event = dataclasses.replace(event, source=source_of(OWNER_OF_TOPIC[event.topic]))
-            headers = [(k, v.encode()) for k, v in headers_of(event).items()]
+            value = store.encode(event.type, event.data)
+            text = headers_of(event)
+            owner = signer or EVENT_SIGNERS[OWNER_OF_TOPIC[event.topic]]
+            text[SIGNATURE_HEADER] = owner.sign(event.topic, text, value)
             await producer.send_and_wait(
                 f"{prefix}{event.topic}",
-                store.encode(event.type, event.data),
+                value,
                 key=event.subject.encode(),
-                headers=headers,
+                headers=[(k, v.encode()) for k, v in text.items()],
             )
     finally:
         await producer.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from choreo.cli import bench, dlq, saga, schemas, tail, topics, up, verify
+from choreo.cli import bench, dlq, event_keys, saga, schemas, tail, topics, up, verify
 
 app = typer.Typer(
     name="choreo",
@@ -20,6 +20,7 @@ saga.register(app)
 app.add_typer(dlq.app, name="dlq")
 verify.register(app)
 bench.register(app)
+event_keys.register(app)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from choreo.avro import SchemaStore
 from choreo.consumer.partitions import PartitionWorker
 from choreo.consumer.records import Handler, RecordHandler, RetryPolicy
 from choreo.db import UnitOfWorkFactory
+from choreo.signing import EventKeys
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,13 @@ class Consumer:
         dlq_topic: str,
         retry_topic: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        event_keys: EventKeys | None = None,
     ) -> None:
         """`handlers` maps a physical topic to {event type: handler}; other types are skipped.
 
         `retry_topic` holds replayed dead letters for this consumer only: each is applied with
-        the handlers of the topic it first failed on (`choreo.dead_letters`).
+        the handlers of the topic it first failed on (`choreo.dead_letters`). With
+        `event_keys`, only records their topic's owner signed are applied (choreo.signing).
         """
         self.name = name
         self._consumer = consumer
@@ -70,6 +73,7 @@ class Consumer:
             retry_topic=retry_topic,
             retry=retry,
             stopping=self._stopping.is_set,
+            event_keys=event_keys,
         )
         self._workers: dict[TopicPartition, PartitionWorker] = {}
 

@@ -33,6 +33,7 @@ from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
 from choreo.errors import ChoreoError, Failure, RejectedEventError, failure_of
 from choreo.events import Event, check_source, decode_record
+from choreo.signing import EventKeys
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,10 @@ class RecordHandler:
         retry_topic: str | None,
         retry: RetryPolicy,
         stopping: Callable[[], bool],
+        event_keys: EventKeys | None = None,
     ) -> None:
+        """With `event_keys`, a record counts only when the owner of its topic signed it
+        (choreo.signing); without, only its `ce_source` is checked."""
         self.name = name
         self._producer = producer
         self._handlers = handlers
@@ -98,6 +102,7 @@ class RecordHandler:
         self.retry_topic = retry_topic
         self._retry = retry
         self._stopping = stopping
+        self._event_keys = event_keys
         self.outages: dict[str, Outage] = {}
         """Records waiting out an outage now, by where they are (`topic[partition]@offset`)."""
 
@@ -128,6 +133,8 @@ class RecordHandler:
             return
         try:
             check_source(event)
+            if self._event_keys is not None:
+                self._event_keys.verify(event.topic, record.headers, record.value)
         except RejectedEventError as error:
             await self._dead_letter(record, origin, error, attempts=1)
             return

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS
 from choreo.kafka import FAST_FETCH_MAX_WAIT_MS
+from choreo.signing import keys_in
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import database_url
 from choreo.stack.sendgrid_sink import SINK_API_KEY
@@ -172,6 +173,12 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
     environment.setdefault(
         "USER_JWT_KEY_FILE", str(config.data_dir.resolve() / "jwt-signing-key.pem")
     )
+    if "CHOREO_EVENT_KEYS" not in environment:
+        # Each publishing service signs its events with a key kept in the data directory.
+        signers, keys = keys_in(config.data_dir.resolve() / "event-keys")
+        environment["CHOREO_EVENT_KEYS"] = keys.to_json()
+        for name, signer in signers.items():
+            environment.setdefault(f"{name.upper()}_EVENT_SIGNING_KEY", signer.to_pem())
     if "JWT_JWKS" not in environment:
         # Every service verifies tokens itself, with the user service's public keys.
         user_service = f"http://127.0.0.1:{config.ports.user}"

@@ -7,17 +7,22 @@ import base64
 import json
 import time
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from psycopg import sql
 
+from choreo import kafka
 from choreo.auth import SigningKey
+from choreo.avro import default_store
+from choreo.events import Event, headers_of
 from tests.tokens import Forged, forged_tokens
 from user_service.keys import key_id_of
 
-from .conftest import ChoreoUp
+from .conftest import ChoreoUp, choreo
 from .journey import CARD, Gateway
 
 DATABASES = ("users", "orders", "payments", "inventory", "notifications")
@@ -221,3 +226,57 @@ async def test_card_data_and_passwords_are_in_no_table_and_no_log(choreo_up: Cho
     assert customer.email in output or "POST /api/v1/auth/register" in output  # logs captured
     for secret in secrets:
         assert secret not in output, "a secret reached the logs"
+
+
+async def test_a_forged_payment_result_confirms_no_order(choreo_up: ChoreoUp) -> None:
+    """Issue 13, finding 1, as the review wrote it: a `PaymentSucceeded` with the order's id,
+    its total, USD and the payment service's `ce_source`, for a customer with no card, put on
+    `payment.event` by someone who can write to the broker. Unsigned by the payment service's
+    key, it is rejected: the order ends as the payment service decided."""
+    gateway = Gateway(choreo_up)
+    product = await gateway.product()
+    customer = await gateway.register(with_card=False)
+    order_id = await gateway.order(customer, product)
+    async with gateway.client(customer.token) as client:
+        order = (await client.get(f"/orders/{order_id}")).json()
+    forged = Event(
+        type="PaymentSucceeded",
+        subject=order_id,
+        data={
+            "order_id": order_id,
+            "payment_id": str(uuid.uuid4()),
+            "amount": order["total"],
+            "currency": "USD",
+            "provider_payment_id": "pi_forged",
+            "succeeded_at": datetime.now(UTC),
+        },
+        source="/payment_service",
+    )
+    value = default_store().encode(forged.type, forged.data)
+    producer = kafka.producer(choreo_up.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            "payment.event",
+            value,
+            key=order_id.encode(),
+            headers=[(k, v.encode()) for k, v in headers_of(forged).items()],
+        )
+    finally:
+        await producer.stop()
+
+    ended = await gateway.settled(customer, order_id)
+    assert (ended["status"], ended["cancel_reason"], ended["charged"]) == (
+        "CANCELLED",
+        "PAYMENT_FAILED",
+        False,
+    )
+    rejected: list[dict[str, Any]] = []
+    async with asyncio.timeout(60):
+        while not rejected:
+            listed = await choreo(choreo_up, "dlq", "list", "--type", "PaymentSucceeded")
+            rejected = [e for e in listed["entries"] if e["key"] == order_id]
+            await asyncio.sleep(0.5)
+    assert {(e["consumer"], e["error_type"]) for e in rejected} >= {
+        ("order_service", "RejectedEventError")
+    }, rejected

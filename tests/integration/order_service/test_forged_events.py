@@ -10,9 +10,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from choreo import kafka
 from choreo.auth import SigningKey
-from choreo.events import Event
-from choreo.testing import StartService, publish
+from choreo.avro import default_store
+from choreo.events import Event, headers_of
+from choreo.testing import EVENT_SIGNERS, StartService, publish
 
 from .conftest import (
     StandInInventory,
@@ -88,3 +90,49 @@ async def test_forged_payment_results_are_rejected_and_change_nothing(
         await wait_for_timeline(api, order["id"], "PaymentSucceeded")
         confirmed = await wait_for_status(api, order["id"], "CONFIRMED")
         assert confirmed["charged"] is True
+
+
+async def test_a_payment_result_the_payment_service_did_not_sign_is_rejected(
+    start_service: StartService,
+    inventory: StandInInventory,
+    signing_key: SigningKey,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    """Finding 1's exact input: right order, amount, currency and `ce_source`, written by
+    someone who can write to the broker but holds no payment service key."""
+    mug = inventory.add("Mug", 1250)
+    service = start_service("order", INVENTORY_SERVICE_URL=inventory.url)
+    async with service.client(signing_key.issue(str(uuid.uuid4()))) as api:
+        order = await place(api, (mug, 2))
+        await publish(kafka_bootstrap, topics, stock_reserved(order))
+        await wait_for_status(api, order["id"], "RESERVED")
+        unsigned, by_inventory = payment_succeeded(order), payment_succeeded(order)
+        await put_unsigned(kafka_bootstrap, f"{topics}payment.event", unsigned)
+        await publish(kafka_bootstrap, topics, by_inventory, signer=EVENT_SIGNERS["inventory"])
+        rejected = await dead_letters(kafka_bootstrap, f"{topics}order.dlq", 2)
+        assert {(letter["ce_id"], letter["dlq.error.type"]) for letter in rejected} == {
+            (unsigned.id, "RejectedEventError"),
+            (by_inventory.id, "RejectedEventError"),
+        }
+        assert {letter["dlq.error.message"] for letter in rejected} == {
+            "the record is not signed; payment.event takes payment's only",
+            "the record is not signed by the payment service's key",
+        }
+        unchanged = (await api.get(f"/api/v1/orders/{order['id']}")).json()
+        assert (unchanged["status"], unchanged["charged"]) == ("RESERVED", False)
+
+
+async def put_unsigned(bootstrap: str, topic: str, event: Event) -> None:
+    """`event` as a plain Kafka client writes it: the envelope, no signature."""
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic,
+            default_store().encode(event.type, event.data),
+            key=event.subject.encode(),
+            headers=[(k, v.encode()) for k, v in headers_of(event).items()],
+        )
+    finally:
+        await producer.stop()

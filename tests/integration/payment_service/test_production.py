@@ -8,7 +8,7 @@ import pytest
 
 from choreo.auth import SigningKey
 from choreo.service import ConfigurationError
-from choreo.testing import StartService
+from choreo.testing import StartService, event_key_environment
 from payment_service.config import Settings
 from payment_service.main import build
 
@@ -100,4 +100,6 @@ def test_production_refuses_to_start_without_an_ops_token(
         with pytest.raises(ConfigurationError, match="CHOREO_OPS_TOKEN"):
             build(Settings())
     monkeypatch.setenv("CHOREO_OPS_TOKEN", OPS_TOKEN)
+    for name, value in event_key_environment().items():
+        monkeypatch.setenv(name, value)
     assert build(Settings()).ops_token == OPS_TOKEN
