@@ -161,7 +161,15 @@ async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -
     after its rotation revokes its whole family (every token of the same login) and, like an
     unknown, expired or closed account's token, raises InvalidRefreshTokenError."""
     now = datetime.now(UTC)
+    digest = digest_of(refresh_token)
     async with uow:
+        owner = (
+            await uow.session.execute(
+                select(refresh_tokens.c.user_id).where(refresh_tokens.c.token_digest == digest)
+            )
+        ).scalar_one_or_none()
+        if owner is not None:
+            await _lock_account(uow, str(owner))
         row = (
             await uow.session.execute(
                 select(
@@ -175,7 +183,7 @@ async def refresh(uow: UnitOfWork, tokens: TokenIssuer, *, refresh_token: str) -
                     users.c.deleted_at,
                 )
                 .join(users, users.c.id == refresh_tokens.c.user_id)
-                .where(refresh_tokens.c.token_digest == digest_of(refresh_token))
+                .where(refresh_tokens.c.token_digest == digest)
                 .with_for_update(of=refresh_tokens)
             )
         ).first()
@@ -227,6 +235,7 @@ async def logout(
     tokens were revoked. Idempotent: a token unknown, another's, or revoked already changes
     nothing."""
     async with uow:
+        await _lock_account(uow, user_id)
         if refresh_token is None:
             which = refresh_tokens.c.user_id == user_id
             sessions = await _recent_sessions(uow, tokens, user_id)
@@ -536,6 +545,20 @@ async def _insert_refresh_token(
         )
     )
     return token_id
+
+
+async def _lock_account(uow: UnitOfWork, user_id: str) -> None:
+    """Take the account's row lock (FOR NO KEY UPDATE) until the transaction ends.
+
+    A refresh takes it before it rotates a token, and so does every change that ends sessions
+    (logout here; a password change, a reset and a deletion by updating the row): whichever
+    comes second waits, then sees what the first committed. Without it, a refresh racing a
+    logout inserted its new refresh token after the logout had revoked the family, and the new
+    token lived on. The account's row is always locked before its refresh tokens, so the two
+    cannot deadlock."""
+    await uow.session.execute(
+        select(users.c.id).where(users.c.id == user_id).with_for_update(key_share=True)
+    )
 
 
 async def _revoke(

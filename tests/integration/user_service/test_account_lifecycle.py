@@ -179,6 +179,36 @@ async def test_logout_and_password_change_end_sessions(
     assert ended_sessions == [(reason, {sid(t) for t in ts}) for reason, ts in wanted]
 
 
+async def test_a_refresh_racing_a_logout_leaves_no_live_refresh_token(
+    start_service: StartService,
+) -> None:
+    """A refresh and a logout of the same session at once: whichever wins, the session ends.
+    Before the account's row lock, the refresh's new token could be inserted after the logout
+    had revoked the family, and go on minting tokens."""
+    users = start_service(
+        "user",
+        USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT="1000",
+        USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS="1000",
+    )
+    async with users.client() as api:
+        await register(api, ADA, ADA_PASSWORD, "Ada Lovelace")
+        leaked = []
+        for _ in range(25):
+            tokens = await login(api, ADA, ADA_PASSWORD)
+            rotated, logged_out = await asyncio.gather(
+                refresh(api, tokens),
+                api.post(
+                    "/api/v1/auth/logout",
+                    json={"refresh_token": tokens["refresh_token"]},
+                    headers=bearer(tokens["access_token"]),
+                ),
+            )
+            assert logged_out.status_code == 204, logged_out.text
+            if rotated.status_code == 200:  # the refresh went first: its new token is ended too
+                leaked.append((await refresh(api, rotated.json())).status_code)
+        assert set(leaked) <= {401}, leaked
+
+
 async def test_password_reset_by_emailed_single_use_token(
     start_service: StartService,
     topics: str,
