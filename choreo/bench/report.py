@@ -89,10 +89,14 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
             f"{cpu['other_processes_cores']:.2f} / "
             + ("-" if idle_others is None else f"{idle_others:.2f}"),
         )
-    restarts = result.get("restarts") or {}
+
+    def restarted(counts: Mapping[str, int]) -> str:
+        return ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
+
     summary.add_row(
-        "parts the supervisor restarted during the run",
-        ", ".join(f"{name} {count}" for name, count in restarts.items()) or "none",
+        "parts the supervisor restarted: by the load's end / by the run's",
+        f"{restarted(result.get('restarts_during_load') or {})} / "
+        f"{restarted(result.get('restarts') or {})}",
     )
     shown.append(summary)
 

@@ -67,10 +67,12 @@ async def measure(
 
 
 def _connections(plan: Plan) -> int:
+    """Open-loop, a connection for each order of 10 s (the gateway's upstream timeout), so that
+    the client's pool does not cap the load it offers; closed-loop, one per worker."""
     if plan.concurrency is not None:
         return plan.concurrency
     assert plan.rate is not None
-    return max(16, min(500, int(plan.rate * 2)))
+    return max(64, min(1000, int(plan.rate * 10)))
 
 
 def _run_facts(plan: Plan, target: Target) -> dict[str, Any]:
@@ -155,6 +157,9 @@ async def _load(
         ticking.cancel()
         edges_task.cancel()
         reporter.done()
+    result["restarts_during_load"] = {
+        name: count for name, count in target.restarts().items() if count
+    }
     now = time.time()
     sagas = saga_figures(driver, now)
     result["sagas"] = sagas
