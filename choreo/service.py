@@ -93,9 +93,12 @@ class Service:
         token_verifier: TokenVerifier | None = None,
         readiness: Mapping[str, ReadinessCheck] | None = None,
         docs: ApiDocs | None = None,
+        start_up_warnings: Sequence[str] = (),
     ) -> None:
         """`resources` become attributes of `app.state` for the routers' dependencies; those
         with an `aclose()` coroutine (HTTP clients, say) are closed when the service stops.
+        `start_up_warnings` are logged when the service starts: how it runs weaker than
+        production would let it (a key it was not given, say).
 
         The API's docs are public in dev and test, internal in prod (`/openapi.json` for the
         ops token's holders: the gateway merges it), unless `docs` says otherwise.
@@ -111,6 +114,7 @@ class Service:
         self._background = background
         self._resources = dict(resources or {})
         self._extra_readiness = dict(readiness or {})
+        self._start_up_warnings = tuple(start_up_warnings)
         self.token_verifier = token_verifier or verifier_from_settings(
             settings.jwks_url, settings.jwks_json
         )
@@ -162,6 +166,8 @@ class Service:
                 "write to the broker can forge its events",
                 self.name,
             )
+        for warning in self._start_up_warnings:
+            log.warning("%s %s", self.name, warning)
         if self.settings.database_dsn is not None:
             migrate(self.settings.service, self.settings.database_dsn)
         uvicorn.run(

@@ -37,6 +37,7 @@ from choreo.events import (
     headers_of,
     source_of,
 )
+from choreo.sealing import Opener
 from choreo.signing import SIGNATURE_HEADER, EventKeys, EventSigner, generate_keys
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
@@ -67,6 +68,20 @@ def event_key_environment() -> dict[str, str]:
         **{
             f"{s.upper()}_EVENT_SIGNING_KEY": signer.to_pem() for s, signer in EVENT_SIGNERS.items()
         },
+    }
+
+
+# The notification service's sealing key of this test run: the user service `start_service`
+# starts seals reset tokens to it, the notification service opens them with it, and so can a
+# test (`NOTIFICATION_OPENER.open(...)`).
+NOTIFICATION_OPENER = Opener.generate()
+
+
+def sealing_key_environment() -> dict[str, str]:
+    """CHOREO_NOTIFICATION_KEY and NOTIFICATION_SEALING_KEY, this run's."""
+    return {
+        "CHOREO_NOTIFICATION_KEY": NOTIFICATION_OPENER.public_key,
+        "NOTIFICATION_SEALING_KEY": NOTIFICATION_OPENER.to_pem(),
     }
 
 
@@ -243,6 +258,7 @@ def start_service(
             "STRIPE_API_BASE": stripe_api_base,
             "STRIPE_API_KEY": TEST_SECRET_KEY,
             **event_key_environment(),
+            **sealing_key_environment(),
             **{f"{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{p}" for name, p in ports.items()},
             **environment,
         }

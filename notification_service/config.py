@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
     # Where a password-reset e-mail sends its reader: the reset token is appended to it. The
     # default is the dev gateway's; `choreo up` sets its own gateway's, prod must set an https one.
     password_reset_url: str = DEV_PASSWORD_RESET_URL
+    # The private key (X25519, PKCS#8 PEM) that opens the reset tokens the user service seals
+    # (choreo.sealing), and the public key that service seals to (shared, unprefixed), checked
+    # to be this key's. The private key is required in prod.
+    sealing_key: SecretStr | None = None
+    notification_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("CHOREO_NOTIFICATION_KEY")
+    )
     # A send that gets no answer in this time has an unknown outcome and is not sent again.
     send_timeout_seconds: float = Field(default=10.0, gt=0)
 

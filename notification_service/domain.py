@@ -33,6 +33,12 @@ class EmailRefusedError(NotificationError, PermanentError):
     """SendGrid refused the e-mail and always will as it is (a 4xx other than 429)."""
 
 
+class ResetTokenUnreadableError(NotificationError, PermanentError):
+    """A password-reset event whose token this service cannot use: sealed to another key, for
+    another account or expiry, altered, sealed while this service holds no key, or missing.
+    No link is sent; the record is dead-lettered (replay it once the key is right)."""
+
+
 class Kind(StrEnum):
     """The notifications there are (DESIGN.md §4); each has a template of the same name."""
 

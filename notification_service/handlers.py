@@ -14,11 +14,14 @@ notification in the handler's transaction. A deleted user gets neither.
 
 A password reset is e-mail only, to the address its event names: the body carries the reset
 token, so no in-app notification keeps it, `deliveries` holds no body, and no log line names it.
+The token arrives sealed to this service's key (choreo.sealing) and is opened only here, just
+before the e-mail; one that does not open is dead-lettered, never mailed without its token.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.events import Event
+from choreo.sealing import Opener, SealedValueError, password_reset_context
 from notification_service.deliveries import Delivery, Postman
 from notification_service.domain import (
     ADMIN_ROLE,
@@ -38,6 +42,7 @@ from notification_service.domain import (
     Kind,
     NotificationNotFoundError,
     NotKnownYetError,
+    ResetTokenUnreadableError,
     cancel_reason_in_words,
     count_of,
     decline_reason_in_words,
@@ -51,6 +56,9 @@ from notification_service.tables import contacts, notifications, order_cancellat
 
 log = logging.getLogger(__name__)
 
+# What the user service makes (secrets.token_urlsafe), and all a link may carry.
+_RESET_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
 
 @dataclass(frozen=True)
 class Notifier:
@@ -62,6 +70,8 @@ class Notifier:
     new_unit_of_work: UnitOfWorkFactory
     # The reset link, to which a password-reset token is appended.
     password_reset_url: str = "http://127.0.0.1:8000/reset-password?token="
+    # Opens the reset tokens the user service seals to this service's key; None without one.
+    reset_token_opener: Opener | None = None
 
 
 # user.event: the contact replica.
@@ -125,10 +135,11 @@ async def on_password_reset_requested(event: Event, uow: UnitOfWork, notifier: N
     if contact is not None and contact.deleted:
         log.info("no password-reset e-mail of event %s: user %s was deleted", event.id, user_id)
         return
+    token = _reset_token(event, notifier.reset_token_opener)
     name = printable_name(data.get("full_name"))
     context = {
         "name": name or "there",
-        "link": notifier.password_reset_url + str(data["token"]),
+        "link": notifier.password_reset_url + token,
         "expires": f"{expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
     }
     message = notifier.renderer.render(Kind.PASSWORD_RESET, context)
@@ -141,6 +152,41 @@ async def on_password_reset_requested(event: Event, uow: UnitOfWork, notifier: N
         custom_args={"event_id": event.id, "notification": Kind.PASSWORD_RESET.value},
     )
     await notifier.postman.deliver(Delivery(event.id, user_id, Kind.PASSWORD_RESET), email)
+
+
+def _reset_token(event: Event, opener: Opener | None) -> str:
+    """The token of a PasswordResetRequested: opened with `opener` when sealed, for the
+    account and expiry the event names. A token that does not open, or that this service has
+    no key for, is ResetTokenUnreadableError: never a link without its token, never a guess."""
+    data = event.data
+    sealed: bytes | None = data.get("sealed_token")
+    if sealed is None:
+        token = str(data["token"])
+        if opener is not None and token:
+            log.warning(
+                "the reset token of event %s came in clear: the user service seals nothing "
+                "(set CHOREO_NOTIFICATION_KEY there)",
+                event.id,
+            )
+    elif opener is None:
+        raise ResetTokenUnreadableError(
+            f"the reset token of event {event.id} is sealed, but NOTIFICATION_SEALING_KEY is "
+            "unset: set it to the private key of CHOREO_NOTIFICATION_KEY, then replay; no e-mail "
+            "was sent"
+        )
+    else:
+        context = password_reset_context(str(data["user_id"]), data["expires_at"])
+        try:
+            token = opener.open(sealed, context).decode("ascii", errors="replace")
+        except SealedValueError as error:
+            raise ResetTokenUnreadableError(
+                f"the reset token of event {event.id} cannot be opened: {error}; no e-mail was sent"
+            ) from None
+    if not _RESET_TOKEN.fullmatch(token):
+        raise ResetTokenUnreadableError(
+            f"event {event.id} carries no usable reset token: no e-mail was sent"
+        )
+    return token
 
 
 async def _remember_contact(

@@ -12,6 +12,7 @@ from notification_service import domain, handlers
 from notification_service.api import router
 from notification_service.config import Settings
 from notification_service.deliveries import Postman
+from notification_service.keys import NO_KEY_WARNING, load_sealing_key
 from notification_service.mailer import SendGridMailer
 from notification_service.messages import Renderer
 
@@ -60,6 +61,7 @@ def subscriptions(notifier: handlers.Notifier) -> tuple[Subscription, ...]:
 
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
+    reset_token_opener = load_sealing_key(settings)
     dsn = settings.database_dsn
     if dsn is None:  # Settings refuse to load without one; this keeps the type exact
         raise ConfigurationError("the notification service has no database")
@@ -80,6 +82,7 @@ def build(settings: Settings | None = None) -> Service:
         postman=Postman(mailer, new_unit_of_work),
         new_unit_of_work=new_unit_of_work,
         password_reset_url=settings.password_reset_url,
+        reset_token_opener=reset_token_opener,
     )
     return Service(
         settings,
@@ -87,6 +90,7 @@ def build(settings: Settings | None = None) -> Service:
         subscriptions=subscriptions(notifier),
         error_statuses=ERROR_STATUSES,
         resources={"facts_pool": facts_closing},
+        start_up_warnings=[] if reset_token_opener else [NO_KEY_WARNING],
     )
 
 

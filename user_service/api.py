@@ -52,6 +52,7 @@ from pydantic_core import PydanticCustomError
 
 from choreo.deps import AdminUser, CurrentUser, Uow
 from choreo.pagination import InvalidCursorError
+from choreo.sealing import Sealer
 from choreo.web import ApiError, current_traceparent
 from user_service import domain, handlers, queries
 from user_service.attempts import (
@@ -283,6 +284,11 @@ def _password_reset_ttl(request: Request) -> timedelta:
     return ttl
 
 
+def _reset_token_sealer(request: Request) -> Sealer | None:
+    sealer: Sealer | None = request.app.state.reset_token_sealer
+    return sealer
+
+
 async def _own_id(principal: CurrentUser) -> str:
     """The caller's user id; a token whose subject is no user id names no account."""
     try:
@@ -296,6 +302,7 @@ TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
 AttemptsDep = Annotated[AttemptLimiter, Depends(_attempts)]
 OwnId = Annotated[str, Depends(_own_id)]
 PasswordResetTtl = Annotated[timedelta, Depends(_password_reset_ttl)]
+ResetTokenSealer = Annotated[Sealer | None, Depends(_reset_token_sealer)]
 
 
 def client_address(request: Request) -> str:
@@ -440,6 +447,7 @@ async def request_password_reset(
     uow: Uow,
     attempts: AttemptsDep,
     ttl: PasswordResetTtl,
+    sealer: ResetTokenSealer,
 ) -> PasswordResetOut:
     """E-mail a single-use link to reset the password of the account with this address. The
     same answer whether or not there is one."""
@@ -448,7 +456,7 @@ async def request_password_reset(
         attempts, request, kind=PASSWORD_RESET, email=body.email, keep_all=True
     ):
         await handlers.request_password_reset(
-            uow, email=body.email, ttl=ttl, traceparent=current_traceparent()
+            uow, email=body.email, ttl=ttl, sealer=sealer, traceparent=current_traceparent()
         )
     return PasswordResetOut(message=PASSWORD_RESET_ANSWER)
 

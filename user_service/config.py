@@ -29,6 +29,11 @@ class Settings(ServiceSettings):
     refresh_token_purge_interval_seconds: float = Field(default=3600.0, gt=0)
     # How long an e-mailed password-reset token works (it works once).
     password_reset_token_ttl_seconds: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+    # The notification service's public key (X25519, raw, base64url): each reset token is
+    # sealed to it (choreo.sealing) before it leaves. Shared, so unprefixed; required in prod.
+    notification_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("CHOREO_NOTIFICATION_KEY")
+    )
 
     # Credential attempts per account (the e-mail address: login, registration) and per client
     # address (sign-ins, login and refresh; registrations, apart), each refilled at that many

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from choreo import revocations
 from choreo.db import UnitOfWork
 from choreo.events import Event
+from choreo.sealing import Sealer, password_reset_context
 from user_service import domain
 from user_service.domain import (
     AccountClosedError,
@@ -323,16 +324,20 @@ async def request_password_reset(
     *,
     email: str,
     ttl: timedelta,
+    sealer: Sealer | None,
     traceparent: str | None = None,
 ) -> None:
     """For a live account with this address, a single-use reset token (its digest stored) →
-    PasswordResetRequested, which the notification service e-mails. Nothing for any other
-    address, after the same work but the insert: the caller learns nothing either way."""
+    PasswordResetRequested, which the notification service e-mails: the token sealed to its key
+    by `sealer` (bound to the account and the expiry), or in clear without one (dev and test
+    only). Nothing for any other address, after the same work but the insert: the caller
+    learns nothing either way."""
     secret = new_refresh_secret()  # made whether or not it is sent: same work both ways
     try:
         email = domain.normalise_email(email)
     except InvalidInputError:
         email = ""
+    expires_at = datetime.now(UTC) + ttl
     async with uow:
         account = (
             await uow.session.execute(
@@ -341,10 +346,13 @@ async def request_password_reset(
                 )
             )
         ).first()
+        # Sealed whether or not it is sent (for no one when there is no account), like the
+        # secret above.
+        user_id = str(account.id) if account is not None else str(uuid.uuid4())
+        context = password_reset_context(user_id, expires_at)
+        sealed = sealer.seal(secret.token.encode(), context) if sealer is not None else None
         if account is None:
             return
-        user_id = str(account.id)
-        expires_at = datetime.now(UTC) + ttl
         await uow.session.execute(
             insert(password_reset_tokens).values(
                 id=str(uuid.uuid4()),
@@ -357,8 +365,10 @@ async def request_password_reset(
             "user_id": user_id,
             "email": account.email,
             "full_name": account.full_name,
-            "token": secret.token,
+            # The token itself only when it cannot be sealed: an empty one says "sealed".
+            "token": "" if sealed is not None else secret.token,
             "expires_at": expires_at,
+            "sealed_token": sealed,
         }
         uow.publish(_event("PasswordResetRequested", user_id, data, traceparent))
     log.info("a password reset of user %s was requested", user_id)

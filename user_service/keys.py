@@ -1,5 +1,6 @@
-"""The key the service signs tokens with: given by the environment, or kept in a key file that
-dev and test environments generate on first start (`choreo up` keeps it in its data directory).
+"""The keys the service holds: the one it signs tokens with, given by the environment or kept
+in a key file that dev and test environments generate on first start (`choreo up` keeps it in
+its data directory); and the notification service's public key, which it seals reset tokens to.
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from choreo.auth import AuthError, SigningKey
+from choreo.sealing import Sealer, SealingKeyError
+from choreo.service import ConfigurationError
 from user_service.config import Settings
 from user_service.domain import UserError
 
 log = logging.getLogger(__name__)
+
+UNSEALED_WARNING = (
+    "seals no password-reset token (CHOREO_NOTIFICATION_KEY is unset): each one travels in "
+    "clear through its outbox, user.event (every consumer and operator reads it) and dead letters"
+)
 
 
 class SigningKeyError(UserError):
@@ -63,6 +71,25 @@ def load_signing_key(settings: Settings) -> SigningKey:
     )
     key = Ed25519PrivateKey.generate()
     return SigningKey(kid=key_id_of(key.public_key()), private_key=key)
+
+
+def load_notification_key(settings: Settings) -> Sealer | None:
+    """What reset tokens are sealed to: CHOREO_NOTIFICATION_KEY, which prod requires; None
+    outside prod without it (tokens go in clear, and the service says so at start-up)."""
+    if settings.notification_key is None:
+        if settings.env == "prod":
+            raise ConfigurationError(
+                "CHOREO_NOTIFICATION_KEY must be set when CHOREO_ENV=prod: password-reset "
+                "tokens are sealed to the notification service's key, so that no other reader "
+                "of user.event can use them (`choreo event-keys` makes a key pair)"
+            )
+        return None
+    try:
+        return Sealer.from_text(settings.notification_key)
+    except SealingKeyError as error:
+        raise ConfigurationError(
+            f"CHOREO_NOTIFICATION_KEY is not the notification service's public key: {error}"
+        ) from None
 
 
 def _from_pem(pem: str, kid: str | None, origin: str) -> SigningKey:

@@ -17,7 +17,7 @@ from user_service import handlers
 from user_service.api import ERROR_STATUSES, router, token_router
 from user_service.attempts import AttemptLimit, AttemptLimiter
 from user_service.config import Settings
-from user_service.keys import load_signing_key
+from user_service.keys import UNSEALED_WARNING, load_notification_key, load_signing_key
 from user_service.passwords import Passwords
 from user_service.purge import run_refresh_token_purge
 from user_service.tokens import TokenIssuer
@@ -26,6 +26,7 @@ from user_service.tokens import TokenIssuer
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
     signing_key = load_signing_key(settings)
+    reset_token_sealer = load_notification_key(settings)
     passwords = Passwords(
         concurrency=settings.password_hashing_concurrency, queue=settings.password_hashing_queue
     )
@@ -74,9 +75,11 @@ def build(settings: Settings | None = None) -> Service:
             "tokens": tokens,
             "attempts": attempts,
             "password_reset_ttl": timedelta(seconds=settings.password_reset_token_ttl_seconds),
+            "reset_token_sealer": reset_token_sealer,
         },
         # It verifies the tokens it issued with its own key, not with its own JWKS URL.
         token_verifier=TokenVerifier(StaticKeys(signing_key.jwks())),
+        start_up_warnings=[] if reset_token_sealer else [UNSEALED_WARNING],
     )
     return service
 

@@ -1,5 +1,6 @@
 """The password-reset e-mail: sent once to the address its event names, with the link in the
-body and a fixed subject; the token kept in no table of the service and in no log line."""
+body and a fixed subject; the token kept in no table of the service and in no log line. A token
+sealed to another key, for another account, or altered, is dead-lettered and no e-mail sent."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from choreo.events import Event
-from choreo.testing import StartService, publish
+from choreo.sealing import Opener, Sealer, password_reset_context
+from choreo.testing import NOTIFICATION_OPENER, StartService, publish
 
 from .conftest import (
     Sink,
@@ -19,6 +21,7 @@ from .conftest import (
     eventually,
     new_id,
     query,
+    read_records,
     start_notification,
     user_deleted,
     user_registered,
@@ -29,16 +32,30 @@ PHISHING = "Your account is locked, verify at http://evil.example\r\nBcc: x@evil
 
 
 def password_reset_requested(
-    user_id: str, email: str, full_name: str | None, *, expires_in: timedelta
+    user_id: str,
+    email: str,
+    full_name: str | None,
+    *,
+    expires_in: timedelta,
+    sealer: Sealer | None = NOTIFICATION_OPENER.sealer,
+    sealed_for: str | None = None,
 ) -> tuple[Event, str]:
+    """As the user service publishes it: the token sealed to the notification service's key
+    (this run's) for this account and expiry, or in clear when `sealer` is None (a user
+    service without CHOREO_NOTIFICATION_KEY). `sealed_for` seals it for another account."""
     token = secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + expires_in
     data = {
         "user_id": user_id,
         "email": email,
         "full_name": full_name,
         "token": token,
-        "expires_at": datetime.now(UTC) + expires_in,
+        "expires_at": expires_at,
+        "sealed_token": None,
     }
+    if sealer is not None:
+        context = password_reset_context(sealed_for or user_id, expires_at)
+        data |= {"token": "", "sealed_token": sealer.seal(token.encode(), context)}
     return Event(type="PasswordResetRequested", subject=user_id, data=data), token
 
 
@@ -56,9 +73,10 @@ async def test_the_reset_link_is_emailed_once_and_kept_nowhere(
     live = timedelta(minutes=30)
     ada_reset, ada_token = password_reset_requested(ada, ada_email, "Ada Lovelace", expires_in=live)
     # No UserRegistered needed: the event names the address (an account the service has not
-    # heard of yet still gets its link).
+    # heard of yet still gets its link). A user service that seals nothing (dev without the
+    # key) sends the token in clear: still mailed, with a warning.
     mallory_reset, mallory_token = password_reset_requested(
-        mallory, mallory_email, PHISHING, expires_in=live
+        mallory, mallory_email, PHISHING, expires_in=live, sealer=None
     )
     expired, expired_token = password_reset_requested(
         bob, bob_email, "Bob", expires_in=-timedelta(seconds=1)
@@ -133,3 +151,53 @@ async def test_the_reset_link_is_emailed_once_and_kept_nowhere(
 
     await eventually(captured, "the service's log lines are captured")
     assert all(token not in logged() for token in tokens)
+    assert f"the reset token of event {mallory_reset.id} came in clear" in logged()
+
+
+async def test_a_reset_token_that_does_not_open_is_dead_lettered_and_not_mailed(
+    start_service: StartService, sink: Sink, kafka_bootstrap: str, topics: str
+) -> None:
+    live = timedelta(minutes=30)
+    dan, eve, fay, gus = new_id(), new_id(), new_id(), new_id()
+    emails = {user: address(name) for user, name in ((dan, "dan"), (eve, "eve"), (fay, "fay"))}
+    # Sealed to a key that is not the notification service's.
+    wrong_key, wrong_key_token = password_reset_requested(
+        dan, emails[dan], "Dan", expires_in=live, sealer=Opener.generate().sealer
+    )
+    # Sealed for Gus's account, carried by Eve's event (a token moved to another account).
+    moved, moved_token = password_reset_requested(
+        eve, emails[eve], "Eve", expires_in=live, sealed_for=gus
+    )
+    # Altered on the way.
+    altered, altered_token = password_reset_requested(fay, emails[fay], "Fay", expires_in=live)
+    sealed = bytearray(altered.data["sealed_token"])
+    sealed[-1] ^= 0x01
+    altered = Event(
+        type=altered.type,
+        subject=altered.subject,
+        data={**altered.data, "sealed_token": bytes(sealed)},
+    )
+    refused = (wrong_key, moved, altered)
+    await publish(kafka_bootstrap, topics, *refused)
+    notification = start_notification(start_service, sink)
+
+    dead = await read_records(kafka_bootstrap, f"{topics}notification.dlq", len(refused))
+    headers = [dict(record.headers) for record in dead]
+    assert {h["ce_id"].decode() for h in headers} == {event.id for event in refused}
+    for header in headers:
+        assert header["dlq.error.type"] == b"ResetTokenUnreadableError"
+        message = header["dlq.error.message"].decode()
+        assert "cannot be opened" in message
+        assert "no e-mail was sent" in message
+        assert header["dlq.attempts"] == b"1"  # permanent: not retried
+    tokens = (wrong_key_token, moved_token, altered_token)
+    for record in dead:
+        assert all(token.encode() not in (record.value or b"") for token in tokens)
+        assert all(token.encode() not in str(record.headers).encode() for token in tokens)
+    assert all([await applied(notification, event) is False for event in refused])
+    for email in emails.values():
+        assert await sink.messages(email) == []
+    rows = await query(
+        notification, "SELECT count(*) FROM deliveries WHERE kind = %s", "password_reset"
+    )
+    assert rows == [(0,)]

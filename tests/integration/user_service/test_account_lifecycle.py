@@ -13,7 +13,8 @@ import jwt
 import pytest
 
 from choreo.events import Event
-from choreo.testing import StartService, collect_events
+from choreo.sealing import password_reset_context
+from choreo.testing import NOTIFICATION_OPENER, StartService, collect_events
 
 from .conftest import bearer, eventually, login, query, register
 
@@ -38,6 +39,14 @@ async def refresh(api: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Respo
 
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def opened(reset: Event) -> str:
+    """The token of a PasswordResetRequested, opened as the notification service opens it (with
+    this run's key, for the account and expiry the event names): the event holds it sealed."""
+    assert reset.data["token"] == ""
+    context = password_reset_context(str(reset.data["user_id"]), reset.data["expires_at"])
+    return NOTIFICATION_OPENER.open(reset.data["sealed_token"], context).decode()
 
 
 async def me(api: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Response:
@@ -238,7 +247,8 @@ async def test_password_reset_by_emailed_single_use_token(
         assert "If an account has this e-mail address" in answers[0].json()["message"]
         await api.post(RESET, json={"email": ADA})  # a second link, for the same account
 
-        # An event for the live account only, carrying the token; its digest only in the table.
+        # An event for the live account only, carrying the token sealed to the notification
+        # service's key; its digest only in the table, and the token text in no outbox row.
         def two_for_ada(events: list[Event]) -> bool:
             return len([e for e in events if e.type == "PasswordResetRequested"]) >= 2
 
@@ -247,8 +257,12 @@ async def test_password_reset_by_emailed_single_use_token(
         assert {(e.subject, e.data["email"], e.data["full_name"]) for e in resets} == {
             (ada["id"], ADA, "Ada Lovelace")
         }
-        first, second = (str(e.data["token"]) for e in resets)
+        first, second = (opened(e) for e in resets)
         assert len(first) >= 43  # 256 bits, URL-safe base64
+        outbox = await query(users, "SELECT value, headers::text FROM outbox")
+        assert len(outbox) >= 4  # the two registrations and the two resets
+        for value, headers in outbox:
+            assert all(t.encode() not in bytes(value) and t not in headers for t in (first, second))
         rows = await query(
             users,
             "SELECT token_digest, expires_at - created_at FROM password_reset_tokens "
@@ -289,7 +303,7 @@ async def test_password_reset_by_emailed_single_use_token(
             return len([e for e in events if e.type == "PasswordResetRequested"]) >= 3
 
         events = await collect_events(kafka_bootstrap, f"{topics}user.event", three)
-        third = str([e for e in events if e.type == "PasswordResetRequested"][-1].data["token"])
+        third = opened([e for e in events if e.type == "PasswordResetRequested"][-1])
         await query(
             users,
             "UPDATE password_reset_tokens SET expires_at = now() - interval '1 second' "

@@ -1,5 +1,6 @@
 """The signing key from the environment or from a key file: dev and test generate the file once
-(readable by its owner only) and keep using it; production never generates one."""
+(readable by its owner only) and keep using it; production never generates one. The
+notification service's public key, which reset tokens are sealed to: required in production."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from choreo.auth import SigningKey, StaticKeys, TokenVerifier
+from choreo.sealing import Opener
+from choreo.service import ConfigurationError
 from user_service.config import Settings
-from user_service.keys import SigningKeyError, load_signing_key
+from user_service.keys import SigningKeyError, load_notification_key, load_signing_key
 
 
 @pytest.fixture(autouse=True)
 def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CHOREO_ENV", "USER_JWT_PRIVATE_KEY", "USER_JWT_KEY_ID", "USER_JWT_KEY_FILE"):
+    for name in (
+        "CHOREO_ENV",
+        "USER_JWT_PRIVATE_KEY",
+        "USER_JWT_KEY_ID",
+        "USER_JWT_KEY_FILE",
+        "CHOREO_NOTIFICATION_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -96,3 +105,18 @@ def test_without_any_key_dev_signs_with_a_key_of_its_own_and_production_refuses(
     assert load_signing_key(settings(env="dev")).kid != first.kid
     with pytest.raises(ValueError, match="USER_JWT_PRIVATE_KEY"):
         settings(env="prod")
+
+
+def test_reset_tokens_are_sealed_to_the_notification_key_which_production_requires() -> None:
+    opener = Opener.generate()
+    key_file = Path("/etc/choreo/jwt.pem")
+    sealer = load_notification_key(
+        settings(env="prod", jwt_key_file=key_file, CHOREO_NOTIFICATION_KEY=opener.public_key)
+    )
+    assert sealer is not None
+    assert sealer.public_key == opener.public_key
+    assert load_notification_key(settings(env="dev")) is None  # in clear, and said at start-up
+    with pytest.raises(ConfigurationError, match="CHOREO_NOTIFICATION_KEY must be set"):
+        load_notification_key(settings(env="prod", jwt_key_file=key_file))
+    with pytest.raises(ConfigurationError, match="32 bytes, not 3"):
+        load_notification_key(settings(env="dev", CHOREO_NOTIFICATION_KEY="AAAA"))
