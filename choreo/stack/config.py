@@ -11,6 +11,7 @@ from pathlib import Path
 
 from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS
 from choreo.kafka import FAST_FETCH_MAX_WAIT_MS
+from choreo.sealing import key_in
 from choreo.signing import keys_in
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import database_url
@@ -179,6 +180,11 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         environment["CHOREO_EVENT_KEYS"] = keys.to_json()
         for name, signer in signers.items():
             environment.setdefault(f"{name.upper()}_EVENT_SIGNING_KEY", signer.to_pem())
+    if "CHOREO_NOTIFICATION_KEY" not in environment:
+        # The user service seals reset tokens to the notification service's key, kept there too.
+        opener = key_in(config.data_dir.resolve() / "event-keys" / "notification-sealing.pem")
+        environment["CHOREO_NOTIFICATION_KEY"] = opener.public_key
+        environment.setdefault("NOTIFICATION_SEALING_KEY", opener.to_pem())
     if "JWT_JWKS" not in environment:
         # Every service verifies tokens itself, with the user service's public keys.
         user_service = f"http://127.0.0.1:{config.ports.user}"

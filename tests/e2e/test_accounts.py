@@ -11,6 +11,8 @@ import uuid
 from typing import Any
 
 import httpx
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from .conftest import ChoreoUp
 from .journey import Gateway
@@ -42,6 +44,30 @@ async def reset_emails(gateway: Gateway, address: str, count: int) -> list[dict[
             if len(mails) >= count:
                 return mails
             await asyncio.sleep(0.3)
+
+
+async def user_events_of(
+    running: ChoreoUp, user_id: str, type_: str
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of `type_` about `user_id` on user.event, undecoded, once there is one."""
+    reader = AIOKafkaConsumer(
+        "user.event", bootstrap_servers=running.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(30):
+            while not found:
+                for records in (await reader.getmany(timeout_ms=200)).values():
+                    found += [
+                        r
+                        for r in records
+                        if (r.key or b"") == user_id.encode()
+                        and ("ce_type", type_.encode()) in r.headers
+                    ]
+    finally:
+        await reader.stop()
+    return found
 
 
 def token_in(mail: dict[str, Any]) -> str:
@@ -106,6 +132,18 @@ async def test_logout_password_change_and_reset_by_email(choreo_up: ChoreoUp) ->
         [mail] = await reset_emails(gateway, email, 1)
         assert mail["personalizations"][0]["to"][0]["email"] == email
         token = token_in(mail)
+        # The token left the user service sealed for the notification service alone: its text
+        # is in neither the record on user.event (every consumer and operator reads it) nor the
+        # user service's outbox row.
+        [record] = await user_events_of(choreo_up, customer.user_id, "PasswordResetRequested")
+        assert token.encode() not in (record.value or b"")
+        assert all(token.encode() not in (value or b"") for _, value in record.headers)
+        with psycopg.connect(choreo_up.database_url("users")) as connection:
+            outbox = connection.execute(
+                "SELECT value, headers::text FROM outbox WHERE key = %s", (customer.user_id,)
+            ).fetchall()
+        assert outbox, "the reset's outbox row is kept"
+        assert all(token.encode() not in bytes(v) and token not in h for v, h in outbox)
         confirm = {"token": token, "new_password": reset}
         response = await api.post("/auth/password-reset/confirm", json=confirm)
         assert response.status_code == 204, response.text

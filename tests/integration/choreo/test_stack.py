@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import stat
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from choreo import kafka
 from choreo.kafka import ensure_topics
+from choreo.sealing import Opener
 from choreo.stack.broker import TansuBroker
 from choreo.stack.config import (
     TOPICS,
@@ -398,6 +400,21 @@ def test_a_reset_email_links_to_the_stacks_own_gateway() -> None:
     assert variables["NOTIFICATION_PASSWORD_RESET_URL"] == (
         "http://127.0.0.1:47300/reset-password?token="
     )
+
+
+def test_the_stack_seals_reset_tokens_with_a_key_pair_kept_in_its_data_directory(
+    tmp_path: Path,
+) -> None:
+    config = StackConfig(environment={}, data_dir=tmp_path)
+    variables = service_environment(config, resolve_endpoints(config))
+    opener = Opener.from_pem(variables["NOTIFICATION_SEALING_KEY"])
+    assert variables["CHOREO_NOTIFICATION_KEY"] == opener.public_key
+    kept = tmp_path / "event-keys" / "notification-sealing.pem"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    again = service_environment(config, resolve_endpoints(config))  # a restart
+    assert again["CHOREO_NOTIFICATION_KEY"] == opener.public_key
+    given = StackConfig(environment={"CHOREO_NOTIFICATION_KEY": "given"}, data_dir=tmp_path)
+    assert "NOTIFICATION_SEALING_KEY" not in service_environment(given, resolve_endpoints(given))
 
 
 def test_only_the_memory_broker_is_polled_fast() -> None:
