@@ -68,7 +68,14 @@ class Sealer:
             raise SealingKeyError("not base64url text") from None
         if len(raw) != 32:
             raise SealingKeyError(f"an X25519 public key is 32 bytes, not {len(raw)}")
-        return cls(X25519PublicKey.from_public_bytes(raw))
+        sealer = cls(X25519PublicKey.from_public_bytes(raw))
+        try:
+            sealer.seal(b"", b"")  # a low-order point (all zeros, say) shares no secret
+        except ValueError:
+            raise SealingKeyError(
+                "not a usable X25519 public key: no key exchange with it"
+            ) from None
+        return sealer
 
     @property
     def public_key(self) -> str:

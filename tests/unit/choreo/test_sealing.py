@@ -102,7 +102,12 @@ def test_a_private_key_survives_pem() -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("AAAA", "32 bytes, not 3"), ("***", "32 bytes|base64url"), ("a", "base64url|32 bytes")],
+    [
+        ("AAAA", "32 bytes, not 3"),
+        ("***", "32 bytes|base64url"),
+        ("a", "base64url|32 bytes"),
+        ("A" * 43, "no key exchange"),  # all zeros: a low-order point
+    ],
 )
 def test_an_unusable_public_key_is_named(text: str, reason: str) -> None:
     with pytest.raises(SealingKeyError, match=reason):
