@@ -60,17 +60,11 @@ class Plan:
     a stack the bench starts, `choreo up`'s defaults for a running one."""
     topic_prefix: str = ""
     admin: tuple[str, str] | None = None
-    json_path: Path | None = None
-    png_path: Path | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def closed_loop(self) -> bool:
         return self.concurrency is not None
-
-    @property
-    def good_share(self) -> float:
-        return 1.0 - self.declined_share - self.out_of_stock_share
 
     def describe_load(self) -> str:
         if self.concurrency is not None:

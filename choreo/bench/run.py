@@ -23,7 +23,7 @@ from choreo.bench.figures import (
     saga_figures,
     series,
 )
-from choreo.bench.load import Driver, Gateway, Verdict, set_up
+from choreo.bench.load import Driver, Gateway, Kind, Shop, Verdict, set_up
 from choreo.bench.outcomes import Outcomes
 from choreo.bench.plan import EXTERNAL_LIMITS_NOTE, Plan
 from choreo.bench.report import Reporter
@@ -118,7 +118,7 @@ async def _idle(plan: Plan, target: Target, reporter: Reporter) -> dict[str, Any
 async def _load(
     plan: Plan,
     target: Target,
-    shop: Any,
+    shop: Shop,
     gateway: Gateway,
     outcomes: Outcomes,
     reporter: Reporter,
@@ -167,7 +167,8 @@ async def _load(
     before, after = edges
     ended = sagas["ended_in_window"]
     result["cpu"] = cpu_per_saga(before, after, ended)
-    charged = sum(1 for s in driver.sagas if s.kind.value != "out_of_stock") / max(
+    # Orders out of stock are cancelled before the payment service charges anything.
+    charged = sum(1 for s in driver.sagas if s.kind is not Kind.OUT_OF_STOCK) / max(
         1, len(driver.sagas)
     )
     result["costs_per_saga"] = costs_per_saga(before, after, ended, charged)

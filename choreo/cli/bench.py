@@ -238,8 +238,6 @@ def bench(
         ports=ports,
         topic_prefix=topic_prefix,
         admin=(admin_email, admin_password) if admin_email and admin_password else None,
-        json_path=json_path,
-        png_path=png_path,
         environment=dict(os.environ),
     )
     result = _measure(plan)
