@@ -216,11 +216,16 @@ def png(result: Mapping[str, Any], path: Path) -> None:
     throughput.legend()
 
     latency = axes[0][1]
-    for key, colour in (("p50_ms", "tab:green"), ("p95_ms", "tab:orange"), ("p99_ms", "tab:red")):
+    lines = (
+        ("p50_ms", "tab:green", "-"),
+        ("p95_ms", "tab:orange", "--"),
+        ("p99_ms", "tab:red", ":"),
+    )
+    for key, colour, style in lines:
         points = [(s, v) for s, v in zip(seconds, series[key], strict=True) if v is not None]
         if points:
             xs, ys = zip(*points, strict=True)
-            latency.plot(xs, ys, label=key.removesuffix("_ms"), color=colour)
+            latency.plot(xs, ys, label=key.removesuffix("_ms"), color=colour, linestyle=style)
     latency.axvspan(0, warmup, color="grey", alpha=0.15)
     latency.set_yscale("log")
     latency.set_title("POST → outcome latency by second due (ms)")
