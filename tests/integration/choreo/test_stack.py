@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import pickle
 import signal
 import stat
 import threading
@@ -238,11 +239,13 @@ def test_stack_runs_the_embedded_parts_with_databases_and_topics(tmp_path: Path)
             auth=("sk_test_choreo", ""),
         )
         assert stripe.status_code == 200
-        assert (tmp_path / "choreo" / "stripe.pickle").exists()
         links = {link.part: link for link in stack.links()}
         assert links["sendgrid"].url == f"http://127.0.0.1:{config.ports.sendgrid}/messages"
         assert all(link.embedded for link in links.values())
     assert all(port_is_free(config.ports.of(name)) for name in StackPorts.names())
+    # The emulator saved its store when it stopped: the customer outlives it.
+    with (tmp_path / "choreo" / "stripe.pickle").open("rb") as saved:
+        assert f"customer:{stripe.json()['id']}" in pickle.load(saved)
 
 
 def test_stack_uses_the_parts_the_environment_gives(
