@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -33,6 +33,46 @@ REWINDS = Counter(
     "Partitions re-read from their start because their log ended below the position",
     ["consumer", "topic"],
 )
+
+
+IDLE_AFTER_SECONDS = 2.0
+IDLE_FETCH_MAX_WAIT_MS = 500
+"""A consumer that has read nothing for `IDLE_AFTER_SECONDS` asks the broker to hold its
+fetches up to `IDLE_FETCH_MAX_WAIT_MS` (when it polls faster than that), and goes back to its
+own wait with the first record it reads. The memory broker of `choreo up` is polled every
+20 ms for latency, and answering those polls was most of an idle stack's CPU (issue 14)."""
+
+
+class _FetchPace:
+    """Switches a consumer's `fetch.max.wait.ms` between its own (busy) and an idle one.
+
+    aiokafka reads the wait from its fetcher for each fetch request but has no public way to
+    change it, so this sets the fetcher's attribute (aiokafka 0.14, pinned); should that
+    attribute ever be missing, the pace stays as configured.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, clock: Callable[[], float]) -> None:
+        self._fetcher = getattr(consumer, "_fetcher", None)
+        busy = getattr(self._fetcher, "_fetch_max_wait_ms", None)
+        self._busy = busy if isinstance(busy, int) else None
+        self._idle = max(self._busy or 0, IDLE_FETCH_MAX_WAIT_MS)
+        self._clock = clock
+        self._last_record = clock()
+        self.idle = False
+
+    def note(self, records: int) -> None:
+        """After each poll: how many records it brought."""
+        if self._busy is None or self._busy == self._idle:
+            return
+        now = self._clock()
+        if records:
+            self._last_record = now
+            idle = False
+        else:
+            idle = now - self._last_record >= IDLE_AFTER_SECONDS
+        if idle != self.idle:
+            self.idle = idle
+            self._fetcher._fetch_max_wait_ms = self._idle if idle else self._busy  # type: ignore[union-attr]
 
 
 class Consumer:
@@ -110,9 +150,12 @@ class Consumer:
         retry_topics = [self._retry_topic] if self._retry_topic else []
         self._consumer.subscribe([*self.topics, *retry_topics], listener=_Rebalance(self))
         await self._consumer.start()
+        pace = _FetchPace(self._consumer, time.monotonic)
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                timeout = IDLE_FETCH_MAX_WAIT_MS if pace.idle else 100
+                batch = await self._consumer.getmany(timeout_ms=timeout, max_records=500)
+                pace.note(sum(len(records) for records in batch.values()))
                 for tp, records in batch.items():
                     self._worker(tp).feed(records)
                     self._consumer.pause(tp)
