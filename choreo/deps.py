@@ -11,7 +11,7 @@ from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.errors import ChoreoError
 
 
-def _unit_of_work(request: Request) -> UnitOfWork:
+async def _unit_of_work(request: Request) -> UnitOfWork:
     factory: UnitOfWorkFactory | None = getattr(request.app.state, "uow_factory", None)
     if factory is None:
         raise ChoreoError("this service has no database")

@@ -32,17 +32,17 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _proxy(request: Request) -> Proxy:
+async def _proxy(request: Request) -> Proxy:
     proxy: Proxy = request.app.state.proxy
     return proxy
 
 
-def _gatekeeper(request: Request) -> Gatekeeper:
+async def _gatekeeper(request: Request) -> Gatekeeper:
     gatekeeper: Gatekeeper = request.app.state.gatekeeper
     return gatekeeper
 
 
-def _catalog(request: Request) -> ApiCatalog:
+async def _catalog(request: Request) -> ApiCatalog:
     catalog: ApiCatalog = request.app.state.api_catalog
     return catalog
 

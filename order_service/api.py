@@ -82,12 +82,12 @@ async def _customer_id(principal: CurrentUser) -> str:
         raise ApiError(403, "forbidden", "the token's subject is not a user id") from None
 
 
-def _inventory(request: Request) -> InventoryClient:
+async def _inventory(request: Request) -> InventoryClient:
     inventory: InventoryClient = request.app.state.inventory
     return inventory
 
 
-def _saga_timeout(request: Request) -> timedelta:
+async def _saga_timeout(request: Request) -> timedelta:
     timeout: timedelta = request.app.state.saga_timeout
     return timeout
 

@@ -124,12 +124,12 @@ class AdminPaymentPage(BaseModel):
     next_cursor: str | None
 
 
-def _gateway(request: Request) -> StripeGateway:
+async def _gateway(request: Request) -> StripeGateway:
     gateway: StripeGateway = request.app.state.gateway
     return gateway
 
 
-def _card_intake(request: Request) -> CardIntake:
+async def _card_intake(request: Request) -> CardIntake:
     intake: CardIntake = request.app.state.card_intake
     return intake
 

@@ -264,27 +264,27 @@ class TokensOut(BaseModel):
         )
 
 
-def _passwords(request: Request) -> Passwords:
+async def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
 
 
-def _tokens(request: Request) -> TokenIssuer:
+async def _tokens(request: Request) -> TokenIssuer:
     tokens: TokenIssuer = request.app.state.tokens
     return tokens
 
 
-def _attempts(request: Request) -> AttemptLimiter:
+async def _attempts(request: Request) -> AttemptLimiter:
     attempts: AttemptLimiter = request.app.state.attempts
     return attempts
 
 
-def _password_reset_ttl(request: Request) -> timedelta:
+async def _password_reset_ttl(request: Request) -> timedelta:
     ttl: timedelta = request.app.state.password_reset_ttl
     return ttl
 
 
-def _reset_token_sealer(request: Request) -> Sealer | None:
+async def _reset_token_sealer(request: Request) -> Sealer | None:
     sealer: Sealer | None = request.app.state.reset_token_sealer
     return sealer
 
