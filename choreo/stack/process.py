@@ -57,6 +57,11 @@ class ProcessSpec:
     stop_grace: float = 10.0
     restart: bool = False
     """Restart the part when it exits or stops answering its probe (`Supervisor.watch`)."""
+    alive: Probe | None = None
+    """Once ready, the probe that decides a restart (default: `ready`). A liveness probe in
+    Kubernetes' sense: a service's readiness also checks its database and broker, and under
+    load it may answer late; killing it for that drops the work in flight and makes an
+    overload worse (seen with `choreo bench`)."""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -210,10 +215,12 @@ class ChildProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def answers(self) -> bool:
-        """Probe the part once. Touches nothing of this object, so any thread may call it."""
+    def answers(self, *, alive: bool = False) -> bool:
+        """Probe the part once (its liveness probe with `alive`, when it has one). Touches
+        nothing of this object, so any thread may call it."""
+        probe = (self.spec.alive if alive else None) or self.spec.ready
         try:
-            return self.spec.ready()
+            return probe()
         except Exception as error:  # a probe that errors just means "not now"
             _logger.debug("probe of %s: %s", self.name, error)
             return False

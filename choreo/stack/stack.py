@@ -202,6 +202,7 @@ class Stack:
                     name=service.name,
                     command=[self.config.python, "-m", service.module],
                     ready=http_ok(f"http://127.0.0.1:{port}/readyz"),
+                    alive=http_ok(f"http://127.0.0.1:{port}/healthz"),
                     port=port,
                     environment=environment,
                     restart=self.config.restart,

@@ -370,8 +370,9 @@ class Supervisor:
 
 
 def _probe_once(child: ChildProcess, set_up: bool) -> bool:
-    """One probe, run in a probe thread; a starting part that answers is also set up."""
-    if not child.answers():
+    """One probe, run in a probe thread: a starting part's readiness (and its set-up once it
+    answers), a ready part's liveness."""
+    if not child.answers(alive=not set_up):
         return False
     if set_up:
         child.set_up()

@@ -165,6 +165,32 @@ def test_supervisor_restarts_a_part_that_crashes() -> None:
     assert ("choreo", "crashy exited with code -9; restarting in 1 s") in lines
 
 
+def test_a_ready_part_is_restarted_by_its_liveness_not_its_readiness() -> None:
+    """A service slowed by load answers its readiness late (it checks the database and the
+    broker); with a liveness probe it is restarted only when that stops answering too."""
+    lines: Lines = []
+    ready, alive = threading.Event(), threading.Event()
+    ready.set()
+    alive.set()
+    part = dataclasses.replace(
+        _sleeper("busy", restart=True), ready=ready.is_set, alive=alive.is_set
+    )
+    with Supervisor(_into(lines), unready_grace=3) as supervisor:
+        supervisor.start([part], timeout=10)
+        first = supervisor.child("busy").pid
+        with _watching(supervisor):
+            ready.clear()  # not ready, still alive: left alone
+            time.sleep(8)
+            assert supervisor.child("busy").pid == first, lines
+            assert supervisor.restart_counts() == {"busy": 0}
+            alive.clear()  # no longer alive either: restarted (and ready again once it is)
+            _wait_for(lambda: _said(lines, "busy has not answered"), 15, "found silent")
+            ready.set()
+            alive.set()
+            _wait_for(lambda: _said(lines, "busy restarted"), 15, "restarted")
+        assert supervisor.child("busy").pid != first
+
+
 def test_parts_killed_together_are_back_within_one_restart_not_two(tmp_path: Path) -> None:
     """The gateway and the user service killed at once: the gateway cannot be ready before the
     user service is, and waiting for it must not hold back the user service's own restart."""
