@@ -5,6 +5,7 @@ failed them (its `<service>.retry` topic, `choreo.dead_letters`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,8 +22,9 @@ from choreo.cli.output import CliError, advance, progress
 from choreo.cli.records import RecordView, view
 from choreo.db import sync_dsn
 from choreo.dead_letters import REPLAYED_FROM, own_headers, replay_headers, retry_topic_of
-from choreo.errors import ChoreoError
-from choreo.events import decode_record
+from choreo.errors import ChoreoError, RejectedEventError
+from choreo.events import check_source, decode_record
+from choreo.signing import EventKeyError, EventKeys
 
 CONNECT_TIMEOUT = 5
 """Seconds to reach a service's database to look at its inbox."""
@@ -174,12 +176,14 @@ async def expected_outcomes(
 ) -> dict[str, str]:
     """Entry id -> what its consumer would do with a replay now, in words: `apply`, `skip:
     already applied` (its inbox holds the event id), `fail: <why>` (the record does not
-    decode), or `unknown: <why>` (the service's database cannot be asked)."""
+    decode, or would be rejected again: a `ce_source` or signature that is not its owner's),
+    or `unknown: <why>` (the service's database cannot be asked)."""
     store = default_store()
+    keys = _event_keys()
     outcomes: dict[str, str] = {}
     pending: dict[str, list[tuple[DeadLetter, str]]] = {}
     for entry in entries:
-        event_id = _decodes(entry, store)
+        event_id = _decodes(entry, store, keys)
         if event_id.startswith("fail:"):
             outcomes[entry.id] = event_id
         else:
@@ -200,12 +204,33 @@ async def expected_outcomes(
     return outcomes
 
 
-def _decodes(entry: DeadLetter, store: SchemaStore) -> str:
-    """The entry's event id, or `fail: <why>` when its consumer could not decode it either."""
+def _decodes(entry: DeadLetter, store: SchemaStore, keys: EventKeys | None) -> str:
+    """The entry's event id, or `fail: <why>` when its consumer could not decode it either or
+    would reject it again (choreo.signing): checked with `keys` when the operator has them,
+    else a record rejected once is taken to be rejected again (a source or signature does not
+    change on replay)."""
+    headers = own_headers(entry.record.raw_headers)
     try:
-        return decode_record(own_headers(entry.record.raw_headers), entry.record.raw, store).id
+        event = decode_record(headers, entry.record.raw, store)
+        check_source(event)
+        if keys is not None:
+            keys.verify(event.topic, headers, entry.record.raw)
     except ChoreoError as error:
         return f"fail: {type(error).__name__}: {error}"
+    if keys is None and entry.error_type == RejectedEventError.__name__:
+        return "fail: rejected when it was read (set CHOREO_EVENT_KEYS to check its signature)"
+    return event.id
+
+
+def _event_keys() -> EventKeys | None:
+    """The publishers' public keys from CHOREO_EVENT_KEYS, as the services read them."""
+    document = os.environ.get("CHOREO_EVENT_KEYS")
+    if not document:
+        return None
+    try:
+        return EventKeys.from_json(document)
+    except EventKeyError as error:
+        raise CliError(str(error)) from None
 
 
 async def _applied(

@@ -280,3 +280,6 @@ async def test_a_forged_payment_result_confirms_no_order(choreo_up: ChoreoUp) ->
     assert {(e["consumer"], e["error_type"]) for e in rejected} >= {
         ("order_service", "RejectedEventError")
     }, rejected
+    # An operator is not invited to replay it: a replay would be rejected again.
+    dry = await choreo(choreo_up, "dlq", "replay", *(e["id"] for e in rejected), "--dry-run")
+    assert all(entry["expect"].startswith("fail: rejected") for entry in dry["entries"]), dry
