@@ -3,7 +3,9 @@
 Every attempt on a credential route takes a token from its client address's bucket for that
 kind of attempt (signing in: login, refresh and a password change; registering; resetting a
 password: its request and its confirmation) and, when it names an account (the e-mail
-address, normalised), from that account's too: a bucket holds `attempts` tokens and refills at
+address, normalised), from that account's too (one bucket for signing in and registering,
+another for reset requests, so that strangers asking to reset an account's password cannot
+lock its owner out of signing in): a bucket holds `attempts` tokens and refills at
 `attempts` per `per_seconds`. An attempt finding either bucket empty is refused with how long
 to wait, before any password is hashed. A login, refresh, password change or reset
 confirmation that succeeds gives its tokens back, so the buckets count failures (and attempts
@@ -120,7 +122,11 @@ class AttemptLimiter:
         now = self._clock()
         charges = [(f"{kind}:{address}", self.per_address)]
         if email is not None:
-            charges.append((f"account:{account_key(email)}", self.per_account))
+            # Reset requests count against the account apart: anyone may ask to reset anyone's
+            # password, and sharing the sign-in bucket let a stranger's few requests a minute
+            # lock the owner out of signing in.
+            purpose = PASSWORD_RESET if kind == PASSWORD_RESET else "credentials"
+            charges.append((f"account:{purpose}:{account_key(email)}", self.per_account))
         buckets = [self._bucket(key, limit, now) for key, limit in charges]
         empty = [bucket for bucket in buckets if bucket.tokens < 1]
         if empty:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from user_service.attempts import (
+    PASSWORD_RESET,
     REGISTRATION,
     SIGN_IN,
     AttemptLimit,
@@ -154,3 +155,13 @@ def test_a_registration_that_succeeds_gives_back_the_account_s_attempt_only(
         limiter.take(kind=REGISTRATION, address="10.0.0.1", email="bob@example.com")
     for _ in range(5):  # the account's five are all there
         limiter.take(kind=SIGN_IN, address="10.0.0.2", email="ada@example.com")
+
+
+def test_reset_requests_do_not_lock_the_owner_out_of_signing_in(limiter: AttemptLimiter) -> None:
+    """Found trying issue 13's fixes: five anonymous reset requests for an address made its
+    owner's correct login a 429 for the rest of the minute."""
+    for n in range(5):
+        limiter.take(kind=PASSWORD_RESET, address=f"10.0.1.{n}", email="ada@example.com")
+    with pytest.raises(TooManyAttemptsError):  # the e-mails an account can be sent stay few
+        limiter.take(kind=PASSWORD_RESET, address="10.0.1.9", email="ada@example.com")
+    limiter.take(kind=SIGN_IN, address="192.0.2.1", email="ada@example.com")
