@@ -118,6 +118,12 @@ class Service:
         self.token_verifier = token_verifier or verifier_from_settings(
             settings.jwks_url, settings.jwks_json
         )
+        if self.token_verifier is None and settings.env == "prod":
+            # Every route that needs a caller would answer 503 auth_unavailable.
+            raise ConfigurationError(
+                "JWT_JWKS_URL (the user service's /api/v1/auth/jwks) or JWT_JWKS must be set "
+                "when CHOREO_ENV=prod: without the token signing keys no caller can be verified"
+            )
         self.kafka_security = kafka.KafkaSecurity.from_settings(settings)  # refuses bad ones now
         self.event_signer, self.event_keys = _event_trust(settings)
         self._producer: AIOKafkaProducer | None = None
@@ -342,9 +348,12 @@ def _event_trust(settings: ServiceSettings) -> tuple[EventSigner | None, EventKe
             if settings.event_signing_key
             else None
         )
+    except EventKeyError as error:
+        raise ConfigurationError(f"{prefix}EVENT_SIGNING_KEY: {error}") from None
+    try:
         keys = EventKeys.from_json(settings.event_keys) if settings.event_keys else None
     except EventKeyError as error:
-        raise ConfigurationError(f"{service}: {error}") from None
+        raise ConfigurationError(str(error)) from None
     if settings.database_dsn is None:
         return signer, keys
     publishes = service in PUBLISHERS

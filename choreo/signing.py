@@ -75,7 +75,12 @@ class EventSigner:
 
     @classmethod
     def from_pem(cls, pem: str) -> EventSigner:
-        """Raises EventKeyError unless `pem` is an unencrypted Ed25519 private key (PKCS#8)."""
+        """Raises EventKeyError unless `pem` is an unencrypted Ed25519 private key (PKCS#8).
+
+        A PEM given on one line with its line breaks written as `\\n` (as an env file or a
+        container's environment often carries it) is read as the PEM it spells."""
+        if "\n" not in pem.strip() and "\\n" in pem:
+            pem = pem.replace("\\n", "\n")
         try:
             key = serialization.load_pem_private_key(pem.encode(), password=None)
         except (ValueError, TypeError) as error:

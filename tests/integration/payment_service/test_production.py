@@ -4,6 +4,8 @@ answer the ops token's holders only."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from choreo.auth import SigningKey
@@ -102,4 +104,7 @@ def test_production_refuses_to_start_without_an_ops_token(
     monkeypatch.setenv("CHOREO_OPS_TOKEN", OPS_TOKEN)
     for name, value in event_key_environment().items():
         monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match="JWT_JWKS_URL"):
+        build(Settings())  # and, in prod, the keys it verifies callers with
+    monkeypatch.setenv("JWT_JWKS", json.dumps(SigningKey.generate().jwks()))
     assert build(Settings()).ops_token == OPS_TOKEN

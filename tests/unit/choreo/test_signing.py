@@ -145,3 +145,13 @@ def test_a_listed_key_signs_and_verifies() -> None:
     assert signer is not None
     assert keys is not None
     assert signer.public_key == SIGNERS["payment"].public_key
+
+
+def test_a_pem_on_one_line_with_escaped_line_breaks_is_read() -> None:
+    one_line = SIGNERS["order"].to_pem().strip().replace("\n", "\\n")
+    assert EventSigner.from_pem(one_line).public_key == SIGNERS["order"].public_key
+
+
+def test_an_unreadable_signing_key_names_its_variable() -> None:
+    with pytest.raises(ConfigurationError, match="^PAYMENT_EVENT_SIGNING_KEY: not a PEM"):
+        _event_trust(settings(event_signing_key="not a key"))
