@@ -22,8 +22,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Unit and integration tests in three workers (pytest-xdist: each has its own PostgreSQL, broker
+# and Stripe emulator, and every test its own ports, database and topic prefix; they mostly wait
+# on I/O, so three fit two cores); then the e2e and chaos suites, one stack at a time.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 tests/unit tests/integration
+	$(BIN)/pytest tests/e2e tests/chaos
 
 test: lint typecheck pytest
 
