@@ -153,5 +153,5 @@ def test_a_pem_on_one_line_with_escaped_line_breaks_is_read() -> None:
 
 
 def test_an_unreadable_signing_key_names_its_variable() -> None:
-    with pytest.raises(ConfigurationError, match="^PAYMENT_EVENT_SIGNING_KEY: not a PEM"):
+    with pytest.raises(ConfigurationError, match=r"^PAYMENT_EVENT_SIGNING_KEY: not a PEM"):
         _event_trust(settings(event_signing_key="not a key"))
