@@ -37,6 +37,13 @@ from choreo.cli.output import (
 )
 from choreo.cli.records import RecordView, view
 from choreo.cli.service_views import QUERIES, ServiceView, service_views, shown_columns
+from choreo.dead_letters import (
+    CONSUMER,
+    ERROR_TYPE,
+    ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION,
+    ORIGINAL_TOPIC,
+)
 from choreo.events import EVENT_TOPICS
 from choreo.stack.config import StackConfig, resolve_endpoints
 
@@ -107,6 +114,22 @@ class Trace:
             if r.header("dlq.replayed.from") == dead_letter.id and not r.is_dead_letter
         ]
 
+    def not_applied_by(self, record: RecordView) -> list[str]:
+        """`consumer: error type` for each consumer that dead-lettered `record` itself (a
+        forgery its signature gave away, a record its facts contradict, a poison one): those
+        consumers did not apply it, whatever its summary says."""
+        where = (record.topic, str(record.partition), str(record.offset))
+        return [
+            f"{letter.header(CONSUMER) or '?'}: {letter.header(ERROR_TYPE) or '?'}"
+            for letter in self.dead_letters
+            if (
+                letter.header(ORIGINAL_TOPIC),
+                letter.header(ORIGINAL_PARTITION),
+                letter.header(ORIGINAL_OFFSET),
+            )
+            == where
+        ]
+
     @property
     def status(self) -> str | None:
         for service_view in self.views:
@@ -121,7 +144,12 @@ class Trace:
             "status": self.status,
             "topics": list(self.topics),
             "timeline": [
-                {**record.to_json(), "summary": summary(record)} for record in self.timeline
+                {
+                    **record.to_json(),
+                    "summary": summary(record),
+                    "not_applied_by": self.not_applied_by(record),
+                }
+                for record in self.timeline
             ],
             "services": {
                 v.service: {
@@ -261,8 +289,11 @@ def _print_timeline(out: Console, trace: Trace) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("summary", overflow="fold")
     for record, time in zip(trace.timeline, times, strict=True):
-        style = "red" if record.is_dead_letter or record.error else ""
+        refused = [] if record.is_dead_letter else trace.not_applied_by(record)
+        style = "red" if record.is_dead_letter or record.error or refused else ""
         said = summary(record)
+        if refused:
+            said = f"NOT APPLIED by {', '.join(refused)}; it said: {said}"
         if len(said) > _SUMMARY_SHOWN:
             # Every record is whole in --json.
             said = said[: _SUMMARY_SHOWN - 1] + "…"

@@ -280,6 +280,11 @@ async def test_a_forged_payment_result_confirms_no_order(choreo_up: ChoreoUp) ->
     assert {(e["consumer"], e["error_type"]) for e in rejected} >= {
         ("order_service", "RejectedEventError")
     }, rejected
+    # `choreo saga` says the order service did not apply it, beside what it claimed.
+    story = await choreo(choreo_up, "saga", order_id)
+    forged_rows = [r for r in story["timeline"] if r["headers"].get("ce_id") == forged.id]
+    (claimed,) = [row for row in forged_rows if row["topic"] == "payment.event"]
+    assert "order_service: RejectedEventError" in claimed["not_applied_by"], claimed
     # An operator is not invited to replay it: a replay would be rejected again.
     dry = await choreo(choreo_up, "dlq", "replay", *(e["id"] for e in rejected), "--dry-run")
     assert all(entry["expect"].startswith("fail: rejected") for entry in dry["entries"]), dry
