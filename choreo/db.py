@@ -6,17 +6,20 @@ leaving `async with uow:` commits both in one transaction, or neither.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from choreo.errors import ChoreoError
 
@@ -29,15 +32,41 @@ kit_metadata = MetaData()
 
 
 def create_engine(dsn: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine on psycopg 3 with a bounded pool that checks connections on checkout."""
-    return create_async_engine(
+    """An async engine on psycopg 3 with a bounded pool that checks connections on checkout.
+
+    The check costs no round trip (`_check_quiet`): SQLAlchemy's `pool_pre_ping` sends a
+    `SELECT 1` on every checkout, ~0.25 ms of the service's CPU and a statement for PostgreSQL
+    each time, and a step transaction checks out once (issue 14: ~30 checkouts per saga).
+    """
+    engine = create_async_engine(
         dsn,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         echo=echo,
     )
+    event.listen(engine.sync_engine, "checkout", _check_quiet)
+    return engine
+
+
+def _check_quiet(_dbapi: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Refuse a pooled connection that the server closed or spoke on while it was idle.
+
+    PostgreSQL says nothing on an idle connection of a client that is not LISTENing, except
+    when it ends it: a restart, `pg_terminate_backend` or `idle_session_timeout` sends an error
+    message and closes the socket. So a socket with bytes (or EOF) waiting means the connection
+    is gone; raising `DisconnectionError` makes the pool drop it and check out another (the
+    pessimistic-disconnect recipe of SQLAlchemy's pooling docs), as a failed pre-ping would.
+    A peer that vanished without closing (a cut network) is not seen here: the statement fails,
+    the pool is invalidated, and the consumer's retry or the client's next request goes on.
+    """
+    connection = entry.driver_connection
+    if connection is None or connection.closed or connection.broken:
+        raise DisconnectionError("the pooled connection is closed")
+    poller = select.poll()
+    poller.register(connection.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the pooled connection while it was idle")
 
 
 def sync_dsn(dsn: str) -> str:

@@ -43,6 +43,15 @@ own wait with the first record it reads. The memory broker of `choreo up` is pol
 20 ms for latency, and answering those polls was most of an idle stack's CPU (issue 14)."""
 
 
+MAX_PENDING = 1000
+"""Records a partition's worker may hold before its partition is paused (resumed below half)."""
+
+COMMIT_INTERVAL_SECONDS = 0.5
+"""How often applied offsets are committed while records flow (Kafka's auto-commit: 5 s). A
+record applied but not committed yet is read again after a crash or rebalance, and the inbox
+skips it; committing after every poll cost a broker request per poll (issue 14)."""
+
+
 class _FetchPace:
     """Switches a consumer's `fetch.max.wait.ms` between its own (busy) and an idle one.
 
@@ -142,15 +151,17 @@ class Consumer:
     async def run(self) -> None:
         """Join the group and apply records until `stop()`; then commit and leave.
 
-        Each assigned partition has a worker that applies its records in order. While a
-        worker is busy its partition is paused, so the poll loop keeps feeding the other
-        partitions: a record that waits out its retries holds back only its own partition.
-        Offsets of applied records are committed after every poll.
+        Each assigned partition has a worker that applies its records in order, while the
+        poll loop keeps fetching: a record that waits out its retries holds back only its own
+        partition. A partition is paused only while its worker holds `MAX_PENDING` records or
+        more, so that such a wait does not fill memory. Offsets of applied records are
+        committed every `COMMIT_INTERVAL_SECONDS` and whenever partitions are given up.
         """
         retry_topics = [self._retry_topic] if self._retry_topic else []
         self._consumer.subscribe([*self.topics, *retry_topics], listener=_Rebalance(self))
         await self._consumer.start()
         pace = _FetchPace(self._consumer, time.monotonic)
+        committed_at = time.monotonic()
         try:
             while not self._stopping.is_set():
                 timeout = IDLE_FETCH_MAX_WAIT_MS if pace.idle else 100
@@ -158,13 +169,17 @@ class Consumer:
                 pace.note(sum(len(records) for records in batch.values()))
                 for tp, records in batch.items():
                     self._worker(tp).feed(records)
-                    self._consumer.pause(tp)
+                paused = self._consumer.paused()
                 for tp, worker in list(self._workers.items()):
                     worker.raise_failure()
-                    if worker.idle and tp in self._consumer.paused():
+                    if tp not in paused and worker.pending >= MAX_PENDING:
+                        self._consumer.pause(tp)
+                    elif tp in paused and worker.pending < MAX_PENDING // 2:
                         self._consumer.resume(tp)
                 await self._rewind_where_the_log_shrank()
-                await self._commit(self._workers)
+                if time.monotonic() - committed_at >= COMMIT_INTERVAL_SECONDS:
+                    committed_at = time.monotonic()
+                    await self._commit(self._workers)
         finally:
             try:
                 await self._drain(list(self._workers))

@@ -1,5 +1,5 @@
 """One worker per assigned partition: applies its records strictly in order, one at a time,
-while the poll loop keeps feeding the other partitions."""
+while the poll loop keeps feeding it and the other partitions."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ class PartitionWorker:
         self._leaving = False
 
     @property
-    def idle(self) -> bool:
-        return not self._pending and (self._task is None or self._task.done())
+    def pending(self) -> int:
+        """Records fed and not yet taken up."""
+        return len(self._pending)
 
     def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         self._pending.extend((self._generation, record) for record in records)
