@@ -24,6 +24,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from choreo.errors import ChoreoError
 
 if TYPE_CHECKING:
+    import psycopg
+
     from choreo.events import Event
     from choreo.outbox import OutboxWriter
 
@@ -99,6 +101,17 @@ class UnitOfWork:
             raise UnitOfWorkError("the unit of work is not open: use `async with uow:`")
         return self._session
 
+    async def driver_connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        """The psycopg connection of this unit's transaction, for the kit's own statements
+        (the inbox claim, the outbox rows): a statement sent on it directly costs ~0.1 ms of
+        CPU, through SQLAlchemy ~0.33 ms (issue 14, measured on this kit's statements). It is
+        the same connection and transaction: what it writes commits or rolls back with the
+        rest. Services keep to `session`."""
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        driver: psycopg.AsyncConnection[tuple[Any, ...]] = raw.driver_connection  # type: ignore[assignment]
+        return driver
+
     def publish(self, event: Event) -> None:
         """Queue `event` for the outbox; it is written with the rest of the transaction."""
         if self._outbox is None:
@@ -124,7 +137,7 @@ class UnitOfWork:
         try:
             if exc_type is None:
                 if self._pending and self._outbox is not None:
-                    await self._outbox.write(session, self._pending)
+                    await self._outbox.write(await self.driver_connection(), self._pending)
                 await session.commit()
             else:
                 await session.rollback()

@@ -19,6 +19,7 @@ import psycopg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Gauge, Histogram
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -29,11 +30,9 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    insert,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo.avro import SchemaStore
 from choreo.db import kit_metadata
@@ -123,9 +122,17 @@ class OutboxWriter:
             "headers": headers,
         }
 
-    async def write(self, session: AsyncSession, events: Sequence[Event]) -> None:
-        """Insert the rows of `events` in the session's transaction, in order (one statement)."""
-        await session.execute(insert(outbox_table), [self.row(e) for e in events])
+    async def write(
+        self, connection: psycopg.AsyncConnection[tuple[object, ...]], events: Sequence[Event]
+    ) -> None:
+        """Insert the rows of `events` in the connection's transaction, in order."""
+        rows = [self.row(e) for e in events]
+        values = [(r["topic"], r["key"], r["value"], Jsonb(r["headers"])) for r in rows]
+        async with connection.cursor() as cursor:
+            await cursor.executemany(_INSERT_ROW, values)
+
+
+_INSERT_ROW = "INSERT INTO outbox (topic, key, value, headers) VALUES (%s, %s, %s, %s)"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ transaction as the event's effects (the exactly-once tracking record)."""
 from __future__ import annotations
 
 from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
-from sqlalchemy.dialects.postgresql import insert
 
 from choreo.db import UnitOfWork, kit_metadata
 
@@ -21,10 +20,12 @@ inbox_table = Table(
 async def claim(uow: UnitOfWork, consumer: str, event_id: str) -> bool:
     """Record that `consumer` applies `event_id` in this unit of work; False when it already
     had (the row exists, committed by an earlier transaction)."""
-    claimed = await uow.session.execute(
-        insert(inbox_table)
-        .values(consumer=consumer, event_id=event_id)
-        .on_conflict_do_nothing()
-        .returning(inbox_table.c.event_id)
-    )
-    return claimed.first() is not None
+    connection = await uow.driver_connection()
+    claimed = await connection.execute(_CLAIM, (consumer, event_id))
+    return await claimed.fetchone() is not None
+
+
+_CLAIM = (
+    "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) "
+    "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+)
