@@ -40,7 +40,8 @@ IDLE_FETCH_MAX_WAIT_MS = 500
 """A consumer that has read nothing for `IDLE_AFTER_SECONDS` asks the broker to hold its
 fetches up to `IDLE_FETCH_MAX_WAIT_MS` (when it polls faster than that), and goes back to its
 own wait with the first record it reads. The memory broker of `choreo up` is polled every
-20 ms for latency, and answering those polls was most of an idle stack's CPU (issue 14)."""
+60 ms for latency (choreo.kafka.FAST_FETCH_MAX_WAIT_MS), and answering those polls was most of
+an idle stack's CPU (issue 14)."""
 
 
 MAX_PENDING = 1000
