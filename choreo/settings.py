@@ -83,7 +83,9 @@ class ServiceSettings(BaseSettings):
     event_signing_key: SecretStr | None = None
     event_keys: str | None = Field(default=None, validation_alias=AliasChoices("CHOREO_EVENT_KEYS"))
     relay_batch_size: int = 500
-    relay_poll_interval_seconds: float = 1.0
+    # A relay wakes on NOTIFY (psycopg keeps those that arrive between waits); the poll is a
+    # fallback only, and a wake-up a second cost each idle service ~1 ms of CPU a second.
+    relay_poll_interval_seconds: float = 5.0
     # How far back a relay publishes again when the broker lost its log (choreo.outbox.Relay).
     relay_republish_window_seconds: float = 900.0
     consumer_max_attempts: int = 5
