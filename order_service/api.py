@@ -122,7 +122,7 @@ async def place_order(
     )
     lookup = functools.partial(inventory.lookup, authorization=request.headers.get("authorization"))
     try:
-        order_id = await handlers.place_order(command, uow, lookup, saga_timeout=saga_timeout)
+        placed = await handlers.place_order(command, uow, lookup, saga_timeout=saga_timeout)
     except UnknownProductsError as error:
         raise ApiError(
             422, "unknown_products", str(error), {"product_ids": error.product_ids}
@@ -138,8 +138,10 @@ async def place_order(
             f"{error}; try again in a few seconds",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
-    response.headers["Location"] = f"/api/v1/orders/{order_id}"
-    return await queries.get_order(uow, order_id, user_id=user_id)
+    response.headers["Location"] = f"/api/v1/orders/{placed.order_id}"
+    if placed.new is None:  # a replay: the earlier order as it is now
+        return await queries.get_order(uow, placed.order_id, user_id=user_id)
+    return queries.new_order_view(placed.new)
 
 
 @router.get("/orders", response_model=OrderPage)

@@ -67,6 +67,27 @@ class PlaceOrder:
     traceparent: str | None = None
 
 
+@dataclass(frozen=True)
+class NewOrder:
+    """An order as `place_order` wrote it (PENDING)."""
+
+    order_id: str
+    user_id: str
+    payment_method_id: str | None
+    priced: PricedOrder
+    created_at: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    """The order a request placed: `new` when this request wrote it; None when an earlier
+    request with the same idempotency key did (read it: it may have moved on)."""
+
+    order_id: str
+    new: NewOrder | None = None
+
+
 async def place_order(
     command: PlaceOrder,
     uow: UnitOfWork,
@@ -74,8 +95,8 @@ async def place_order(
     *,
     saga_timeout: timedelta,
     now: Callable[[], datetime] = utc_now,
-) -> str:
-    """Price the lines, then write the PENDING order and OrderCreated together; the order's id.
+) -> PlacedOrder:
+    """Price the lines, then write the PENDING order and OrderCreated together.
 
     With an idempotency key, a repeated request (same user, key and body) gets the order the
     first one made, even when both race: the unique (user_id, idempotency_key) decides.
@@ -85,7 +106,7 @@ async def place_order(
         async with uow:
             earlier = await _order_by_key(uow, command.user_id, command.idempotency_key)
         if earlier is not None:
-            return _replay(earlier, fingerprint)
+            return PlacedOrder(_replay(earlier, fingerprint))
     priced = price_lines(command.lines, await lookup([line.product_id for line in command.lines]))
     order_id = str(uuid.uuid4())
     created_at = now()
@@ -114,7 +135,7 @@ async def place_order(
             assert command.idempotency_key is not None
             winner = await _order_by_key(uow, command.user_id, command.idempotency_key)
             assert winner is not None
-            return _replay(winner, fingerprint)
+            return PlacedOrder(_replay(winner, fingerprint))
         await uow.session.execute(
             insert(order_items),
             [
@@ -137,7 +158,10 @@ async def place_order(
             traceparent=command.traceparent,
         )
         await _emit(uow, created, _created_summary(priced))
-    return order_id
+    new = NewOrder(
+        order_id, command.user_id, command.payment_method_id, priced, created_at, deadline
+    )
+    return PlacedOrder(order_id, new)
 
 
 async def on_stock_reserved(event: Event, uow: UnitOfWork) -> None:

@@ -204,12 +204,13 @@ async def place(trio: Trio, user_id: str, product_id: str, quantity: int) -> str
     command = order_handlers.PlaceOrder(
         user_id=user_id, lines=(OrderLine(product_id=product_id, quantity=quantity),)
     )
-    return await order_handlers.place_order(
+    placed = await order_handlers.place_order(
         command,
         trio.services["order"].unit_of_work()(),
         lookup,
         saga_timeout=timedelta(minutes=10),
     )
+    return placed.order_id
 
 
 async def stripe_outcome(trio: Trio, order_id: str) -> tuple[int, int]:
