@@ -51,24 +51,35 @@ def create_engine(dsn: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return engine
 
 
-def _check_quiet(_dbapi: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
-    """Refuse a pooled connection that the server closed or spoke on while it was idle.
+def _check_quiet(dbapi_connection: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Refuse a pooled connection that the server closed while it was idle.
 
     PostgreSQL says nothing on an idle connection of a client that is not LISTENing, except
     when it ends it: a restart, `pg_terminate_backend` or `idle_session_timeout` sends an error
-    message and closes the socket. So a socket with bytes (or EOF) waiting means the connection
-    is gone; raising `DisconnectionError` makes the pool drop it and check out another (the
-    pessimistic-disconnect recipe of SQLAlchemy's pooling docs), as a failed pre-ping would.
-    A peer that vanished without closing (a cut network) is not seen here: the statement fails,
-    the pool is invalidated, and the consumer's retry or the client's next request goes on.
+    message and closes the socket. So a quiet socket is taken as it is, and only one with bytes
+    (or EOF) waiting is pinged with `SELECT 1`, as `pool_pre_ping` would ping every connection
+    (a stray message, a TLS record, passes the ping and the connection is kept). A failed ping
+    raises `DisconnectionError`: the pool drops the connection and checks out another (the
+    pessimistic-disconnect recipe of SQLAlchemy's pooling docs). A peer that vanished without
+    closing (a cut network) is not seen here: the statement fails, the pool is invalidated, and
+    the consumer's retry or the client's next request goes on.
     """
     connection = entry.driver_connection
     if connection is None or connection.closed or connection.broken:
         raise DisconnectionError("the pooled connection is closed")
     poller = select.poll()
     poller.register(connection.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
-    if poller.poll(0):
-        raise DisconnectionError("the server closed the pooled connection while it was idle")
+    if not poller.poll(0):
+        return
+    try:
+        # Runs in the checkout's greenlet, like SQLAlchemy's own pre-ping.
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as error:
+        raise DisconnectionError(f"the server closed the pooled connection: {error}") from error
 
 
 def sync_dsn(dsn: str) -> str:

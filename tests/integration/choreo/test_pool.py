@@ -33,3 +33,21 @@ async def test_a_quiet_connection_is_reused(engine: AsyncEngine) -> None:
         first = await _backend_pid(connection)
     async with engine.connect() as connection:
         assert await _backend_pid(connection) == first
+
+
+async def test_a_connection_that_got_a_message_while_idle_is_kept_when_it_answers(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as notifying:
+        async with engine.connect() as listening:
+            kept = await _backend_pid(listening)
+            await listening.execute(text("LISTEN choreo_test_pool"))
+            await listening.commit()
+        # The listener is back in the pool, idle, when the notification reaches its socket.
+        await notifying.execute(text("NOTIFY choreo_test_pool"))
+        await notifying.commit()
+    await asyncio.sleep(0.2)
+
+    async with engine.connect() as first, engine.connect() as second:
+        pids = {await _backend_pid(first), await _backend_pid(second)}
+    assert kept in pids  # pinged, answered, kept: not thrown away for the message
