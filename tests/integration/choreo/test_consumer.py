@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo import kafka
 from choreo.avro import default_store
-from choreo.consumer import Consumer, Handler, RetryPolicy
+from choreo.consumer import Consumer, Handler, RetryPolicy, group
 from choreo.db import UnitOfWork, unit_of_work_factory
 from choreo.errors import PermanentError, TransientError
 from choreo.events import Event, headers_of
@@ -264,3 +265,40 @@ async def test_a_record_waiting_out_its_retries_holds_back_only_its_own_partitio
 
     assert applied_at[2] < slow_attempts[0] + outage_seconds, "it waited for the outage"
     assert applied_at[2] < applied_at[1]
+
+
+async def test_a_partition_whose_worker_falls_behind_is_paused_then_resumed_in_order(
+    run_consumer: Callable[..., Consumer],
+    applied_table: AsyncEngine,
+    producer: AIOKafkaProducer,
+    topics: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group, "MAX_PENDING", 4)
+    topic = f"{topics}stock.updated"
+    key = new_key()
+    events = [stock_event(key, seq) for seq in range(12)]
+    release = asyncio.Event()
+
+    async def stuck_on_the_first(event: Event, uow: UnitOfWork) -> None:
+        if event.id == events[0].id:
+            await release.wait()
+        await record_applied(event, uow)
+
+    await send(producer, topic, events[0], partition=0)
+    consumer = run_consumer(stuck_on_the_first)
+    for event in events[1:]:
+        await send(producer, topic, event, partition=0)
+    # While the first record is stuck, the rest pile up in its worker until the partition is
+    # paused (the consumer's own client says so: nothing else shows a pause).
+    partition = TopicPartition(topic, 0)
+    async with asyncio.timeout(30):
+        while partition not in consumer._consumer.paused():
+            await asyncio.sleep(0.05)
+
+    release.set()
+    await wait_for_rows(applied_table, len(events))
+    assert [available for _, available in await applied_rows(applied_table)] == list(range(12))
+    async with asyncio.timeout(10):
+        while partition in consumer._consumer.paused():  # resumed once it caught up
+            await asyncio.sleep(0.05)
