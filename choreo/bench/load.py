@@ -17,6 +17,7 @@ import httpx
 
 from choreo.bench.outcomes import Outcome, Outcomes
 from choreo.bench.plan import Plan
+from choreo.cli.output import CliError
 
 GOOD_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000341"
@@ -29,8 +30,9 @@ _RETRIED = {429, 503}
 _SETUP_PATIENCE = 180.0
 
 
-class BenchError(Exception):
-    """A failure of the bench itself (the stack refused its set-up): one line for the user."""
+class BenchError(CliError):
+    """A failure of the bench itself (the stack refused its set-up, or is not there): one line
+    for the user, as every CLI error."""
 
 
 class Kind(StrEnum):
@@ -124,6 +126,11 @@ class Gateway:
         while True:
             try:
                 response = await self.client.request(method, path, headers=headers, **kw)
+            except httpx.ConnectError as error:
+                raise BenchError(
+                    f"cannot reach the gateway at {self.client.base_url} ({error}): is the "
+                    "stack running (choreo up), and is that its address?"
+                ) from None
             except httpx.HTTPError as error:
                 raise BenchError(
                     f"{method} {path} failed: {type(error).__name__}: {error}"
@@ -232,6 +239,8 @@ class Driver:
         self.started = 0.0
         self.stopped = 0.0
         self._chance = random.Random(plan.seed)
+        # Orders of each special kind owed so far (see `_next_kind`).
+        self._owed = {Kind.DECLINED: 0.0, Kind.OUT_OF_STOCK: 0.0}
 
     @property
     def measured_from(self) -> float:
@@ -283,14 +292,20 @@ class Driver:
                 saga.order_id, saga.due + self.plan.outcome_timeout
             )
 
+    def _next_kind(self) -> Kind:
+        """The shares asked for, exactly: each order adds its share to what each special kind
+        is owed, and a kind owed a whole order gets this one. Over any run of orders each kind's
+        count is within one of its share (a random draw per order gave 12 % for 20 %)."""
+        self._owed[Kind.DECLINED] += self.plan.declined_share
+        self._owed[Kind.OUT_OF_STOCK] += self.plan.out_of_stock_share
+        kind = max(self._owed, key=lambda k: self._owed[k])
+        if self._owed[kind] < 1.0:
+            return Kind.GOOD
+        self._owed[kind] -= 1.0
+        return kind
+
     def _new_saga(self, due: float) -> Saga:
-        draw = self._chance.random()
-        if draw < self.plan.declined_share:
-            kind = Kind.DECLINED
-        elif draw < self.plan.declined_share + self.plan.out_of_stock_share:
-            kind = Kind.OUT_OF_STOCK
-        else:
-            kind = Kind.GOOD
+        kind = self._next_kind()
         saga = Saga(len(self.sagas), kind, due, measured=due >= self.measured_from)
         self.sagas.append(saga)
         return saga

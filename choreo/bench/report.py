@@ -55,6 +55,14 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
+_KINDS = {
+    "good": "confirmed (good card)",
+    "declined": "cancelled PAYMENT_FAILED (declined card)",
+    "out_of_stock": "cancelled OUT_OF_STOCK",
+}
+"""What each kind of order ending as expected means, by `sagas.by_kind`'s keys."""
+
+
 def tables(result: Mapping[str, Any]) -> list[Table]:
     """The figures for people."""
     shown: list[Table] = []
@@ -68,6 +76,11 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
     summary.add_row("orders due in the window, per s", _rate(sagas["offered_per_s"]))
     summary.add_row("orders placed (warm-up included)", str(sagas["placed"]))
     summary.add_row("  ended as expected", str(sagas["ok"]))
+    for kind, said in _KINDS.items():
+        ended = sagas["by_kind"].get(kind, {}).get("ok", 0)
+        placed = sum(sagas["by_kind"].get(kind, {}).values())
+        if placed and len(sagas["by_kind"]) > 1:
+            summary.add_row(f"    {said}", f"{ended} of {placed}")
     summary.add_row("  failed", str(sagas["failed"]))
     summary.add_row("  lost (no outcome in time)", str(sagas["lost"]))
     for failure, count in sagas["failures"].items():
@@ -163,6 +176,8 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
         table.add_row("R* (sagas/s the primitives allow)", _rate(r_star), "")
         eta = ceiling.get("eta")
         table.add_row("η = sagas/s ÷ R*", "-" if eta is None else f"{eta:.3f}", "")
+        if result["run"]["mode"] == "open-loop":
+            table.add_row("  (open-loop: η is of the rate offered, not of the capacity)", "", "")
         shown.append(table)
 
     baseline = result.get("baseline")

@@ -206,6 +206,9 @@ def bench(
             import matplotlib  # noqa: F401
         except ImportError:
             fail("--png needs matplotlib: pip install -e '.[bench]'", EXIT_USAGE)
+    for option, path in (("--json", json_path), ("--png", png_path)):
+        if path is not None and (problem := _unwritable(path)):
+            fail(f"{option} {path}: {problem}", EXIT_USAGE)
     if (admin_email is None) != (admin_password is None):
         fail("give both --admin-email and --admin-password, or neither", EXIT_USAGE)
     # choreo.bench reads topics with this package's Broker: imported here, not at the top.
@@ -245,12 +248,36 @@ def bench(
     for table in tables(result):
         out.print(table)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as error:
+            fail(f"cannot write --json {json_path}: {error.strerror or error}")
         out.print(f"figures written to {json_path}")
     if png_path is not None:
-        png(result, png_path)
+        try:
+            png_path.parent.mkdir(parents=True, exist_ok=True)
+            png(result, png_path)
+        except OSError as error:
+            fail(f"cannot write --png {png_path}: {error.strerror or error}")
         out.print(f"chart written to {png_path}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the bench could not write `path` after its run, or None: checked before the run,
+    so that minutes of measuring are not lost to a typo."""
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is not writable"
+    return None
 
 
 def _measure(plan: Plan) -> dict[str, Any]:
