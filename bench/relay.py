@@ -31,9 +31,9 @@ from sqlalchemy.engine import make_url
 from choreo import kafka
 from choreo.avro import default_store
 from choreo.db import create_engine, sync_dsn, unit_of_work_factory
-from choreo.events import Event
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
+from choreo.records import StockLevelChanged
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
 from choreo.testing import free_port
@@ -88,9 +88,10 @@ def insert_commit_rate(dsn: str, seconds: float) -> float:
         return count / (time.perf_counter() - started)
 
 
-def event(key: str, seq: int) -> Event:
-    data = {"product_id": key, "available": seq, "reserved": 0, "sold": 0}
-    return Event("StockLevelChanged", key, {**data, "changed_at": datetime.now(UTC)})
+def event(key: str, seq: int) -> StockLevelChanged:
+    return StockLevelChanged(
+        product_id=key, available=seq, reserved=0, sold=0, changed_at=datetime.now(UTC)
+    )
 
 
 async def relay_throughput(
@@ -153,10 +154,9 @@ async def commit_to_consume_latency(
     consuming = asyncio.create_task(consume())
     keys = [str(uuid.uuid4()) for _ in range(KEYS)]
     for seq in range(events):
-        e = event(keys[seq % KEYS], seq)
         async with uow_factory() as uow:
-            uow.publish(e)
-        committed[e.id] = time.perf_counter()
+            published = uow.publish(event(keys[seq % KEYS], seq))
+        committed[published.id] = time.perf_counter()
         await asyncio.sleep(1 / rate)
     writing = False
     await asyncio.wait_for(consuming, 60)

@@ -1,6 +1,6 @@
 """Async engine, sessions and the unit of work: the one place that commits.
 
-Handlers add business rows through `uow.session` and events through `uow.publish(event)`;
+Handlers add business rows through `uow.session` and events through `uow.publish(record)`;
 leaving `async with uow:` commits both in one transaction, or neither.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import select
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from choreo.events import Event
     from choreo.outbox import OutboxWriter
+    from choreo.records import Record
 
 # The kit's own tables (outbox, inbox) live on this metadata; services keep their own.
 kit_metadata = MetaData()
@@ -104,7 +106,7 @@ class UnitOfWork:
         self._sessionmaker = sessionmaker
         self._outbox = outbox
         self._session: AsyncSession | None = None
-        self._pending: list[Event] = []
+        self._pending: list[Event[Record]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -123,12 +125,24 @@ class UnitOfWork:
         driver: psycopg.AsyncConnection[tuple[Any, ...]] = raw.driver_connection  # type: ignore[assignment]
         return driver
 
-    def publish(self, event: Event) -> None:
-        """Queue `event` for the outbox; it is written with the rest of the transaction."""
+    def publish(
+        self, record: Record, *, traceparent: str | None = None, time: datetime | None = None
+    ) -> Event[Record]:
+        """Queue `record` for the outbox, in an envelope with a new id, `time` (now when None)
+        and `traceparent`; it is written with the rest of the transaction. Returns the
+        envelope (its id and time are what consumers will see)."""
+        from choreo.events import Event
+
         if self._outbox is None:
             raise UnitOfWorkError("this unit of work has no outbox to publish to")
         self.session  # noqa: B018 - raises when the unit of work is not open
+        event = (
+            Event(record, traceparent=traceparent)
+            if time is None
+            else Event(record, time=time, traceparent=traceparent)
+        )
         self._pending.append(event)
+        return event
 
     async def __aenter__(self) -> Self:
         if self._session is not None:

@@ -7,34 +7,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Generic
 
 from choreo.avro import SchemaStore
 from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import PermanentError, RejectedEventError
+from choreo.records import RECORDS, R, Record
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/avro"
 
-# Logical topic of every record type (DESIGN.md §3). Physical names may carry a prefix.
-TOPIC_OF_TYPE: Mapping[str, str] = {
-    "OrderCreated": "order.create",
-    "StockReserved": "stock.updated",
-    "StockRejected": "stock.updated",
-    "StockReleased": "stock.updated",
-    "StockLevelChanged": "stock.updated",
-    "LowStockDetected": "stock.updated",
-    "PaymentSucceeded": "payment.event",
-    "PaymentFailed": "payment.event",
-    "PaymentRefunded": "payment.event",
-    "OrderConfirmed": "order.event",
-    "OrderCancelled": "order.event",
-    "UserRegistered": "user.event",
-    "UserUpdated": "user.event",
-    "UserDeleted": "user.event",
-    "PasswordResetRequested": "user.event",
-    "SessionsRevoked": "user.event",
-}
+# Logical topic of every record type (DESIGN.md §3), from the record classes. Physical names
+# may carry a prefix.
+TOPIC_OF_TYPE: Mapping[str, str] = {name: cls.TOPIC for name, cls in RECORDS.items()}
 EVENT_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_OF_TYPE.values()))
 # The one service that writes each event topic (its outbox), and so the `ce_source` its records
 # carry: a record of that topic from any other source is rejected (docs/architecture.md, trust
@@ -57,7 +42,7 @@ def source_of(service: str) -> str:
     return f"/{service}_service"
 
 
-def check_source(event: Event) -> None:
+def check_source(event: Event[Record]) -> None:
     """Raises `RejectedEventError` unless `event` comes from the service that owns its type."""
     owner = OWNER_OF_TOPIC[event.topic]
     if event.source != source_of(owner):
@@ -78,27 +63,38 @@ def _new_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One domain event: its Avro record `type` and `data`, keyed by `subject` (the saga key)."""
+class Event(Generic[R]):
+    """One domain event: a typed record (`choreo.records`) in its CloudEvents envelope.
 
-    type: str
-    subject: str
-    data: Mapping[str, Any]
+    `type`, `subject` and `topic` come from the record: its class name, its saga key and its
+    class's topic. `id` is the CloudEvents `id` (the inbox's key), `time` when it happened (UTC),
+    `source` the service that said it (set by the outbox writer), `traceparent` the W3C trace
+    context it continues.
+    """
+
+    record: R
     id: str = field(default_factory=_new_id)
     time: datetime = field(default_factory=_now)
     source: str = ""
     traceparent: str | None = None
 
     @property
+    def type(self) -> str:
+        """The Avro record name, which is the CloudEvents `type` (`OrderCreated`)."""
+        return self.record.type_name()
+
+    @property
+    def subject(self) -> str:
+        """The saga key: the Kafka key and the CloudEvents `subject`."""
+        return self.record.subject
+
+    @property
     def topic(self) -> str:
         """The logical topic this event is published on."""
-        try:
-            return TOPIC_OF_TYPE[self.type]
-        except KeyError:
-            raise EnvelopeError(f"unknown event type {self.type!r}") from None
+        return self.record.TOPIC
 
 
-def headers_of(event: Event) -> dict[str, str]:
+def headers_of(event: Event[Record]) -> dict[str, str]:
     """The CloudEvents binary-mode headers of `event` (all values are text)."""
     headers = {
         "ce_specversion": SPEC_VERSION,
@@ -125,7 +121,7 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 def decode_record(
     headers: Sequence[tuple[str, bytes | None]], value: bytes | None, store: SchemaStore
-) -> Event:
+) -> Event[Record]:
     """Rebuild the event a Kafka record carries.
 
     `headers` as aiokafka gives them (a value may be None, a name may repeat). Raises a
@@ -150,16 +146,18 @@ def decode_record(
             )
     if not value:
         raise EnvelopeError("record has no value")
-    record_name, data = store.decode(value)
+    record_name, datum = store.decode(value)
     if record_name != text["ce_type"]:
         raise EnvelopeError(
             f"ce_type {text['ce_type']!r} does not match the writer schema {record_name!r}"[:300]
         )
+    record_class = RECORDS.get(record_name)
+    if record_class is None:
+        raise EnvelopeError(f"{record_name} is a stored schema with no record class")
     traceparent = text.get("traceparent")
+    record: Record = record_class.from_avro(datum)
     return Event(
-        type=record_name,
-        subject=text["ce_subject"],
-        data=data,
+        record=record,
         id=text["ce_id"],
         time=_event_time(text.get("ce_time")),
         source=text.get("ce_source", ""),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import zlib
@@ -37,6 +38,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from choreo.avro import SchemaStore
 from choreo.db import kit_metadata
 from choreo.events import Event, headers_of
+from choreo.records import Record
 from choreo.signing import SIGNATURE_HEADER, EventSigner
 
 log = logging.getLogger(__name__)
@@ -100,18 +102,10 @@ class OutboxWriter:
         self._topic_name = topic_name
         self._signer = signer
 
-    def row(self, event: Event) -> dict[str, object]:
+    def row(self, event: Event[Record]) -> dict[str, object]:
         if not event.source:
-            event = Event(
-                type=event.type,
-                subject=event.subject,
-                data=event.data,
-                id=event.id,
-                time=event.time,
-                source=self._source,
-                traceparent=event.traceparent,
-            )
-        value = self._store.encode(event.type, event.data)
+            event = dataclasses.replace(event, source=self._source)
+        value = self._store.encode(event.type, event.record.to_avro())
         headers = headers_of(event)
         if self._signer is not None:
             headers[SIGNATURE_HEADER] = self._signer.sign(event.topic, headers, value)
@@ -123,7 +117,9 @@ class OutboxWriter:
         }
 
     async def write(
-        self, connection: psycopg.AsyncConnection[tuple[object, ...]], events: Sequence[Event]
+        self,
+        connection: psycopg.AsyncConnection[tuple[object, ...]],
+        events: Sequence[Event[Record]],
     ) -> None:
         """Insert the rows of `events` in the connection's transaction, in order."""
         rows = [self.row(e) for e in events]

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from choreo.db import UnitOfWork, kit_metadata
 from choreo.events import Event
+from choreo.records import SessionsRevoked, UserDeleted
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +119,22 @@ async def revoke_sessions(
     return [str(session_id) for session_id in ids if str(session_id) in new]
 
 
-async def on_user_deleted(event: Event, uow: UnitOfWork) -> None:
+async def on_user_deleted(
+    record: UserDeleted, uow: UnitOfWork, *, event: Event[UserDeleted]
+) -> None:
     """The kit's handler of UserDeleted, in every consuming service."""
-    await revoke(uow.session, str(event.data["user_id"]), event.time)
+    await revoke(uow.session, record.user_id, event.time)
 
 
-async def on_sessions_revoked(event: Event, uow: UnitOfWork) -> None:
+async def on_sessions_revoked(record: SessionsRevoked, uow: UnitOfWork) -> None:
     """The kit's handler of SessionsRevoked, in every consuming service."""
-    data = event.data
     await revoke_sessions(
         uow.session,
-        str(data["user_id"]),
-        [str(session_id) for session_id in data["session_ids"]],
-        reason=str(data["reason"]),
-        at=data["revoked_at"],
-        until=data["expires_at"],
+        record.user_id,
+        list(record.session_ids),
+        reason=record.reason,
+        at=record.revoked_at,
+        until=record.expires_at,
     )
 
 

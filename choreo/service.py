@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -25,6 +26,7 @@ from choreo import kafka
 from choreo.auth import TokenVerifier, verifier_from_settings
 from choreo.avro import SchemaStore, default_store
 from choreo.consumer import Consumer, Handler, RetryPolicy
+from choreo.consumer.inbox import claim
 from choreo.db import (
     UnitOfWork,
     UnitOfWorkFactory,
@@ -38,6 +40,7 @@ from choreo.events import Event, source_of
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
+from choreo.records import Record, SessionsRevoked, UserDeleted
 from choreo.revocations import Revocations, on_sessions_revoked, on_user_deleted
 from choreo.settings import ServiceSettings
 from choreo.signing import PUBLISHERS, EventKeyError, EventKeys, EventSigner
@@ -51,10 +54,18 @@ MIN_OPS_TOKEN_LENGTH = 32
 
 @dataclass(frozen=True)
 class Subscription:
-    """The handlers one service applies to the records of one logical topic."""
+    """A service applies `handler` to every `record` class event it reads (on the class's topic).
 
-    topic: str
-    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    The handler is `async def on_x(record: X, uow: UnitOfWork, *, <name>: ...)`: it gets the
+    typed record and the unit of work its effects, outbox rows and inbox row commit in. Its
+    keyword-only parameters are bound once, when the service is built, by name: `event` is
+    the record's envelope (`choreo.events.Event`: id, time, source, traceparent), any other
+    name is the service's resource of that name (`Service(resources=...)`); a parameter with
+    neither a resource nor a default stops the build with `ConfigurationError`.
+    """
+
+    record: type[Record]
+    handler: Callable[..., Awaitable[None]]
 
 
 # A background job of a service (a periodic sweep, say): runs until the event is set.
@@ -66,11 +77,44 @@ def _then(first: Handler, second: Handler | None) -> Handler:
     if second is None:
         return first
 
-    async def both(event: Event, uow: UnitOfWork) -> None:
+    async def both(event: Event[Record], uow: UnitOfWork) -> None:
         await first(event, uow)
         await second(event, uow)
 
     return both
+
+
+def bind(handler: Callable[..., Awaitable[None]], resources: Mapping[str, object]) -> Handler:
+    """The consumer's `Handler` (envelope, unit of work) for a typed handler: its keyword-only
+    parameters bound by name, as `Subscription` says. Raises `ConfigurationError` for a
+    parameter that is neither `event`, a resource nor defaulted."""
+    wants_event = False
+    bound: dict[str, object] = {}
+    for parameter in inspect.signature(handler).parameters.values():
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        if parameter.name == "event":
+            wants_event = True
+        elif parameter.name in resources:
+            bound[parameter.name] = resources[parameter.name]
+        elif parameter.default is inspect.Parameter.empty:
+            name = getattr(handler, "__qualname__", repr(handler))
+            raise ConfigurationError(
+                f"{name} takes {parameter.name!r}, which is not a resource of the service "
+                f"(resources: {', '.join(sorted(resources)) or 'none'})"
+            )
+
+    if wants_event:
+
+        async def with_event(event: Event[Record], uow: UnitOfWork) -> None:
+            await handler(event.record, uow, event=event, **bound)
+
+        return with_event
+
+    async def plain(event: Event[Record], uow: UnitOfWork) -> None:
+        await handler(event.record, uow, **bound)
+
+    return plain
 
 
 class ConfigurationError(ChoreoError):
@@ -113,6 +157,7 @@ class Service:
         self._error_statuses = error_statuses
         self._background = background
         self._resources = dict(resources or {})
+        self._handlers = self._bind_subscriptions(subscriptions)
         self._extra_readiness = dict(readiness or {})
         self._start_up_warnings = tuple(start_up_warnings)
         self.token_verifier = token_verifier or verifier_from_settings(
@@ -283,22 +328,53 @@ class Service:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), 2.0)
 
+    def _bind_subscriptions(
+        self, subscriptions: Sequence[Subscription]
+    ) -> dict[str, dict[str, Handler]]:
+        """Each logical topic's handlers by record type, bound to the resources once."""
+        handlers: dict[str, dict[str, Handler]] = {}
+        for subscription in subscriptions:
+            by_type = handlers.setdefault(subscription.record.TOPIC, {})
+            name = subscription.record.type_name()
+            if name in by_type:
+                raise ConfigurationError(f"{self.name} subscribes to {name} twice")
+            by_type[name] = bind(subscription.handler, self._resources)
+        if not handlers:
+            return handlers
+        # Every consuming service stops accepting the tokens of a deleted user and of an ended
+        # session (choreo.revocations).
+        user_events = handlers.setdefault(UserDeleted.TOPIC, {})
+        for record, revoking in (
+            (UserDeleted, on_user_deleted),
+            (SessionsRevoked, on_sessions_revoked),
+        ):
+            name = record.type_name()
+            user_events[name] = _then(bind(revoking, {}), user_events.get(name))
+        return handlers
+
+    async def apply(self, event: Event[Record]) -> bool:
+        """Apply `event` as this service's consumer would, without a broker: the inbox claim
+        and the handler in one unit of work. True when applied, False when the inbox already
+        held it (a duplicate). Raises what the handler raises (a consumer would retry or
+        dead-letter it), and `ConfigurationError` for a record the service does not subscribe
+        to. No signature or source check: for tests of handlers on a real database, and
+        tools."""
+        handler = self._handlers.get(event.topic, {}).get(event.type)
+        if handler is None:
+            raise ConfigurationError(f"{self.name} does not subscribe to {event.type}")
+        async with self.unit_of_work()() as uow:
+            if not await claim(uow, self.name, event.id):
+                return False
+            await handler(event, uow)
+        return True
+
     def consumer(self, producer: AIOKafkaProducer) -> Consumer:
         """The consumer of this service's subscriptions (not started); its `handle(record)`
         applies one record exactly as the running service would."""
         settings = self.settings
-        handlers: dict[str, dict[str, Handler]] = {}
-        for subscription in self._subscriptions:
-            handlers.setdefault(settings.topic(subscription.topic), {}).update(
-                subscription.handlers
-            )
-        # Every consuming service stops accepting the tokens of a deleted user and of an ended
-        # session (choreo.revocations).
-        user_events = handlers.setdefault(settings.topic("user.event"), {})
-        user_events["UserDeleted"] = _then(on_user_deleted, user_events.get("UserDeleted"))
-        user_events["SessionsRevoked"] = _then(
-            on_sessions_revoked, user_events.get("SessionsRevoked")
-        )
+        handlers = {
+            settings.topic(topic): dict(by_type) for topic, by_type in self._handlers.items()
+        }
         return Consumer(
             name=self.name,
             consumer=kafka.consumer(

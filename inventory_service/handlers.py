@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from choreo import records
 from choreo.db import UnitOfWork
 from choreo.errors import TransientError
 from choreo.events import Event
@@ -58,15 +59,19 @@ class NewProduct:
 # Events (docs/saga.md, inventory).
 
 
-async def on_order_created(event: Event, uow: UnitOfWork, *, now: Callable[[], datetime]) -> None:
+async def on_order_created(
+    record: records.OrderCreated,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    now: Callable[[], datetime],
+) -> None:
     """Reserve every line of a new order or none; an order seen before is left alone, and
     one past its deadline gets a tombstone instead (the order service cancels it, TIMEOUT)."""
-    order_id = str(event.data["order_id"])
-    lines = domain.order_lines(
-        (str(line["product_id"]), int(line["quantity"])) for line in event.data["items"]
-    )
+    order_id = record.order_id
+    lines = domain.order_lines((line.product_id, line.quantity) for line in record.items)
     session = uow.session
-    moment, deadline = now(), event.data["deadline"]
+    moment, deadline = now(), record.deadline
     if domain.too_late_to_reserve(deadline, moment):
         await session.execute(
             insert(reservations)
@@ -91,47 +96,59 @@ async def on_order_created(event: Event, uow: UnitOfWork, *, now: Callable[[], d
     outcome = domain.reserve_all(lines, on_sale)
     if isinstance(outcome, domain.Rejection):
         await _set_status(session, order_id, ReservationStatus.REJECTED, outcome.reason)
-        data = {
-            "order_id": order_id,
-            "reason": str(outcome.reason),
-            "unavailable_product_ids": list(outcome.product_ids),
-            "rejected_at": moment,
-        }
-        uow.publish(_event("StockRejected", order_id, data, event.traceparent))
+        rejected = records.StockRejected(
+            order_id=order_id,
+            reason=str(outcome.reason),
+            unavailable_product_ids=tuple(outcome.product_ids),
+            rejected_at=moment,
+        )
+        uow.publish(rejected, traceparent=event.traceparent)
         return
     await session.execute(
         insert(reservation_lines),
         [{"order_id": order_id, "product_id": p, "quantity": q} for p, q in lines.items()],
     )
-    data = {"order_id": order_id, "items": _stock_lines(lines), "reserved_at": moment}
-    uow.publish(_event("StockReserved", order_id, data, event.traceparent))
+    reserved = records.StockReserved(
+        order_id=order_id, items=_stock_lines(lines), reserved_at=moment
+    )
+    uow.publish(reserved, traceparent=event.traceparent)
     for product_id, level in outcome.items():
         await _write_level(uow, locked[product_id], level, moment, event.traceparent)
 
 
-async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:
+async def on_payment_failed(
+    record: records.PaymentFailed, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
     """Release the order's held units (reason PAYMENT_FAILED)."""
-    await _move_reservation(event, uow, domain.on_payment_failed, reason="PAYMENT_FAILED")
+    await _move_reservation(
+        record.order_id, event, uow, domain.on_payment_failed, reason="PAYMENT_FAILED"
+    )
 
 
-async def on_order_cancelled(event: Event, uow: UnitOfWork) -> None:
+async def on_order_cancelled(
+    record: records.OrderCancelled, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
     """Release held units, return sold ones, or leave a tombstone for a late OrderCreated."""
-    await _move_reservation(event, uow, domain.on_order_cancelled, reason=event.data["reason"])
+    await _move_reservation(
+        record.order_id, event, uow, domain.on_order_cancelled, reason=record.reason
+    )
 
 
-async def on_order_confirmed(event: Event, uow: UnitOfWork) -> None:
+async def on_order_confirmed(
+    record: records.OrderConfirmed, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
     """The order's held units are sold."""
-    await _move_reservation(event, uow, domain.on_order_confirmed, reason=None)
+    await _move_reservation(record.order_id, event, uow, domain.on_order_confirmed, reason=None)
 
 
 async def _move_reservation(
-    event: Event,
+    order_id: str,
+    event: Event[records.Record],
     uow: UnitOfWork,
     decide: Callable[[ReservationStatus | None], Transition | None],
     *,
     reason: str | None,
 ) -> None:
-    order_id = str(event.data["order_id"])
     session = uow.session
     row = await session.execute(
         select(reservations.c.status).where(reservations.c.order_id == order_id).with_for_update()
@@ -155,13 +172,10 @@ async def _move_reservation(
     now = datetime.now(UTC)
     await _set_status(session, order_id, transition.status, reason)
     if transition.move in (StockMove.RELEASE, StockMove.RETURN):
-        data = {
-            "order_id": order_id,
-            "items": _stock_lines(lines),
-            "reason": reason or "",
-            "released_at": now,
-        }
-        uow.publish(_event("StockReleased", order_id, data, event.traceparent))
+        released = records.StockReleased(
+            order_id=order_id, items=_stock_lines(lines), reason=reason or "", released_at=now
+        )
+        uow.publish(released, traceparent=event.traceparent)
     for product_id, quantity in lines.items():
         product = locked.get(product_id)
         if product is None:
@@ -200,7 +214,7 @@ async def create_product(
         await _record_adjustment(
             session, product_id, product.stock, INITIAL_STOCK_REASON, level, actor_id
         )
-    uow.publish(_level_changed(product_id, level, datetime.now(UTC), traceparent))
+    uow.publish(_level_changed(product_id, level, datetime.now(UTC)), traceparent=traceparent)
     return product_id
 
 
@@ -351,34 +365,27 @@ async def _write_level(
             updated_at=func.now(),
         )
     )
-    uow.publish(_level_changed(product.id, level, now, traceparent))
+    uow.publish(_level_changed(product.id, level, now), traceparent=traceparent)
     if domain.low_stock_alert(level, threshold, alerted=product.low_stock_alerted):
-        data = {
-            "product_id": product.id,
-            "product_name": product.name,
-            "available": level.available,
-            "threshold": product.low_stock_threshold,
-            "detected_at": now,
-        }
-        uow.publish(_event("LowStockDetected", product.id, data, traceparent))
+        low = records.LowStockDetected(
+            product_id=product.id,
+            product_name=product.name,
+            available=level.available,
+            threshold=product.low_stock_threshold,
+            detected_at=now,
+        )
+        uow.publish(low, traceparent=traceparent)
 
 
-def _level_changed(
-    product_id: str, level: StockLevel, now: datetime, traceparent: str | None
-) -> Event:
-    data = {
-        "product_id": product_id,
-        "available": level.available,
-        "reserved": level.reserved,
-        "sold": level.sold,
-        "changed_at": now,
-    }
-    return _event("StockLevelChanged", product_id, data, traceparent)
+def _level_changed(product_id: str, level: StockLevel, now: datetime) -> records.StockLevelChanged:
+    return records.StockLevelChanged(
+        product_id=product_id,
+        available=level.available,
+        reserved=level.reserved,
+        sold=level.sold,
+        changed_at=now,
+    )
 
 
-def _stock_lines(lines: Mapping[str, int]) -> list[dict[str, Any]]:
-    return [{"product_id": p, "quantity": q} for p, q in lines.items()]
-
-
-def _event(type_: str, subject: str, data: Mapping[str, Any], traceparent: str | None) -> Event:
-    return Event(type=type_, subject=subject, data=data, traceparent=traceparent)
+def _stock_lines(lines: Mapping[str, int]) -> tuple[records.StockLine, ...]:
+    return tuple(records.StockLine(product_id=p, quantity=q) for p, q in lines.items())

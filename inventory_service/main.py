@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 
+from choreo import records
 from choreo.pagination import InvalidCursorError
 from choreo.service import Service, Subscription
 from inventory_service import domain, handlers
@@ -13,17 +13,12 @@ from inventory_service.api import router
 from inventory_service.config import Settings
 
 
-def subscriptions(now: Callable[[], datetime]) -> tuple[Subscription, ...]:
+def subscriptions() -> tuple[Subscription, ...]:
     return (
-        Subscription("order.create", {"OrderCreated": partial(handlers.on_order_created, now=now)}),
-        Subscription("payment.event", {"PaymentFailed": handlers.on_payment_failed}),
-        Subscription(
-            "order.event",
-            {
-                "OrderConfirmed": handlers.on_order_confirmed,
-                "OrderCancelled": handlers.on_order_cancelled,
-            },
-        ),
+        Subscription(records.OrderCreated, handlers.on_order_created),
+        Subscription(records.PaymentFailed, handlers.on_payment_failed),
+        Subscription(records.OrderConfirmed, handlers.on_order_confirmed),
+        Subscription(records.OrderCancelled, handlers.on_order_cancelled),
     )
 
 
@@ -45,8 +40,9 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
     return Service(
         settings or Settings(),
         routers=[router],
-        subscriptions=subscriptions(now),
+        subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
+        resources={"now": now},
     )
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from choreo import records
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.events import Event
 from choreo.sealing import Opener, SealedValueError, password_reset_context
@@ -77,37 +78,40 @@ class Notifier:
 # user.event: the contact replica.
 
 
-async def on_user_registered(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
-    user_id = str(data["user_id"])
+async def on_user_registered(
+    record: records.UserRegistered,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
     async with notifier.new_unit_of_work() as facts:
         await _remember_contact(
             facts.session,
-            user_id,
-            email=str(data["email"]),
-            full_name=str(data["full_name"]),
-            details_at=data["registered_at"],
-            role=str(data["role"]),
+            record.user_id,
+            email=record.email,
+            full_name=record.full_name,
+            details_at=record.registered_at,
+            role=record.role,
         )
-    await _notify_user(uow, notifier, event, user_id, Kind.WELCOME, {})
+    await _notify_user(uow, notifier, event, record.user_id, Kind.WELCOME, {})
 
 
-async def on_user_updated(event: Event, uow: UnitOfWork) -> None:
-    data = event.data
+async def on_user_updated(record: records.UserUpdated, uow: UnitOfWork) -> None:
     await _remember_contact(
         uow.session,
-        str(data["user_id"]),
-        email=str(data["email"]),
-        full_name=str(data["full_name"]),
-        details_at=data["updated_at"],
+        record.user_id,
+        email=record.email,
+        full_name=record.full_name,
+        details_at=record.updated_at,
         role=None,
     )
 
 
-async def on_user_deleted(event: Event, uow: UnitOfWork) -> None:
+async def on_user_deleted(record: records.UserDeleted, uow: UnitOfWork) -> None:
     """Forget the user's details and notifications; keep a tombstone so nothing revives them."""
-    user_id = str(event.data["user_id"])
-    statement = insert(contacts).values(user_id=user_id, deleted_at=event.data["deleted_at"])
+    user_id = record.user_id
+    statement = insert(contacts).values(user_id=user_id, deleted_at=record.deleted_at)
     await uow.session.execute(
         statement.on_conflict_do_update(
             index_elements=[contacts.c.user_id],
@@ -122,29 +126,33 @@ async def on_user_deleted(event: Event, uow: UnitOfWork) -> None:
     await uow.session.execute(delete(notifications).where(notifications.c.user_id == user_id))
 
 
-async def on_password_reset_requested(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
+async def on_password_reset_requested(
+    record: records.PasswordResetRequested,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
     """E-mail the reset link (at most once) to the address the event names, unless the token
     has expired meanwhile (a replayed dead letter) or the user is known to be deleted."""
-    data = event.data
-    user_id = str(data["user_id"])
-    expires_at: datetime = data["expires_at"]
-    if expires_at <= datetime.now(UTC):
+    user_id = record.user_id
+    if record.expires_at <= datetime.now(UTC):
         log.info("no password-reset e-mail of event %s: its token has expired", event.id)
         return
     contact = await _contact(uow.session, user_id)
     if contact is not None and contact.deleted:
         log.info("no password-reset e-mail of event %s: user %s was deleted", event.id, user_id)
         return
-    token = _reset_token(event, notifier.reset_token_opener)
-    name = printable_name(data.get("full_name"))
+    token = _reset_token(record, event.id, notifier.reset_token_opener)
+    name = printable_name(record.full_name)
     context = {
         "name": name or "there",
         "link": notifier.password_reset_url + token,
-        "expires": f"{expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+        "expires": f"{record.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
     }
     message = notifier.renderer.render(Kind.PASSWORD_RESET, context)
     email = Email(
-        to_email=str(data["email"]),
+        to_email=record.email,
         to_name=name or None,
         subject=message.subject,
         text=message.text,
@@ -154,37 +162,38 @@ async def on_password_reset_requested(event: Event, uow: UnitOfWork, notifier: N
     await notifier.postman.deliver(Delivery(event.id, user_id, Kind.PASSWORD_RESET), email)
 
 
-def _reset_token(event: Event, opener: Opener | None) -> str:
+def _reset_token(
+    record: records.PasswordResetRequested, event_id: str, opener: Opener | None
+) -> str:
     """The token of a PasswordResetRequested: opened with `opener` when sealed, for the
     account and expiry the event names. A token that does not open, or that this service has
     no key for, is ResetTokenUnreadableError: never a link without its token, never a guess."""
-    data = event.data
-    sealed: bytes | None = data.get("sealed_token")
+    sealed = record.sealed_token
     if sealed is None:
-        token = str(data["token"])
+        token = record.token
         if opener is not None and token:
             log.warning(
                 "the reset token of event %s came in clear: the user service seals nothing "
                 "(set CHOREO_NOTIFICATION_KEY there)",
-                event.id,
+                event_id,
             )
     elif opener is None:
         raise ResetTokenUnreadableError(
-            f"the reset token of event {event.id} is sealed, but NOTIFICATION_SEALING_KEY is "
+            f"the reset token of event {event_id} is sealed, but NOTIFICATION_SEALING_KEY is "
             "unset: set it to the private key of CHOREO_NOTIFICATION_KEY, then replay; no e-mail "
             "was sent"
         )
     else:
-        context = password_reset_context(str(data["user_id"]), data["expires_at"])
+        context = password_reset_context(record.user_id, record.expires_at)
         try:
             token = opener.open(sealed, context).decode("ascii", errors="replace")
         except SealedValueError as error:
             raise ResetTokenUnreadableError(
-                f"the reset token of event {event.id} cannot be opened: {error}; no e-mail was sent"
+                f"the reset token of event {event_id} cannot be opened: {error}; no e-mail was sent"
             ) from None
     if not _RESET_TOKEN.fullmatch(token):
         raise ResetTokenUnreadableError(
-            f"event {event.id} carries no usable reset token: no e-mail was sent"
+            f"event {event_id} carries no usable reset token: no e-mail was sent"
         )
     return token
 
@@ -225,18 +234,23 @@ async def _remember_contact(
 # order.create and order.event.
 
 
-async def on_order_created(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
-    order_id, user_id = str(data["order_id"]), str(data["user_id"])
-    item_count = sum(int(line["quantity"]) for line in data["items"])
+async def on_order_created(
+    record: records.OrderCreated,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
+    order_id, user_id = record.order_id, record.user_id
+    item_count = sum(line.quantity for line in record.items)
     async with notifier.new_unit_of_work() as facts:
         await facts.session.execute(
             insert(orders)
             .values(
                 order_id=uuid.UUID(order_id),
                 user_id=user_id,
-                total=int(data["total_amount"]),
-                currency=str(data["currency"]),
+                total=record.total_amount,
+                currency=record.currency,
                 item_count=item_count,
             )
             .on_conflict_do_nothing()
@@ -246,65 +260,83 @@ async def on_order_created(event: Event, uow: UnitOfWork, notifier: Notifier) ->
     context = {
         **_order_context(order_id),
         "items": count_of(item_count, "item"),
-        "total": format_money(int(data["total_amount"]), str(data["currency"])),
+        "total": format_money(record.total_amount, record.currency),
     }
     await _notify_user(uow, notifier, event, user_id, Kind.ORDER_RECEIVED, context)
 
 
-async def on_order_confirmed(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
-    order_id = str(data["order_id"])
+async def on_order_confirmed(
+    record: records.OrderConfirmed,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
+    order_id = record.order_id
     if await _contradicts_cancellation(uow.session, order_id, Kind.ORDER_CONFIRMED):
         return
     context = {
         **_order_context(order_id),
-        "total": format_money(int(data["total_amount"]), str(data["currency"])),
+        "total": format_money(record.total_amount, record.currency),
     }
-    await _notify_user(uow, notifier, event, str(data["user_id"]), Kind.ORDER_CONFIRMED, context)
+    await _notify_user(uow, notifier, event, record.user_id, Kind.ORDER_CONFIRMED, context)
 
 
-async def on_order_cancelled(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
+async def on_order_cancelled(
+    record: records.OrderCancelled,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
     async with notifier.new_unit_of_work() as facts:
         await facts.session.execute(
             insert(order_cancellations)
             .values(
-                order_id=uuid.UUID(str(data["order_id"])),
-                reason=str(data["reason"]),
-                cancelled_at=data["cancelled_at"],
+                order_id=uuid.UUID(record.order_id),
+                reason=record.reason,
+                cancelled_at=record.cancelled_at,
             )
             .on_conflict_do_nothing()
         )
     context = {
-        **_order_context(str(data["order_id"])),
-        "reason": cancel_reason_in_words(str(data["reason"])),
-        "refund": bool(data["charged"]),
+        **_order_context(record.order_id),
+        "reason": cancel_reason_in_words(record.reason),
+        "refund": record.charged,
     }
-    await _notify_user(uow, notifier, event, str(data["user_id"]), Kind.ORDER_CANCELLED, context)
+    await _notify_user(uow, notifier, event, record.user_id, Kind.ORDER_CANCELLED, context)
 
 
 # payment.event: these name the order only; its customer comes from the order replica.
 
 
-async def on_payment_failed(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
-    order_id = str(data["order_id"])
-    user_id = await _customer_of(uow.session, order_id)
+async def on_payment_failed(
+    record: records.PaymentFailed,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
+    user_id = await _customer_of(uow.session, record.order_id)
     context = {
-        **_order_context(order_id),
-        "amount": format_money(int(data["amount"]), str(data["currency"])),
-        "reason": decline_reason_in_words(str(data["decline_code"]), str(data["message"])),
+        **_order_context(record.order_id),
+        "amount": format_money(record.amount, record.currency),
+        "reason": decline_reason_in_words(record.decline_code, record.message),
     }
     await _notify_user(uow, notifier, event, user_id, Kind.PAYMENT_FAILED, context)
 
 
-async def on_payment_refunded(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
-    order_id = str(data["order_id"])
-    user_id = await _customer_of(uow.session, order_id)
+async def on_payment_refunded(
+    record: records.PaymentRefunded,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
+    user_id = await _customer_of(uow.session, record.order_id)
     context = {
-        **_order_context(order_id),
-        "amount": format_money(int(data["amount"]), str(data["currency"])),
+        **_order_context(record.order_id),
+        "amount": format_money(record.amount, record.currency),
     }
     await _notify_user(uow, notifier, event, user_id, Kind.REFUND_ISSUED, context)
 
@@ -312,17 +344,22 @@ async def on_payment_refunded(event: Event, uow: UnitOfWork, notifier: Notifier)
 # stock.updated: to every admin.
 
 
-async def on_low_stock_detected(event: Event, uow: UnitOfWork, notifier: Notifier) -> None:
-    data = event.data
+async def on_low_stock_detected(
+    record: records.LowStockDetected,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
     context = {
-        "product": str(data["product_name"]),
-        "product_id": str(data["product_id"]),
-        "available": int(data["available"]),
-        "threshold": int(data["threshold"]),
+        "product": record.product_name,
+        "product_id": record.product_id,
+        "available": record.available,
+        "threshold": record.threshold,
     }
     admins = await _admins(uow.session)
     if not admins:
-        log.info("low stock of product %s: no admin to tell", context["product_id"])
+        log.info("low stock of product %s: no admin to tell", record.product_id)
     for admin in admins:
         await _notify(uow, notifier, event, admin, Kind.LOW_STOCK, context)
 
@@ -348,7 +385,7 @@ async def mark_read(uow: UnitOfWork, user_id: str, notification_id: uuid.UUID) -
 async def _notify_user(
     uow: UnitOfWork,
     notifier: Notifier,
-    event: Event,
+    event: Event[records.Record],
     user_id: str,
     kind: Kind,
     context: Mapping[str, object],
@@ -365,7 +402,7 @@ async def _notify_user(
 async def _notify(
     uow: UnitOfWork,
     notifier: Notifier,
-    event: Event,
+    event: Event[records.Record],
     contact: Contact,
     kind: Kind,
     context: Mapping[str, object],

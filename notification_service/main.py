@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from functools import partial
 
+from choreo import records
 from choreo.db import create_engine, unit_of_work_factory
 from choreo.pagination import InvalidCursorError
 from choreo.service import ConfigurationError, Service, Subscription
@@ -22,40 +22,18 @@ ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def subscriptions(notifier: handlers.Notifier) -> tuple[Subscription, ...]:
+def subscriptions() -> tuple[Subscription, ...]:
     return (
-        Subscription(
-            "user.event",
-            {
-                "UserRegistered": partial(handlers.on_user_registered, notifier=notifier),
-                "UserUpdated": handlers.on_user_updated,
-                "UserDeleted": handlers.on_user_deleted,
-                "PasswordResetRequested": partial(
-                    handlers.on_password_reset_requested, notifier=notifier
-                ),
-            },
-        ),
-        Subscription(
-            "order.create", {"OrderCreated": partial(handlers.on_order_created, notifier=notifier)}
-        ),
-        Subscription(
-            "order.event",
-            {
-                "OrderConfirmed": partial(handlers.on_order_confirmed, notifier=notifier),
-                "OrderCancelled": partial(handlers.on_order_cancelled, notifier=notifier),
-            },
-        ),
-        Subscription(
-            "payment.event",
-            {
-                "PaymentFailed": partial(handlers.on_payment_failed, notifier=notifier),
-                "PaymentRefunded": partial(handlers.on_payment_refunded, notifier=notifier),
-            },
-        ),
-        Subscription(
-            "stock.updated",
-            {"LowStockDetected": partial(handlers.on_low_stock_detected, notifier=notifier)},
-        ),
+        Subscription(records.UserRegistered, handlers.on_user_registered),
+        Subscription(records.UserUpdated, handlers.on_user_updated),
+        Subscription(records.UserDeleted, handlers.on_user_deleted),
+        Subscription(records.PasswordResetRequested, handlers.on_password_reset_requested),
+        Subscription(records.OrderCreated, handlers.on_order_created),
+        Subscription(records.OrderConfirmed, handlers.on_order_confirmed),
+        Subscription(records.OrderCancelled, handlers.on_order_cancelled),
+        Subscription(records.PaymentFailed, handlers.on_payment_failed),
+        Subscription(records.PaymentRefunded, handlers.on_payment_refunded),
+        Subscription(records.LowStockDetected, handlers.on_low_stock_detected),
     )
 
 
@@ -87,9 +65,9 @@ def build(settings: Settings | None = None) -> Service:
     return Service(
         settings,
         routers=[router],
-        subscriptions=subscriptions(notifier),
+        subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
-        resources={"facts_pool": facts_closing},
+        resources={"notifier": notifier, "facts_pool": facts_closing},
         start_up_warnings=[] if reset_token_opener else [NO_KEY_WARNING],
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from choreo import records
 from choreo.db import UnitOfWork
 from choreo.events import Event
 from order_service.domain import (
@@ -150,45 +151,50 @@ async def place_order(
                 for number, line in enumerate(priced.lines, start=1)
             ],
         )
-        created = Event(
-            type="OrderCreated",
-            subject=order_id,
-            data=_order_created_data(order_id, command, priced, deadline, created_at),
-            time=created_at,
-            traceparent=command.traceparent,
-        )
-        await _emit(uow, created, _created_summary(priced))
+        created = _order_created(order_id, command, priced, deadline, created_at)
+        await _emit(uow, created, _created_summary(priced), created_at, command.traceparent)
     new = NewOrder(
         order_id, command.user_id, command.payment_method_id, priced, created_at, deadline
     )
     return PlacedOrder(order_id, new)
 
 
-async def on_stock_reserved(event: Event, uow: UnitOfWork) -> None:
-    lines = len(event.data["items"])
-    await _apply(event, uow, SagaEvent.STOCK_RESERVED, f"stock reserved for {lines} line(s)")
+async def on_stock_reserved(
+    record: records.StockReserved, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
+    summary = f"stock reserved for {len(record.items)} line(s)"
+    await _apply(record.order_id, event, uow, SagaEvent.STOCK_RESERVED, summary)
 
 
-async def on_stock_rejected(event: Event, uow: UnitOfWork) -> None:
-    products = ", ".join(str(p) for p in event.data["unavailable_product_ids"]) or "none named"
-    summary = f"stock rejected ({event.data['reason']}): {products}"
-    await _apply(event, uow, SagaEvent.STOCK_REJECTED, summary)
+async def on_stock_rejected(
+    record: records.StockRejected, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
+    products = ", ".join(record.unavailable_product_ids) or "none named"
+    summary = f"stock rejected ({record.reason}): {products}"
+    await _apply(record.order_id, event, uow, SagaEvent.STOCK_REJECTED, summary)
 
 
-async def on_payment_succeeded(event: Event, uow: UnitOfWork) -> None:
-    summary = f"payment of {event.data['amount']} {event.data['currency']} succeeded"
-    await _apply(event, uow, SagaEvent.PAYMENT_SUCCEEDED, summary, check=_payment_of_the_order)
+async def on_payment_succeeded(
+    record: records.PaymentSucceeded, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
+    summary = f"payment of {record.amount} {record.currency} succeeded"
+    check = _payment_of_the_order(record.amount, record.currency)
+    await _apply(record.order_id, event, uow, SagaEvent.PAYMENT_SUCCEEDED, summary, check=check)
 
 
-async def on_payment_failed(event: Event, uow: UnitOfWork) -> None:
-    summary = f"payment failed ({event.data['decline_code']}): {event.data['message']}"
-    await _apply(event, uow, SagaEvent.PAYMENT_FAILED, summary, check=_payment_of_the_order)
+async def on_payment_failed(
+    record: records.PaymentFailed, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
+    summary = f"payment failed ({record.decline_code}): {record.message}"
+    check = _payment_of_the_order(record.amount, record.currency)
+    await _apply(record.order_id, event, uow, SagaEvent.PAYMENT_FAILED, summary, check=check)
 
 
-def _payment_of_the_order(event: Event, order: Row[Any]) -> None:
-    check_payment_result(
-        order.total_amount, order.currency, int(event.data["amount"]), str(event.data["currency"])
-    )
+def _payment_of_the_order(amount: int, currency: str) -> Callable[[Row[Any]], None]:
+    def check(order: Row[Any]) -> None:
+        check_payment_result(order.total_amount, order.currency, amount, currency)
+
+    return check
 
 
 async def cancel_order(
@@ -253,16 +259,16 @@ async def cancel_overdue_orders(
 
 
 async def _apply(
-    event: Event,
+    order_id: str,
+    event: Event[records.Record],
     uow: UnitOfWork,
     saga_event: SagaEvent,
     summary: str,
     *,
-    check: Callable[[Event, Row[Any]], None] | None = None,
+    check: Callable[[Row[Any]], None] | None = None,
 ) -> None:
     """Apply one saga event to its order. `check` tests the event against the order's facts
     and raises `RejectedEventError` (the consumer dead-letters it) when they disagree."""
-    order_id = str(event.data["order_id"])
     order = await _lock(uow, order_id)
     if order is None:
         # OrderCreated commits with its order, so an unknown id is another system's order.
@@ -275,7 +281,7 @@ async def _apply(
         )
         return
     if check is not None:
-        check(event, order)
+        check(order)
     await _append_timeline(uow, order_id, event, "consumed", _source_name(event.source), summary)
     transition = apply_saga_event(_state_of(order), saga_event)
     await _write(uow, order, transition, utc_now(), event.traceparent)
@@ -302,17 +308,28 @@ async def _write(
             )
         )
     for emitted in transition.emitted:
-        event = _event_of(emitted, order, moment, traceparent)
-        await _emit(uow, event, _emitted_summary(emitted, order))
+        record = _record_of(emitted, order, moment)
+        await _emit(uow, record, _emitted_summary(emitted, order), moment, traceparent)
 
 
-async def _emit(uow: UnitOfWork, event: Event, summary: str) -> None:
-    uow.publish(event)
+async def _emit(
+    uow: UnitOfWork,
+    record: records.Record,
+    summary: str,
+    moment: datetime,
+    traceparent: str | None,
+) -> None:
+    event = uow.publish(record, time=moment, traceparent=traceparent)
     await _append_timeline(uow, event.subject, event, "emitted", SERVICE_NAME, summary)
 
 
 async def _append_timeline(
-    uow: UnitOfWork, order_id: str, event: Event, direction: str, source: str, summary: str
+    uow: UnitOfWork,
+    order_id: str,
+    event: Event[records.Record],
+    direction: str,
+    source: str,
+    summary: str,
 ) -> None:
     await uow.session.execute(
         insert(order_timeline).values(
@@ -360,61 +377,46 @@ def _source_name(source: str) -> str:
     return source.strip("/") or "unknown"
 
 
-def _order_created_data(
+def _order_created(
     order_id: str,
     command: PlaceOrder,
     priced: PricedOrder,
     deadline: datetime,
     created_at: datetime,
-) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "user_id": command.user_id,
-        "items": [
-            {
-                "product_id": line.product_id,
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-            }
+) -> records.OrderCreated:
+    return records.OrderCreated(
+        order_id=order_id,
+        user_id=command.user_id,
+        items=tuple(
+            records.OrderLine(
+                product_id=line.product_id, quantity=line.quantity, unit_price=line.unit_price
+            )
             for line in priced.lines
-        ],
-        "total_amount": priced.total,
-        "currency": priced.currency,
-        "payment_method_id": command.payment_method_id,
-        "deadline": deadline,
-        "created_at": created_at,
-    }
+        ),
+        total_amount=priced.total,
+        currency=priced.currency,
+        payment_method_id=command.payment_method_id,
+        deadline=deadline,
+        created_at=created_at,
+    )
 
 
-def _event_of(
-    emitted: Emitted, order: Row[Any], moment: datetime, traceparent: str | None
-) -> Event:
-    order_id = str(order.id)
+def _record_of(emitted: Emitted, order: Row[Any], moment: datetime) -> records.Record:
     if isinstance(emitted, OrderConfirmed):
-        record = "OrderConfirmed"
-        data: dict[str, Any] = {
-            "order_id": order_id,
-            "user_id": str(order.user_id),
-            "total_amount": order.total_amount,
-            "currency": order.currency,
-            "confirmed_at": moment,
-        }
-    else:
-        record = "OrderCancelled"
-        data = {
-            "order_id": order_id,
-            "user_id": str(order.user_id),
-            "reason": emitted.reason.value,
-            "previous_status": emitted.previous_status.value,
-            "charged": emitted.charged,
-            "cancelled_at": moment,
-        }
-    return Event(
-        type=record,
-        subject=order_id,
-        data=data,
-        time=moment,
-        traceparent=traceparent,
+        return records.OrderConfirmed(
+            order_id=str(order.id),
+            user_id=str(order.user_id),
+            total_amount=order.total_amount,
+            currency=order.currency,
+            confirmed_at=moment,
+        )
+    return records.OrderCancelled(
+        order_id=str(order.id),
+        user_id=str(order.user_id),
+        reason=emitted.reason.value,
+        previous_status=emitted.previous_status.value,
+        charged=emitted.charged,
+        cancelled_at=moment,
     )
 
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from choreo import records
 from choreo.service import Service, Subscription
 from order_service import handlers, inventory
 from order_service.api import ERROR_STATUSES, router
 from order_service.config import Settings
 from order_service.sweep import run_deadline_sweep
+
+
+def subscriptions() -> tuple[Subscription, ...]:
+    return (
+        Subscription(records.StockReserved, handlers.on_stock_reserved),
+        Subscription(records.StockRejected, handlers.on_stock_rejected),
+        Subscription(records.PaymentSucceeded, handlers.on_payment_succeeded),
+        Subscription(records.PaymentFailed, handlers.on_payment_failed),
+    )
 
 
 def build(settings: Settings | None = None) -> Service:
@@ -26,22 +36,7 @@ def build(settings: Settings | None = None) -> Service:
     service = Service(
         settings,
         routers=[router],
-        subscriptions=[
-            Subscription(
-                "stock.updated",
-                {
-                    "StockReserved": handlers.on_stock_reserved,
-                    "StockRejected": handlers.on_stock_rejected,
-                },
-            ),
-            Subscription(
-                "payment.event",
-                {
-                    "PaymentSucceeded": handlers.on_payment_succeeded,
-                    "PaymentFailed": handlers.on_payment_failed,
-                },
-            ),
-        ],
+        subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
         background=[sweep],
         resources={

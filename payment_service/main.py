@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
+from choreo import records
 from choreo.db import create_engine, unit_of_work_factory
 from choreo.pagination import InvalidCursorError
 from choreo.service import ConfigurationError, Service, Subscription
@@ -26,19 +26,11 @@ ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def subscriptions(charging: handlers.Charging) -> tuple[Subscription, ...]:
+def subscriptions() -> tuple[Subscription, ...]:
     return (
-        Subscription(
-            "order.create", {"OrderCreated": partial(handlers.on_order_created, charging=charging)}
-        ),
-        Subscription(
-            "stock.updated",
-            {"StockReserved": partial(handlers.on_stock_reserved, charging=charging)},
-        ),
-        Subscription(
-            "order.event",
-            {"OrderCancelled": partial(handlers.on_order_cancelled, charging=charging)},
-        ),
+        Subscription(records.OrderCreated, handlers.on_order_created),
+        Subscription(records.StockReserved, handlers.on_stock_reserved),
+        Subscription(records.OrderCancelled, handlers.on_order_cancelled),
     )
 
 
@@ -88,11 +80,12 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
     service = Service(
         settings,
         routers=[router],
-        subscriptions=subscriptions(charging),
+        subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
         background=[sweep],
         resources={
             "gateway": gateway,
+            "charging": charging,
             "phase_one_pool": phase_one_closing,
             "card_intake": domain.CardIntake.of_environment(settings.env),
         },

@@ -9,14 +9,16 @@ oddities: extra headers with null, binary or huge values, a null or non-UTF-8 ke
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from hypothesis import strategies as st
 
 from choreo.avro import default_store
 from choreo.avro.codec import MAGIC
 from choreo.events import Event, headers_of
+from choreo.records import Record, StockLevelChanged
+from choreo.testing import records as make
 
 Header = tuple[str, bytes | None]
 
@@ -31,24 +33,15 @@ class RawRecord:
     defects: tuple[str, ...]
 
 
-def valid_event(key: str, available: int) -> Event:
-    return Event(
-        type="StockLevelChanged",
-        subject=key,
-        data={
-            "product_id": key,
-            "available": available,
-            "reserved": 0,
-            "sold": 0,
-            "changed_at": datetime.now(UTC),
-        },
-        source="/inventory_service",  # StockLevelChanged's owner, as its relay names it
-    )
+def valid_event(key: str, available: int) -> Event[StockLevelChanged]:
+    changed = make.stock_level_changed(product_id=key, available=available)
+    # StockLevelChanged's owner, as its relay names it.
+    return dataclasses.replace(changed, source="/inventory_service")
 
 
-def wire(event: Event) -> tuple[bytes, list[Header]]:
+def wire(event: Event[Record]) -> tuple[bytes, list[Header]]:
     """The value and headers a relay would publish for `event`."""
-    value = default_store().encode(event.type, event.data)
+    value = default_store().encode(event.type, event.record.to_avro())
     return value, [(name, text.encode()) for name, text in headers_of(event).items()]
 
 

@@ -23,9 +23,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from choreo import revocations
+from choreo import records, revocations
 from choreo.db import UnitOfWork
-from choreo.events import Event
 from choreo.sealing import Sealer, password_reset_context
 from user_service import domain
 from user_service.domain import (
@@ -361,16 +360,16 @@ async def request_password_reset(
                 expires_at=expires_at,
             )
         )
-        data = {
-            "user_id": user_id,
-            "email": account.email,
-            "full_name": account.full_name,
+        requested = records.PasswordResetRequested(
+            user_id=str(user_id),
+            email=account.email,
+            full_name=account.full_name,
             # The token itself only when it cannot be sealed: an empty one says "sealed".
-            "token": "" if sealed is not None else secret.token,
-            "expires_at": expires_at,
-            "sealed_token": sealed,
-        }
-        uow.publish(_event("PasswordResetRequested", user_id, data, traceparent))
+            token="" if sealed is not None else secret.token,
+            expires_at=expires_at,
+            sealed_token=sealed,
+        )
+        uow.publish(requested, traceparent=traceparent)
     log.info("a password reset of user %s was requested", user_id)
 
 
@@ -456,14 +455,14 @@ async def update_profile(
                 .returning(*VIEW_COLUMNS)
             )
         ).one()
-        data = {
-            "user_id": user_id,
-            "email": row.email,
-            "full_name": updated.full_name,
-            "phone": updated.phone,
-            "updated_at": now,
-        }
-        uow.publish(_event("UserUpdated", user_id, data, traceparent))
+        user_updated = records.UserUpdated(
+            user_id=str(user_id),
+            email=row.email,
+            full_name=updated.full_name,
+            phone=updated.phone,
+            updated_at=now,
+        )
+        uow.publish(user_updated, traceparent=traceparent)
     return user_view(row)
 
 
@@ -486,8 +485,8 @@ async def delete_user(
             raise UserNotFoundError(user_id)
         await _revoke(uow, refresh_tokens.c.user_id == user_id, RevokeReason.ACCOUNT_DELETED)
         await revocations.revoke(uow.session, user_id, now)  # its access tokens too, here
-        data = {"user_id": user_id, "deleted_at": now}
-        uow.publish(_event("UserDeleted", user_id, data, traceparent))
+        user_deleted = records.UserDeleted(user_id=str(user_id), deleted_at=now)
+        uow.publish(user_deleted, traceparent=traceparent)
 
 
 async def purge_expired_refresh_tokens(uow: UnitOfWork) -> int:
@@ -530,14 +529,14 @@ async def _insert_account(
     if row is None:
         return None
     user = user_view(row)
-    data = {
-        "user_id": user_id,
-        "email": email,
-        "full_name": full_name,
-        "role": str(role),
-        "registered_at": user.created_at,
-    }
-    uow.publish(_event("UserRegistered", user_id, data, traceparent))
+    registered = records.UserRegistered(
+        user_id=str(user_id),
+        email=email,
+        full_name=full_name,
+        role=str(role),
+        registered_at=user.created_at,
+    )
+    uow.publish(registered, traceparent=traceparent)
     return user
 
 
@@ -617,14 +616,14 @@ async def _end_sessions(
         uow.session, user_id, session_ids, reason=reason, at=now, until=until
     )
     if ended:
-        data = {
-            "user_id": user_id,
-            "session_ids": ended,
-            "reason": str(reason),
-            "revoked_at": now,
-            "expires_at": until,
-        }
-        uow.publish(_event("SessionsRevoked", user_id, data, traceparent))
+        revoked = records.SessionsRevoked(
+            user_id=str(user_id),
+            session_ids=tuple(str(session_id) for session_id in ended),
+            reason=str(reason),
+            revoked_at=now,
+            expires_at=until,
+        )
+        uow.publish(revoked, traceparent=traceparent)
 
 
 async def _reset_token(uow: UnitOfWork, digest: bytes, *, lock: bool) -> Any:
@@ -667,7 +666,3 @@ async def _void_reset_tokens(uow: UnitOfWork, user_id: str) -> None:
         )
         .values(revoked_at=func.now())
     )
-
-
-def _event(type_: str, user_id: str, data: Mapping[str, Any], traceparent: str | None) -> Event:
-    return Event(type=type_, subject=user_id, data=data, traceparent=traceparent)

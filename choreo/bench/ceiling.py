@@ -33,6 +33,7 @@ from choreo.consumer.inbox import inbox_table
 from choreo.db import sync_dsn
 from choreo.events import Event
 from choreo.outbox import NOTIFY_TRIGGER_DDL, OutboxWriter, outbox_table
+from choreo.records import OrderConfirmed
 from choreo.stack.errors import PartExitedError, ReadinessTimeoutError
 from choreo.stack.postgres import create_database, database_url, drop_database
 from choreo.stack.probes import http_ok
@@ -62,18 +63,14 @@ class Rate:
 def sample_row() -> dict[str, Any]:
     """An outbox row as the order service writes it for OrderConfirmed (real Avro, real
     CloudEvents headers)."""
-    order_id = str(uuid.uuid4())
-    event = Event(
-        "OrderConfirmed",
-        order_id,
-        {
-            "order_id": order_id,
-            "user_id": str(uuid.uuid4()),
-            "total_amount": 3900,
-            "currency": "USD",
-            "confirmed_at": datetime.now(UTC),
-        },
+    record = OrderConfirmed(
+        order_id=str(uuid.uuid4()),
+        user_id=str(uuid.uuid4()),
+        total_amount=3900,
+        currency="USD",
+        confirmed_at=datetime.now(UTC),
     )
+    event = Event(record)
     return OutboxWriter(default_store(), "/order_service").row(event)
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from choreo.avro import SCHEMA_DIR, SchemaStore, check_store
+from choreo.records import check_records
 
 app = typer.Typer(
     help="Check the Avro event schemas (schemas/<RecordName>.v<N>.avsc).",
@@ -35,9 +36,13 @@ def check(
 
     Files are named <RecordName>.v<N>.avsc, with versions 1..N and no gaps.
     Each version must be backward and forward compatible with every earlier one.
+    For the repository's schemas/, the typed record classes (choreo.records) must also
+    match each record's latest version, field by field.
     Exits 1 and names each problem when there is any.
     """
     problems = check_store(directory)
+    if not problems and directory.resolve() == SCHEMA_DIR.resolve():
+        problems = check_records(SchemaStore.from_directory(directory))
     records = {} if problems else _records(directory)
     if as_json:
         result = {

@@ -33,6 +33,7 @@ from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
 from choreo.errors import ChoreoError, Failure, RejectedEventError, failure_of
 from choreo.events import Event, check_source, decode_record
+from choreo.records import Record
 from choreo.signing import EventKeys
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ RETRIES = Counter(
     "choreo_consumer_retries_total", "Retried handler attempts, by failure", ["consumer", "failure"]
 )
 
-Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
+Handler = Callable[[Event[Record], UnitOfWork], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class RecordHandler:
         RECORDS.labels(self.name, record.topic, outcome).inc()
 
     async def _apply_with_retries(
-        self, event: Event, handler: Handler, where: str
+        self, event: Event[Record], handler: Handler, where: str
     ) -> str | tuple[BaseException, int]:
         """`applied` or `duplicate`; or the error and attempts of a record to dead-letter."""
         retry = self._retry

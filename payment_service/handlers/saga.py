@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from choreo import records
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.errors import PermanentError
 from choreo.events import Event
@@ -88,35 +89,51 @@ class OrderPayment:
         return self.terms
 
 
-async def on_order_created(event: Event, uow: UnitOfWork, charging: Charging) -> None:
-    data = event.data
-    order_id = _uuid(data["order_id"])
+async def on_order_created(
+    record: records.OrderCreated,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    charging: Charging,
+) -> None:
+    order_id = uuid.UUID(record.order_id)
     await _lock(uow.session, order_id)
-    method = data.get("payment_method_id")
     await uow.session.execute(
         update(order_payments)
         .where(order_payments.c.order_id == order_id, order_payments.c.order_known.is_(False))
         .values(
             order_known=True,
-            user_id=str(data["user_id"]),
-            amount=int(data["total_amount"]),
-            currency=str(data["currency"]),
-            payment_method_id=None if method is None else str(method),
-            deadline=data["deadline"],
+            user_id=record.user_id,
+            amount=record.total_amount,
+            currency=record.currency,
+            payment_method_id=record.payment_method_id,
+            deadline=record.deadline,
             updated_at=func.now(),
         )
     )
     await settle_order(uow, order_id, charging, event.traceparent)
 
 
-async def on_stock_reserved(event: Event, uow: UnitOfWork, charging: Charging) -> None:
-    order_id = _uuid(event.data["order_id"])
+async def on_stock_reserved(
+    record: records.StockReserved,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    charging: Charging,
+) -> None:
+    order_id = uuid.UUID(record.order_id)
     await _record_fact(uow.session, order_id, stock_reserved=True)
     await settle_order(uow, order_id, charging, event.traceparent)
 
 
-async def on_order_cancelled(event: Event, uow: UnitOfWork, charging: Charging) -> None:
-    order_id = _uuid(event.data["order_id"])
+async def on_order_cancelled(
+    record: records.OrderCancelled,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    charging: Charging,
+) -> None:
+    order_id = uuid.UUID(record.order_id)
     await _record_fact(uow.session, order_id, cancelled=True)
     await settle_order(uow, order_id, charging, event.traceparent)
 
@@ -296,15 +313,15 @@ async def _record_outcome(
             provider_payment_id=intent.id,
             charged_at=now,
         )
-        data = {
-            "order_id": str(payment.order_id),
-            "payment_id": str(payment.payment_id),
-            "amount": terms.amount,
-            "currency": terms.currency,
-            "provider_payment_id": intent.id,
-            "succeeded_at": now,
-        }
-        uow.publish(_event("PaymentSucceeded", payment, data, traceparent))
+        succeeded = records.PaymentSucceeded(
+            order_id=str(payment.order_id),
+            payment_id=str(payment.payment_id),
+            amount=terms.amount,
+            currency=terms.currency,
+            provider_payment_id=intent.id,
+            succeeded_at=now,
+        )
+        uow.publish(succeeded, traceparent=traceparent)
     elif intent.state in (IntentState.DECLINED, IntentState.CANCELED):
         code = intent.decline_code or "card_declined"
         message = intent.decline_message or "The payment was declined."
@@ -332,17 +349,17 @@ async def _record_failure(
         failure_message=message,
         charged_at=now,
     )
-    data = {
-        "order_id": str(payment.order_id),
+    failed = records.PaymentFailed(
+        order_id=str(payment.order_id),
         # No payment to name when no charge was attempted.
-        "payment_id": None if provider_payment_id is None else str(payment.payment_id),
-        "amount": terms.amount,
-        "currency": terms.currency,
-        "decline_code": code,
-        "message": message,
-        "failed_at": now,
-    }
-    uow.publish(_event("PaymentFailed", payment, data, traceparent))
+        payment_id=None if provider_payment_id is None else str(payment.payment_id),
+        amount=terms.amount,
+        currency=terms.currency,
+        decline_code=code,
+        message=message,
+        failed_at=now,
+    )
+    uow.publish(failed, traceparent=traceparent)
 
 
 async def _refund(
@@ -372,16 +389,16 @@ async def _refund(
         refunded_amount=refund.amount,
         refunded_at=now,
     )
-    data = {
-        "order_id": str(payment.order_id),
-        "payment_id": str(payment.payment_id),
-        "refund_id": str(refund_id),
-        "provider_refund_id": refund.id,
-        "amount": refund.amount,
-        "currency": terms.currency,
-        "refunded_at": now,
-    }
-    uow.publish(_event("PaymentRefunded", payment, data, traceparent))
+    refunded = records.PaymentRefunded(
+        order_id=str(payment.order_id),
+        payment_id=str(payment.payment_id),
+        refund_id=str(refund_id),
+        provider_refund_id=refund.id,
+        amount=refund.amount,
+        currency=terms.currency,
+        refunded_at=now,
+    )
+    uow.publish(refunded, traceparent=traceparent)
 
 
 async def _method_to_charge(session: AsyncSession, terms: OrderTerms) -> tuple[str, str] | None:
@@ -409,13 +426,3 @@ async def _update(session: AsyncSession, order_id: uuid.UUID, **values: Any) -> 
         .where(order_payments.c.order_id == order_id)
         .values(**values, updated_at=func.now())
     )
-
-
-def _event(
-    type_: str, payment: OrderPayment, data: Mapping[str, Any], traceparent: str | None
-) -> Event:
-    return Event(type=type_, subject=str(payment.order_id), data=data, traceparent=traceparent)
-
-
-def _uuid(value: object) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,7 +18,8 @@ from psycopg import sql
 from choreo import kafka
 from choreo.auth import SigningKey
 from choreo.avro import default_store
-from choreo.events import Event, headers_of
+from choreo.events import headers_of
+from choreo.testing import records as make
 from tests.tokens import Forged, forged_tokens
 from user_service.keys import key_id_of
 
@@ -239,20 +240,11 @@ async def test_a_forged_payment_result_confirms_no_order(choreo_up: ChoreoUp) ->
     order_id = await gateway.order(customer, product)
     async with gateway.client(customer.token) as client:
         order = (await client.get(f"/orders/{order_id}")).json()
-    forged = Event(
-        type="PaymentSucceeded",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "payment_id": str(uuid.uuid4()),
-            "amount": order["total"],
-            "currency": "USD",
-            "provider_payment_id": "pi_forged",
-            "succeeded_at": datetime.now(UTC),
-        },
-        source="/payment_service",
+    succeeded = make.payment_succeeded(
+        order_id=order_id, amount=order["total"], provider_payment_id="pi_forged"
     )
-    value = default_store().encode(forged.type, forged.data)
+    forged = dataclasses.replace(succeeded, source="/payment_service")
+    value = default_store().encode(forged.type, forged.record.to_avro())
     producer = kafka.producer(choreo_up.bootstrap_servers)
     await producer.start()
     try:

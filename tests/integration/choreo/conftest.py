@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreo.db import create_engine
 from choreo.events import Event
 from choreo.migrate import migrate
+from choreo.records import StockLevelChanged
+from choreo.testing import records as make
 
 
 @pytest_asyncio.fixture
@@ -26,20 +28,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def stock_event(key: str, seq: int) -> Event:
+def stock_event(key: str, seq: int) -> Event[StockLevelChanged]:
     """A test event for stream `key` carrying its position `seq` in `available`."""
-    return Event(
-        type="StockLevelChanged",
-        subject=key,
-        data={
-            "product_id": key,
-            "available": seq,
-            "reserved": 0,
-            "sold": 0,
-            "changed_at": datetime.now(UTC),
-        },
-        source="/inventory_service",  # StockLevelChanged's owner, as its relay names it
-    )
+    changed = make.stock_level_changed(product_id=key, available=seq)
+    # StockLevelChanged's owner, as its relay names it.
+    return dataclasses.replace(changed, source="/inventory_service")
 
 
 def new_key() -> str:

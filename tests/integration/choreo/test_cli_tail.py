@@ -17,7 +17,9 @@ from typer.testing import CliRunner, Result
 from choreo import kafka
 from choreo.cli import app
 from choreo.events import Event
+from choreo.records import OrderCreated, StockRejected, StockReserved
 from choreo.testing import free_port, publish
+from choreo.testing import records as make
 
 runner = CliRunner()
 CHOREO = Path(sys.executable).parent / "choreo"
@@ -33,51 +35,18 @@ def json_lines(result: Result) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def order_created(order_id: str | None = None) -> Event:
-    order_id = order_id or str(uuid.uuid4())
-    now = datetime.now(UTC)
-    return Event(
-        type="OrderCreated",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "user_id": str(uuid.uuid4()),
-            "items": [{"product_id": str(uuid.uuid4()), "quantity": 3, "unit_price": 700}],
-            "total_amount": 2100,
-            "currency": "USD",
-            "payment_method_id": None,
-            "deadline": now + timedelta(minutes=10),
-            "created_at": now,
-        },
-        source="/order_service",
+def order_created(order_id: str | None = None) -> Event[OrderCreated]:
+    return make.order_created(order_id=order_id, items=make.order_lines(3, unit_price=700))
+
+
+def stock_rejected(order_id: str) -> Event[StockRejected]:
+    return make.stock_rejected(
+        order_id=order_id, reason="OUT_OF_STOCK", unavailable_product_ids=[str(uuid.uuid4())]
     )
 
 
-def stock_rejected(order_id: str) -> Event:
-    return Event(
-        type="StockRejected",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "reason": "OUT_OF_STOCK",
-            "unavailable_product_ids": [str(uuid.uuid4())],
-            "rejected_at": datetime.now(UTC),
-        },
-        source="/inventory_service",
-    )
-
-
-def stock_reserved(order_id: str) -> Event:
-    return Event(
-        type="StockReserved",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "items": [{"product_id": str(uuid.uuid4()), "quantity": 1}],
-            "reserved_at": datetime.now(UTC),
-        },
-        source="/inventory_service",
-    )
+def stock_reserved(order_id: str) -> Event[StockReserved]:
+    return make.stock_reserved(order_id=order_id)
 
 
 async def send_raw(bootstrap: str, topic: str, value: bytes, **options: Any) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +15,9 @@ from choreo import kafka
 from choreo.avro import default_store
 from choreo.cli import app
 from choreo.events import Event, headers_of
+from choreo.records import OrderCreated
 from choreo.testing import StartService, publish
+from choreo.testing import records as make
 
 runner = CliRunner()
 
@@ -26,24 +27,9 @@ async def choreo(env: dict[str, str], *arguments: str) -> Result:
     return await asyncio.to_thread(runner.invoke, app, list(arguments), env=env)
 
 
-def order_created() -> Event:
-    order_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
-    return Event(
-        type="OrderCreated",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "user_id": str(uuid.uuid4()),
-            "items": [{"product_id": str(uuid.uuid4()), "quantity": 1, "unit_price": 500}],
-            "total_amount": 500,
-            "currency": "USD",
-            "payment_method_id": None,
-            "deadline": now + timedelta(minutes=10),
-            "created_at": now,
-        },
-        source="/order_service",
-    )
+def order_created() -> Event[OrderCreated]:
+    created = make.order_created(items=make.order_lines(1, unit_price=500))
+    return dataclasses.replace(created, source="/order_service")
 
 
 async def publish_in_one_batch(bootstrap: str, prefix: str, *events: Event) -> None:
@@ -55,7 +41,7 @@ async def publish_in_one_batch(bootstrap: str, prefix: str, *events: Event) -> N
         sent = [
             await producer.send(
                 f"{prefix}{event.topic}",
-                store.encode(event.type, event.data),
+                store.encode(event.type, event.record.to_avro()),
                 key=event.subject.encode(),
                 headers=[(k, v.encode()) for k, v in headers_of(event).items()],
                 partition=0,

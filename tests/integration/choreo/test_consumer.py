@@ -47,14 +47,14 @@ async def applied_rows(engine: AsyncEngine) -> list[tuple[str, int]]:
 async def record_applied(event: Event, uow: UnitOfWork) -> None:
     await uow.session.execute(
         text("INSERT INTO applied VALUES (:id, :available)"),
-        {"id": event.id, "available": event.data["available"]},
+        {"id": event.id, "available": event.record.available},
     )
 
 
 async def send(
     producer: AIOKafkaProducer, topic: str, event: Event, partition: int | None = None
 ) -> None:
-    value = default_store().encode(event.type, event.data)
+    value = default_store().encode(event.type, event.record.to_avro())
     headers = [(k, v.encode()) for k, v in headers_of(event).items()]
     await producer.send_and_wait(
         topic, value, key=event.subject.encode(), headers=headers, partition=partition
@@ -252,7 +252,7 @@ async def test_a_record_waiting_out_its_retries_holds_back_only_its_own_partitio
             if loop.time() < slow_attempts[0] + outage_seconds:
                 raise TransientError("the upstream is down for a few seconds")
         await record_applied(event, uow)
-        applied_at[event.data["available"]] = loop.time()
+        applied_at[event.record.available] = loop.time()
 
     await send(producer, topic, slow, partition=0)
     run_consumer(slow_for_one, RetryPolicy(max_attempts=100, initial_seconds=0.1, max_seconds=0.3))

@@ -26,7 +26,7 @@ async def record(event: Event, uow: UnitOfWork) -> None:
     await asyncio.sleep(0.05)  # slow enough that the broker dies with records still in hand
     await uow.session.execute(
         text("INSERT INTO applied (key, available) VALUES (:key, :available)"),
-        {"key": event.subject, "available": event.data["available"]},
+        {"key": event.subject, "available": event.record.available},
     )
 
 

@@ -40,7 +40,7 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
 async def record(event: Event, uow: UnitOfWork) -> None:
     await uow.session.execute(
         text("INSERT INTO applied (key, available) VALUES (:key, :available)"),
-        {"key": event.subject, "available": event.data["available"]},
+        {"key": event.subject, "available": event.record.available},
     )
 
 

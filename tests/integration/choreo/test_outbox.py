@@ -76,7 +76,7 @@ async def write_streams(
             async with uow_factory() as uow:
                 for seq in range(start, min(start + per_txn, end)):
                     for key in owned:
-                        uow.publish(stock_event(key, seq))
+                        uow.publish(stock_event(key, seq).record)
 
     await asyncio.gather(*(writer(keys[i::writers]) for i in range(writers)))
 
@@ -124,14 +124,14 @@ async def test_a_rolled_back_transaction_publishes_nothing(
 
     async def failing_step() -> None:
         async with uow_factory() as uow:
-            uow.publish(stock_event(doomed, 0))
+            uow.publish(stock_event(doomed, 0).record)
             raise RuntimeError("the handler failed after publishing")
 
     with pytest.raises(RuntimeError):
         await failing_step()
     survivor = new_key()
     async with uow_factory() as uow:
-        uow.publish(stock_event(survivor, 0))
+        uow.publish(stock_event(survivor, 0).record)
 
     received = await read_until(kafka_bootstrap, topic, 1)
     await asyncio.sleep(1.0)  # give a wrongly published record time to show up too

@@ -55,7 +55,7 @@ class Rig:
 async def apply(event: Event, uow: UnitOfWork) -> None:
     await uow.session.execute(
         text("INSERT INTO applied (key, available) VALUES (:key, :available)"),
-        {"key": event.subject, "available": event.data["available"]},
+        {"key": event.subject, "available": event.record.available},
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.avro import default_store
 from choreo.db import unit_of_work_factory
-from choreo.events import Event
+from choreo.records import SessionsRevoked
 from choreo.revocations import (
     Revocations,
     on_sessions_revoked,
@@ -20,6 +20,7 @@ from choreo.revocations import (
     revoke_sessions,
     revoked_sessions,
 )
+from choreo.testing import records as make
 
 
 class Clock:
@@ -113,20 +114,21 @@ async def test_sessions_revoked_applies_as_decoded_from_the_broker(engine: Async
     uow = unit_of_work_factory(engine)
     revocations = Revocations(engine, refresh_seconds=0.0)
     user, ended, live = new_id(), new_id(), new_id()
-    now = datetime.now(UTC)
-    data = {
-        "user_id": user,
-        "session_ids": [ended],
-        "reason": "password_reset",
-        "revoked_at": now,
-        "expires_at": now + timedelta(minutes=20),
-    }
+    now = datetime.now(UTC).replace(microsecond=0)  # what timestamp-millis keeps
+    sent = make.sessions_revoked(
+        user_id=user,
+        session_ids=[ended],
+        reason="password_reset",
+        revoked_at=now,
+        expires_at=now + timedelta(minutes=20),
+    ).record
     store = default_store()
-    _, decoded = store.decode(store.encode("SessionsRevoked", data))  # UUIDs, as consumers see
-    event = Event(type="SessionsRevoked", subject=user, data=decoded, source="/user_service")
+    _, datum = store.decode(store.encode(sent.type_name(), sent.to_avro()))
+    decoded = SessionsRevoked.from_avro(datum)  # as consumers see it (UUIDs read back as text)
+    assert decoded == sent
     for _ in range(2):  # applied twice (a redelivery without the inbox): the same
         async with uow() as work:
-            await on_sessions_revoked(event, work)
+            await on_sessions_revoked(decoded, work)
     assert await revocations.refusal(user, ended) == (
         "the session ended when the account's password was reset: log in again"
     )

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from choreo import records
 from choreo.auth import SigningKey
 from choreo.events import Event
-from choreo.testing import ServiceProcess, StartService, collect_events
+from choreo.testing import Keyed, ServiceProcess, StartService, collect_events
+from choreo.testing import records as make
 
 USER_ID = str(uuid.uuid4())
 
@@ -74,72 +76,49 @@ def order_created(
     *,
     key: str | None = None,
     deadline_in: timedelta = timedelta(minutes=15),
-) -> Event:
+) -> Event[records.OrderCreated] | Keyed:
     """OrderCreated as the order service writes it; `key` overrides the Kafka key (order id)."""
-    now = datetime.now(UTC)
-    data = {
-        "order_id": order_id,
-        "user_id": USER_ID,
-        "items": [{"product_id": p, "quantity": q, "unit_price": 100} for p, q in lines],
-        "total_amount": 100 * sum(q for _, q in lines),
-        "currency": "USD",
-        "payment_method_id": None,
-        "deadline": now + deadline_in,
-        "created_at": now,
-    }
-    return Event(type="OrderCreated", subject=key or order_id, data=data)
+    items = [records.OrderLine(product_id=p, quantity=q, unit_price=100) for p, q in lines]
+    created = make.order_created(
+        order_id=order_id,
+        user_id=USER_ID,
+        items=items,
+        deadline=datetime.now(UTC) + deadline_in,
+    )
+    return created if key is None else Keyed(created, key)
 
 
-def order_confirmed(order_id: str) -> Event:
-    data = {
-        "order_id": order_id,
-        "user_id": USER_ID,
-        "total_amount": 100,
-        "currency": "USD",
-        "confirmed_at": datetime.now(UTC),
-    }
-    return Event(type="OrderConfirmed", subject=order_id, data=data)
+def order_confirmed(order_id: str) -> Event[records.OrderConfirmed]:
+    return make.order_confirmed(order_id=order_id, user_id=USER_ID, total_amount=100)
 
 
 def order_cancelled(
     order_id: str, reason: str, *, previous_status: str = "RESERVED", key: str | None = None
-) -> Event:
-    data = {
-        "order_id": order_id,
-        "user_id": USER_ID,
-        "reason": reason,
-        "previous_status": previous_status,
-        "charged": False,
-        "cancelled_at": datetime.now(UTC),
-    }
-    return Event(type="OrderCancelled", subject=key or order_id, data=data)
+) -> Event[records.OrderCancelled] | Keyed:
+    cancelled = make.order_cancelled(
+        order_id=order_id, user_id=USER_ID, reason=reason, previous_status=previous_status
+    )
+    return cancelled if key is None else Keyed(cancelled, key)
 
 
-def payment_failed(order_id: str) -> Event:
-    data = {
-        "order_id": order_id,
-        "payment_id": None,
-        "amount": 100,
-        "currency": "USD",
-        "decline_code": "card_declined",
-        "message": "Your card was declined.",
-        "failed_at": datetime.now(UTC),
-    }
-    return Event(type="PaymentFailed", subject=order_id, data=data)
+def payment_failed(order_id: str) -> Event[records.PaymentFailed]:
+    return make.payment_failed(order_id=order_id, amount=100)
 
 
-def about(events: list[Event], subject: str, *types: str) -> list[Event]:
+def about(
+    events: list[Event[records.Record]], subject: str, *types: str
+) -> list[Event[records.Record]]:
     """The events about an order or a product (of the given types, if any), in the order read."""
     return [e for e in events if _subject(e) == subject and (not types or e.type in types)]
 
 
-def _subject(event: Event) -> str:
-    return str(event.data.get("order_id") or event.data.get("product_id"))
+def _subject(event: Event[records.Record]) -> str:
+    return event.subject
 
 
 async def stock_events(
     bootstrap: str, prefix: str, *wanted: tuple[str, str], timeout: float = 30.0
-) -> list[Event]:
+) -> list[Event[records.Record]]:
     """Everything read from `stock.updated` once each (subject, type) of `wanted` was seen.
 
     A pair given n times waits for n such events. Events of different keys may sit on different
@@ -147,7 +126,7 @@ async def stock_events(
     """
     needed = Counter(wanted)
 
-    def complete(events: list[Event]) -> bool:
+    def complete(events: list[Event[records.Record]]) -> bool:
         seen = Counter((_subject(e), e.type) for e in events)
         return all(seen[pair] >= n for pair, n in needed.items())
 

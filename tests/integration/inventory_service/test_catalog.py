@@ -67,12 +67,12 @@ async def test_admin_manages_products_and_stock(
             ),
             product_id,
         )
-        levels = [e.data["available"] for e in events if e.type == "StockLevelChanged"]
+        levels = [e.record.available for e in events if e.type == "StockLevelChanged"]
         assert levels == [10, 15, 3]
         alerts = [e for e in events if e.type == "LowStockDetected"]
         assert len(alerts) == 1
-        assert alerts[0].data["product_name"] == "Burr grinder II"
-        assert (alerts[0].data["available"], alerts[0].data["threshold"]) == (3, 3)
+        assert alerts[0].record.product_name == "Burr grinder II"
+        assert (alerts[0].record.available, alerts[0].record.threshold) == (3, 3)
 
         deleted = await admin.delete(f"{PRODUCTS}/{product_id}")
         assert deleted.status_code == 204

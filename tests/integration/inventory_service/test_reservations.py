@@ -16,6 +16,7 @@ import httpx
 import psycopg
 
 from choreo.events import Event
+from choreo.records import Record
 from choreo.testing import ServiceProcess, collect_events, publish
 
 from .conftest import (
@@ -42,8 +43,8 @@ async def counters(admin: httpx.AsyncClient, product_id: str) -> tuple[int, int,
     return product["available"], product["reserved"], product["sold"]
 
 
-def lines_of(event: Event) -> dict[str, int]:
-    return {str(line["product_id"]): line["quantity"] for line in event.data["items"]}
+def lines_of(event: Event[Record]) -> dict[str, int]:
+    return {line.product_id: line.quantity for line in event.record.items}  # type: ignore[attr-defined]
 
 
 async def test_reserve_reject_confirm_cancel_and_payment_failure(
@@ -68,16 +69,16 @@ async def test_reserve_reject_confirm_cancel_and_payment_failure(
         assert await counters(admin, grinder) == (7, 3, 0)
         assert await counters(admin, kettle) == (2, 1, 0)
         [low] = about(events, kettle, "LowStockDetected")
-        assert (low.data["available"], low.data["threshold"]) == (2, 2)
-        assert low.data["product_name"] == "Pour-over kettle"
+        assert (low.record.available, low.record.threshold) == (2, 2)
+        assert low.record.product_name == "Pour-over kettle"
 
         # Rejected: one line is short, so nothing is reserved for any line.
         short = new_id()
         await publish(kafka_bootstrap, topics, order_created(short, [(grinder, 1), (kettle, 5)]))
         events = await stock_events(kafka_bootstrap, topics, (short, "StockRejected"))
         [rejected] = about(events, short, *OUTCOMES)
-        assert rejected.data["reason"] == "OUT_OF_STOCK"
-        assert [str(p) for p in rejected.data["unavailable_product_ids"]] == [kettle]
+        assert rejected.record.reason == "OUT_OF_STOCK"
+        assert [str(p) for p in rejected.record.unavailable_product_ids] == [kettle]
         assert await counters(admin, grinder) == (7, 3, 0)
         assert await counters(admin, kettle) == (2, 1, 0)
 
@@ -92,7 +93,7 @@ async def test_reserve_reject_confirm_cancel_and_payment_failure(
         await publish(kafka_bootstrap, topics, order_cancelled(first, "CUSTOMER_REQUEST"))
         events = await stock_events(kafka_bootstrap, topics, (first, "StockReleased"))
         [released] = about(events, first, "StockReleased")
-        assert released.data["reason"] == "CUSTOMER_REQUEST"
+        assert released.record.reason == "CUSTOMER_REQUEST"
         assert lines_of(released) == {grinder: 3, kettle: 1}
         assert await counters(admin, grinder) == (10, 0, 0)
         assert await counters(admin, kettle) == (3, 0, 0)
@@ -112,7 +113,7 @@ async def test_reserve_reject_confirm_cancel_and_payment_failure(
         assert await counters(admin, grinder) == (6, 4, 0)
         await publish(kafka_bootstrap, topics, payment_failed(unpaid))
         events = await stock_events(kafka_bootstrap, topics, (unpaid, "StockReleased"))
-        assert about(events, unpaid, "StockReleased")[0].data["reason"] == "PAYMENT_FAILED"
+        assert about(events, unpaid, "StockReleased")[0].record.reason == "PAYMENT_FAILED"
         assert await counters(admin, grinder) == (10, 0, 0)
         await publish(
             kafka_bootstrap,
@@ -218,10 +219,10 @@ async def test_late_duplicate_and_unknown_orders_reserve_nothing(
         )
         for order_id in (after_delete, unknown):
             [rejected] = about(events, order_id, *OUTCOMES)
-            assert rejected.data["reason"] == "UNKNOWN_PRODUCT"
+            assert rejected.record.reason == "UNKNOWN_PRODUCT"
         [rejected] = about(events, after_delete, "StockRejected")
-        assert [str(p) for p in rejected.data["unavailable_product_ids"]] == [cups]
-        levels = [e.data["available"] for e in about(events, cups, "StockLevelChanged")]
+        assert [str(p) for p in rejected.record.unavailable_product_ids] == [cups]
+        levels = [e.record.available for e in about(events, cups, "StockLevelChanged")]
         assert levels == [5, 3, 5]
         assert await counters(admin, grinder) == (4, 6, 0)
 
@@ -237,7 +238,7 @@ async def test_concurrent_orders_never_oversell(
             kafka_bootstrap, topics, *(order_created(order, [(product, 1)]) for order in orders)
         )
 
-        def answered(events: list[Event]) -> bool:
+        def answered(events: list[Event[Record]]) -> bool:
             outcomes = sum(e.type in ("StockReserved", "StockRejected") for e in events)
             return outcomes >= len(orders) and bool(about(events, product, "LowStockDetected"))
 
@@ -247,7 +248,7 @@ async def test_concurrent_orders_never_oversell(
         answers: dict[str, list[str]] = {}
         for event in events:
             if event.type in ("StockReserved", "StockRejected"):
-                answers.setdefault(str(event.data["order_id"]), []).append(event.type)
+                answers.setdefault(str(event.record.order_id), []).append(event.type)
         assert set(answers) == set(orders)
         assert all(len(types) == 1 for types in answers.values())
         first_answers = [types[0] for types in answers.values()]
@@ -255,7 +256,7 @@ async def test_concurrent_orders_never_oversell(
         assert first_answers.count("StockRejected") == 150
         assert await counters(admin, product) == (0, 50, 0)
         # Threshold 0: only the reservation that took the last unit is a low-stock alert.
-        assert [e.data["available"] for e in about(events, product, "LowStockDetected")] == [0]
+        assert [e.record.available for e in about(events, product, "LowStockDetected")] == [0]
 
 
 async def test_stock_hovering_at_its_threshold_alerts_once_per_crossing(
@@ -268,9 +269,9 @@ async def test_stock_hovering_at_its_threshold_alerts_once_per_crossing(
         stock = f"{PRODUCTS}/{product}/stock"
         first, second, third, fourth = (new_id() for _ in range(4))
 
-        async def step(event: Event, outcome: str) -> None:
+        async def step(event: Event[Record], outcome: str) -> None:
             await publish(kafka_bootstrap, topics, event)
-            await stock_events(kafka_bootstrap, topics, (str(event.data["order_id"]), outcome))
+            await stock_events(kafka_bootstrap, topics, (str(event.record.order_id), outcome))
 
         await step(order_created(first, [(product, 3)]), "StockReserved")  # 3: alert
         await step(order_created(second, [(product, 1)]), "StockReserved")  # 2
@@ -285,10 +286,10 @@ async def test_stock_hovering_at_its_threshold_alerts_once_per_crossing(
         await step(order_created(fourth, [(product, 2)]), "StockReserved")  # 1: alert
 
         events = await stock_events(kafka_bootstrap, topics, *[(product, "StockLevelChanged")] * 9)
-        levels = [e.data["available"] for e in about(events, product, "StockLevelChanged")]
+        levels = [e.record.available for e in about(events, product, "StockLevelChanged")]
         assert levels == [6, 3, 2, 1, 2, 3, 6, 3, 1]
         alerts = about(events, product, "LowStockDetected")
-        assert [(e.data["available"], e.data["threshold"]) for e in alerts] == [
+        assert [(e.record.available, e.record.threshold) for e in alerts] == [
             (3, 3),
             (3, 3),
             (1, 1),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,9 +14,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.partitioner import murmur2
 
+from choreo import records
 from choreo.events import Event
 from choreo.stack.sendgrid_sink import SINK_API_KEY, SendGridSink
 from choreo.testing import ServiceProcess, StartService, free_port
+from choreo.testing import records as make
 
 PARTITIONS = 3  # what the `topics` fixture creates
 
@@ -92,109 +93,66 @@ def key_in_partition_of(key: str) -> str:
             return candidate
 
 
-def user_registered(user_id: str, email: str, full_name: str, role: str = "customer") -> Event:
-    data = {
-        "user_id": user_id,
-        "email": email,
-        "full_name": full_name,
-        "role": role,
-        "registered_at": datetime.now(UTC),
-    }
-    return Event(type="UserRegistered", subject=user_id, data=data)
+# The records other services publish, in the shorthand of these tests.
 
 
-def user_updated(user_id: str, email: str, full_name: str) -> Event:
-    data = {
-        "user_id": user_id,
-        "email": email,
-        "full_name": full_name,
-        "phone": None,
-        "updated_at": datetime.now(UTC),
-    }
-    return Event(type="UserUpdated", subject=user_id, data=data)
+def user_registered(
+    user_id: str, email: str, full_name: str, role: str = "customer"
+) -> Event[records.UserRegistered]:
+    return make.user_registered(user_id=user_id, email=email, full_name=full_name, role=role)
 
 
-def user_deleted(user_id: str) -> Event:
-    data = {"user_id": user_id, "deleted_at": datetime.now(UTC)}
-    return Event(type="UserDeleted", subject=user_id, data=data)
+def user_updated(user_id: str, email: str, full_name: str) -> Event[records.UserUpdated]:
+    return make.user_updated(user_id=user_id, email=email, full_name=full_name)
 
 
-def order_created(order_id: str, user_id: str, quantities: tuple[int, ...] = (1, 2)) -> Event:
-    now = datetime.now(UTC)
-    data = {
-        "order_id": order_id,
-        "user_id": user_id,
-        "items": [
-            {"product_id": new_id(), "quantity": quantity, "unit_price": 1250}
-            for quantity in quantities
-        ],
-        "total_amount": 1250 * sum(quantities),
-        "currency": "USD",
-        "payment_method_id": None,
-        "deadline": now + timedelta(minutes=15),
-        "created_at": now,
-    }
-    return Event(type="OrderCreated", subject=order_id, data=data)
+def user_deleted(user_id: str) -> Event[records.UserDeleted]:
+    return make.user_deleted(user_id=user_id)
 
 
-def order_confirmed(order_id: str, user_id: str, total: int = 3750) -> Event:
-    data = {
-        "order_id": order_id,
-        "user_id": user_id,
-        "total_amount": total,
-        "currency": "USD",
-        "confirmed_at": datetime.now(UTC),
-    }
-    return Event(type="OrderConfirmed", subject=order_id, data=data)
+def order_created(
+    order_id: str, user_id: str, quantities: tuple[int, ...] = (1, 2)
+) -> Event[records.OrderCreated]:
+    return make.order_created(
+        order_id=order_id, user_id=user_id, items=make.order_lines(*quantities)
+    )
 
 
-def order_cancelled(order_id: str, user_id: str, reason: str, *, charged: bool) -> Event:
-    data = {
-        "order_id": order_id,
-        "user_id": user_id,
-        "reason": reason,
-        "previous_status": "CONFIRMED" if charged else "RESERVED",
-        "charged": charged,
-        "cancelled_at": datetime.now(UTC),
-    }
-    return Event(type="OrderCancelled", subject=order_id, data=data)
+def order_confirmed(
+    order_id: str, user_id: str, total: int = 3750
+) -> Event[records.OrderConfirmed]:
+    return make.order_confirmed(order_id=order_id, user_id=user_id, total_amount=total)
 
 
-def payment_failed(order_id: str, decline_code: str, message: str) -> Event:
-    data = {
-        "order_id": order_id,
-        "payment_id": new_id(),
-        "amount": 3750,
-        "currency": "USD",
-        "decline_code": decline_code,
-        "message": message,
-        "failed_at": datetime.now(UTC),
-    }
-    return Event(type="PaymentFailed", subject=order_id, data=data)
+def order_cancelled(
+    order_id: str, user_id: str, reason: str, *, charged: bool
+) -> Event[records.OrderCancelled]:
+    previous_status = "CONFIRMED" if charged else "RESERVED"
+    return make.order_cancelled(
+        order_id=order_id,
+        user_id=user_id,
+        reason=reason,
+        previous_status=previous_status,
+        charged=charged,
+    )
 
 
-def payment_refunded(order_id: str, amount: int = 3750) -> Event:
-    data = {
-        "order_id": order_id,
-        "payment_id": new_id(),
-        "refund_id": new_id(),
-        "provider_refund_id": "re_test",
-        "amount": amount,
-        "currency": "USD",
-        "refunded_at": datetime.now(UTC),
-    }
-    return Event(type="PaymentRefunded", subject=order_id, data=data)
+def payment_failed(order_id: str, decline_code: str, message: str) -> Event[records.PaymentFailed]:
+    return make.payment_failed(
+        order_id=order_id, payment_id=new_id(), decline_code=decline_code, message=message
+    )
 
 
-def low_stock_detected(product_id: str, name: str, available: int, threshold: int) -> Event:
-    data = {
-        "product_id": product_id,
-        "product_name": name,
-        "available": available,
-        "threshold": threshold,
-        "detected_at": datetime.now(UTC),
-    }
-    return Event(type="LowStockDetected", subject=product_id, data=data)
+def payment_refunded(order_id: str, amount: int = 3750) -> Event[records.PaymentRefunded]:
+    return make.payment_refunded(order_id=order_id, amount=amount)
+
+
+def low_stock_detected(
+    product_id: str, name: str, available: int, threshold: int
+) -> Event[records.LowStockDetected]:
+    return make.low_stock_detected(
+        product_id=product_id, product_name=name, available=available, threshold=threshold
+    )
 
 
 async def query(process: ServiceProcess, sql: str, *params: object) -> list[tuple[Any, ...]]:
@@ -205,7 +163,7 @@ async def query(process: ServiceProcess, sql: str, *params: object) -> list[tupl
         return await cursor.fetchall()
 
 
-async def applied(process: ServiceProcess, event: Event) -> bool:
+async def applied(process: ServiceProcess, event: Event[records.Record]) -> bool:
     """Whether the service consumed `event` (its inbox holds it)."""
     rows = await query(process, "SELECT 1 FROM inbox WHERE event_id = %s", event.id)
     return bool(rows)

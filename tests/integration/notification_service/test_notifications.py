@@ -10,6 +10,8 @@ from collections import Counter
 from choreo import kafka
 from choreo.auth import SigningKey
 from choreo.dead_letters import replay_headers
+from choreo.events import Event
+from choreo.records import Record
 from choreo.testing import ServiceProcess, StartService, publish
 
 from .conftest import (
@@ -216,7 +218,7 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     # An order seen cancelled first: its OrderCreated arrives late, and its confirmation after
     # the cancellation (as a replayed dead letter would). Neither contradicts "cancelled".
     await eventually(lambda: applied(notification, cancelled_gone), "the cancellation applied")
-    late = [order_created(gone, dana), order_confirmed(gone, dana)]
+    late: list[Event[Record]] = [order_created(gone, dana), order_confirmed(gone, dana)]
     await publish(kafka_bootstrap, topics, *late)
 
     expected = {

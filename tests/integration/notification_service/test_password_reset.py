@@ -4,15 +4,18 @@ sealed to another key, for another account, or altered, is dead-lettered and no 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from choreo import records
 from choreo.events import Event
 from choreo.sealing import Opener, Sealer, password_reset_context
 from choreo.testing import NOTIFICATION_OPENER, StartService, publish
+from choreo.testing import records as make
 
 from .conftest import (
     Sink,
@@ -39,24 +42,26 @@ def password_reset_requested(
     expires_in: timedelta,
     sealer: Sealer | None = NOTIFICATION_OPENER.sealer,
     sealed_for: str | None = None,
-) -> tuple[Event, str]:
+) -> tuple[Event[records.PasswordResetRequested], str]:
     """As the user service publishes it: the token sealed to the notification service's key
     (this run's) for this account and expiry, or in clear when `sealer` is None (a user
     service without CHOREO_NOTIFICATION_KEY). `sealed_for` seals it for another account."""
     token = secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + expires_in
-    data = {
-        "user_id": user_id,
-        "email": email,
-        "full_name": full_name,
-        "token": token,
-        "expires_at": expires_at,
-        "sealed_token": None,
-    }
-    if sealer is not None:
-        context = password_reset_context(sealed_for or user_id, expires_at)
-        data |= {"token": "", "sealed_token": sealer.seal(token.encode(), context)}
-    return Event(type="PasswordResetRequested", subject=user_id, data=data), token
+    if sealer is None:
+        clear = make.password_reset_requested(
+            user_id=user_id, email=email, full_name=full_name, token=token, expires_at=expires_at
+        )
+        return clear, token
+    context = password_reset_context(sealed_for or user_id, expires_at)
+    sealed = make.password_reset_requested(
+        user_id=user_id,
+        email=email,
+        full_name=full_name,
+        expires_at=expires_at,
+        sealed_token=sealer.seal(token.encode(), context),
+    )
+    return sealed, token
 
 
 async def test_the_reset_link_is_emailed_once_and_kept_nowhere(
@@ -170,13 +175,10 @@ async def test_a_reset_token_that_does_not_open_is_dead_lettered_and_not_mailed(
     )
     # Altered on the way.
     altered, altered_token = password_reset_requested(fay, emails[fay], "Fay", expires_in=live)
-    sealed = bytearray(altered.data["sealed_token"])
+    assert altered.record.sealed_token is not None
+    sealed = bytearray(altered.record.sealed_token)
     sealed[-1] ^= 0x01
-    altered = Event(
-        type=altered.type,
-        subject=altered.subject,
-        data={**altered.data, "sealed_token": bytes(sealed)},
-    )
+    altered = Event(dataclasses.replace(altered.record, sealed_token=bytes(sealed)))
     refused = (wrong_key, moved, altered)
     await publish(kafka_bootstrap, topics, *refused)
     notification = start_notification(start_service, sink)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from choreo import records
 from choreo.events import Event
 from choreo.testing import free_port
+from choreo.testing import records as make
 
 
 class StandInInventory:
@@ -73,64 +74,31 @@ async def inventory() -> AsyncIterator[StandInInventory]:
     await stand_in.stop()
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def stock_reserved(order: dict[str, Any]) -> Event[records.StockReserved]:
+    lines = [
+        records.StockLine(product_id=i["product_id"], quantity=i["quantity"])
+        for i in order["items"]
+    ]
+    return make.stock_reserved(order_id=order["id"], items=lines)
 
 
-def stock_reserved(order: dict[str, Any]) -> Event:
-    lines = [{"product_id": i["product_id"], "quantity": i["quantity"]} for i in order["items"]]
-    return Event(
-        type="StockReserved",
-        subject=order["id"],
-        data={"order_id": order["id"], "items": lines, "reserved_at": _now()},
-        source="/inventory_service",
+def stock_rejected(order: dict[str, Any]) -> Event[records.StockRejected]:
+    return make.stock_rejected(
+        order_id=order["id"],
+        reason="OUT_OF_STOCK",
+        unavailable_product_ids=[order["items"][0]["product_id"]],
     )
 
 
-def stock_rejected(order: dict[str, Any]) -> Event:
-    return Event(
-        type="StockRejected",
-        subject=order["id"],
-        data={
-            "order_id": order["id"],
-            "reason": "OUT_OF_STOCK",
-            "unavailable_product_ids": [order["items"][0]["product_id"]],
-            "rejected_at": _now(),
-        },
-        source="/inventory_service",
+def payment_succeeded(order: dict[str, Any]) -> Event[records.PaymentSucceeded]:
+    return make.payment_succeeded(
+        order_id=order["id"], amount=order["total"], currency=order["currency"]
     )
 
 
-def payment_succeeded(order: dict[str, Any]) -> Event:
-    return Event(
-        type="PaymentSucceeded",
-        subject=order["id"],
-        data={
-            "order_id": order["id"],
-            "payment_id": str(uuid.uuid4()),
-            "amount": order["total"],
-            "currency": order["currency"],
-            "provider_payment_id": "pi_test",
-            "succeeded_at": _now(),
-        },
-        source="/payment_service",
-    )
-
-
-def payment_failed(order: dict[str, Any]) -> Event:
-    return Event(
-        type="PaymentFailed",
-        subject=order["id"],
-        data={
-            "order_id": order["id"],
-            "payment_id": None,
-            "amount": order["total"],
-            "currency": order["currency"],
-            "decline_code": "card_declined",
-            "message": "Your card was declined.",
-            "failed_at": _now(),
-        },
-        source="/payment_service",
+def payment_failed(order: dict[str, Any]) -> Event[records.PaymentFailed]:
+    return make.payment_failed(
+        order_id=order["id"], amount=order["total"], currency=order["currency"]
     )
 
 

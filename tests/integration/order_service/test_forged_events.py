@@ -14,6 +14,7 @@ from choreo import kafka
 from choreo.auth import SigningKey
 from choreo.avro import default_store
 from choreo.events import Event, headers_of
+from choreo.records import Record
 from choreo.testing import EVENT_SIGNERS, StartService, publish
 
 from .conftest import (
@@ -27,11 +28,11 @@ from .conftest import (
 from .test_orders import place
 
 
-def with_data(event: Event, **data: Any) -> Event:
-    return dataclasses.replace(event, data={**event.data, **data}, id=str(uuid.uuid4()))
+def with_data(event: Event[Record], **data: Any) -> Event[Record]:
+    return Event(dataclasses.replace(event.record, **data))
 
 
-def from_source(event: Event, source: str) -> Event:
+def from_source(event: Event[Record], source: str) -> Event[Record]:
     return dataclasses.replace(event, source=source, id=str(uuid.uuid4()))
 
 
@@ -107,7 +108,8 @@ async def test_a_payment_result_the_payment_service_did_not_sign_is_rejected(
         order = await place(api, (mug, 2))
         await publish(kafka_bootstrap, topics, stock_reserved(order))
         await wait_for_status(api, order["id"], "RESERVED")
-        unsigned, by_inventory = payment_succeeded(order), payment_succeeded(order)
+        unsigned = dataclasses.replace(payment_succeeded(order), source="/payment_service")
+        by_inventory = payment_succeeded(order)
         await put_unsigned(kafka_bootstrap, f"{topics}payment.event", unsigned)
         await publish(kafka_bootstrap, topics, by_inventory, signer=EVENT_SIGNERS["inventory"])
         rejected = await dead_letters(kafka_bootstrap, f"{topics}order.dlq", 2)
@@ -123,14 +125,14 @@ async def test_a_payment_result_the_payment_service_did_not_sign_is_rejected(
         assert (unchanged["status"], unchanged["charged"]) == ("RESERVED", False)
 
 
-async def put_unsigned(bootstrap: str, topic: str, event: Event) -> None:
+async def put_unsigned(bootstrap: str, topic: str, event: Event[Record]) -> None:
     """`event` as a plain Kafka client writes it: the envelope, no signature."""
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
         await producer.send_and_wait(
             topic,
-            default_store().encode(event.type, event.data),
+            default_store().encode(event.type, event.record.to_avro()),
             key=event.subject.encode(),
             headers=[(k, v.encode()) for k, v in headers_of(event).items()],
         )

@@ -7,6 +7,7 @@ the inventory service's lookup.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from choreo import records
 from choreo.auth import SigningKey
 from choreo.events import Event
 from choreo.testing import StartService, collect_events, publish
@@ -105,20 +107,23 @@ async def test_the_saga_decides_each_order(
             ),
             "OrderCreated",
         )
-        assert {**created[paid["id"]].data, "deadline": None, "created_at": None} == {
-            "order_id": uuid.UUID(paid["id"]),
-            "user_id": uuid.UUID(alice),
-            "items": [
-                {"product_id": uuid.UUID(mug), "quantity": 3, "unit_price": 1250},
-                {"product_id": uuid.UUID(tea), "quantity": 1, "unit_price": 399},
-            ],
-            "total_amount": 4149,
-            "currency": "USD",
-            "payment_method_id": "pm_card",
-            "deadline": None,
-            "created_at": None,
-        }
-        assert created[paid["id"]].data["deadline"] == deadline
+        written = created[paid["id"]].record
+        assert dataclasses.replace(written, deadline=deadline, created_at=deadline) == (
+            records.OrderCreated(
+                order_id=paid["id"],
+                user_id=alice,
+                items=(
+                    records.OrderLine(product_id=mug, quantity=3, unit_price=1250),
+                    records.OrderLine(product_id=tea, quantity=1, unit_price=399),
+                ),
+                total_amount=4149,
+                currency="USD",
+                payment_method_id="pm_card",
+                deadline=deadline,
+                created_at=deadline,
+            )
+        )
+        assert created[paid["id"]].record.deadline == deadline
 
         # Reserved, then paid: CONFIRMED. Rejected stock, declined card: CANCELLED.
         await publish(
@@ -164,7 +169,7 @@ async def test_the_saga_decides_each_order(
             [paid["id"], paid_first["id"]]
         )
         cancellations = {
-            e.subject: (e.data["reason"], e.data["previous_status"], e.data["charged"])
+            e.subject: (e.record.reason, e.record.previous_status, e.record.charged)
             for e in decided
             if e.type == "OrderCancelled"
         }
@@ -230,7 +235,7 @@ async def test_an_undecided_order_times_out_and_a_late_payment_only_marks_it_cha
             f"{topics}order.event",
             until=lambda seen: any(e.subject == order["id"] for e in seen),
         )
-        assert [(e.type, e.data["reason"], e.data["charged"]) for e in cancelled] == [
+        assert [(e.type, e.record.reason, e.record.charged) for e in cancelled] == [
             ("OrderCancelled", "TIMEOUT", False)
         ]
 

@@ -14,9 +14,11 @@ import psycopg
 import pytest_asyncio
 import stripe
 
+from choreo import records
 from choreo.events import Event
 from choreo.stack.stripe import TEST_SECRET_KEY
 from choreo.testing import ServiceProcess
+from choreo.testing import records as make
 
 VISA = "4242424242424242"
 DECLINED_ON_CHARGE = "4000000000000341"
@@ -39,48 +41,29 @@ def order_created(
     payment_method_id: str | None = None,
     *,
     deadline_in: timedelta = timedelta(minutes=5),
-) -> Event:
-    now = datetime.now(UTC)
-    return Event(
-        type="OrderCreated",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "user_id": user_id,
-            "items": [{"product_id": new_id(), "quantity": 1, "unit_price": amount}],
-            "total_amount": amount,
-            "currency": "USD",
-            "payment_method_id": payment_method_id,
-            "deadline": now + deadline_in,
-            "created_at": now,
-        },
+) -> Event[records.OrderCreated]:
+    return make.order_created(
+        order_id=order_id,
+        user_id=user_id,
+        items=make.order_lines(1, unit_price=amount),
+        payment_method_id=payment_method_id,
+        deadline=datetime.now(UTC) + deadline_in,
     )
 
 
-def stock_reserved(order_id: str) -> Event:
-    return Event(
-        type="StockReserved",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "items": [{"product_id": new_id(), "quantity": 1}],
-            "reserved_at": datetime.now(UTC),
-        },
-    )
+def stock_reserved(order_id: str) -> Event[records.StockReserved]:
+    return make.stock_reserved(order_id=order_id)
 
 
-def order_cancelled(order_id: str, user_id: str, *, previous_status: str, charged: bool) -> Event:
-    return Event(
-        type="OrderCancelled",
-        subject=order_id,
-        data={
-            "order_id": order_id,
-            "user_id": user_id,
-            "reason": "CUSTOMER_REQUEST",
-            "previous_status": previous_status,
-            "charged": charged,
-            "cancelled_at": datetime.now(UTC),
-        },
+def order_cancelled(
+    order_id: str, user_id: str, *, previous_status: str, charged: bool
+) -> Event[records.OrderCancelled]:
+    return make.order_cancelled(
+        order_id=order_id,
+        user_id=user_id,
+        reason="CUSTOMER_REQUEST",
+        previous_status=previous_status,
+        charged=charged,
     )
 
 

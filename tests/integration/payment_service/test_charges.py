@@ -106,10 +106,10 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
     for order, amount in [(in_order, 1999), (reversed_, 2999), (duplicated, 3999)]:
         [succeeded] = events[order]
         assert succeeded.type == "PaymentSucceeded"
-        assert (succeeded.data["amount"], succeeded.data["currency"]) == (amount, "USD")
+        assert (succeeded.record.amount, succeeded.record.currency) == (amount, "USD")
         [charge] = await localstripe.successful_charges(order)
         assert charge.amount == amount
-        assert charge.payment_intent == succeeded.data["provider_payment_id"]
+        assert charge.payment_intent == succeeded.record.provider_payment_id
         assert len(await localstripe.intents_of(order)) == 1
 
     for order, code in [
@@ -119,11 +119,11 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
     ]:
         [failed] = events[order]
         assert failed.type == "PaymentFailed"
-        assert failed.data["decline_code"] == code
-        assert failed.data["message"]
+        assert failed.record.decline_code == code
+        assert failed.record.message
         assert await localstripe.successful_charges(order) == []
-    assert events[declined][0].data["payment_id"] is not None
-    assert events[without_card][0].data["payment_id"] is None
+    assert events[declined][0].record.payment_id is not None
+    assert events[without_card][0].record.payment_id is None
     assert await localstripe.intents_of(without_card) == []
 
     async with payment.client(signing_key.issue(payer)) as client:
@@ -210,11 +210,11 @@ async def test_a_cancelled_order_is_refunded_or_never_charged_nor_one_close_to_i
 
     succeeded, refund = events[refunded]
     assert (succeeded.type, refund.type) == ("PaymentSucceeded", "PaymentRefunded")
-    assert refund.data["amount"] == 2500
-    assert refund.data["payment_id"] == succeeded.data["payment_id"]
+    assert refund.record.amount == 2500
+    assert refund.record.payment_id == succeeded.record.payment_id
     [charge] = await localstripe.successful_charges(refunded)
     [stripe_refund] = await localstripe.refunds_of(str(charge.payment_intent))
-    assert stripe_refund.id == refund.data["provider_refund_id"]
+    assert stripe_refund.id == refund.record.provider_refund_id
     assert stripe_refund.amount == 2500
 
     assert never_charged not in events
@@ -271,7 +271,7 @@ async def test_a_crash_after_stripe_confirmed_never_charges_twice(
 
     [succeeded] = events[order]
     assert succeeded.type == "PaymentSucceeded"
-    assert succeeded.data["provider_payment_id"] == intent_id
+    assert succeeded.record.provider_payment_id == intent_id
     [charge] = await localstripe.successful_charges(order)
     assert charge.payment_intent == intent_id
     assert len(await localstripe.intents_of(order)) == 1
@@ -314,7 +314,7 @@ async def test_an_intent_orphaned_by_a_crash_is_cancelled_and_none_is_left_open(
     events = await settled_payment_events(restarted, kafka_bootstrap, topics, applied=4)
     [succeeded] = events[order]
     assert succeeded.type == "PaymentSucceeded"
-    charged = succeeded.data["provider_payment_id"]
+    charged = succeeded.record.provider_payment_id
     assert charged != orphan.id
     [failed] = events[declined]
     assert failed.type == "PaymentFailed"

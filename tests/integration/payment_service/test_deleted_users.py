@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from choreo.auth import SigningKey
 from choreo.events import Event
+from choreo.records import UserDeleted
 from choreo.testing import StartService, publish
+from choreo.testing import records as make
 
 from .conftest import (
     VISA,
@@ -20,12 +20,8 @@ from .conftest import (
 from .test_charges import settled_payment_events
 
 
-def user_deleted(user_id: str) -> Event:
-    return Event(
-        type="UserDeleted",
-        subject=user_id,
-        data={"user_id": user_id, "deleted_at": datetime.now(UTC)},
-    )
+def user_deleted(user_id: str) -> Event[UserDeleted]:
+    return make.user_deleted(user_id=user_id)
 
 
 async def test_no_order_of_a_deleted_user_is_charged_and_their_token_is_refused(
@@ -53,7 +49,7 @@ async def test_no_order_of_a_deleted_user_is_charged_and_their_token_is_refused(
     events = await settled_payment_events(payment, kafka_bootstrap, topics, applied=5)
 
     [failed] = events[left]
-    assert (failed.type, failed.data["decline_code"]) == ("PaymentFailed", "account_deleted")
+    assert (failed.type, failed.record.decline_code) == ("PaymentFailed", "account_deleted")
     assert await localstripe.intents_of(left) == []
     [succeeded] = events[stayed]
     assert succeeded.type == "PaymentSucceeded"

@@ -111,7 +111,7 @@ async def test_cancelling_a_confirmed_order_refunds_and_restocks(
 
     assert order["cancel_reason"] == "CUSTOMER_REQUEST"
     [refunded] = [e for e in payments if e.type == "PaymentRefunded"]
-    assert refunded.data["amount"] == 3000
+    assert refunded.record.amount == 3000
     assert [r["amount"] for r in await refunds_of(saga, order["id"])] == [3000]
     assert await saga.available(product) == 4
 

@@ -44,9 +44,9 @@ def digest(token: str) -> bytes:
 def opened(reset: Event) -> str:
     """The token of a PasswordResetRequested, opened as the notification service opens it (with
     this run's key, for the account and expiry the event names): the event holds it sealed."""
-    assert reset.data["token"] == ""
-    context = password_reset_context(str(reset.data["user_id"]), reset.data["expires_at"])
-    return NOTIFICATION_OPENER.open(reset.data["sealed_token"], context).decode()
+    assert reset.record.token == ""
+    context = password_reset_context(str(reset.record.user_id), reset.record.expires_at)
+    return NOTIFICATION_OPENER.open(reset.record.sealed_token, context).decode()
 
 
 async def me(api: httpx.AsyncClient, tokens: dict[str, Any]) -> httpx.Response:
@@ -90,7 +90,7 @@ async def sessions_revoked(
         bootstrap, f"{topics}user.event", lambda events: len(of_user(events)) >= count
     )
     return [
-        (str(e.data["reason"]), {str(session) for session in e.data["session_ids"]})
+        (str(e.record.reason), {str(session) for session in e.record.session_ids})
         for e in of_user(events)
     ]
 
@@ -254,7 +254,7 @@ async def test_password_reset_by_emailed_single_use_token(
 
         events = await collect_events(kafka_bootstrap, f"{topics}user.event", two_for_ada)
         resets = [e for e in events if e.type == "PasswordResetRequested"]
-        assert {(e.subject, e.data["email"], e.data["full_name"]) for e in resets} == {
+        assert {(e.subject, e.record.email, e.record.full_name) for e in resets} == {
             (ada["id"], ADA, "Ada Lovelace")
         }
         first, second = (opened(e) for e in resets)

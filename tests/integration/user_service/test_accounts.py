@@ -17,6 +17,7 @@ import pytest
 
 from choreo.auth import Principal, StaticKeys, TokenVerifier
 from choreo.events import Event
+from choreo.records import UserRegistered
 from choreo.testing import ServiceProcess, StartService, collect_events
 
 from .conftest import bearer, eventually, every_row_as_text, login, query, register
@@ -331,24 +332,24 @@ async def test_accounts_tokens_profiles_and_administration(
     events = await collect_events(kafka_bootstrap, f"{topics}user.event", complete)
     [registered] = of_user(events, ada["id"], "UserRegistered")
     assert registered.source == "/user_service"
-    assert {**registered.data, "user_id": str(registered.data["user_id"])} == {
-        "user_id": ada["id"],
-        "email": "ada@example.com",
-        "full_name": "Ada Lovelace",
-        "role": "customer",
-        "registered_at": registered.data["registered_at"],
-    }
-    assert registered.data["registered_at"].isoformat().startswith(ada["created_at"][:19])
+    assert registered.record == UserRegistered(
+        user_id=ada["id"],
+        email="ada@example.com",
+        full_name="Ada Lovelace",
+        role="customer",
+        registered_at=registered.record.registered_at,
+    )
+    assert registered.record.registered_at.isoformat().startswith(ada["created_at"][:19])
     [admin_registered] = of_user(events, admin.user_id, "UserRegistered")
-    assert (admin_registered.data["email"], admin_registered.data["role"]) == (ADMIN_EMAIL, "admin")
+    assert (admin_registered.record.email, admin_registered.record.role) == (ADMIN_EMAIL, "admin")
     [updated] = of_user(events, ada["id"], "UserUpdated")  # the no-op PATCH emitted nothing
-    assert (updated.data["email"], updated.data["full_name"], updated.data["phone"]) == (
+    assert (updated.record.email, updated.record.full_name, updated.record.phone) == (
         "ada@example.com",
         "Augusta Ada King",
         "+44 20 7946 0018",
     )
     [deleted] = of_user(events, ada["id"], "UserDeleted")
-    assert str(deleted.data["user_id"]) == ada["id"]
+    assert str(deleted.record.user_id) == ada["id"]
     assert of_user(events, bob["id"], "UserUpdated") == []
 
     # Passwords: Argon2id hashes, and in no table, row or log line.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,32 +22,25 @@ from choreo.cli.tail import TailRequest
 from choreo.cli.topics import PartitionLag, TopicLag, group_lags
 from choreo.dead_letters import replay_headers
 from choreo.events import Event, headers_of
+from choreo.records import OrderCreated, Record
+from choreo.testing import records as make
 
 ORDER_ID = "0d6b3c55-4d3f-4a43-9a31-6f3e2b1b5e01"
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 
-def order_created() -> Event:
-    return Event(
-        type="OrderCreated",
-        subject=ORDER_ID,
-        data={
-            "order_id": ORDER_ID,
-            "user_id": str(uuid.uuid4()),
-            "items": [{"product_id": str(uuid.uuid4()), "quantity": 2, "unit_price": 1250}],
-            "total_amount": 2500,
-            "currency": "USD",
-            "payment_method_id": None,
-            "deadline": NOW + timedelta(minutes=15),
-            "created_at": NOW,
-        },
-        source="/order_service",
-        time=NOW,
+def order_created() -> Event[OrderCreated]:
+    created = make.order_created(
+        order_id=ORDER_ID,
+        items=make.order_lines(2),
+        deadline=NOW + timedelta(minutes=15),
+        created_at=NOW,
     )
+    return dataclasses.replace(created, source="/order_service", time=NOW)
 
 
 def record_of(
-    event: Event | None = None,
+    event: Event[Record] | None = None,
     *,
     value: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
@@ -56,7 +49,7 @@ def record_of(
     timestamp: datetime = NOW,
 ) -> ConsumerRecord[bytes, bytes]:
     if event is not None:
-        value = default_store().encode(event.type, event.data)
+        value = default_store().encode(event.type, event.record.to_avro())
         headers = [(k, v.encode()) for k, v in headers_of(event).items()]
     return ConsumerRecord(
         topic=topic,
@@ -285,17 +278,8 @@ def test_saga_summaries_say_what_each_event_means() -> None:
     created = view(record_of(order_created()), default_store())
     assert summary(created) == "1 line(s), total 25.00 USD"
 
-    cancelled = Event(
-        type="OrderCancelled",
-        subject=ORDER_ID,
-        data={
-            "order_id": ORDER_ID,
-            "user_id": str(uuid.uuid4()),
-            "reason": "PAYMENT_FAILED",
-            "previous_status": "RESERVED",
-            "charged": False,
-            "cancelled_at": NOW,
-        },
+    cancelled = make.order_cancelled(
+        order_id=ORDER_ID, reason="PAYMENT_FAILED", previous_status="RESERVED", cancelled_at=NOW
     )
     assert summary(view(record_of(cancelled), default_store())) == "PAYMENT_FAILED (was RESERVED)"
     assert summary(dead_letter()) == (

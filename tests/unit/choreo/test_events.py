@@ -51,7 +51,7 @@ def test_a_null_header_of_another_name_does_not_spoil_a_valid_event() -> None:
 
     decoded = decode_record([*headers, ("x-note", None), ("x-bin", b"\xff")], value, STORE)
 
-    assert (decoded.id, decoded.type, decoded.data["available"]) == (event.id, event.type, 3)
+    assert (decoded.id, decoded.type, decoded.record.available) == (event.id, event.type, 3)
 
 
 @pytest.mark.parametrize(

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from choreo.errors import RejectedEventError
 from choreo.events import Event, headers_of
+from choreo.records import PaymentSucceeded, Record
 from choreo.service import ConfigurationError, _event_trust
 from choreo.settings import ServiceSettings
 from choreo.signing import SIGNATURE_HEADER, EventKeyError, EventKeys, EventSigner, generate_keys
+from choreo.testing import records as make
 
 VALUE = b"\xc3\x01 avro bytes"
 SIGNERS, KEYS = generate_keys()
 
 
 def record(
-    event: Event, value: bytes = VALUE, signer: EventSigner | None = SIGNERS["payment"]
+    event: Event[Record], value: bytes = VALUE, signer: EventSigner | None = SIGNERS["payment"]
 ) -> list[tuple[str, bytes | None]]:
     text = headers_of(event)
     if signer is not None:
@@ -25,14 +28,9 @@ def record(
     return [(name, v.encode()) for name, v in text.items()]
 
 
-def payment_succeeded(**changes: str) -> Event:
-    return Event(
-        type="PaymentSucceeded",
-        subject="3f1c5e0a-8d7b-4b8e-9a51-0c2d1e6f7a89",
-        data={},
-        source="/payment_service",
-        **changes,  # type: ignore[arg-type]
-    )
+def payment_succeeded() -> Event[PaymentSucceeded]:
+    succeeded = make.payment_succeeded(order_id="3f1c5e0a-8d7b-4b8e-9a51-0c2d1e6f7a89")
+    return dataclasses.replace(succeeded, source="/payment_service")
 
 
 def test_the_owners_signature_verifies() -> None:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,9 @@ from choreo.events import (
     headers_of,
     source_of,
 )
+from choreo.records import Record
 from choreo.sealing import Opener
+from choreo.service import Service
 from choreo.signing import SIGNATURE_HEADER, EventKeys, EventSigner, generate_keys
 from choreo.stack.broker import TansuBroker
 from choreo.stack.postgres import EmbeddedPostgres
@@ -280,39 +283,68 @@ def start_service(
         postgres.drop_database(name)
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """An event sent under another Kafka key than its subject: it lands in that key's
+    partition, behind that key's records (a probe that proves they were applied)."""
+
+    event: Event[Record]
+    key: str
+
+
 async def publish(
-    bootstrap: str, prefix: str, *events: Event, signer: EventSigner | None = None
+    bootstrap: str,
+    prefix: str,
+    *events: Event[Record] | Record | Keyed,
+    signer: EventSigner | None = None,
 ) -> None:
     """Put `events` on their topics (under `prefix`) exactly as a service's relay would:
-    signed with the key of the service that owns each topic, unless `signer` is given."""
+    signed with the key of the service that owns each topic, unless `signer` is given. A bare
+    record gets an envelope of its own (a new id, now); the Kafka key is the subject unless
+    the event is `Keyed`."""
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
         store = default_store()
-        for event in events:
+        for given in events:
+            key = given.key if isinstance(given, Keyed) else None
+            event = given.event if isinstance(given, Keyed) else given
+            if not isinstance(event, Event):
+                event = Event(event)
             if not event.source:  # a relay names its service; so does the owner of the type
                 event = dataclasses.replace(event, source=source_of(OWNER_OF_TOPIC[event.topic]))
-            value = store.encode(event.type, event.data)
+            value = store.encode(event.type, event.record.to_avro())
             text = headers_of(event)
             owner = signer or EVENT_SIGNERS[OWNER_OF_TOPIC[event.topic]]
             text[SIGNATURE_HEADER] = owner.sign(event.topic, text, value)
             await producer.send_and_wait(
                 f"{prefix}{event.topic}",
                 value,
-                key=event.subject.encode(),
+                key=(key or event.subject).encode(),
                 headers=[(k, v.encode()) for k, v in text.items()],
             )
     finally:
         await producer.stop()
 
 
+async def apply(service: Service, *events: Event[Record] | Record) -> list[bool]:
+    """Apply `events` in order to `service`'s handlers as its consumer would (inbox claim and
+    handler in one transaction) on its real database, without a broker: a handler test runs in
+    milliseconds. Each result says whether the event was applied (False: the inbox had it).
+    The database must be migrated (`choreo.migrate.migrate`)."""
+    applied = []
+    for given in events:
+        applied.append(await service.apply(given if isinstance(given, Event) else Event(given)))
+    return applied
+
+
 async def collect_events(
     bootstrap: str,
     topic: str,
-    until: Callable[[list[Event]], bool],
+    until: Callable[[list[Event[Record]]], bool],
     *,
     timeout: float = 30.0,
-) -> list[Event]:
+) -> list[Event[Record]]:
     """Read `topic` (a physical name) from the start until `until(events so far)` holds.
 
     Raises TimeoutError naming what was seen when the condition does not hold in time.
@@ -325,7 +357,7 @@ async def collect_events(
         fetch_max_wait_ms=kafka.FETCH_MAX_WAIT_MS,
     )
     await reader.start()
-    events: list[Event] = []
+    events: list[Event[Record]] = []
     store = default_store()
     try:
         async with asyncio.timeout(timeout):
@@ -341,4 +373,4 @@ async def collect_events(
 
 
 def repository_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parent.parent.parent
