@@ -13,6 +13,11 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+Environment = Literal["dev", "test", "prod"]
+
+DEV_ENVIRONMENTS: tuple[Environment, ...] = ("dev", "test")
+"""Where the development defaults of secrets (`choreo.dev_defaults`) are accepted."""
+
 
 class ServiceSettings(BaseSettings):
     """Settings shared by every service; subclasses set `service` and `database_name`."""
@@ -25,9 +30,7 @@ class ServiceSettings(BaseSettings):
     service: ClassVar[str]
     database_name: ClassVar[str | None] = None
 
-    env: Literal["dev", "test", "prod"] = Field(
-        default="dev", validation_alias=AliasChoices("CHOREO_ENV")
-    )
+    env: Environment = Field(default="dev", validation_alias=AliasChoices("CHOREO_ENV"))
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
@@ -112,6 +115,31 @@ class ServiceSettings(BaseSettings):
         else:
             return None
         return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+    def refuse_dev_default(
+        self,
+        variable: str,
+        value: SecretStr | None,
+        dev_default: str,
+        *,
+        what: str,
+        instead: str,
+        accepted_in: tuple[Environment, ...] = DEV_ENVIRONMENTS,
+    ) -> None:
+        """Raise ValueError, outside `accepted_in`, when the secret read from `variable` is its
+        development default, or unset or empty (the service would fall back to the default).
+        `what` names the secret ("key"), `instead` says what to set it to. The error names the
+        variable, never its value."""
+        if self.env in accepted_in:
+            return
+        secret = value.get_secret_value() if value is not None else ""
+        if secret and secret != dev_default:
+            return
+        state = f"{variable} is not set, and" if not secret else f"{variable}:"
+        accepted = " or ".join(accepted_in)
+        raise ValueError(
+            f"{state} the dev default {what} is refused outside CHOREO_ENV={accepted}; {instead}"
+        )
 
     def topic(self, name: str) -> str:
         """The physical name of a logical topic (a prefix isolates test runs)."""

@@ -7,8 +7,8 @@ from typing import ClassVar, Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from choreo import dev_defaults
 from choreo.settings import ServiceSettings
-from choreo.stack.sendgrid_sink import SINK_API_KEY
 
 DEV_PASSWORD_RESET_URL = "http://127.0.0.1:8000/reset-password?token="
 
@@ -52,12 +52,14 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Self:
-        if self.env != "prod":
-            return self
-        key = self.sendgrid_api_key.get_secret_value() if self.sendgrid_api_key else ""
-        if not key or key == SINK_API_KEY:
-            raise ValueError("SENDGRID_API_KEY must be set to the account's API key in prod")
-        if not self.password_reset_url.startswith("https://"):
+        self.refuse_dev_default(
+            "SENDGRID_API_KEY",
+            self.sendgrid_api_key,
+            dev_defaults.SENDGRID_API_KEY,
+            what="key (the SendGrid sink's)",
+            instead="set it to the SendGrid account's API key",
+        )
+        if self.env == "prod" and not self.password_reset_url.startswith("https://"):
             # A reset link carries a live token: never over plain http, never the dev default.
             raise ValueError("NOTIFICATION_PASSWORD_RESET_URL must be an https:// URL in prod")
         return self
@@ -67,4 +69,4 @@ class Settings(ServiceSettings):
         """The key to call SendGrid with; outside prod, the stack's sink key by default."""
         if self.sendgrid_api_key is not None:
             return self.sendgrid_api_key.get_secret_value()
-        return SINK_API_KEY
+        return dev_defaults.SENDGRID_API_KEY

@@ -7,8 +7,8 @@ from typing import ClassVar, Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from choreo import dev_defaults
 from choreo.settings import ServiceSettings
-from choreo.stack.stripe import TEST_SECRET_KEY
 
 
 class Settings(ServiceSettings):
@@ -52,12 +52,14 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Self:
-        if self.env != "prod":
-            return self
-        key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
-        if not key or key == TEST_SECRET_KEY:
-            raise ValueError("STRIPE_API_KEY must be set to the account's secret key in prod")
-        if (
+        self.refuse_dev_default(
+            "STRIPE_API_KEY",
+            self.stripe_api_key,
+            dev_defaults.STRIPE_API_KEY,
+            what="key (the Stripe emulator's)",
+            instead="set it to the Stripe account's secret key",
+        )
+        if self.env == "prod" and (
             self.fault_kill_after_create
             or self.fault_kill_after_confirm
             or self.fault_delay_after_confirm_seconds
@@ -74,4 +76,4 @@ class Settings(ServiceSettings):
         """The key to call Stripe with; outside prod, the emulator's test key by default."""
         if self.stripe_api_key is not None:
             return self.stripe_api_key.get_secret_value()
-        return TEST_SECRET_KEY
+        return dev_defaults.STRIPE_API_KEY

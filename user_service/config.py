@@ -8,9 +8,14 @@ from typing import ClassVar, Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from choreo import dev_defaults
 from choreo.settings import ServiceSettings
-from choreo.stack.config import DEFAULT_ADMIN_PASSWORD
-from user_service.domain import InvalidInputError, admin_password_problem, normalise_email
+from user_service.domain import (
+    MIN_ADMIN_PASSWORD_LENGTH,
+    InvalidInputError,
+    admin_password_problem,
+    normalise_email,
+)
 
 
 class Settings(ServiceSettings):
@@ -91,10 +96,19 @@ class Settings(ServiceSettings):
         if (self.admin_email is None) != (self.admin_password is None):
             raise ValueError("set both CHOREO_ADMIN_EMAIL and CHOREO_ADMIN_PASSWORD, or neither")
         if self.admin_password is not None:
+            # `choreo up` prints the default, so it is refused in test too.
+            self.refuse_dev_default(
+                "CHOREO_ADMIN_PASSWORD",
+                self.admin_password,
+                dev_defaults.ADMIN_PASSWORD,
+                what="password",
+                instead=f"choose one of at least {MIN_ADMIN_PASSWORD_LENGTH} characters",
+                accepted_in=("dev",),
+            )
             problem = admin_password_problem(
                 self.admin_password.get_secret_value(),
                 email=self.admin_email,
-                dev_default=DEFAULT_ADMIN_PASSWORD,
+                dev_default=dev_defaults.ADMIN_PASSWORD,
                 dev=self.env == "dev",
             )
             if problem is not None:

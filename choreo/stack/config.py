@@ -9,14 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from choreo import dev_defaults
 from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS
 from choreo.kafka import FAST_FETCH_MAX_WAIT_MS
 from choreo.sealing import key_in
 from choreo.signing import keys_in
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import database_url
-from choreo.stack.sendgrid_sink import SINK_API_KEY
-from choreo.stack.stripe import TEST_SECRET_KEY
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,8 @@ SERVICES = (
 
 TOPICS = EVENT_TOPICS + DLQ_TOPICS + RETRY_TOPICS
 
-DEFAULT_ADMIN_EMAIL = "admin@example.com"
-DEFAULT_ADMIN_PASSWORD = "choreo-admin"
+DEFAULT_ADMIN_EMAIL = dev_defaults.ADMIN_EMAIL
+DEFAULT_ADMIN_PASSWORD = dev_defaults.ADMIN_PASSWORD
 
 
 @dataclass(frozen=True)
@@ -167,9 +166,9 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         environment.setdefault("CHOREO_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL)
         environment.setdefault("CHOREO_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD)
     if endpoints.embedded_stripe:
-        environment.setdefault("STRIPE_API_KEY", TEST_SECRET_KEY)
+        environment.setdefault("STRIPE_API_KEY", dev_defaults.STRIPE_API_KEY)
     if endpoints.embedded_sendgrid:
-        environment.setdefault("SENDGRID_API_KEY", SINK_API_KEY)
+        environment.setdefault("SENDGRID_API_KEY", dev_defaults.SENDGRID_API_KEY)
     # The user service signs tokens with a key generated once per data directory in dev.
     environment.setdefault(
         "USER_JWT_KEY_FILE", str(config.data_dir.resolve() / "jwt-signing-key.pem")

@@ -18,11 +18,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from choreo import dev_defaults
 from choreo.stack.part import Part
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
 
-SINK_API_KEY = "SG.choreo-dev"
+SINK_API_KEY = dev_defaults.SENDGRID_API_KEY
 """The key the stack gives services for the sink, which accepts any bearer token."""
 
 

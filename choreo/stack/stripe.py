@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from choreo import dev_defaults
 from choreo.stack.part import Part
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
 
-TEST_SECRET_KEY = "sk_test_choreo"
+TEST_SECRET_KEY = dev_defaults.STRIPE_API_KEY
 """localstripe accepts any `sk_test_` key; this one is the stack's default."""
 
 

@@ -1,0 +1,17 @@
+"""The development defaults of the secrets in the settings: what `choreo up` hands its emulators
+and services, and what a service refuses outside dev (`ServiceSettings.refuse_dev_default`).
+
+It imports nothing, so that settings read them without loading the development stack.
+"""
+
+from __future__ import annotations
+
+STRIPE_API_KEY = "sk_test_choreo"
+"""The Stripe emulator's key (localstripe accepts any `sk_test_` key)."""
+
+SENDGRID_API_KEY = "SG.choreo-dev"
+"""The SendGrid sink's key (the sink accepts any bearer token)."""
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "choreo-admin"
+"""The admin account `choreo up` seeds in dev and prints (CHOREO_ADMIN_EMAIL/_PASSWORD)."""
