@@ -7,12 +7,12 @@ leaving `async with uow:` commits both in one transaction, or neither.
 from __future__ import annotations
 
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,19 +23,24 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from choreo.errors import ChoreoError
+from choreo.events import Event
+from choreo.records import Record
 
 if TYPE_CHECKING:
     import psycopg
 
-    from choreo.events import Event
-    from choreo.outbox import OutboxWriter
-    from choreo.records import Record
 
-# The kit's own tables (outbox, inbox) live on this metadata; services keep their own.
-kit_metadata = MetaData()
+class Outbox(Protocol):
+    """Where a unit of work writes its events (`choreo.outbox.OutboxWriter`)."""
+
+    async def write(
+        self,
+        connection: psycopg.AsyncConnection[tuple[object, ...]],
+        events: Sequence[Event[Record]],
+    ) -> None: ...
 
 
-def create_engine(dsn: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(dsn: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine on psycopg 3 with a bounded pool that checks connections on checkout.
 
     The check costs no round trip (`_check_quiet`): SQLAlchemy's `pool_pre_ping` sends a
@@ -47,7 +52,6 @@ def create_engine(dsn: str, *, pool_size: int = 10, echo: bool = False) -> Async
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        echo=echo,
     )
     event.listen(engine.sync_engine, "checkout", _check_quiet)
     return engine
@@ -101,7 +105,7 @@ class UnitOfWork:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: OutboxWriter | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._outbox = outbox
@@ -131,8 +135,6 @@ class UnitOfWork:
         """Queue `record` for the outbox, in an envelope with a new id, `time` (now when None)
         and `traceparent`; it is written with the rest of the transaction. Returns the
         envelope (its id and time are what consumers will see)."""
-        from choreo.events import Event
-
         if self._outbox is None:
             raise UnitOfWorkError("this unit of work has no outbox to publish to")
         self.session  # noqa: B018 - raises when the unit of work is not open
@@ -175,9 +177,7 @@ class UnitOfWork:
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
-def unit_of_work_factory(
-    engine: AsyncEngine, outbox: OutboxWriter | None = None
-) -> UnitOfWorkFactory:
+def unit_of_work_factory(engine: AsyncEngine, outbox: Outbox | None = None) -> UnitOfWorkFactory:
     """A factory of fresh units of work on `engine` (one per handler call or request)."""
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
     return lambda: UnitOfWork(sessionmaker, outbox)

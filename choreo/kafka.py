@@ -351,21 +351,6 @@ async def ensure_topics(
         await admin.close()
 
 
-async def check_broker(
-    bootstrap_servers: str, timeout: float = 2.0, *, security: KafkaSecurity = PLAINTEXT
-) -> None:
-    """Readiness: raise unless the broker answers a metadata request within `timeout`."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=2_000, **security.client_options()
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            await admin.start()
-            await admin.list_topics()
-    finally:
-        await admin.close()
-
-
 async def connection_problem(
     bootstrap_servers: str, security: KafkaSecurity, timeout: float = 5.0
 ) -> str | None:

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, create_engine, text
 
-from choreo.db import kit_metadata
+from choreo.tables import kit_metadata
 
 KIT_MIGRATIONS = Path(__file__).resolve().parent / "kit_migrations"
 _LOCK_KEY = zlib.crc32(b"choreo-migrate")

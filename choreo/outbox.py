@@ -21,58 +21,14 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg.types.json import Jsonb
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Identity,
-    Index,
-    LargeBinary,
-    Table,
-    Text,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB
 
 from choreo.avro import SchemaStore
-from choreo.db import kit_metadata
 from choreo.events import Event, headers_of
 from choreo.records import Record
 from choreo.signing import SIGNATURE_HEADER, EventSigner
+from choreo.tables import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
-
-NOTIFY_CHANNEL = "choreo_outbox"
-
-outbox_table = Table(
-    "outbox",
-    kit_metadata,
-    Column("id", BigInteger, Identity(always=False), primary_key=True),
-    Column("topic", Text, nullable=False),
-    Column("key", Text, nullable=False),
-    Column("value", LargeBinary, nullable=False),
-    Column("headers", JSONB, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("published_at", DateTime(timezone=True)),
-    Index("outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
-)
-
-# Wakes the relay when a transaction that wrote outbox rows commits (NOTIFY is transactional).
-NOTIFY_TRIGGER_DDL = (
-    f"""
-    CREATE OR REPLACE FUNCTION choreo_outbox_notify() RETURNS trigger AS $$
-    BEGIN
-        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
-        RETURN NULL;
-    END;
-    $$ LANGUAGE plpgsql
-    """,
-    """
-    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION choreo_outbox_notify()
-    """,
-)
 
 PUBLISHED = Counter("choreo_relay_published_total", "Outbox rows published", ["relay"])
 BATCH_SECONDS = Histogram(

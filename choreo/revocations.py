@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, DateTime, Index, Table, Text, func, select
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from choreo.db import UnitOfWork, kit_metadata
+from choreo.db import UnitOfWork
 from choreo.events import Event
 from choreo.records import SessionsRevoked, UserDeleted
+from choreo.tables import revoked_sessions, revoked_users
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +38,6 @@ REVOCATION_MARGIN = timedelta(minutes=5)
 """How much longer than the access-token lifetime a session's revocation is kept: the clocks of
 the issuing process, of the verifiers (which allow 5 s of leeway) and of the databases may
 differ a little, and keeping a row longer costs nothing."""
-
-revoked_users = Table(
-    "revoked_users",
-    kit_metadata,
-    Column("user_id", UUID(as_uuid=True), primary_key=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-revoked_sessions = Table(
-    "revoked_sessions",
-    kit_metadata,
-    # The `sid` claim of the session's access tokens (the user service's refresh-token family).
-    Column("session_id", UUID(as_uuid=True), primary_key=True),
-    Column("user_id", UUID(as_uuid=True), nullable=False),
-    # Why it ended: logged_out, password_changed, password_reset, reuse_detected.
-    Column("reason", Text, nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=False),
-    # Every access token of the session has expired by then: the row may be deleted.
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("revoked_sessions_expiry", "expires_at"),
-)
 
 
 async def revoke(session: AsyncSession, user_id: str | uuid.UUID, at: datetime) -> None:

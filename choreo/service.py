@@ -12,19 +12,20 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.middleware import Middleware
 
 from choreo import kafka
 from choreo.auth import TokenVerifier, verifier_from_settings
-from choreo.avro import SchemaStore, default_store
+from choreo.avro import default_store
 from choreo.consumer import Consumer, Handler, RetryPolicy
 from choreo.consumer.inbox import claim
 from choreo.db import (
@@ -48,6 +49,8 @@ from choreo.web import ApiDocs, ReadinessCheck, create_app
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # A production ops token must be a secret nobody guesses: `openssl rand -hex 32` gives 64.
 MIN_OPS_TOKEN_LENGTH = 32
 
@@ -68,8 +71,25 @@ class Subscription:
     handler: Callable[..., Awaitable[None]]
 
 
-# A background job of a service (a periodic sweep, say): runs until the event is set.
-BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+@dataclass(frozen=True)
+class PeriodicJob:
+    """Work a service does on a timer (a sweep, a purge): `run()` once the service has started,
+    then every `interval_seconds` after the last run ended, until the service stops. A run
+    that raises is logged with its traceback and the next one comes at its time (a database
+    or provider that is away for a while is no reason to stop). Replicas each run their own:
+    the work must tolerate that (skip rows another holds, delete idempotently)."""
+
+    name: str
+    interval_seconds: float
+    run: Callable[[], Awaitable[object]]
+
+
+StartUpHook = Callable[[], Awaitable[None]]
+"""Work done once at start-up, after the database is migrated and the broker reached, before
+the service takes requests (so `/readyz` is not 200 before it is done): seeding an account."""
+
+ResourcesOf = Callable[["Service"], Mapping[str, object]]
+"""Resources made from the service's own parts (its independent unit of work, say)."""
 
 
 def _then(first: Handler, second: Handler | None) -> Handler:
@@ -131,16 +151,27 @@ class Service:
         routers: Sequence[APIRouter] = (),
         subscriptions: Sequence[Subscription] = (),
         error_statuses: Mapping[type[Exception], tuple[int, str]] | None = None,
-        store: SchemaStore | None = None,
-        background: Sequence[BackgroundTask] = (),
-        resources: Mapping[str, object] | None = None,
+        resources: Mapping[str, object] | ResourcesOf | None = None,
+        periodic: Sequence[PeriodicJob] = (),
+        on_start: Sequence[StartUpHook] = (),
+        middleware: Sequence[Middleware] = (),
+        server_options: Mapping[str, Any] | None = None,
         token_verifier: TokenVerifier | None = None,
         readiness: Mapping[str, ReadinessCheck] | None = None,
         docs: ApiDocs | None = None,
         start_up_warnings: Sequence[str] = (),
     ) -> None:
-        """`resources` become attributes of `app.state` for the routers' dependencies; those
+        """`resources` are the service's named parts: attributes of `app.state` for the routes'
+        dependencies, and the keyword-only parameters of its handlers (`Subscription`); those
         with an `aclose()` coroutine (HTTP clients, say) are closed when the service stops.
+        Given as a function, it gets the service (after its database pools exist) and returns
+        them: for parts that need `independent_unit_of_work()`.
+
+        `periodic` jobs run on their timers while the service runs; `on_start` hooks run once,
+        before it serves. `middleware` wraps the app in the order given (the last outermost,
+        around the kit's own). `server_options` are passed to `uvicorn.run` over the kit's
+        (`{"proxy_headers": False}`, say). A route of the service's routers whose path the kit
+        also serves (`/readyz`, `/metrics`) replaces the kit's.
         `start_up_warnings` are logged when the service starts: how it runs weaker than
         production would let it (a key it was not given, say).
 
@@ -151,13 +182,14 @@ class Service:
         self.name = f"{settings.service}_service"
         self.ops_token = _ops_token(settings)
         self._docs = docs or (ApiDocs.INTERNAL if settings.env == "prod" else ApiDocs.PUBLIC)
-        self.store = store or default_store()
+        self.store = default_store()
         self._subscriptions = subscriptions
         self._routers = routers
         self._error_statuses = error_statuses
-        self._background = background
-        self._resources = dict(resources or {})
-        self._handlers = self._bind_subscriptions(subscriptions)
+        self._periodic = tuple(periodic)
+        self._on_start = tuple(on_start)
+        self._middleware = tuple(middleware)
+        self._server_options = dict(server_options or {})
         self._extra_readiness = dict(readiness or {})
         self._start_up_warnings = tuple(start_up_warnings)
         self.token_verifier = token_verifier or verifier_from_settings(
@@ -175,20 +207,46 @@ class Service:
         self._consumer: Consumer | None = None
         self.engine: AsyncEngine | None = None
         self.uow_factory: UnitOfWorkFactory | None = None
+        self._independent: tuple[AsyncEngine, UnitOfWorkFactory] | None = None
+        self._writer: OutboxWriter | None = None
         dsn = settings.database_dsn
         if dsn is not None:
             self.engine = create_engine(dsn)
-            writer = OutboxWriter(
+            self._writer = OutboxWriter(
                 self.store, source_of(settings.service), settings.topic, self.event_signer
             )
-            self.uow_factory = unit_of_work_factory(self.engine, writer)
+            self.uow_factory = unit_of_work_factory(self.engine, self._writer)
         elif subscriptions:
             raise ConfigurationError(f"{self.name} consumes events but has no database")
+        self._resources = dict((resources(self) if callable(resources) else resources) or {})
+        self._handlers = self._bind_subscriptions(subscriptions)
 
     def unit_of_work(self) -> UnitOfWorkFactory:
+        """Units of work on the service's pool: one per request or handler call."""
         if self.uow_factory is None:
             raise ConfigurationError(f"{self.name} has no database")
         return self.uow_factory
+
+    def resource(self, name: str, kind: type[T]) -> T:
+        """The service's resource `name`, checked to be a `kind`; `ConfigurationError` when it
+        has none of that name or it is something else."""
+        resource = self._resources.get(name)
+        if not isinstance(resource, kind):
+            raise ConfigurationError(f"{self.name} has no {kind.__name__} resource named {name!r}")
+        return resource
+
+    def independent_unit_of_work(self) -> UnitOfWorkFactory:
+        """Units of work on a small pool of their own (`INDEPENDENT_POOL_SIZE` connections,
+        made at the first call, disposed when the service stops), for what must commit apart
+        from the transaction in hand: a handler holding a connection and a row lock never
+        waits behind the other handlers for a second connection (a charge's phase one, the
+        notification service's facts)."""
+        if self.settings.database_dsn is None:
+            raise ConfigurationError(f"{self.name} has no database")
+        if self._independent is None:
+            engine = create_engine(self.settings.database_dsn, pool_size=INDEPENDENT_POOL_SIZE)
+            self._independent = (engine, unit_of_work_factory(engine, self._writer))
+        return self._independent[1]
 
     def app(self) -> FastAPI:
         app = create_app(
@@ -206,6 +264,9 @@ class Service:
             app.state.revocations = Revocations(self.engine)
         for name, resource in self._resources.items():
             setattr(app.state, name, resource)
+        _let_the_service_routes_win(app, self._routers)
+        for layer in self._middleware:
+            app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
         return app
 
     def run(self) -> None:
@@ -221,13 +282,13 @@ class Service:
             log.warning("%s %s", self.name, warning)
         if self.settings.database_dsn is not None:
             migrate(self.settings.service, self.settings.database_dsn)
-        uvicorn.run(
-            self.app(),
-            host=self.settings.host,
-            port=self.settings.port,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-        )
+        options: dict[str, Any] = {
+            "host": self.settings.host,
+            "port": self.settings.port,
+            "log_config": None,
+            "timeout_graceful_shutdown": 10,
+        }
+        uvicorn.run(self.app(), **(options | self._server_options))
 
     def _readiness(self) -> dict[str, ReadinessCheck]:
         """Database and broker, for a service that has them (the gateway has neither)."""
@@ -263,9 +324,14 @@ class Service:
         settings = self.settings
         dsn = settings.database_dsn
         if dsn is None:
+            stopping = asyncio.Event()
+            await self._start_up()
+            jobs = [asyncio.create_task(_every(job, stopping)) for job in self._periodic]
             try:
                 yield
             finally:
+                stopping.set()
+                await asyncio.gather(*jobs, return_exceptions=True)
                 await self._close_resources()
             return
         producer = kafka.producer(
@@ -285,7 +351,8 @@ class Service:
         tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-relay")]
         if self._subscriptions:
             tasks.append(asyncio.create_task(self._consume(producer, stopping)))
-        tasks += [asyncio.create_task(job(stopping)) for job in self._background]
+        await self._start_up()
+        tasks += [asyncio.create_task(_every(job, stopping)) for job in self._periodic]
         try:
             yield
         finally:
@@ -298,10 +365,17 @@ class Service:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the resources and the database pool (done by the app's shutdown)."""
+        """Close the resources and the database pools (done by the app's shutdown)."""
         await self._close_resources()
         if self.engine is not None:
             await self.engine.dispose()
+        if self._independent is not None:
+            await self._independent[0].dispose()
+            self._independent = None
+
+    async def _start_up(self) -> None:
+        for hook in self._on_start:
+            await hook()
 
     async def _close_resources(self) -> None:
         for name, resource in self._resources.items():
@@ -466,3 +540,40 @@ async def _start_with_retry(producer: AIOKafkaProducer, attempts: int = 30) -> N
                 raise
             log.warning("broker not reachable yet (%s); retrying", error)
             await asyncio.sleep(1.0)
+
+
+INDEPENDENT_POOL_SIZE = 2
+"""Connections of a service's independent pool: the handlers that use it commit one short
+transaction at a time on it."""
+
+
+async def _every(job: PeriodicJob, stopping: asyncio.Event) -> None:
+    """Run `job` now, then every `job.interval_seconds` until `stopping` (see `PeriodicJob`)."""
+    while not stopping.is_set():
+        try:
+            await job.run()
+        except Exception:
+            log.exception("%s failed; trying again in %g s", job.name, job.interval_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), job.interval_seconds)
+
+
+def _let_the_service_routes_win(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Drop the kit's routes whose path one of the service's routers also serves."""
+    own = {
+        route.endpoint
+        for router in routers
+        for route in router.routes
+        if hasattr(route, "endpoint")
+    }
+    paths = {
+        getattr(route, "path", None)
+        for router in routers
+        for route in router.routes
+        if hasattr(route, "endpoint")
+    }
+    app.router.routes[:] = [
+        route
+        for route in app.router.routes
+        if getattr(route, "path", None) not in paths or getattr(route, "endpoint", None) in own
+    ]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 from choreo import records
-from choreo.db import create_engine, unit_of_work_factory
 from choreo.pagination import InvalidCursorError
-from choreo.service import ConfigurationError, Service, Subscription
+from choreo.service import Service, Subscription
 from notification_service import domain, handlers
 from notification_service.api import router
 from notification_service.config import Settings
@@ -40,34 +37,32 @@ def subscriptions() -> tuple[Subscription, ...]:
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
     reset_token_opener = load_sealing_key(settings)
-    dsn = settings.database_dsn
-    if dsn is None:  # Settings refuse to load without one; this keeps the type exact
-        raise ConfigurationError("the notification service has no database")
-    # Claims, outcomes and replica facts commit through a small pool of their own: a handler
-    # holding its connection never waits behind the other handlers for a second one.
-    facts = create_engine(dsn, pool_size=2)
-    facts_closing = AsyncExitStack()  # an aclose() the service calls when it stops
-    facts_closing.push_async_callback(facts.dispose)
-    new_unit_of_work = unit_of_work_factory(facts)
     mailer = SendGridMailer(
         settings.sendgrid_key,
         settings.sendgrid_host,
         settings.from_email,
         timeout_seconds=settings.send_timeout_seconds,
     )
-    notifier = handlers.Notifier(
-        renderer=Renderer(),
-        postman=Postman(mailer, new_unit_of_work),
-        new_unit_of_work=new_unit_of_work,
-        password_reset_url=settings.password_reset_url,
-        reset_token_opener=reset_token_opener,
-    )
+
+    def resources(service: Service) -> dict[str, object]:
+        # Claims, outcomes and replica facts commit on the independent pool: a handler holding
+        # its connection never waits behind the other handlers for a second one.
+        new_unit_of_work = service.independent_unit_of_work()
+        notifier = handlers.Notifier(
+            renderer=Renderer(),
+            postman=Postman(mailer, new_unit_of_work),
+            new_unit_of_work=new_unit_of_work,
+            password_reset_url=settings.password_reset_url,
+            reset_token_opener=reset_token_opener,
+        )
+        return {"notifier": notifier}
+
     return Service(
         settings,
         routers=[router],
         subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
-        resources={"notifier": notifier, "facts_pool": facts_closing},
+        resources=resources,
         start_up_warnings=[] if reset_token_opener else [NO_KEY_WARNING],
     )
 

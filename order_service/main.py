@@ -1,16 +1,17 @@
-"""Wiring of the order service: settings -> app, subscriptions, the deadline sweep, resources."""
+"""Wiring of the order service: settings -> app, subscriptions, the deadline sweep, resources.
+
+The deadline sweep cancels (TIMEOUT) the orders the saga did not decide in time; replicas may
+all sweep: each batch skips the rows another one holds."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from choreo import records
-from choreo.service import Service, Subscription
+from choreo.service import PeriodicJob, Service, Subscription
 from order_service import handlers, inventory
 from order_service.api import ERROR_STATUSES, router
 from order_service.config import Settings
-from order_service.sweep import run_deadline_sweep
 
 
 def subscriptions() -> tuple[Subscription, ...]:
@@ -25,20 +26,23 @@ def subscriptions() -> tuple[Subscription, ...]:
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
 
-    async def sweep(stopping: asyncio.Event) -> None:
-        await run_deadline_sweep(
-            stopping,
-            service.unit_of_work(),
-            interval_seconds=settings.sweep_interval_seconds,
-            batch_size=settings.sweep_batch_size,
-        )
+    async def cancel_overdue_orders() -> None:
+        """Batch after batch, until a batch comes back short (replicas skip each other's)."""
+        batch = cancelled = settings.sweep_batch_size
+        while cancelled == batch:
+            uow = service.unit_of_work()()
+            cancelled = await handlers.cancel_overdue_orders(uow, batch_size=batch)
 
     service = Service(
         settings,
         routers=[router],
         subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
-        background=[sweep],
+        periodic=[
+            PeriodicJob(
+                "the deadline sweep", settings.sweep_interval_seconds, cancel_overdue_orders
+            )
+        ],
         resources={
             "inventory": inventory.InventoryClient(
                 inventory.http_client(settings.inventory_service_url)

@@ -1,22 +1,19 @@
-"""Wiring of the payment service: settings -> app, subscriptions, the open-intent sweep."""
+"""Wiring of the payment service: settings -> app, subscriptions, the open-intent sweep (now,
+then periodically; replicas may all sweep)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 from choreo import records
-from choreo.db import create_engine, unit_of_work_factory
 from choreo.pagination import InvalidCursorError
-from choreo.service import ConfigurationError, Service, Subscription
+from choreo.service import PeriodicJob, Service, Subscription
 from payment_service import domain, handlers
 from payment_service.api import router
 from payment_service.config import Settings
 from payment_service.faults import Faults
 from payment_service.gateway import StripeGateway
-from payment_service.sweep import run_intent_sweep
 
 ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
     domain.PaymentMethodNotFoundError: (404, "payment_method_not_found"),
@@ -47,33 +44,33 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         timeout_seconds=settings.stripe_timeout_seconds,
     )
 
-    dsn = settings.database_dsn
-    if dsn is None:  # Settings refuse to load without one; this keeps the type exact
-        raise ConfigurationError("the payment service has no database")
-    # Phase one of a charge commits through a small pool of its own: a handler holding a
-    # connection (and its order's row lock) never waits behind the other handlers for a second
-    # one, however many partitions are worked at once.
-    phase_one = create_engine(dsn, pool_size=2)
-    phase_one_closing = AsyncExitStack()  # an aclose() the service calls when it stops
-    phase_one_closing.push_async_callback(phase_one.dispose)
-    charging = handlers.Charging(
-        gateway=gateway,
-        new_unit_of_work=unit_of_work_factory(phase_one),
-        charge_margin=timedelta(seconds=settings.charge_margin_seconds),
-        now=now,
-        faults=Faults(
-            kill_after_create=settings.fault_kill_after_create,
-            kill_after_confirm=settings.fault_kill_after_confirm,
-            delay_after_confirm_seconds=settings.fault_delay_after_confirm_seconds,
-        ),
-    )
+    def resources(service: Service) -> dict[str, object]:
+        charging = handlers.Charging(
+            gateway=gateway,
+            # Phase one of a charge commits on the independent pool: a handler holding a
+            # connection (and its order's row lock) never waits behind the other handlers for
+            # a second one, however many partitions are worked at once.
+            new_unit_of_work=service.independent_unit_of_work(),
+            charge_margin=timedelta(seconds=settings.charge_margin_seconds),
+            now=now,
+            faults=Faults(
+                kill_after_create=settings.fault_kill_after_create,
+                kill_after_confirm=settings.fault_kill_after_confirm,
+                delay_after_confirm_seconds=settings.fault_delay_after_confirm_seconds,
+            ),
+        )
+        return {
+            "gateway": gateway,
+            "charging": charging,
+            "card_intake": domain.CardIntake.of_environment(settings.env),
+        }
 
-    async def sweep(stopping: asyncio.Event) -> None:
-        await run_intent_sweep(
-            stopping,
+    async def settle_open_intents() -> None:
+        """The intents the provider holds open for this service's orders (handlers/intents.py):
+        settled or cancelled, each under its order's row lock (skipped when held)."""
+        await handlers.settle_open_intents(
             service.unit_of_work(),
-            charging,
-            interval_seconds=settings.intent_sweep_interval_seconds,
+            service.resource("charging", handlers.Charging),
             grace=timedelta(seconds=settings.intent_sweep_grace_seconds),
         )
 
@@ -82,13 +79,12 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         routers=[router],
         subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
-        background=[sweep],
-        resources={
-            "gateway": gateway,
-            "charging": charging,
-            "phase_one_pool": phase_one_closing,
-            "card_intake": domain.CardIntake.of_environment(settings.env),
-        },
+        periodic=[
+            PeriodicJob(
+                "the open-intent sweep", settings.intent_sweep_interval_seconds, settle_open_intents
+            )
+        ],
+        resources=resources,
     )
     return service
 

@@ -1,26 +1,23 @@
 """Wiring of the user service: settings -> signing key, password hasher, tokens -> app, the
-admin seeding and the refresh-token purge. The service consumes no events; its relay
-publishes `user.event`."""
+admin seeding (before it serves) and the refresh-token purge. The service consumes no events;
+its relay publishes `user.event`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import logging
 from datetime import timedelta
 
-from fastapi import APIRouter, FastAPI
-
 from choreo.auth import StaticKeys, TokenVerifier
-from choreo.service import Service
+from choreo.service import PeriodicJob, Service
 from user_service import handlers
 from user_service.api import ERROR_STATUSES, router, token_router
 from user_service.attempts import AttemptLimit, AttemptLimiter
 from user_service.config import Settings
 from user_service.keys import UNSEALED_WARNING, load_notification_key, load_signing_key
 from user_service.passwords import Passwords
-from user_service.purge import run_refresh_token_purge
 from user_service.tokens import TokenIssuer
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: Settings | None = None) -> Service:
@@ -44,11 +41,7 @@ def build(settings: Settings | None = None) -> Service:
         refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
     )
 
-    @contextlib.asynccontextmanager
-    async def seed_admin(app: FastAPI) -> AsyncIterator[None]:
-        # A router's lifespan runs inside the service's (database and broker are up) and
-        # before uvicorn listens, so /readyz cannot answer 200 before the admin exists.
-        del app
+    async def seed_admin() -> None:
         if settings.admin_email is not None and settings.admin_password is not None:
             await handlers.seed_admin(
                 service.unit_of_work()(),
@@ -56,20 +49,27 @@ def build(settings: Settings | None = None) -> Service:
                 email=settings.admin_email,
                 password=settings.admin_password.get_secret_value(),
             )
-        yield
 
-    async def purge(stopping: asyncio.Event) -> None:
-        await run_refresh_token_purge(
-            stopping,
-            service.unit_of_work(),
-            interval_seconds=settings.refresh_token_purge_interval_seconds,
-        )
+    async def purge_expired_tokens() -> None:
+        purged = await handlers.purge_expired_refresh_tokens(service.unit_of_work()())
+        if purged:
+            log.info("purged %d expired refresh or reset token(s)", purged)
 
     service = Service(
         settings,
-        routers=[router, token_router, APIRouter(lifespan=seed_admin)],
+        routers=[router, token_router],
         error_statuses=ERROR_STATUSES,
-        background=[purge],
+        on_start=[seed_admin],
+        # A revoked refresh token is kept until it expires, so that presenting it again is
+        # still recognised as a reuse; after that its row only costs space. Replicas may all
+        # purge: the deletes are idempotent.
+        periodic=[
+            PeriodicJob(
+                "the refresh-token purge",
+                settings.refresh_token_purge_interval_seconds,
+                purge_expired_tokens,
+            )
+        ],
         resources={
             "passwords": passwords,
             "tokens": tokens,

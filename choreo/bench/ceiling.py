@@ -29,15 +29,15 @@ from psycopg.types.json import Jsonb
 
 from choreo import kafka
 from choreo.avro import default_store
-from choreo.consumer.inbox import inbox_table
 from choreo.db import sync_dsn
 from choreo.events import Event
-from choreo.outbox import NOTIFY_TRIGGER_DDL, OutboxWriter, outbox_table
+from choreo.outbox import OutboxWriter
 from choreo.records import OrderConfirmed
 from choreo.stack.errors import PartExitedError, ReadinessTimeoutError
 from choreo.stack.postgres import create_database, database_url, drop_database
 from choreo.stack.probes import http_ok
 from choreo.stack.process import ChildProcess, OutputSink, ProcessSpec, port_is_free
+from choreo.tables import NOTIFY_TRIGGER_DDL, inbox_table, outbox_table
 
 _PARTITIONS = 6
 _KEYS = 200

@@ -9,11 +9,10 @@ partition.
 - `group`: the consumer group member: poll, pause and resume, commit, rebalance, rewind.
 - `partitions`: one worker per partition, applying its records in order.
 - `records`: one record: decode, route, retry, inbox, dead letter.
-- `inbox`: the table of events each consumer has applied.
+- `inbox`: the claim of an event in the inbox (the table of events each consumer applied).
 """
 
 from choreo.consumer.group import Consumer
-from choreo.consumer.inbox import inbox_table
 from choreo.consumer.records import Handler, RetryPolicy
 
-__all__ = ["Consumer", "Handler", "RetryPolicy", "inbox_table"]
+__all__ = ["Consumer", "Handler", "RetryPolicy"]

@@ -1,20 +1,10 @@
 """The inbox: (consumer, event id) of every event a consumer applied, written in the same
-transaction as the event's effects (the exactly-once tracking record)."""
+transaction as the event's effects (the exactly-once tracking record; the table is
+`choreo.tables.inbox_table`)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, PrimaryKeyConstraint, Table, Text, func
-
-from choreo.db import UnitOfWork, kit_metadata
-
-inbox_table = Table(
-    "inbox",
-    kit_metadata,
-    Column("consumer", Text, nullable=False),
-    Column("event_id", Text, nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("consumer", "event_id"),
-)
+from choreo.db import UnitOfWork
 
 
 async def claim(uow: UnitOfWork, consumer: str, event_id: str) -> bool:

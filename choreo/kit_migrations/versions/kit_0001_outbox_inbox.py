@@ -11,7 +11,21 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from choreo.outbox import NOTIFY_TRIGGER_DDL
+# Frozen as written for this revision: the runtime code's DDL may change, this may not.
+NOTIFY_TRIGGER_DDL = (
+    """
+    CREATE OR REPLACE FUNCTION choreo_outbox_notify() RETURNS trigger AS $$
+    BEGIN
+        PERFORM pg_notify('choreo_outbox', '');
+        RETURN NULL;
+    END;
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION choreo_outbox_notify()
+    """,
+)
 
 revision: str = "kit_0001"
 down_revision: str | Sequence[str] | None = None

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreo import kafka
 from choreo.avro import default_store
 from choreo.db import UnitOfWorkFactory, sync_dsn, unit_of_work_factory
-from choreo.outbox import OutboxWriter, Relay, outbox_table
+from choreo.outbox import OutboxWriter, Relay
 from choreo.stack.broker import TansuBroker
+from choreo.tables import outbox_table
 from choreo.testing import free_port
 
 from .conftest import new_key, read_until, stock_event
