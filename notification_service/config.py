@@ -45,9 +45,9 @@ class Settings(ServiceSettings):
 
     # A notification can arrive before the contact or order it is about (topics are consumed
     # concurrently): the retries are what waits for them, so this service gets more of them
-    # than the kit's default 5 (~3 s). 8 attempts wait ~16 s in all. More would not help much:
-    # the kit's consumer polls again only once every partition of a poll is done, so a longer
-    # wait stalls every topic of the service for as long.
+    # than the kit's default 5 (~3 s). 8 attempts wait ~16 s in all (backoff doubling from
+    # 0.2 s, capped at 5 s). A record that waits holds back only its own partition (each has a
+    # worker of its own), but every later record of that partition waits with it.
     consumer_max_attempts: int = Field(default=8, ge=1)
 
     @model_validator(mode="after")
