@@ -7,7 +7,9 @@ database and its own topic prefix, so tests never see each other's rows or recor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import random
@@ -16,14 +18,18 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import pytest_asyncio
+import uvicorn
 from aiokafka import AIOKafkaConsumer
+from starlette.types import ASGIApp
 
 from choreo import kafka
 from choreo.auth import SigningKey
@@ -370,6 +376,60 @@ async def collect_events(
     finally:
         await reader.stop()
     return events
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+) -> None:
+    """Call `check` every `interval` seconds until it holds; fail the test naming `what` when
+    it does not within `timeout` seconds. `check` may be a plain or an async function; a check
+    under way at the deadline is let finish, and counts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        held = check()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if loop.time() >= deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(interval)
+
+
+async def query(database_url: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of `sql` run on the database at `database_url` (a service's
+    `ServiceProcess.database_url`, or the `database_url` fixture's SQLAlchemy form), committed;
+    a statement that returns no rows (an UPDATE) gives []."""
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    async with await psycopg.AsyncConnection.connect(conninfo) as connection:
+        cursor = await connection.execute(sql, params)
+        return await cursor.fetchall() if cursor.description else []
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, *, port: int | None = None) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn in this event loop, on 127.0.0.1 at `port` (a free one when
+    None), until the block ends; yields its base URL. A stand-in of another service runs so:
+    the test's own code answers its requests, and can change how."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name=f"serve :{port}")
+    try:
+        while not server.started:
+            if task.done():
+                await task  # raises what stopped it
+                raise RuntimeError(f"uvicorn stopped before serving on port {port}")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def repository_root() -> Path:

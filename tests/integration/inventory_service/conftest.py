@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,17 +55,6 @@ async def create_product(admin: httpx.AsyncClient, **fields: Any) -> dict[str, A
     assert response.status_code == 201, response.text
     product: dict[str, Any] = response.json()
     return product
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll `check` until it holds; fail naming `what` when it does not in time."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"{what} did not hold within {timeout} s")
-        await asyncio.sleep(0.1)
 
 
 def order_created(

@@ -17,12 +17,11 @@ import psycopg
 
 from choreo.events import Event
 from choreo.records import Record
-from choreo.testing import ServiceProcess, collect_events, publish
+from choreo.testing import ServiceProcess, collect_events, eventually, publish
 
 from .conftest import (
     about,
     create_product,
-    eventually,
     order_cancelled,
     order_confirmed,
     order_created,

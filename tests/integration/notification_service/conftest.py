@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.partitioner import murmur2
@@ -17,7 +16,7 @@ from aiokafka.partitioner import murmur2
 from choreo import records
 from choreo.events import Event
 from choreo.stack.sendgrid_sink import SINK_API_KEY, SendGridSink
-from choreo.testing import ServiceProcess, StartService, free_port
+from choreo.testing import ServiceProcess, StartService, free_port, query
 from choreo.testing import records as make
 
 PARTITIONS = 3  # what the `topics` fixture creates
@@ -155,29 +154,10 @@ def low_stock_detected(
     )
 
 
-async def query(process: ServiceProcess, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Rows of the service's own database."""
-    assert process.database_url is not None
-    async with await psycopg.AsyncConnection.connect(process.database_url) as connection:
-        cursor = await connection.execute(sql, params)
-        return await cursor.fetchall()
-
-
 async def applied(process: ServiceProcess, event: Event[records.Record]) -> bool:
     """Whether the service consumed `event` (its inbox holds it)."""
-    rows = await query(process, "SELECT 1 FROM inbox WHERE event_id = %s", event.id)
+    rows = await query(process.database_url, "SELECT 1 FROM inbox WHERE event_id = %s", event.id)
     return bool(rows)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
-) -> None:
-    """Poll `check` until it holds; fail naming `what` when it does not in time."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.2)
 
 
 async def read_records(

@@ -12,13 +12,12 @@ from choreo.auth import SigningKey
 from choreo.dead_letters import replay_headers
 from choreo.events import Event
 from choreo.records import Record
-from choreo.testing import ServiceProcess, StartService, publish
+from choreo.testing import ServiceProcess, StartService, eventually, publish
 
 from .conftest import (
     Sink,
     address,
     applied,
-    eventually,
     key_in_partition_of,
     low_stock_detected,
     new_id,
@@ -45,7 +44,7 @@ async def wait_for_mail(sink: Sink, to: str, *subject_parts: str, timeout: float
         subjects = await sink.subjects(to)
         return all(any(part in subject for subject in subjects) for part in subject_parts)
 
-    await eventually(arrived, f"e-mails to {to} about {subject_parts}", timeout)
+    await eventually(arrived, f"e-mails to {to} about {subject_parts}", timeout=timeout)
 
 
 async def test_contacts_welcome_in_app_notifications_and_low_stock(
@@ -165,7 +164,7 @@ async def test_contacts_welcome_in_app_notifications_and_low_stock(
 
     # The deleted user's details are gone; the contact is a tombstone.
     assert await query(
-        notification, "SELECT email, full_name FROM contacts WHERE user_id = %s", carl
+        notification.database_url, "SELECT email, full_name FROM contacts WHERE user_id = %s", carl
     ) == [(None, None)]
 
 
@@ -277,13 +276,13 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     )
 
     rows = await query(
-        notification, "SELECT status, attempts, count(*) FROM deliveries GROUP BY 1, 2"
+        notification.database_url, "SELECT status, attempts, count(*) FROM deliveries GROUP BY 1, 2"
     )
     assert rows == [("sent", 1, 14)]
     # The late order is still known, so its payment events would find their customer.
-    assert await query(notification, "SELECT user_id FROM orders WHERE order_id = %s", gone) == [
-        (dana,)
-    ]
+    assert await query(
+        notification.database_url, "SELECT user_id FROM orders WHERE order_id = %s", gone
+    ) == [(dana,)]
     async with notification.client(signing_key.issue(dana)) as client:
         page = (await client.get("/api/v1/notifications", params={"limit": 100})).json()
     assert Counter(n["title"] for n in page["items"]) == Counter(expected[dana_email])
@@ -302,7 +301,7 @@ async def records_handled(service: ServiceProcess, topic: str) -> dict[str, int]
 
 
 async def _inbox_holds(notification: ServiceProcess, count: int) -> bool:
-    rows = await query(notification, "SELECT count(*) FROM inbox")
+    rows = await query(notification.database_url, "SELECT count(*) FROM inbox")
     return bool(rows[0][0] == count)
 
 
@@ -417,7 +416,7 @@ async def test_an_email_sendgrid_refuses_is_dead_lettered_at_once_and_replayed_o
     await wait_for_mail(sink, gina_email, "is confirmed")
     assert await sink.subjects(frank_email) == ["Welcome to Choreo"]
     [(status, _)] = await query(
-        notification,
+        notification.database_url,
         "SELECT status, attempts FROM deliveries WHERE recipient = %s AND kind = %s",
         frank,
         "order_confirmed",
@@ -461,7 +460,7 @@ async def test_an_email_sendgrid_refuses_is_dead_lettered_at_once_and_replayed_o
         ]
     )
     [(status, _)] = await query(
-        notification,
+        notification.database_url,
         "SELECT status, attempts FROM deliveries WHERE recipient = %s AND kind = %s",
         frank,
         "order_confirmed",

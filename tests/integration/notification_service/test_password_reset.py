@@ -14,16 +14,14 @@ import pytest
 from choreo import records
 from choreo.events import Event
 from choreo.sealing import Opener, Sealer, password_reset_context
-from choreo.testing import NOTIFICATION_OPENER, StartService, publish
+from choreo.testing import NOTIFICATION_OPENER, StartService, eventually, publish, query
 from choreo.testing import records as make
 
 from .conftest import (
     Sink,
     address,
     applied,
-    eventually,
     new_id,
-    query,
     read_records,
     start_notification,
     user_deleted,
@@ -129,21 +127,24 @@ async def test_the_reset_link_is_emailed_once_and_kept_nowhere(
     # E-mail only: no in-app notification holds the link, and no table holds a token.
     assert (
         await query(
-            notification, "SELECT kind FROM notifications WHERE user_id IN (%s, %s)", ada, mallory
+            notification.database_url,
+            "SELECT kind FROM notifications WHERE user_id IN (%s, %s)",
+            ada,
+            mallory,
         )
         == []
     )
     deliveries = await query(
-        notification, "SELECT kind, status FROM deliveries WHERE recipient = %s", ada
+        notification.database_url, "SELECT kind, status FROM deliveries WHERE recipient = %s", ada
     )
     assert deliveries == [("password_reset", "sent")]
     tables = await query(
-        notification,
+        notification.database_url,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
     )
     tokens = (ada_token, mallory_token, expired_token, deleted_token)
     for (table,) in tables:
-        rows = await query(notification, f'SELECT t::text FROM "{table}" AS t')
+        rows = await query(notification.database_url, f'SELECT t::text FROM "{table}" AS t')
         for (row,) in rows:
             assert all(token not in row for token in tokens), f"a reset token is in {table}"
 
@@ -200,6 +201,8 @@ async def test_a_reset_token_that_does_not_open_is_dead_lettered_and_not_mailed(
     for email in emails.values():
         assert await sink.messages(email) == []
     rows = await query(
-        notification, "SELECT count(*) FROM deliveries WHERE kind = %s", "password_reset"
+        notification.database_url,
+        "SELECT count(*) FROM deliveries WHERE kind = %s",
+        "password_reset",
     )
     assert rows == [(0,)]

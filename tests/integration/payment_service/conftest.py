@@ -1,23 +1,20 @@
 """Helpers of the payment service's integration tests: saga events as the other services would
-publish them, the service's own database, and what localstripe holds for an order."""
+publish them, and what localstripe holds for an order."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import psycopg
 import pytest_asyncio
 import stripe
 
 from choreo import records
 from choreo.events import Event
 from choreo.stack.stripe import TEST_SECRET_KEY
-from choreo.testing import ServiceProcess
 from choreo.testing import records as make
 
 VISA = "4242424242424242"
@@ -65,29 +62,6 @@ def order_cancelled(
         previous_status=previous_status,
         charged=charged,
     )
-
-
-def database_url(process: ServiceProcess) -> str:
-    """The database `start_service` gave the payment service."""
-    assert process.database_url is not None
-    return process.database_url
-
-
-async def query(process: ServiceProcess, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(database_url(process)) as connection:
-        cursor = await connection.execute(sql, params)
-        return await cursor.fetchall()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
-) -> None:
-    """Poll `check` until it holds; fail naming `what` when it does not in time."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.2)
 
 
 class Localstripe:

@@ -11,7 +11,7 @@ import httpx
 
 from choreo.auth import SigningKey
 from choreo.events import Event
-from choreo.testing import ServiceProcess, StartService, collect_events, publish
+from choreo.testing import ServiceProcess, StartService, collect_events, eventually, publish, query
 
 from .conftest import (
     DECLINED_ON_CHARGE,
@@ -20,11 +20,9 @@ from .conftest import (
     Localstripe,
     add_card,
     card,
-    eventually,
     new_id,
     order_cancelled,
     order_created,
-    query,
     stock_reserved,
 )
 
@@ -35,16 +33,18 @@ async def settled_payment_events(
     """Every payment event, by order, once `applied` events were consumed and all published."""
 
     async def all_applied() -> bool:
-        rows = await query(payment, "SELECT count(*) FROM inbox")
+        rows = await query(payment.database_url, "SELECT count(*) FROM inbox")
         return bool(rows[0][0] == applied)
 
     async def all_published() -> bool:
-        rows = await query(payment, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        rows = await query(
+            payment.database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
         return bool(rows[0][0] == 0)
 
     await eventually(all_applied, f"the service applied {applied} events", timeout=60)
     await eventually(all_published, "the service published its events")
-    total = (await query(payment, "SELECT count(*) FROM outbox"))[0][0]
+    total = (await query(payment.database_url, "SELECT count(*) FROM outbox"))[0][0]
     events = await collect_events(
         kafka_bootstrap, f"{topics}payment.event", until=lambda seen: len(seen) >= total
     )
@@ -193,7 +193,9 @@ async def test_a_cancelled_order_is_refunded_or_never_charged_nor_one_close_to_i
 
     async def cancellation_applied() -> bool:
         rows = await query(
-            payment, "SELECT cancelled FROM order_payments WHERE order_id = %s", never_charged
+            payment.database_url,
+            "SELECT cancelled FROM order_payments WHERE order_id = %s",
+            never_charged,
         )
         return rows == [(True,)]
 
@@ -224,7 +226,9 @@ async def test_a_cancelled_order_is_refunded_or_never_charged_nor_one_close_to_i
     assert too_late not in events
     assert await localstripe.intents_of(too_late) == []
     [(status, reason)] = await query(
-        payment, "SELECT status, no_charge_reason FROM order_payments WHERE order_id = %s", too_late
+        payment.database_url,
+        "SELECT status, no_charge_reason FROM order_payments WHERE order_id = %s",
+        too_late,
     )
     assert status == "EXPIRED"
     assert reason.startswith("no charge: the order's deadline (")
@@ -263,8 +267,10 @@ async def test_a_crash_after_stripe_confirmed_never_charges_twice(
     )
     # Stripe charged the card; the service recorded nothing but the intent (phase one).
     assert len(await localstripe.successful_charges(order)) == 1
-    assert await query(payment, "SELECT status FROM order_payments") == [("NONE",)]
-    [(intent_id,)] = await query(payment, "SELECT provider_payment_id FROM charge_attempts")
+    assert await query(payment.database_url, "SELECT status FROM order_payments") == [("NONE",)]
+    [(intent_id,)] = await query(
+        payment.database_url, "SELECT provider_payment_id FROM charge_attempts"
+    )
 
     restarted = start_service("payment")  # same database and port, no fault
     events = await settled_payment_events(restarted, kafka_bootstrap, topics, applied=2)
@@ -301,7 +307,7 @@ async def test_an_intent_orphaned_by_a_crash_is_cancelled_and_none_is_left_open(
     await eventually(lambda: is_down(payment), "the service killed itself after the create")
     [orphan] = await localstripe.intents_of(order)
     assert orphan.status == "requires_confirmation"
-    assert await query(payment, "SELECT count(*) FROM charge_attempts") == [(0,)]
+    assert await query(payment.database_url, "SELECT count(*) FROM charge_attempts") == [(0,)]
 
     restarted = start_service(  # same database and port, no fault, a sweep every second
         "payment",

@@ -10,11 +10,11 @@ import pytest
 
 from choreo.auth import SigningKey
 from choreo.service import ConfigurationError
-from choreo.testing import StartService, event_key_environment
+from choreo.testing import StartService, event_key_environment, query
 from payment_service.config import Settings
 from payment_service.main import build
 
-from .conftest import VISA, Localstripe, add_card, card, new_id, query
+from .conftest import VISA, Localstripe, add_card, card, new_id
 
 OPS_TOKEN = "ops-token-of-the-payment-tests-0123456789"
 # Not the emulator's default key (production refuses that); localstripe takes any `sk_` key.
@@ -55,7 +55,7 @@ async def test_production_takes_a_stripe_payment_method_and_refuses_card_numbers
     assert (test_method["last4"], test_method["is_default"]) == ("4242", True)
     assert (tokenized["last4"], tokenized["is_default"]) == ("4444", False)
     # The refused card went nowhere: its number never reached Stripe, so only two were saved.
-    assert len(await query(payment, "SELECT id FROM payment_methods")) == 2
+    assert len(await query(payment.database_url, "SELECT id FROM payment_methods")) == 2
 
 
 async def test_production_serves_metrics_and_its_api_document_to_the_ops_token_only(

@@ -9,18 +9,9 @@ from typing import Any
 import pytest
 
 from choreo.auth import SigningKey
-from choreo.testing import ServiceProcess, StartService
+from choreo.testing import ServiceProcess, StartService, eventually, query
 
-from .conftest import (
-    DECLINED_ON_ATTACH,
-    VISA,
-    Localstripe,
-    add_card,
-    card,
-    eventually,
-    new_id,
-    query,
-)
+from .conftest import DECLINED_ON_ATTACH, VISA, Localstripe, add_card, card, new_id
 
 CVC = "739"
 MASTERCARD = "5555555555554444"
@@ -41,12 +32,12 @@ def leaves(value: Any) -> list[Any]:
 async def every_value(payment: ServiceProcess) -> list[tuple[str, Any]]:
     """(table, value) for every column of every row of every table of the service's database."""
     tables = await query(
-        payment,
+        payment.database_url,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
     )
     values = []
     for (table,) in tables:
-        for row in await query(payment, f'SELECT * FROM "{table}"'):
+        for row in await query(payment.database_url, f'SELECT * FROM "{table}"'):
             values += [(table, value) for value in row]
     return values
 

@@ -14,9 +14,9 @@ import pytest
 
 from choreo.events import Event
 from choreo.sealing import password_reset_context
-from choreo.testing import NOTIFICATION_OPENER, StartService, collect_events
+from choreo.testing import NOTIFICATION_OPENER, StartService, collect_events, eventually, query
 
-from .conftest import bearer, eventually, login, query, register
+from .conftest import bearer, login, register
 
 ADA = "ada@example.com"
 ADA_PASSWORD = "Analytical-Engine-1843"
@@ -136,7 +136,7 @@ async def test_logout_and_password_change_end_sessions(
         await session_ended(api, phone, LOGGED_OUT)
         await session_ended(api, tablet, LOGGED_OUT)
         reasons = await query(
-            users,
+            users.database_url,
             "SELECT DISTINCT revoked_reason FROM refresh_tokens WHERE user_id = %s",
             ada["id"],
         )
@@ -235,7 +235,9 @@ async def test_password_reset_by_emailed_single_use_token(
     async with users.client() as api:
         ada = await register(api, ADA, ADA_PASSWORD, "Ada Lovelace")
         gone = await register(api, "gone@example.com", ADA_PASSWORD, "Gone")
-        await query(users, "UPDATE users SET deleted_at = now() WHERE id = %s", gone["id"])
+        await query(
+            users.database_url, "UPDATE users SET deleted_at = now() WHERE id = %s", gone["id"]
+        )
         session = await login(api, ADA, ADA_PASSWORD)
 
         # The same answer for an account, no account, a deleted one, and no address at all.
@@ -259,12 +261,12 @@ async def test_password_reset_by_emailed_single_use_token(
         }
         first, second = (opened(e) for e in resets)
         assert len(first) >= 43  # 256 bits, URL-safe base64
-        outbox = await query(users, "SELECT value, headers::text FROM outbox")
+        outbox = await query(users.database_url, "SELECT value, headers::text FROM outbox")
         assert len(outbox) >= 4  # the two registrations and the two resets
         for value, headers in outbox:
             assert all(t.encode() not in bytes(value) and t not in headers for t in (first, second))
         rows = await query(
-            users,
+            users.database_url,
             "SELECT token_digest, expires_at - created_at FROM password_reset_tokens "
             "WHERE user_id = %s ORDER BY created_at",
             ada["id"],
@@ -305,7 +307,7 @@ async def test_password_reset_by_emailed_single_use_token(
         events = await collect_events(kafka_bootstrap, f"{topics}user.event", three)
         third = opened([e for e in events if e.type == "PasswordResetRequested"][-1])
         await query(
-            users,
+            users.database_url,
             "UPDATE password_reset_tokens SET expires_at = now() - interval '1 second' "
             "WHERE token_digest = %s",
             digest(third),
@@ -341,5 +343,5 @@ async def test_reset_requests_are_limited_per_account_and_per_address_alike(
         # Five a window from one address, whatever the accounts.
         assert await ask("carol@example.com") == 202
         refused(await api.post(RESET, json={"email": "dan@example.com"}), 429, "rate_limited")
-    rows = await query(users, "SELECT count(*) FROM password_reset_tokens")
+    rows = await query(users.database_url, "SELECT count(*) FROM password_reset_tokens")
     assert rows == [(2,)]

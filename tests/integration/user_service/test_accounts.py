@@ -18,9 +18,9 @@ import pytest
 from choreo.auth import Principal, StaticKeys, TokenVerifier
 from choreo.events import Event
 from choreo.records import UserRegistered
-from choreo.testing import ServiceProcess, StartService, collect_events
+from choreo.testing import ServiceProcess, StartService, collect_events, eventually, query
 
-from .conftest import bearer, eventually, every_row_as_text, login, query, register
+from .conftest import bearer, every_row_as_text, login, register
 
 ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "a-long-admin-passphrase"
@@ -171,7 +171,7 @@ async def test_accounts_tokens_profiles_and_administration(
         assert unrelated.status_code == 200
         live_refresh_token = unrelated.json()["refresh_token"]
         revocations = await query(
-            users,
+            users.database_url,
             "SELECT revoked_reason, count(*) FROM refresh_tokens WHERE user_id = %s "
             "GROUP BY revoked_reason",
             ada["id"],
@@ -307,11 +307,14 @@ async def test_accounts_tokens_profiles_and_administration(
             BOB_PASSWORD
         )
         await query(
-            users, "UPDATE users SET password_hash = %s WHERE id = %s", weak_hash, bob["id"]
+            users.database_url,
+            "UPDATE users SET password_hash = %s WHERE id = %s",
+            weak_hash,
+            bob["id"],
         )
         await login(api, "bob@example.com", BOB_PASSWORD)
         [(rehashed,)] = await query(
-            users, "SELECT password_hash FROM users WHERE id = %s", bob["id"]
+            users.database_url, "SELECT password_hash FROM users WHERE id = %s", bob["id"]
         )
         assert rehashed != weak_hash
         assert rehashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
@@ -353,7 +356,7 @@ async def test_accounts_tokens_profiles_and_administration(
     assert of_user(events, bob["id"], "UserUpdated") == []
 
     # Passwords: Argon2id hashes, and in no table, row or log line.
-    hashes = await query(users, "SELECT email, password_hash FROM users")
+    hashes = await query(users.database_url, "SELECT email, password_hash FROM users")
     assert len(hashes) == 6
     assert all(h.startswith("$argon2id$") for _, h in hashes)
     tables = await every_row_as_text(users)

@@ -7,10 +7,10 @@ import asyncio
 
 from choreo.auth import StaticKeys, TokenVerifier
 from choreo.db import create_engine, unit_of_work_factory
-from choreo.testing import StartService
+from choreo.testing import StartService, query
 from user_service.handlers import purge_expired_refresh_tokens
 
-from .conftest import login, query, register
+from .conftest import login, register
 
 ADMIN_EMAIL = "ops@example.com"
 ADMIN_PASSWORD = "another-long-passphrase"
@@ -35,10 +35,11 @@ async def test_admin_seeded_once_and_refresh_tokens_expire_and_are_purged(
             (await verifier.verify(tokens["access_token"])).user_id for tokens in (first, again)
         }
         assert len(same_admin) == 1
-        accounts = await query(users, "SELECT email, role FROM users")
+        accounts = await query(users.database_url, "SELECT email, role FROM users")
         assert accounts == [(ADMIN_EMAIL, "admin")]
         registrations = await query(
-            users, "SELECT count(*) FROM outbox WHERE headers->>'ce_type' = 'UserRegistered'"
+            users.database_url,
+            "SELECT count(*) FROM outbox WHERE headers->>'ce_type' = 'UserRegistered'",
         )
         assert registrations == [(1,)]
 
@@ -59,13 +60,13 @@ async def test_admin_seeded_once_and_refresh_tokens_expire_and_are_purged(
         )
         # Refused by its expiry: the token is still there, and was not revoked.
         still_there = await query(
-            users,
+            users.database_url,
             "SELECT revoked_at IS NULL, expires_at < now() FROM refresh_tokens "
             "WHERE user_id = (SELECT id FROM users WHERE email = 'eve@example.com')",
         )
         assert still_there == [(True, True)]
 
-        [(kept_rows,)] = await query(users, "SELECT count(*) FROM refresh_tokens")
+        [(kept_rows,)] = await query(users.database_url, "SELECT count(*) FROM refresh_tokens")
 
     # The purge (every hour by default) deletes the expired rows, and only them.
     assert users.database_url is not None
@@ -76,5 +77,7 @@ async def test_admin_seeded_once_and_refresh_tokens_expire_and_are_purged(
         await engine.dispose()
     # Eve's, the admin's second login's and the one its first login's rotated into: 2 s each.
     assert purged == 3
-    left = await query(users, "SELECT count(*), min(expires_at) > now() FROM refresh_tokens")
+    left = await query(
+        users.database_url, "SELECT count(*), min(expires_at) > now() FROM refresh_tokens"
+    )
     assert left == [(kept_rows - purged, True)]
