@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest_asyncio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from choreo.auth import SigningKey
-from choreo.testing import ServiceProcess, free_port
+from choreo.testing import ServiceProcess, free_port, serving
 
 SERVICES = ("user", "order", "payment", "inventory", "notification")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -91,7 +90,10 @@ class StandIn:
     """One service's stand-in: records requests; `fail_next` queues error answers; a request
     whose path ends in `/slow` is answered after `slow_seconds`; one whose path ends in `/moved`
     is redirected to the path without it, by an absolute URL on the stand-in's own address (as
-    FastAPI's redirect_slashes did), its `Content-Location` naming that address too."""
+    FastAPI's redirect_slashes did), its `Content-Location` naming that address too.
+
+    What the gateway asks of an upstream, it answers as the real services do (test_stand_in.py
+    holds it to them)."""
 
     def __init__(self, service: str, jwks: dict[str, Any] | None = None) -> None:
         self.service = service
@@ -102,8 +104,7 @@ class StandIn:
         self.ops_token: str | None = None
         self._jwks = jwks
         self._failures: list[int] = []
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server = contextlib.AsyncExitStack()
 
     def fail_next(self, status: int, times: int = 1) -> None:
         self._failures += [status] * times
@@ -112,11 +113,14 @@ class StandIn:
         return sum(1 for s in self.seen if s.path == path and method in (None, s.method))
 
     async def _healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "service": self.service})
+        return JSONResponse({"status": "ok", "service": f"{self.service}_service"})
 
     async def _openapi(self, request: Request) -> Response:
         if self.ops_token and request.headers.get("authorization") != f"Bearer {self.ops_token}":
-            return JSONResponse({"error": {"code": "unauthenticated"}}, status_code=401)
+            refusal = {"code": "unauthenticated", "message": "send the ops token", "details": None}
+            return JSONResponse(
+                {"error": refusal}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         return JSONResponse(stand_in_document(self.service))
 
     async def _echo(self, request: Request) -> Response:
@@ -161,21 +165,10 @@ class StandIn:
                 Route("/{path:path}", self._echo, methods=METHODS),
             ]
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # raises what stopped it
-            await asyncio.sleep(0.02)
+        await self._server.enter_async_context(serving(app, port=self.port))
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-            self._server = self._task = None
+        await self._server.aclose()
 
 
 Upstreams = dict[str, StandIn]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest_asyncio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -17,20 +17,21 @@ from starlette.routing import Route
 
 from choreo import records
 from choreo.events import Event
-from choreo.testing import free_port
+from choreo.testing import free_port, serving
 from choreo.testing import records as make
 
 
 class StandInInventory:
-    """Serves only the inventory service's `POST /api/v1/products/lookup`, from `products`."""
+    """Serves only the inventory service's `POST /api/v1/products/lookup`, from `products`
+    (`test_stand_in_inventory.py` holds it to the real one's answers)."""
 
     def __init__(self) -> None:
         self.products: dict[str, dict[str, Any]] = {}
         # Seconds each lookup takes: lets concurrent order requests all get past their checks.
         self.lookup_delay = 0.0
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = contextlib.AsyncExitStack()
 
     def add(self, name: str, price: int, currency: str = "USD") -> str:
         product_id = str(uuid.uuid4())
@@ -50,20 +51,10 @@ class StandInInventory:
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/api/v1/products/lookup", self._lookup, methods=["POST"])])
-        port = int(self.url.rpartition(":")[2])
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # raises what stopped it
-            await asyncio.sleep(0.02)
+        await self._server.enter_async_context(serving(app, port=self.port))
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-            self._server = self._task = None
+        await self._server.aclose()
 
 
 @pytest_asyncio.fixture
