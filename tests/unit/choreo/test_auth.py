@@ -1,28 +1,36 @@
-"""Token verification with keys fetched from a JWKS URL: the keys are kept while the key server
-is down, fetched as soon as it is back, and fetched again for a new key, never in a flood."""
+"""Token verification (choreo.auth) with keys fetched from a JWKS URL: the keys are kept while the
+key server is down, fetched as soon as it is back, and fetched again for a new key, never in a
+flood; what a token must say to be an access token; the signing key and its key set."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter
 from hypothesis import HealthCheck, given, settings
+from jwt.algorithms import RSAAlgorithm
 
 from choreo.auth import (
     AuthError,
-    CurrentUser,
     RemoteJwks,
     SigningKey,
     SigningKeysUnavailableError,
     StaticKeys,
     TokenVerifier,
+    verifier_from_settings,
 )
+from choreo.deps import CurrentUser
 from choreo.web import create_app
 from tests.tokens import Forged, forged_tokens
 
@@ -315,3 +323,100 @@ async def test_a_token_names_its_session_and_one_without_a_session_names_none() 
     upper = await verifier.verify(key.issue(user, session_id=session.upper()))
     assert upper.session_id == session
     assert (await verifier.verify(key.issue(user))).session_id is None
+
+
+# --- the token's own claims, and the keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("issued", "said"),
+    [
+        ({"ttl_seconds": -60}, "invalid token: Signature has expired"),
+        ({"token_type": "refresh"}, "not an access token"),
+    ],
+)
+async def test_an_expired_token_or_a_refresh_token_is_no_access_token(
+    issued: dict[str, Any], said: str
+) -> None:
+    key = SigningKey.generate()
+    verifier = TokenVerifier(StaticKeys(key.jwks()))
+
+    with pytest.raises(AuthError, match=said):
+        await verifier.verify(key.issue(str(uuid.uuid4()), **issued))
+
+
+async def test_a_token_for_another_issuer_or_audience_is_refused() -> None:
+    key = SigningKey.generate()
+    token = key.issue(str(uuid.uuid4()))
+
+    for verifier, said in [
+        (TokenVerifier(StaticKeys(key.jwks()), issuer="elsewhere"), "Invalid issuer"),
+        (TokenVerifier(StaticKeys(key.jwks()), audience="elsewhere"), "Audience doesn't match"),
+    ]:
+        with pytest.raises(AuthError, match=said):
+            await verifier.verify(token)
+
+
+async def test_a_token_says_who_calls_with_which_roles_and_address() -> None:
+    key, user = SigningKey.generate(), str(uuid.uuid4())
+    verifier = TokenVerifier(StaticKeys(key.jwks()))
+
+    admin = await verifier.verify(key.issue(user, roles=["user", "admin"], email="a@example.com"))
+    customer = await verifier.verify(key.issue(user))
+
+    assert (admin.user_id, admin.roles, admin.email) == (user, {"admin", "user"}, "a@example.com")
+    assert (admin.is_admin, customer.is_admin, customer.email) == (True, False, None)
+
+
+async def test_a_token_of_an_rs256_key_in_the_key_set_is_accepted() -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    jwks = {"keys": [{**public, "kid": "rsa-1", "alg": "RS256", "use": "sig"}]}
+    now, user = int(time.time()), str(uuid.uuid4())
+    claims = {"sub": user, "iss": "choreo", "aud": "choreo", "iat": now, "exp": now + 60}
+    token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "rsa-1"})
+
+    assert (await TokenVerifier(StaticKeys(jwks)).verify(token)).user_id == user
+
+
+async def test_a_signing_key_survives_its_pem_and_publishes_only_its_public_half() -> None:
+    key = SigningKey.generate()
+    again = SigningKey.from_pem(key.to_pem(), key.kid)
+    user = str(uuid.uuid4())
+
+    verified = await TokenVerifier(StaticKeys(key.jwks())).verify(again.issue(user))
+
+    assert verified.user_id == user
+    [published] = key.jwks()["keys"]
+    assert published.keys() == {"kty", "crv", "x", "kid", "alg", "use"}
+    assert (published["kid"], published["alg"], published["use"]) == (key.kid, "EdDSA", "sig")
+
+
+def test_a_signing_key_that_is_not_ed25519_is_refused() -> None:
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+    with pytest.raises(AuthError, match="must be an Ed25519 private key"):
+        SigningKey.from_pem(pem, "rsa")
+
+
+async def test_the_settings_name_the_keys_a_service_verifies_with() -> None:
+    key, user = SigningKey.generate(), str(uuid.uuid4())
+
+    given_keys = verifier_from_settings(JWKS_URL, json.dumps(key.jwks()))
+    fetched = verifier_from_settings(JWKS_URL, None)
+
+    assert given_keys is not None
+    # Given keys win over the URL: nothing is fetched (users.test does not resolve).
+    assert (await given_keys.verify(key.issue(user))).user_id == user
+    assert fetched is not None
+    assert isinstance(fetched._source, RemoteJwks)
+    assert verifier_from_settings(None, None) is None
+    assert verifier_from_settings("", "") is None

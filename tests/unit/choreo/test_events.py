@@ -1,17 +1,33 @@
-"""The event envelope: any bytes a record can hold decode to an event or to a kit error."""
+"""The event envelope (choreo.events): each typed record's type, subject, topic and headers, the
+round trip through the wire, and any bytes a record can hold decode to an event or a kit error."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreo.avro import default_store
-from choreo.errors import ChoreoError
-from choreo.events import EnvelopeError, decode_record
+from choreo.errors import ChoreoError, RejectedEventError
+from choreo.events import (
+    OWNER_OF_TOPIC,
+    TOPIC_OF_TYPE,
+    EnvelopeError,
+    Event,
+    check_source,
+    decode_record,
+    headers_of,
+    source_of,
+)
+from choreo.records import RECORDS, Record
+from choreo.testing import records as make
 from tests.poison import RawRecord, poison_records, valid_event, wire
 
 STORE = default_store()
@@ -95,3 +111,110 @@ def test_a_time_without_a_zone_is_utc() -> None:
     decoded = decode_record(headers, value, STORE)
 
     assert decoded.time.isoformat() == "2026-11-30T10:00:00+00:00"
+
+
+# --- the envelope of a typed record -------------------------------------------------------------
+
+# DESIGN.md §3: each record's topic, and the field its key (and ce_subject) is; the account
+# events of user.event are keyed by the user.
+ON_THE_WIRE = {
+    "OrderCreated": ("order.create", "order_id"),
+    "StockReserved": ("stock.updated", "order_id"),
+    "StockRejected": ("stock.updated", "order_id"),
+    "StockReleased": ("stock.updated", "order_id"),
+    "StockLevelChanged": ("stock.updated", "product_id"),
+    "LowStockDetected": ("stock.updated", "product_id"),
+    "PaymentSucceeded": ("payment.event", "order_id"),
+    "PaymentFailed": ("payment.event", "order_id"),
+    "PaymentRefunded": ("payment.event", "order_id"),
+    "OrderConfirmed": ("order.event", "order_id"),
+    "OrderCancelled": ("order.event", "order_id"),
+    "UserRegistered": ("user.event", "user_id"),
+    "UserUpdated": ("user.event", "user_id"),
+    "UserDeleted": ("user.event", "user_id"),
+    "PasswordResetRequested": ("user.event", "user_id"),
+    "SessionsRevoked": ("user.event", "user_id"),
+}
+
+
+def factory(name: str) -> Callable[[], Event[Record]]:
+    """`choreo.testing.records`' factory of record `name` (`order_created` for OrderCreated)."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    made: Callable[[], Event[Record]] = getattr(make, snake)
+    return made
+
+
+def test_every_record_has_its_place_on_the_wire() -> None:
+    assert set(ON_THE_WIRE) == set(RECORDS)
+    assert {name: topic for name, (topic, _) in ON_THE_WIRE.items()} == TOPIC_OF_TYPE
+
+
+@pytest.mark.parametrize("name", sorted(ON_THE_WIRE))
+def test_the_envelope_takes_type_subject_and_topic_from_its_record(name: str) -> None:
+    event = factory(name)()
+    topic, key = ON_THE_WIRE[name]
+
+    assert (event.type, event.topic, event.subject) == (name, topic, getattr(event.record, key))
+    headers = headers_of(event)
+    assert (headers["ce_type"], headers["ce_subject"]) == (name, event.subject)
+
+
+@pytest.mark.parametrize("name", sorted(ON_THE_WIRE))
+def test_every_record_decodes_to_the_event_that_was_sent(name: str) -> None:
+    owner = OWNER_OF_TOPIC[ON_THE_WIRE[name][0]]
+    event = dataclasses.replace(
+        factory(name)(),
+        time=datetime(2026, 5, 4, 3, 2, 1, 987000, tzinfo=UTC),
+        source=source_of(owner),
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+
+    value, headers = wire(event)
+
+    assert decode_record(headers, value, STORE) == event
+
+
+def test_the_headers_are_the_cloudevents_binary_mode_ones_and_the_time_is_utc() -> None:
+    event = dataclasses.replace(
+        make.order_confirmed(),
+        time=datetime(2026, 5, 4, 5, 2, 1, 987654, tzinfo=timezone(timedelta(hours=2))),
+        source="/order_service",
+    )
+
+    assert headers_of(event) == {
+        "ce_specversion": "1.0",
+        "ce_id": event.id,
+        "ce_type": "OrderConfirmed",
+        "ce_source": "/order_service",
+        "ce_time": "2026-05-04T03:02:01.987+00:00",
+        "ce_subject": event.record.order_id,
+        "content-type": "application/avro",
+    }
+    traced = dataclasses.replace(event, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    assert headers_of(traced)["traceparent"] == traced.traceparent
+
+
+def test_a_record_without_a_time_happened_when_it_was_read() -> None:
+    value, headers = wire(valid_event(str(uuid.uuid4()), 1))
+    before = datetime.now(UTC)
+
+    decoded = decode_record([(n, v) for n, v in headers if n != "ce_time"], value, STORE)
+
+    assert before <= decoded.time <= datetime.now(UTC)
+
+
+def test_a_type_that_is_not_the_writer_schemas_is_refused() -> None:
+    value, headers = wire(valid_event(str(uuid.uuid4()), 1))
+    claimed = [(n, b"LowStockDetected" if n == "ce_type" else v) for n, v in headers]
+
+    with pytest.raises(EnvelopeError, match="does not match the writer schema 'StockLevelChanged'"):
+        decode_record(claimed, value, STORE)
+
+
+def test_only_the_owner_of_a_topic_may_be_its_source() -> None:
+    owned = dataclasses.replace(make.payment_failed(), source="/payment_service")
+    check_source(owned)
+
+    for source in ("/order_service", ""):
+        with pytest.raises(RejectedEventError, match="comes from the payment service, not"):
+            check_source(dataclasses.replace(owned, source=source))
