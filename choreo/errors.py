@@ -1,11 +1,10 @@
-"""The kit's root exception, and what a failure means for whoever meets it: give up, try again
-soon, or wait out an outage."""
+"""The kit's root exception, its `retriable` flag and the mixins that set it, and what a failure
+means for whoever meets it: give up, try again soon, or wait out an outage."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -15,36 +14,40 @@ class ChoreoError(Exception):
 
     `retriable` decides what a consumer does with a record whose handler raised it: try again
     (see `Failure`) or park it in the dead-letter topic at once (a record that can never be
-    applied).
+    applied). A class says which by mixing in `RetriableError` or `NotRetriableError`; the root
+    is not retriable.
     """
 
     retriable: bool = False
 
-    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
-        super().__init__(message)
-        if retriable is not None:
-            self.retriable = retriable
+
+class RetriableError(ChoreoError):
+    """Mixed into an error class whose cause may pass, in any order of bases (each is a
+    `ChoreoError`, so the root's False never shadows it):
+    `class HashingBusyError(UserError, RetriableError)`."""
+
+    retriable = True
 
 
-class TransientError(ChoreoError):
+class NotRetriableError(ChoreoError):
+    """Mixed into an error class that trying again cannot cure."""
+
+    retriable = False
+
+
+class TransientError(RetriableError):
     """Something outside the record failed and may come back (a database, the broker, a
     provider answering 5xx, 429 or not at all): the record is fine, so a consumer waits it out
     for as long as it lasts and never dead-letters the record for it."""
 
-    retriable = True
 
-
-class NotReadyError(ChoreoError):
+class NotReadyError(RetriableError):
     """The record needs a fact that has not arrived yet (another topic's record): worth a few
     more tries, then the record is dead-lettered, since the fact may never come."""
 
-    retriable = True
 
-
-class PermanentError(ChoreoError):
+class PermanentError(NotRetriableError):
     """The input can never be applied as it is: trying again cannot help."""
-
-    retriable = False
 
 
 class RejectedEventError(PermanentError):
@@ -72,12 +75,16 @@ _RACE_SQLSTATES = ("40001", "40P01", "55P03")
 def failure_of(error: BaseException) -> Failure:
     """Classify `error`; anything not known to pass is permanent.
 
-    A refused or broken database connection carries no SQLSTATE at all (psycopg raises
-    OperationalError before any server answered), so an OperationalError or InterfaceError
-    without one is an outage.
+    An error that carries a `retriable` flag of its own (the kit's, aiokafka's, any library's
+    that follows the convention) is taken at its word: False is permanent, True an outage to
+    wait out, or a bounded retry for `NotReadyError`. Without one, the database's and the
+    network's errors say whether the failure may pass. A refused or broken database connection
+    carries no SQLSTATE at all (psycopg raises OperationalError before any server answered), so
+    an OperationalError or InterfaceError without one is an outage.
     """
-    if isinstance(error, ChoreoError):
-        if not error.retriable:
+    retriable = getattr(error, "retriable", None)
+    if isinstance(retriable, bool):
+        if not retriable:
             return Failure.PERMANENT
         return Failure.RETRY if isinstance(error, NotReadyError) else Failure.OUTAGE
     if isinstance(error, DBAPIError):
@@ -88,8 +95,6 @@ def failure_of(error: BaseException) -> Failure:
             return Failure.RETRY
         connection_class = isinstance(error, OperationalError | InterfaceError)
         return Failure.OUTAGE if connection_class and not sqlstate else Failure.PERMANENT
-    if isinstance(error, KafkaError):
-        return Failure.OUTAGE if error.retriable else Failure.PERMANENT
     if isinstance(error, PoolTimeoutError | TimeoutError | ConnectionError | OSError):
         return Failure.OUTAGE
     return Failure.PERMANENT

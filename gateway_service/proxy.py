@@ -21,6 +21,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 from prometheus_client import Counter, Gauge
 
+from choreo.errors import RetriableError
 from gateway_service.domain import BreakerState, CircuitBreaker, GatewayError
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,8 @@ class UpstreamError(GatewayError):
         self.upstream = upstream
 
 
-class UpstreamUnavailableError(UpstreamError):
+class UpstreamUnavailableError(UpstreamError, RetriableError):
     """Not reachable, or its circuit is open: try again after `retry_after` seconds."""
-
-    retriable = True
 
     def __init__(self, upstream: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(upstream, message)

@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from choreo.errors import ChoreoError
+from choreo.errors import ChoreoError, RetriableError
 from order_service.domain import Product
 
 LOOKUP_PATH = "/api/v1/products/lookup"
@@ -25,10 +25,8 @@ MAX_UNIT_PRICE = 10**12
 _RETRIABLE = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
-class InventoryUnavailableError(ChoreoError):
+class InventoryUnavailableError(RetriableError):
     """The inventory service could not be reached, or failed: try again later."""
-
-    retriable = True
 
 
 class InventoryProtocolError(ChoreoError):

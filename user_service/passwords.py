@@ -18,6 +18,7 @@ from typing import TypeVar
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from choreo.errors import RetriableError
 from user_service.domain import UserError
 
 T = TypeVar("T")
@@ -26,10 +27,8 @@ T = TypeVar("T")
 BUSY_RETRY_AFTER_SECONDS = 1
 
 
-class HashingBusyError(UserError):
+class HashingBusyError(UserError, RetriableError):
     """Every hashing turn is taken and the queue is full: try again in a moment."""
-
-    retriable = True
 
     def __init__(self) -> None:
         super().__init__(

@@ -16,7 +16,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from choreo.errors import ChoreoError
+from choreo.errors import NotRetriableError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
 
@@ -31,10 +31,8 @@ _FILE_NAME = re.compile(r"(?P<record>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9]
 _CRC64_EMPTY = 0xC15D213AA4D7A795
 
 
-class AvroError(ChoreoError):
+class AvroError(NotRetriableError):
     """A value cannot be encoded or decoded with the stored schemas; trying again cannot help."""
-
-    retriable = False
 
 
 class UnknownSchemaError(AvroError):
