@@ -10,25 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
 
-from choreo.errors import ChoreoError
-from choreo.web import ApiError
-
-if TYPE_CHECKING:
-    from choreo.revocations import Revocations
+from choreo.errors import ChoreoError, RetriableError
 
 ALGORITHMS = ("EdDSA", "RS256")
 ISSUER = "choreo"
@@ -43,11 +37,9 @@ class AuthError(ChoreoError):
     """The request carries no valid token."""
 
 
-class SigningKeysUnavailableError(AuthError):
+class SigningKeysUnavailableError(AuthError, RetriableError):
     """There are no keys to check the token with right now (the key server cannot be reached
     and none were fetched before it went away): ask again after `retry_after` seconds."""
-
-    retriable = True
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -349,42 +341,3 @@ def verifier_from_settings(jwks_url: str | None, jwks_json: str | None) -> Token
     if jwks_url:
         return TokenVerifier(RemoteJwks(jwks_url))
     return None
-
-
-async def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the verified caller; 401, or 503 with `Retry-After` while there are
-    no signing keys to check the token with."""
-    verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthenticated", "a bearer token is required", headers=challenge)
-    if verifier is None:
-        raise ApiError(503, "auth_unavailable", "this service has no signing keys configured")
-    try:
-        principal = await verifier.verify(token.strip())
-    except SigningKeysUnavailableError as error:
-        # The token may well be valid: the client should try again, not log in again.
-        retry_after = str(max(1, math.ceil(error.retry_after)))
-        raise ApiError(
-            503, "auth_unavailable", str(error), headers={"Retry-After": retry_after}
-        ) from None
-    except AuthError as error:
-        raise ApiError(401, "unauthenticated", str(error), headers=challenge) from None
-    revocations: Revocations | None = getattr(request.app.state, "revocations", None)
-    if revocations is not None:
-        refusal = await revocations.refusal(principal.user_id, principal.session_id)
-        if refusal is not None:
-            raise ApiError(401, "unauthenticated", refusal, headers=challenge)
-    return principal
-
-
-async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """FastAPI dependency: the verified caller, who must hold the admin role, or 403."""
-    if not principal.is_admin:
-        raise ApiError(403, "forbidden", "this needs the admin role")
-    return principal
-
-
-CurrentUser = Annotated[Principal, Depends(current_principal)]
-AdminUser = Annotated[Principal, Depends(admin_principal)]

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from choreo.deps import resource
 from choreo.web import ApiError, current_request_id, current_traceparent
 from gateway_service.domain import API_PREFIX, retry_after_seconds, route_for
 from gateway_service.edge import Gatekeeper, limit_headers
@@ -32,24 +33,9 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-async def _proxy(request: Request) -> Proxy:
-    proxy: Proxy = request.app.state.proxy
-    return proxy
-
-
-async def _gatekeeper(request: Request) -> Gatekeeper:
-    gatekeeper: Gatekeeper = request.app.state.gatekeeper
-    return gatekeeper
-
-
-async def _catalog(request: Request) -> ApiCatalog:
-    catalog: ApiCatalog = request.app.state.api_catalog
-    return catalog
-
-
-ProxyDep = Annotated[Proxy, Depends(_proxy)]
-GatekeeperDep = Annotated[Gatekeeper, Depends(_gatekeeper)]
-CatalogDep = Annotated[ApiCatalog, Depends(_catalog)]
+ProxyDep = Annotated[Proxy, Depends(resource("proxy", Proxy))]
+GatekeeperDep = Annotated[Gatekeeper, Depends(resource("gatekeeper", Gatekeeper))]
+CatalogDep = Annotated[ApiCatalog, Depends(resource("api_catalog", ApiCatalog))]
 
 router = APIRouter()
 _DOCS_PAGE: Final = docs_page()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from fastapi import Request
 from prometheus_client import Counter
 
-from choreo.auth import Principal, current_principal
+from choreo.auth import Principal
+from choreo.deps import current_principal
 from choreo.web import ApiError
 from gateway_service.domain import Admission, Limit, client_address
 from gateway_service.ratelimit import Charge, RateLimiter

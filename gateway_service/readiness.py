@@ -12,19 +12,18 @@ import asyncio
 from typing import Any, Final
 
 import httpx
-from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from choreo.auth import SigningKeysUnavailableError, TokenVerifier
+from choreo.deps import Verifier
+from gateway_service.api import ProxyDep
 from gateway_service.proxy import HEALTH_TIMEOUT_SECONDS, Proxy, UpstreamUnavailableError
 
 # A first fetch of the keys that takes longer than this is reported as under way (it goes on).
 KEYS_TIMEOUT_SECONDS: Final = HEALTH_TIMEOUT_SECONDS
 
 
-async def readyz(request: Request) -> JSONResponse:
-    proxy: Proxy = request.app.state.proxy
-    verifier: TokenVerifier | None = request.app.state.token_verifier
+async def readyz(proxy: ProxyDep, verifier: Verifier) -> JSONResponse:
     names = list(proxy.upstreams)
     *health, keys = await asyncio.gather(
         *(_upstream_health(proxy, name) for name in names), _signing_keys(verifier)

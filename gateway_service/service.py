@@ -25,8 +25,8 @@ from choreo.auth import TokenVerifier
 from choreo.logs import configure_logging
 from choreo.service import Service
 from choreo.web import METRICS_PATH, REQUEST_ID_HEADER, ApiDocs, metrics_response
+from gateway_service.api import GatekeeperDep
 from gateway_service.config import Settings
-from gateway_service.edge import Gatekeeper
 from gateway_service.readiness import readyz
 from gateway_service.security import DOCS_PATH, SecurityHeadersMiddleware, docs_csp, docs_page
 
@@ -109,10 +109,9 @@ class GatewayService(Service):
         )
 
 
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, gatekeeper: GatekeeperDep) -> Response:
     """The kit's `/metrics`, admitted by the rate limits first (401 after that without the ops
     token, as on every service)."""
-    gatekeeper: Gatekeeper = request.app.state.gatekeeper
     await gatekeeper.admit(request, public=True)
     return metrics_response(request)
 

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from choreo.auth import Principal, current_principal
-from choreo.deps import AdminUser, Uow
+from choreo.auth import Principal
+from choreo.deps import AdminUser, OptionalUser, Uow
 from choreo.web import ApiError, current_traceparent
 from inventory_service import handlers, queries
 from inventory_service.domain import MAX_UNITS
@@ -166,19 +166,6 @@ class LookupResult(BaseModel):
     missing: list[str]
 
 
-async def _viewer(request: Request) -> Principal | None:
-    """The caller of a public route, or None: a missing, stale or unverifiable token only
-    costs the admin-only fields, never the catalog itself."""
-    if "authorization" not in request.headers:
-        return None
-    try:
-        return await current_principal(request)
-    except ApiError:
-        return None
-
-
-Viewer = Annotated[Principal | None, Depends(_viewer)]
-
 router = APIRouter(prefix="/api/v1", tags=["products"])
 
 
@@ -214,7 +201,7 @@ async def create_product(
 @router.get("/products")
 async def list_products(
     uow: Uow,
-    viewer: Viewer,
+    viewer: OptionalUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     category: Annotated[Category | None, Query()] = None,
@@ -246,7 +233,7 @@ async def lookup_products(body: LookupRequest, uow: Uow) -> LookupResult:
 
 @router.get("/products/{product_id}")
 async def get_product(
-    product_id: uuid.UUID, uow: Uow, viewer: Viewer
+    product_id: uuid.UUID, uow: Uow, viewer: OptionalUser
 ) -> AdminProductOut | ProductOut:
     async with uow:
         product = await queries.get_product(uow.session, str(product_id))

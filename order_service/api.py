@@ -10,7 +10,7 @@ from typing import Annotated, Final, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.deps import AdminUser, CurrentUser, Uow, resource
 from choreo.pagination import InvalidCursorError
 from choreo.web import ApiError, current_traceparent
 from order_service import handlers, queries
@@ -82,19 +82,9 @@ async def _customer_id(principal: CurrentUser) -> str:
         raise ApiError(403, "forbidden", "the token's subject is not a user id") from None
 
 
-async def _inventory(request: Request) -> InventoryClient:
-    inventory: InventoryClient = request.app.state.inventory
-    return inventory
-
-
-async def _saga_timeout(request: Request) -> timedelta:
-    timeout: timedelta = request.app.state.saga_timeout
-    return timeout
-
-
 CustomerId = Annotated[str, Depends(_customer_id)]
-Inventory = Annotated[InventoryClient, Depends(_inventory)]
-SagaTimeout = Annotated[timedelta, Depends(_saga_timeout)]
+Inventory = Annotated[InventoryClient, Depends(resource("inventory", InventoryClient))]
+SagaTimeout = Annotated[timedelta, Depends(resource("saga_timeout", timedelta))]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 

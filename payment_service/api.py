@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Self
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.deps import AdminUser, CurrentUser, Uow, resource
 from choreo.web import ApiError
 from payment_service import handlers, queries
 from payment_service.domain import (
@@ -124,18 +124,8 @@ class AdminPaymentPage(BaseModel):
     next_cursor: str | None
 
 
-async def _gateway(request: Request) -> StripeGateway:
-    gateway: StripeGateway = request.app.state.gateway
-    return gateway
-
-
-async def _card_intake(request: Request) -> CardIntake:
-    intake: CardIntake = request.app.state.card_intake
-    return intake
-
-
-Gateway = Annotated[StripeGateway, Depends(_gateway)]
-Intake = Annotated[CardIntake, Depends(_card_intake)]
+Gateway = Annotated[StripeGateway, Depends(resource("gateway", StripeGateway))]
+Intake = Annotated[CardIntake, Depends(resource("card_intake", CardIntake))]
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
 

@@ -50,7 +50,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from choreo.deps import AdminUser, CurrentUser, Uow
+from choreo.deps import AdminUser, CurrentUser, Uow, optional_resource, resource
 from choreo.pagination import InvalidCursorError
 from choreo.sealing import Sealer
 from choreo.web import ApiError, current_traceparent
@@ -264,31 +264,6 @@ class TokensOut(BaseModel):
         )
 
 
-async def _passwords(request: Request) -> Passwords:
-    passwords: Passwords = request.app.state.passwords
-    return passwords
-
-
-async def _tokens(request: Request) -> TokenIssuer:
-    tokens: TokenIssuer = request.app.state.tokens
-    return tokens
-
-
-async def _attempts(request: Request) -> AttemptLimiter:
-    attempts: AttemptLimiter = request.app.state.attempts
-    return attempts
-
-
-async def _password_reset_ttl(request: Request) -> timedelta:
-    ttl: timedelta = request.app.state.password_reset_ttl
-    return ttl
-
-
-async def _reset_token_sealer(request: Request) -> Sealer | None:
-    sealer: Sealer | None = request.app.state.reset_token_sealer
-    return sealer
-
-
 async def _own_id(principal: CurrentUser) -> str:
     """The caller's user id; a token whose subject is no user id names no account."""
     try:
@@ -297,12 +272,14 @@ async def _own_id(principal: CurrentUser) -> str:
         raise AccountClosedError() from None
 
 
-PasswordsDep = Annotated[Passwords, Depends(_passwords)]
-TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
-AttemptsDep = Annotated[AttemptLimiter, Depends(_attempts)]
+PasswordsDep = Annotated[Passwords, Depends(resource("passwords", Passwords))]
+TokensDep = Annotated[TokenIssuer, Depends(resource("tokens", TokenIssuer))]
+AttemptsDep = Annotated[AttemptLimiter, Depends(resource("attempts", AttemptLimiter))]
 OwnId = Annotated[str, Depends(_own_id)]
-PasswordResetTtl = Annotated[timedelta, Depends(_password_reset_ttl)]
-ResetTokenSealer = Annotated[Sealer | None, Depends(_reset_token_sealer)]
+PasswordResetTtl = Annotated[timedelta, Depends(resource("password_reset_ttl", timedelta))]
+ResetTokenSealer = Annotated[
+    Sealer | None, Depends(optional_resource("reset_token_sealer", Sealer))
+]
 
 
 def client_address(request: Request) -> str:

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from choreo.auth import CurrentUser, SigningKey, StaticKeys, TokenVerifier
+from choreo.auth import SigningKey, StaticKeys, TokenVerifier
+from choreo.deps import CurrentUser
 from choreo.revocations import SESSION_ENDED, Revoked
 from choreo.web import create_app
 
