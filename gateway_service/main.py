@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from choreo.auth import verifier_from_settings
 from choreo.service import Service
+from choreo.web import ApiDocs
 from gateway_service import domain
 from gateway_service.api import router
 from gateway_service.config import Settings
@@ -13,7 +14,7 @@ from gateway_service.edge import Gatekeeper
 from gateway_service.openapi import ApiCatalog
 from gateway_service.proxy import Proxy, Upstream, http_client
 from gateway_service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from gateway_service.service import GatewayService
+from gateway_service.service import SERVER_OPTIONS, middleware, ops_router
 
 
 def build(settings: Settings | None = None) -> Service:
@@ -54,11 +55,12 @@ def build(settings: Settings | None = None) -> Service:
         is_public=domain.is_public,
         ops_token=settings.ops_token.get_secret_value() if settings.ops_token else None,
     )
-    return GatewayService(
+    return Service(
         settings,
-        cors_origins=settings.cors_origins,
-        hsts=settings.hsts,
-        routers=[router],
+        routers=[ops_router, router],
+        middleware=middleware(settings),
+        server_options=SERVER_OPTIONS,
+        docs=ApiDocs.NONE,  # the merged document and its page are the gateway's routes
         # `http` first: the services' client is closed when the gateway stops.
         resources={
             "http": client,
