@@ -1,14 +1,14 @@
 """The inventory service's HTTP API: the catalog (public reads, admin writes) and stock.
 
-Routes parse and validate, run a handler or a query in one unit of work, and shape the answer;
-domain errors are mapped to statuses in main.py. Admins also see `reserved` and `sold`.
+Routes parse and validate, call a handler (which opens its unit of work) or a query, and answer
+with the query's view; domain errors are mapped to statuses in ERROR_STATUSES. Admins also see
+`reserved` and `sold`.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import (
@@ -24,14 +24,36 @@ from pydantic import (
 
 from choreo.auth import Principal
 from choreo.deps import AdminUser, OptionalUser, Uow
+from choreo.pagination import InvalidCursorError
 from choreo.web import ApiError, current_traceparent
 from inventory_service import handlers, queries
-from inventory_service.domain import MAX_UNITS
+from inventory_service.domain import (
+    MAX_UNITS,
+    InsufficientStockError,
+    InvalidQuantityError,
+    ProductNotFoundError,
+    StockLimitError,
+)
 from inventory_service.handlers import NewProduct
-from inventory_service.queries import Product, ProductFilter
+from inventory_service.queries import (
+    AdminProductView,
+    LookupResult,
+    ProductFilter,
+    ProductPage,
+    ProductView,
+)
 
 # Prices are minor units; a bound keeps order totals (quantity x price) far from overflow.
 MAX_PRICE = 10**12
+
+# Domain errors whose message says it all; main.py hands these to the kit's error handler.
+ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
+    ProductNotFoundError: (404, "product_not_found"),
+    InsufficientStockError: (409, "insufficient_stock"),
+    StockLimitError: (409, "stock_limit_exceeded"),
+    InvalidQuantityError: (422, "validation_error"),
+    InvalidCursorError: (422, "invalid_cursor"),
+}
 
 
 def _storable(value: str) -> str:
@@ -128,74 +150,26 @@ class LookupRequest(BaseModel):
     ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=100)]
 
 
-class ProductOut(BaseModel):
-    id: str
-    name: str
-    description: str
-    category: str
-    price: int
-    currency: str
-    available: int
-    low_stock_threshold: int
-    features: list[str]
-    image_url: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class AdminProductOut(ProductOut):
-    reserved: int
-    sold: int
-
-
-class ProductPage(BaseModel):
-    items: list[AdminProductOut | ProductOut]
-    next_cursor: str | None
-
-
-class LookupItem(BaseModel):
-    id: str
-    name: str
-    price: int
-    currency: str
-    available: int
-
-
-class LookupResult(BaseModel):
-    items: list[LookupItem]
-    missing: list[str]
-
-
 router = APIRouter(prefix="/api/v1", tags=["products"])
 
 
-def _admin_view(product: Product) -> AdminProductOut:
-    return AdminProductOut(
-        **{name: getattr(product, name) for name in AdminProductOut.model_fields}
-    )
-
-
-def _view(product: Product, viewer: Principal | None) -> AdminProductOut | ProductOut:
-    if viewer is not None and viewer.is_admin:
-        return _admin_view(product)
-    return ProductOut(**{name: getattr(product, name) for name in ProductOut.model_fields})
+def _seen_by(product: ProductView, viewer: Principal | None) -> ProductView:
+    return product if viewer is not None and viewer.is_admin else product.public()
 
 
 @router.post("/products", status_code=status.HTTP_201_CREATED)
 async def create_product(
     body: ProductCreate, admin: AdminUser, uow: Uow, response: Response
-) -> AdminProductOut:
+) -> AdminProductView:
     new = NewProduct(
         **body.model_dump(exclude={"image_url"}),
         image_url=None if body.image_url is None else str(body.image_url),
     )
-    async with uow:
-        product_id = await handlers.create_product(
-            uow, new, actor_id=admin.user_id, traceparent=current_traceparent()
-        )
-        product = await queries.get_product(uow.session, product_id)
+    product_id = await handlers.create_product(
+        uow, new, actor_id=admin.user_id, traceparent=current_traceparent()
+    )
     response.headers["Location"] = f"{router.prefix}/products/{product_id}"
-    return _admin_view(product)
+    return await queries.get_product(uow, product_id)
 
 
 @router.get("/products")
@@ -212,64 +186,48 @@ async def list_products(
     if min_price is not None and max_price is not None and min_price > max_price:
         raise ApiError(422, "validation_error", "min_price is greater than max_price")
     criteria = ProductFilter(category=category, q=q, min_price=min_price, max_price=max_price)
-    async with uow:
-        page, next_cursor = await queries.list_products(
-            uow.session, criteria, limit=limit, cursor=cursor
-        )
-    return ProductPage(items=[_view(p, viewer) for p in page], next_cursor=next_cursor)
+    page = await queries.list_products(uow, criteria, limit=limit, cursor=cursor)
+    return ProductPage([_seen_by(p, viewer) for p in page.items], page.next_cursor)
 
 
 @router.post("/products/lookup")
 async def lookup_products(body: LookupRequest, uow: Uow) -> LookupResult:
     """Name, price and available stock of products by id, for pricing orders (public)."""
-    async with uow:
-        found, missing = await queries.lookup_products(uow.session, [str(i) for i in body.ids])
-    items = [
-        LookupItem(id=p.id, name=p.name, price=p.price, currency=p.currency, available=p.available)
-        for p in found
-    ]
-    return LookupResult(items=items, missing=missing)
+    return await queries.lookup_products(uow, [str(i) for i in body.ids])
 
 
 @router.get("/products/{product_id}")
 async def get_product(
     product_id: uuid.UUID, uow: Uow, viewer: OptionalUser
-) -> AdminProductOut | ProductOut:
-    async with uow:
-        product = await queries.get_product(uow.session, str(product_id))
-    return _view(product, viewer)
+) -> AdminProductView | ProductView:
+    return _seen_by(await queries.get_product(uow, str(product_id)), viewer)
 
 
 @router.patch("/products/{product_id}")
 async def update_product(
     product_id: uuid.UUID, body: ProductUpdate, admin: AdminUser, uow: Uow
-) -> AdminProductOut:
-    async with uow:
-        await handlers.update_product(uow, str(product_id), body.changes())
-        product = await queries.get_product(uow.session, str(product_id))
-    return _admin_view(product)
+) -> AdminProductView:
+    await handlers.update_product(uow, str(product_id), body.changes())
+    return await queries.get_product(uow, str(product_id))
 
 
 @router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_product(product_id: uuid.UUID, admin: AdminUser, uow: Uow) -> Response:
-    async with uow:
-        await handlers.delete_product(uow, str(product_id))
+    await handlers.delete_product(uow, str(product_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/products/{product_id}/stock")
 async def adjust_stock(
     product_id: uuid.UUID, body: StockChange, admin: AdminUser, uow: Uow
-) -> AdminProductOut:
+) -> AdminProductView:
     """Add (delta > 0) or remove (delta < 0) available units; 409 if it would go negative."""
-    async with uow:
-        await handlers.adjust_stock(
-            uow,
-            str(product_id),
-            body.delta,
-            reason=body.reason,
-            actor_id=admin.user_id,
-            traceparent=current_traceparent(),
-        )
-        product = await queries.get_product(uow.session, str(product_id))
-    return _admin_view(product)
+    await handlers.adjust_stock(
+        uow,
+        str(product_id),
+        body.delta,
+        reason=body.reason,
+        actor_id=admin.user_id,
+        traceparent=current_traceparent(),
+    )
+    return await queries.get_product(uow, str(product_id))

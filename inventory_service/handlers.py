@@ -1,7 +1,8 @@
 """The inventory service's handlers: one async function per event consumed or command served.
 
-Each runs inside its caller's unit of work (the consumer's or the route's): it locks what it
-changes, asks domain.py what to do, and writes rows and outgoing events in that transaction.
+An event handler runs inside the consumer's unit of work; a command handler opens the one it
+is given. Each locks what it changes, asks domain.py what to do, and writes rows and outgoing
+events in that transaction.
 Lock order is always the reservation row first, then products in id order, so concurrent
 handlers never deadlock.
 """
@@ -195,26 +196,26 @@ async def create_product(
     level = StockLevel(available=0)
     if product.stock:
         level = level.adjust(product.stock)
-    session = uow.session
-    await session.execute(
-        insert(products).values(
-            id=product_id,
-            name=product.name,
-            description=product.description,
-            category=product.category,
-            price=product.price,
-            currency=product.currency,
-            available=level.available,
-            low_stock_threshold=product.low_stock_threshold,
-            features=product.features,
-            image_url=product.image_url,
+    async with uow:
+        await uow.session.execute(
+            insert(products).values(
+                id=product_id,
+                name=product.name,
+                description=product.description,
+                category=product.category,
+                price=product.price,
+                currency=product.currency,
+                available=level.available,
+                low_stock_threshold=product.low_stock_threshold,
+                features=product.features,
+                image_url=product.image_url,
+            )
         )
-    )
-    if product.stock:
-        await _record_adjustment(
-            session, product_id, product.stock, INITIAL_STOCK_REASON, level, actor_id
-        )
-    uow.publish(_level_changed(product_id, level, datetime.now(UTC)), traceparent=traceparent)
+        if product.stock:
+            await _record_adjustment(
+                uow.session, product_id, product.stock, INITIAL_STOCK_REASON, level, actor_id
+            )
+        uow.publish(_level_changed(product_id, level, datetime.now(UTC)), traceparent=traceparent)
     return product_id
 
 
@@ -229,26 +230,28 @@ async def update_product(uow: UnitOfWork, product_id: str, changes: Mapping[str,
         values["low_stock_alerted"] = and_(
             products.c.low_stock_alerted, products.c.available <= values["low_stock_threshold"]
         )
-    updated = await uow.session.execute(
-        update(products)
-        .where(products.c.id == product_id, products.c.deleted_at.is_(None))
-        .values(**values, updated_at=func.now())
-        .returning(products.c.id)
-    )
-    if updated.first() is None:
-        raise domain.ProductNotFoundError(f"no product {product_id}")
+    async with uow:
+        updated = await uow.session.execute(
+            update(products)
+            .where(products.c.id == product_id, products.c.deleted_at.is_(None))
+            .values(**values, updated_at=func.now())
+            .returning(products.c.id)
+        )
+        if updated.first() is None:
+            raise domain.ProductNotFoundError(f"no product {product_id}")
 
 
 async def delete_product(uow: UnitOfWork, product_id: str) -> None:
     """Hide the product from the catalog and from new orders; its reservations still settle."""
-    deleted = await uow.session.execute(
-        update(products)
-        .where(products.c.id == product_id, products.c.deleted_at.is_(None))
-        .values(deleted_at=func.now(), updated_at=func.now())
-        .returning(products.c.id)
-    )
-    if deleted.first() is None:
-        raise domain.ProductNotFoundError(f"no product {product_id}")
+    async with uow:
+        deleted = await uow.session.execute(
+            update(products)
+            .where(products.c.id == product_id, products.c.deleted_at.is_(None))
+            .values(deleted_at=func.now(), updated_at=func.now())
+            .returning(products.c.id)
+        )
+        if deleted.first() is None:
+            raise domain.ProductNotFoundError(f"no product {product_id}")
 
 
 async def adjust_stock(
@@ -261,14 +264,14 @@ async def adjust_stock(
     traceparent: str | None,
 ) -> None:
     """Restock (delta > 0) or write off (delta < 0) available units, recorded as an adjustment."""
-    session = uow.session
-    locked = await _lock_products(session, [product_id])
-    product = locked.get(product_id)
-    if product is None or product.deleted:
-        raise domain.ProductNotFoundError(f"no product {product_id}")
-    level = product.level.adjust(delta)
-    await _record_adjustment(session, product_id, delta, reason, level, actor_id)
-    await _write_level(uow, product, level, datetime.now(UTC), traceparent)
+    async with uow:
+        locked = await _lock_products(uow.session, [product_id])
+        product = locked.get(product_id)
+        if product is None or product.deleted:
+            raise domain.ProductNotFoundError(f"no product {product_id}")
+        level = product.level.adjust(delta)
+        await _record_adjustment(uow.session, product_id, delta, reason, level, actor_id)
+        await _write_level(uow, product, level, datetime.now(UTC), traceparent)
 
 
 # Rows and events.

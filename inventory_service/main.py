@@ -6,10 +6,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from choreo import records
-from choreo.pagination import InvalidCursorError
 from choreo.service import Service, Subscription
-from inventory_service import domain, handlers
-from inventory_service.api import router
+from inventory_service import handlers
+from inventory_service.api import ERROR_STATUSES, router
 from inventory_service.config import Settings
 
 
@@ -20,15 +19,6 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.OrderConfirmed, handlers.on_order_confirmed),
         Subscription(records.OrderCancelled, handlers.on_order_cancelled),
     )
-
-
-ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
-    domain.ProductNotFoundError: (404, "product_not_found"),
-    domain.InsufficientStockError: (409, "insufficient_stock"),
-    domain.StockLimitError: (409, "stock_limit_exceeded"),
-    domain.InvalidQuantityError: (422, "validation_error"),
-    InvalidCursorError: (422, "invalid_cursor"),
-}
 
 
 def utc_now() -> datetime:

@@ -1,4 +1,5 @@
-"""Read side of the catalog: one product, a filtered page of products, a batch lookup.
+"""Read side of the catalog: one product, a filtered page of products, a batch lookup, as the
+API shows them (admins also see `reserved` and `sold`).
 
 Pages are keyset-paginated on (created_at, id), oldest first, with `choreo.pagination` cursors.
 """
@@ -6,20 +7,20 @@ Pages are keyset-paginated on (created_at, id), oldest first, with `choreo.pagin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, func, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from inventory_service.domain import ProductNotFoundError
 from inventory_service.tables import products
 
 
 @dataclass(frozen=True, slots=True)
-class Product:
+class ProductView:
     id: str
     name: str
     description: str
@@ -27,13 +28,44 @@ class Product:
     price: int
     currency: str
     available: int
-    reserved: int
-    sold: int
     low_stock_threshold: int
     features: list[str]
     image_url: str | None
     created_at: datetime
     updated_at: datetime
+
+    def public(self) -> ProductView:
+        """The product as anyone but an admin sees it: without `reserved` and `sold`."""
+        return ProductView(
+            **{field.name: getattr(self, field.name) for field in fields(ProductView)}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AdminProductView(ProductView):
+    reserved: int
+    sold: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductPage:
+    items: list[AdminProductView | ProductView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LookupItem:
+    id: str
+    name: str
+    price: int
+    currency: str
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    items: list[LookupItem]
+    missing: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +78,19 @@ class ProductFilter:
     max_price: int | None = None
 
 
-async def get_product(session: AsyncSession, product_id: str) -> Product:
+async def get_product(uow: UnitOfWork, product_id: str) -> AdminProductView:
     """The product, unless it is missing or deleted (ProductNotFoundError)."""
-    rows = await session.execute(_on_sale().where(products.c.id == product_id))
-    row = rows.first()
+    async with uow:
+        rows = await uow.session.execute(_on_sale().where(products.c.id == product_id))
+        row = rows.first()
     if row is None:
         raise ProductNotFoundError(f"no product {product_id}")
     return _product(row)
 
 
 async def list_products(
-    session: AsyncSession, criteria: ProductFilter, *, limit: int, cursor: str | None
-) -> tuple[list[Product], str | None]:
+    uow: UnitOfWork, criteria: ProductFilter, *, limit: int, cursor: str | None
+) -> ProductPage:
     """One page of products on sale matching `criteria`, and the cursor of the next (or None)."""
     query = _on_sale()
     if criteria.category is not None:
@@ -77,23 +110,34 @@ async def list_products(
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(products.c.created_at, products.c.id) > (created_at, last_id))
-    rows = await session.execute(
-        query.order_by(products.c.created_at, products.c.id).limit(limit + 1)
-    )
-    fetched = [_product(row) for row in rows]
-    return split_page(fetched, limit, lambda product: (product.created_at, product.id))
+    async with uow:
+        rows = (
+            await uow.session.execute(
+                query.order_by(products.c.created_at, products.c.id).limit(limit + 1)
+            )
+        ).all()
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    return ProductPage([_product(row) for row in page], next_cursor)
 
 
-async def lookup_products(
-    session: AsyncSession, product_ids: Sequence[str]
-) -> tuple[list[Product], list[str]]:
+async def lookup_products(uow: UnitOfWork, product_ids: Sequence[str]) -> LookupResult:
     """The products on sale among `product_ids` (in the order asked), and the ids that are not."""
     wanted = list(dict.fromkeys(product_ids))
-    rows = await session.execute(_on_sale().where(products.c.id.in_(wanted)))
-    found = {row.id: _product(row) for row in rows}
-    return (
-        [found[i] for i in wanted if i in found],
-        [i for i in wanted if i not in found],
+    async with uow:
+        rows = await uow.session.execute(_on_sale().where(products.c.id.in_(wanted)))
+        found = {
+            row.id: LookupItem(
+                id=row.id,
+                name=row.name,
+                price=row.price,
+                currency=row.currency,
+                available=row.available,
+            )
+            for row in rows
+        }
+    return LookupResult(
+        items=[found[i] for i in wanted if i in found],
+        missing=[i for i in wanted if i not in found],
     )
 
 
@@ -105,8 +149,8 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _product(row: Row[Any]) -> Product:
-    return Product(
+def _product(row: Row[Any]) -> AdminProductView:
+    return AdminProductView(
         id=row.id,
         name=row.name,
         description=row.description,
@@ -114,11 +158,11 @@ def _product(row: Row[Any]) -> Product:
         price=row.price,
         currency=row.currency,
         available=row.available,
-        reserved=row.reserved,
-        sold=row.sold,
         low_stock_threshold=row.low_stock_threshold,
         features=list(row.features),
         image_url=row.image_url,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        reserved=row.reserved,
+        sold=row.sold,
     )

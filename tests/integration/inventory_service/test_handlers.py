@@ -40,8 +40,9 @@ async def stocked(service: Service, units: int) -> str:
         features=[],
         image_url=None,
     )
-    async with service.unit_of_work()() as uow:
-        return await handlers.create_product(uow, new, actor_id="admin", traceparent=None)
+    return await handlers.create_product(
+        service.unit_of_work()(), new, actor_id="admin", traceparent=None
+    )
 
 
 async def counters(service: Service, product_id: str) -> tuple[int, int, int]:

@@ -175,10 +175,12 @@ async def new_product(trio: Trio, stock: int) -> str:
         features=[],
         image_url=None,
     )
-    async with trio.services["inventory"].unit_of_work()() as uow:
-        return await inventory_handlers.create_product(
-            uow, product, actor_id=str(uuid.uuid4()), traceparent=None
-        )
+    return await inventory_handlers.create_product(
+        trio.services["inventory"].unit_of_work()(),
+        product,
+        actor_id=str(uuid.uuid4()),
+        traceparent=None,
+    )
 
 
 async def new_customer(trio: Trio, card: str) -> str:
