@@ -185,7 +185,7 @@ async def _move_reservation(
         await _write_level(uow, product, level, now, event.traceparent)
 
 
-# Commands (the admin API).
+# Commands (the admin API): each opens the unit of work it is given.
 
 
 async def create_product(
