@@ -364,19 +364,20 @@ async def on_low_stock_detected(
         await _notify(uow, notifier, event, admin, Kind.LOW_STOCK, context)
 
 
-# Commands.
+# Commands (the API): each opens the unit of work it is given.
 
 
 async def mark_read(uow: UnitOfWork, user_id: str, notification_id: uuid.UUID) -> None:
     """Mark one of the user's notifications read (the first time counts)."""
-    marked = await uow.session.execute(
-        update(notifications)
-        .where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
-        .values(read_at=func.coalesce(notifications.c.read_at, func.now()))
-        .returning(notifications.c.id)
-    )
-    if marked.first() is None:
-        raise NotificationNotFoundError(f"no notification {notification_id}")
+    async with uow:
+        marked = await uow.session.execute(
+            update(notifications)
+            .where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
+            .values(read_at=func.coalesce(notifications.c.read_at, func.now()))
+            .returning(notifications.c.id)
+        )
+        if marked.first() is None:
+            raise NotificationNotFoundError(f"no notification {notification_id}")
 
 
 # Recipients and notifying.

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from choreo import records
-from choreo.pagination import InvalidCursorError
 from choreo.service import Service, Subscription
-from notification_service import domain, handlers
-from notification_service.api import router
+from notification_service import handlers
+from notification_service.api import ERROR_STATUSES, router
 from notification_service.config import Settings
 from notification_service.deliveries import Postman
 from notification_service.keys import NO_KEY_WARNING, load_sealing_key
 from notification_service.mailer import SendGridMailer
 from notification_service.messages import Renderer
-
-ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
-    domain.NotificationNotFoundError: (404, "notification_not_found"),
-    InvalidCursorError: (422, "invalid_cursor"),
-}
 
 
 def subscriptions() -> tuple[Subscription, ...]:

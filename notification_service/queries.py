@@ -1,24 +1,24 @@
-"""Read side of the notification service: a user's in-app notifications, newest first.
+"""Read side of the notification service: a user's in-app notifications, newest first, as the
+API shows them.
 
 Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from notification_service.tables import notifications
 
 
 @dataclass(frozen=True, slots=True)
-class Notification:
-    id: uuid.UUID
+class NotificationView:
+    id: str
     kind: str
     title: str
     body: str
@@ -26,9 +26,15 @@ class Notification:
     read_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class NotificationPage:
+    items: list[NotificationView]
+    next_cursor: str | None
+
+
 async def notifications_of(
-    session: AsyncSession, user_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[Notification], str | None]:
+    uow: UnitOfWork, user_id: str, *, limit: int, cursor: str | None
+) -> NotificationPage:
     """One page of the user's notifications, newest first, and the cursor of the next."""
     query = select(
         notifications.c.id,
@@ -44,7 +50,18 @@ async def notifications_of(
             tuple_(notifications.c.created_at, notifications.c.id) < (created_at, last_id)
         )
     query = query.order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
-    fetched = [Notification(*row) for row in await session.execute(query.limit(limit + 1))]
-    return split_page(
-        fetched, limit, lambda notification: (notification.created_at, notification.id)
-    )
+    async with uow:
+        rows = (await uow.session.execute(query.limit(limit + 1))).all()
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    items = [
+        NotificationView(
+            id=str(row.id),
+            kind=row.kind,
+            title=row.title,
+            body=row.body,
+            created_at=row.created_at,
+            read_at=row.read_at,
+        )
+        for row in page
+    ]
+    return NotificationPage(items, next_cursor)
