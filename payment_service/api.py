@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Self
+from typing import Annotated, Final, Self
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import (
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from choreo.deps import AdminUser, CurrentUser, Uow, resource
+from choreo.pagination import InvalidCursorError
 from choreo.web import ApiError
 from payment_service import handlers, queries
 from payment_service.domain import (
@@ -30,9 +31,25 @@ from payment_service.domain import (
     CardIntake,
     CardRejectedError,
     PaymentMethodNotFoundError,
+    ProviderError,
+    ProviderUnavailableError,
     check_card,
 )
-from payment_service.gateway import NewCard, StripeGateway
+from payment_service.queries import (
+    AdminPaymentPage,
+    PaymentMethodPage,
+    PaymentMethodView,
+    PaymentPage,
+)
+from payment_service.stripe_client import NewCard, StripeGateway
+
+# Domain errors whose message says it all; main.py hands these to the kit's error handler.
+ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
+    PaymentMethodNotFoundError: (404, "payment_method_not_found"),
+    ProviderUnavailableError: (503, "payment_provider_unavailable"),
+    ProviderError: (502, "payment_provider_error"),
+    InvalidCursorError: (422, "invalid_cursor"),
+}
 
 
 def _digits_only(value: object) -> object:
@@ -85,45 +102,6 @@ class PaymentMethodIn(BaseModel):
         return self
 
 
-class PaymentMethodOut(BaseModel):
-    id: str
-    brand: str
-    last4: str
-    exp_month: int
-    exp_year: int
-    is_default: bool
-
-
-class PaymentMethodPage(BaseModel):
-    items: list[PaymentMethodOut]
-    next_cursor: str | None
-
-
-class PaymentOut(BaseModel):
-    order_id: str
-    payment_id: str
-    amount: int
-    currency: str
-    status: str
-    decline_code: str | None
-    refunded_amount: int
-    created_at: datetime
-
-
-class AdminPaymentOut(PaymentOut):
-    user_id: str
-
-
-class PaymentPage(BaseModel):
-    items: list[PaymentOut]
-    next_cursor: str | None
-
-
-class AdminPaymentPage(BaseModel):
-    items: list[AdminPaymentOut]
-    next_cursor: str | None
-
-
 Gateway = Annotated[StripeGateway, Depends(resource("gateway", StripeGateway))]
 Intake = Annotated[CardIntake, Depends(resource("card_intake", CardIntake))]
 
@@ -133,7 +111,7 @@ router = APIRouter(prefix="/api/v1", tags=["payments"])
 @router.post("/payment-methods", status_code=status.HTTP_201_CREATED)
 async def add_payment_method(
     body: PaymentMethodIn, user: CurrentUser, uow: Uow, gateway: Gateway, intake: Intake
-) -> PaymentMethodOut:
+) -> PaymentMethodView:
     """Save a card for the caller: the first is the default.
 
     Tokenize the card in the client with Stripe (Stripe.js or a mobile SDK) and send the
@@ -152,28 +130,21 @@ async def add_payment_method(
                 cvc=body.card.cvc,
             )
             check_card(card.number, card.exp_month, card.exp_year, datetime.now(UTC).date())
-        async with uow:
-            customer_id = await handlers.ensure_customer(uow, gateway, user.user_id)
-        async with uow:
-            method_id = await handlers.add_payment_method(
-                uow, gateway, user.user_id, customer_id, card=card, token=body.token
-            )
-            method = await queries.payment_method(uow.session, user.user_id, method_id)
+        customer_id = await handlers.ensure_customer(uow, gateway, user.user_id)
+        method_id = await handlers.add_payment_method(
+            uow, gateway, user.user_id, customer_id, card=card, token=body.token
+        )
     except CardRejectedError as error:
         status_code = 402 if isinstance(error, CardDeclinedError) else 422
         raise ApiError(status_code, error.code, str(error)) from None
-    return _method_out(method)
+    return await queries.payment_method(uow, user.user_id, method_id)
 
 
 @router.get("/payment-methods")
 async def list_payment_methods(
     user: CurrentUser, uow: Uow, limit: Limit = 20, cursor: Cursor = None
 ) -> PaymentMethodPage:
-    async with uow:
-        page, next_cursor = await queries.payment_methods_of(
-            uow.session, user.user_id, limit=limit, cursor=cursor
-        )
-    return PaymentMethodPage(items=[_method_out(m) for m in page], next_cursor=next_cursor)
+    return await queries.payment_methods_of(uow, user.user_id, limit=limit, cursor=cursor)
 
 
 @router.delete("/payment-methods/{method_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -182,8 +153,7 @@ async def delete_payment_method(method_id: str, user: CurrentUser, uow: Uow) -> 
         parsed = uuid.UUID(method_id)
     except ValueError:
         raise PaymentMethodNotFoundError("no such payment method") from None
-    async with uow:
-        await handlers.delete_payment_method(uow, user.user_id, parsed)
+    await handlers.delete_payment_method(uow, user.user_id, parsed)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -191,45 +161,11 @@ async def delete_payment_method(method_id: str, user: CurrentUser, uow: Uow) -> 
 async def list_payments(
     user: CurrentUser, uow: Uow, limit: Limit = 20, cursor: Cursor = None
 ) -> PaymentPage:
-    async with uow:
-        page, next_cursor = await queries.payments(
-            uow.session, user_id=user.user_id, limit=limit, cursor=cursor
-        )
-    items = [PaymentOut(**_payment_fields(p)) for p in page]
-    return PaymentPage(items=items, next_cursor=next_cursor)
+    return await queries.payments_of(uow, user.user_id, limit=limit, cursor=cursor)
 
 
 @router.get("/admin/payments")
 async def list_all_payments(
     admin: AdminUser, uow: Uow, limit: Limit = 20, cursor: Cursor = None
 ) -> AdminPaymentPage:
-    async with uow:
-        page, next_cursor = await queries.payments(
-            uow.session, user_id=None, limit=limit, cursor=cursor
-        )
-    items = [AdminPaymentOut(**_payment_fields(p), user_id=p.user_id) for p in page]
-    return AdminPaymentPage(items=items, next_cursor=next_cursor)
-
-
-def _method_out(method: queries.PaymentMethod) -> PaymentMethodOut:
-    return PaymentMethodOut(
-        id=str(method.id),
-        brand=method.brand,
-        last4=method.last4,
-        exp_month=method.exp_month,
-        exp_year=method.exp_year,
-        is_default=method.is_default,
-    )
-
-
-def _payment_fields(payment: queries.Payment) -> dict[str, object]:
-    return {
-        "order_id": str(payment.order_id),
-        "payment_id": str(payment.payment_id),
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "status": payment.status,
-        "decline_code": payment.decline_code,
-        "refunded_amount": payment.refunded_amount,
-        "created_at": payment.created_at,
-    }
+    return await queries.all_payments(uow, limit=limit, cursor=cursor)

@@ -7,20 +7,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from choreo import records
-from choreo.pagination import InvalidCursorError
 from choreo.service import PeriodicJob, Service, Subscription
 from payment_service import domain, handlers
-from payment_service.api import router
+from payment_service.api import ERROR_STATUSES, router
 from payment_service.config import Settings
 from payment_service.faults import Faults
-from payment_service.gateway import StripeGateway
-
-ERROR_STATUSES: dict[type[Exception], tuple[int, str]] = {
-    domain.PaymentMethodNotFoundError: (404, "payment_method_not_found"),
-    domain.ProviderUnavailableError: (503, "payment_provider_unavailable"),
-    domain.ProviderError: (502, "payment_provider_error"),
-    InvalidCursorError: (422, "invalid_cursor"),
-}
+from payment_service.stripe_client import StripeGateway
 
 
 def subscriptions() -> tuple[Subscription, ...]:

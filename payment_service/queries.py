@@ -1,4 +1,5 @@
-"""Read side of the payment service: a user's saved cards and the payments of orders.
+"""Read side of the payment service: a user's saved cards and the payments of orders, as the API
+shows them (an admin also sees whose payment it is).
 
 Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors. Cards come
 oldest first, payments newest first.
@@ -9,37 +10,59 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Row, and_, case, or_, select, tuple_
 
+from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from payment_service.domain import ChargeStatus, PaymentMethodNotFoundError
 from payment_service.tables import charge_attempts, order_payments, payment_methods
 
 
 @dataclass(frozen=True, slots=True)
-class PaymentMethod:
-    id: uuid.UUID
+class PaymentMethodView:
+    id: str
     brand: str
     last4: str
     exp_month: int
     exp_year: int
     is_default: bool
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
-class Payment:
-    order_id: uuid.UUID
-    payment_id: uuid.UUID
-    user_id: str
+class PaymentMethodPage:
+    items: list[PaymentMethodView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    order_id: str
+    payment_id: str
     amount: int
     currency: str
     status: str
     decline_code: str | None
     refunded_amount: int
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPaymentView(PaymentView):
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPage:
+    items: list[PaymentView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPaymentPage:
+    items: list[AdminPaymentView]
+    next_cursor: str | None
 
 
 _METHOD_COLUMNS = (
@@ -53,24 +76,23 @@ _METHOD_COLUMNS = (
 )
 
 
-async def payment_method(
-    session: AsyncSession, user_id: str, method_id: uuid.UUID
-) -> PaymentMethod:
-    row = (
-        await session.execute(
-            select(*_METHOD_COLUMNS).where(
-                payment_methods.c.id == method_id, payment_methods.c.user_id == user_id
+async def payment_method(uow: UnitOfWork, user_id: str, method_id: uuid.UUID) -> PaymentMethodView:
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(*_METHOD_COLUMNS).where(
+                    payment_methods.c.id == method_id, payment_methods.c.user_id == user_id
+                )
             )
-        )
-    ).first()
+        ).first()
     if row is None:
         raise PaymentMethodNotFoundError(f"no payment method {method_id}")
-    return PaymentMethod(*row)
+    return _method(row)
 
 
 async def payment_methods_of(
-    session: AsyncSession, user_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[PaymentMethod], str | None]:
+    uow: UnitOfWork, user_id: str, *, limit: int, cursor: str | None
+) -> PaymentMethodPage:
     """One page of the user's saved cards, oldest first."""
     query = select(*_METHOD_COLUMNS).where(payment_methods.c.user_id == user_id)
     if cursor is not None:
@@ -79,14 +101,31 @@ async def payment_methods_of(
             tuple_(payment_methods.c.created_at, payment_methods.c.id) > (created_at, last_id)
         )
     query = query.order_by(payment_methods.c.created_at, payment_methods.c.id).limit(limit + 1)
-    fetched = [PaymentMethod(*row) for row in await session.execute(query)]
-    return split_page(fetched, limit, lambda method: (method.created_at, method.id))
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    return PaymentMethodPage([_method(row) for row in page], next_cursor)
 
 
-async def payments(
-    session: AsyncSession, *, user_id: str | None, limit: int, cursor: str | None
-) -> tuple[list[Payment], str | None]:
-    """One page of payments, newest first: the user's, or everyone's when `user_id` is None.
+async def payments_of(
+    uow: UnitOfWork, user_id: str, *, limit: int, cursor: str | None
+) -> PaymentPage:
+    """One page of the user's payments, newest first."""
+    page, next_cursor = await _payments(uow, user_id=user_id, limit=limit, cursor=cursor)
+    return PaymentPage([PaymentView(**_payment_fields(row)) for row in page], next_cursor)
+
+
+async def all_payments(uow: UnitOfWork, *, limit: int, cursor: str | None) -> AdminPaymentPage:
+    """One page of everyone's payments, newest first, each with its user."""
+    page, next_cursor = await _payments(uow, user_id=None, limit=limit, cursor=cursor)
+    items = [AdminPaymentView(**_payment_fields(row), user_id=row.user_id) for row in page]
+    return AdminPaymentPage(items, next_cursor)
+
+
+async def _payments(
+    uow: UnitOfWork, *, user_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[Row[*tuple[Any, ...]]], str | None]:
+    """One page of payment rows, newest first: the user's, or everyone's when `user_id` is None.
 
     A payment is an order whose charge was at least attempted; one in flight is CHARGING. An
     order never charged (NONE, or EXPIRED: given up before any money moved) is no payment.
@@ -116,7 +155,7 @@ async def payments(
             order_payments.c.user_id,
             order_payments.c.amount,
             order_payments.c.currency,
-            status,
+            status.label("status"),
             order_payments.c.decline_code,
             order_payments.c.refunded_amount,
             order_payments.c.created_at,
@@ -126,5 +165,31 @@ async def payments(
         .order_by(order_payments.c.created_at.desc(), order_payments.c.order_id.desc())
         .limit(limit + 1)
     )
-    fetched = [Payment(*row) for row in await session.execute(query)]
-    return split_page(fetched, limit, lambda payment: (payment.created_at, payment.order_id))
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    return split_page(rows, limit, lambda row: (row.created_at, row.order_id))
+
+
+def _method(row: Row[*tuple[Any, ...]]) -> PaymentMethodView:
+    return PaymentMethodView(
+        id=str(row.id),
+        brand=row.brand,
+        last4=row.last4,
+        exp_month=row.exp_month,
+        exp_year=row.exp_year,
+        is_default=row.is_default,
+    )
+
+
+def _payment_fields(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    """A payment row as PaymentView's fields."""
+    return {
+        "order_id": str(row.order_id),
+        "payment_id": str(row.payment_id),
+        "amount": row.amount,
+        "currency": row.currency,
+        "status": row.status,
+        "decline_code": row.decline_code,
+        "refunded_amount": row.refunded_amount,
+        "created_at": row.created_at,
+    }

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from payment_service.domain import OpenIntentStep, open_intent_step
-from payment_service.gateway import OpenIntent
 from payment_service.handlers.saga import Charging, load_order_payment, settle_order
+from payment_service.stripe_client import OpenIntent
 from payment_service.tables import order_payments
 
 log = logging.getLogger(__name__)

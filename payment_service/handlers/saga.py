@@ -36,7 +36,7 @@ from payment_service.domain import (
     settle,
 )
 from payment_service.faults import Faults
-from payment_service.gateway import Intent, StripeGateway
+from payment_service.stripe_client import Intent, StripeGateway
 from payment_service.tables import charge_attempts, customers, order_payments, payment_methods
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The card vault's commands: save a card through the provider, delete one.
+"""The card vault's commands: save a card through the provider, delete one. Each opens the
+unit of work it is given.
 
 Only the provider's ids, the brand, the last four digits and the expiry are stored.
 """
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo.db import UnitOfWork
 from payment_service.domain import InvalidCardError, PaymentMethodNotFoundError
-from payment_service.gateway import NewCard, StripeGateway
+from payment_service.stripe_client import NewCard, StripeGateway
 from payment_service.tables import customers, payment_methods
 
 
@@ -22,17 +23,17 @@ async def ensure_customer(uow: UnitOfWork, gateway: StripeGateway, user_id: str)
 
     Committed on its own, before a card is tried: a declined first card keeps the customer.
     """
-    session = uow.session
-    await _lock_vault(session, user_id)
-    existing: str | None = await session.scalar(
-        select(customers.c.provider_customer_id).where(customers.c.user_id == user_id)
-    )
-    if existing is not None:
-        return existing
-    customer_id = await gateway.create_customer(user_id)
-    await session.execute(
-        insert(customers).values(user_id=user_id, provider_customer_id=customer_id)
-    )
+    async with uow:
+        await _lock_vault(uow.session, user_id)
+        existing: str | None = await uow.session.scalar(
+            select(customers.c.provider_customer_id).where(customers.c.user_id == user_id)
+        )
+        if existing is not None:
+            return existing
+        customer_id = await gateway.create_customer(user_id)
+        await uow.session.execute(
+            insert(customers).values(user_id=user_id, provider_customer_id=customer_id)
+        )
     return customer_id
 
 
@@ -46,57 +47,63 @@ async def add_payment_method(
     token: str | None = None,
 ) -> uuid.UUID:
     """Save a card (raw details or a provider token) for the user; the first is the default."""
-    session = uow.session
-    await _lock_vault(session, user_id)
-    if card is not None:
-        saved = await gateway.create_payment_method(customer_id, card)
-    elif token is not None:
-        saved = await gateway.payment_method_from_token(customer_id, token)
-    else:
-        raise InvalidCardError("invalid_card", "Give either card details or a token.")
-    has_default = await session.scalar(
-        select(exists().where(payment_methods.c.user_id == user_id, payment_methods.c.is_default))
-    )
-    method_id = uuid.uuid4()
-    await session.execute(
-        insert(payment_methods).values(
-            id=method_id,
-            user_id=user_id,
-            provider_payment_method_id=saved.provider_payment_method_id,
-            brand=saved.brand,
-            last4=saved.last4,
-            exp_month=saved.exp_month,
-            exp_year=saved.exp_year,
-            is_default=not has_default,
+    async with uow:
+        session = uow.session
+        await _lock_vault(session, user_id)
+        if card is not None:
+            saved = await gateway.create_payment_method(customer_id, card)
+        elif token is not None:
+            saved = await gateway.payment_method_from_token(customer_id, token)
+        else:
+            raise InvalidCardError("invalid_card", "Give either card details or a token.")
+        has_default = await session.scalar(
+            select(
+                exists().where(payment_methods.c.user_id == user_id, payment_methods.c.is_default)
+            )
         )
-    )
+        method_id = uuid.uuid4()
+        await session.execute(
+            insert(payment_methods).values(
+                id=method_id,
+                user_id=user_id,
+                provider_payment_method_id=saved.provider_payment_method_id,
+                brand=saved.brand,
+                last4=saved.last4,
+                exp_month=saved.exp_month,
+                exp_year=saved.exp_year,
+                is_default=not has_default,
+            )
+        )
     return method_id
 
 
 async def delete_payment_method(uow: UnitOfWork, user_id: str, method_id: uuid.UUID) -> None:
     """Forget one of the user's cards; when it was the default, the newest other one is."""
-    session = uow.session
-    await _lock_vault(session, user_id)
-    deleted: Row[tuple[bool]] | None = (
-        await session.execute(
-            delete(payment_methods)
-            .where(payment_methods.c.id == method_id, payment_methods.c.user_id == user_id)
-            .returning(payment_methods.c.is_default)
-        )
-    ).first()
-    if deleted is None:
-        raise PaymentMethodNotFoundError(f"no payment method {method_id}")
-    if deleted.is_default:
-        newest = (
-            select(payment_methods.c.id)
-            .where(payment_methods.c.user_id == user_id)
-            .order_by(payment_methods.c.created_at.desc(), payment_methods.c.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        await session.execute(
-            update(payment_methods).where(payment_methods.c.id == newest).values(is_default=True)
-        )
+    async with uow:
+        session = uow.session
+        await _lock_vault(session, user_id)
+        deleted: Row[tuple[bool]] | None = (
+            await session.execute(
+                delete(payment_methods)
+                .where(payment_methods.c.id == method_id, payment_methods.c.user_id == user_id)
+                .returning(payment_methods.c.is_default)
+            )
+        ).first()
+        if deleted is None:
+            raise PaymentMethodNotFoundError(f"no payment method {method_id}")
+        if deleted.is_default:
+            newest = (
+                select(payment_methods.c.id)
+                .where(payment_methods.c.user_id == user_id)
+                .order_by(payment_methods.c.created_at.desc(), payment_methods.c.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            await session.execute(
+                update(payment_methods)
+                .where(payment_methods.c.id == newest)
+                .values(is_default=True)
+            )
 
 
 async def _lock_vault(session: AsyncSession, user_id: str) -> None:

@@ -43,9 +43,9 @@ from order_service.config import Settings as OrderSettings
 from order_service.domain import OrderLine, OrderNotCancellableError, Product
 from order_service.main import build as build_order
 from payment_service.config import Settings as PaymentSettings
-from payment_service.gateway import NewCard, StripeGateway
 from payment_service.handlers import vault
 from payment_service.main import build as build_payment
+from payment_service.stripe_client import NewCard, StripeGateway
 
 from .conftest import DECLINED_CARD, GOOD_CARD
 
@@ -186,16 +186,14 @@ async def new_product(trio: Trio, stock: int) -> str:
 async def new_customer(trio: Trio, card: str) -> str:
     user_id = str(uuid.uuid4())
     uow_factory = trio.services["payment"].unit_of_work()
-    async with uow_factory() as uow:
-        customer_id = await vault.ensure_customer(uow, trio.gateway, user_id)
-    async with uow_factory() as uow:
-        await vault.add_payment_method(
-            uow,
-            trio.gateway,
-            user_id,
-            customer_id,
-            card=NewCard(number=card, exp_month=12, exp_year=2034, cvc="123"),
-        )
+    customer_id = await vault.ensure_customer(uow_factory(), trio.gateway, user_id)
+    await vault.add_payment_method(
+        uow_factory(),
+        trio.gateway,
+        user_id,
+        customer_id,
+        card=NewCard(number=card, exp_month=12, exp_year=2034, cvc="123"),
+    )
     return user_id
 
 

@@ -7,7 +7,7 @@ import pytest
 from choreo.stack.stripe import TEST_SECRET_KEY
 from choreo.testing import free_port
 from payment_service.domain import IntentState, ProviderError, ProviderUnavailableError
-from payment_service.gateway import Intent, NewCard, StripeGateway
+from payment_service.stripe_client import Intent, NewCard, StripeGateway
 
 from .conftest import DECLINED_ON_CHARGE, NEEDS_AUTHENTICATION, VISA, Localstripe, new_id
 

@@ -13,7 +13,7 @@ from payment_service.domain import (
     ProviderError,
     ProviderUnavailableError,
 )
-from payment_service.gateway import NewCard, _translated_errors
+from payment_service.stripe_client import NewCard, _translated_errors
 
 
 @pytest.mark.parametrize(
