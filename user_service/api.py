@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
@@ -71,7 +71,6 @@ from user_service.domain import (
     InvalidRefreshTokenError,
     InvalidResetTokenError,
     PasswordPolicyError,
-    Role,
     UserNotFoundError,
     WrongCurrentPasswordError,
 )
@@ -225,29 +224,6 @@ class ProfileIn(BaseModel):
         return values
 
 
-class UserOut(BaseModel):
-    id: str
-    email: str
-    full_name: str
-    role: Role
-    phone: str | None
-    address: str | None
-    created_at: datetime
-
-    @classmethod
-    def of(cls, user: UserView) -> UserOut:
-        return cls(**{name: getattr(user, name) for name in cls.model_fields})
-
-
-class UserPageOut(BaseModel):
-    items: list[UserOut]
-    next_cursor: str | None
-
-    @classmethod
-    def of(cls, page: UserPage) -> UserPageOut:
-        return cls(items=[UserOut.of(u) for u in page.items], next_cursor=page.next_cursor)
-
-
 class TokensOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -318,14 +294,14 @@ def credential_attempt(
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
 async def register(
     body: RegisterIn, request: Request, uow: Uow, passwords: PasswordsDep, attempts: AttemptsDep
-) -> UserOut:
+) -> UserView:
     """A new customer account; the address and the name are normalised, the password must
     pass the policy."""
     # The address's attempt is kept even when it succeeds: each account costs a hash and a row.
     with credential_attempt(
         attempts, request, kind=REGISTRATION, email=body.email, keep_address=True
     ):
-        user = await handlers.register(
+        return await handlers.register(
             uow,
             passwords,
             email=body.email,
@@ -333,7 +309,6 @@ async def register(
             full_name=body.full_name,
             traceparent=current_traceparent(),
         )
-    return UserOut.of(user)
 
 
 @token_router.post("/auth/login")
@@ -472,16 +447,15 @@ async def jwks(tokens: TokensDep) -> JSONResponse:
 
 
 @router.get("/users/me")
-async def get_me(user_id: OwnId, uow: Uow) -> UserOut:
-    return UserOut.of(await queries.get_own_account(uow, user_id))
+async def get_me(user_id: OwnId, uow: Uow) -> UserView:
+    return await queries.get_own_account(uow, user_id)
 
 
 @router.patch("/users/me")
-async def update_me(body: ProfileIn, user_id: OwnId, uow: Uow) -> UserOut:
-    user = await handlers.update_profile(
+async def update_me(body: ProfileIn, user_id: OwnId, uow: Uow) -> UserView:
+    return await handlers.update_profile(
         uow, user_id, body.changes(), traceparent=current_traceparent()
     )
-    return UserOut.of(user)
 
 
 @router.get("/users")
@@ -491,10 +465,10 @@ async def list_users(
     limit: Limit = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     q: Annotated[str | None, Query(max_length=200), _rule(domain.normalise_search)] = None,
-) -> UserPageOut:
+) -> UserPage:
     """Accounts (deleted ones left out), newest first; `q` matches part of the e-mail address
     or the name."""
-    return UserPageOut.of(await queries.list_users(uow, limit=limit, cursor=cursor, q=q))
+    return await queries.list_users(uow, limit=limit, cursor=cursor, q=q)
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
