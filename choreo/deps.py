@@ -61,7 +61,7 @@ async def _unit_of_work(request: Request) -> UnitOfWork:
     return factory()
 
 
-# A fresh, unopened unit of work: the route opens it with `async with uow:`.
+# A fresh, unopened unit of work for a command handler or a query, which opens it itself.
 Uow = Annotated[UnitOfWork, Depends(_unit_of_work)]
 
 _token_verifier = optional_resource("token_verifier", TokenVerifier)
