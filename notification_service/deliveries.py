@@ -43,7 +43,7 @@ from notification_service.domain import (
     next_step,
     status_after,
 )
-from notification_service.mailer import Email, SendGridMailer
+from notification_service.sendgrid_mailer import Email, SendGridMailer
 from notification_service.tables import deliveries
 
 log = logging.getLogger(__name__)

@@ -51,8 +51,8 @@ from notification_service.domain import (
     order_reference,
     printable_name,
 )
-from notification_service.mailer import Email
 from notification_service.messages import Renderer
+from notification_service.sendgrid_mailer import Email
 from notification_service.tables import contacts, notifications, order_cancellations, orders
 
 log = logging.getLogger(__name__)

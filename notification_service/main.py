@@ -9,8 +9,8 @@ from notification_service.api import ERROR_STATUSES, router
 from notification_service.config import Settings
 from notification_service.deliveries import Postman
 from notification_service.keys import NO_KEY_WARNING, load_sealing_key
-from notification_service.mailer import SendGridMailer
 from notification_service.messages import Renderer
+from notification_service.sendgrid_mailer import SendGridMailer
 
 
 def subscriptions() -> tuple[Subscription, ...]:

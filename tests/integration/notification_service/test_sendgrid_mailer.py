@@ -12,7 +12,7 @@ import pytest
 from choreo.stack.sendgrid_sink import SINK_API_KEY
 from choreo.testing import free_port
 from notification_service.domain import Outcome
-from notification_service.mailer import Email, SendGridMailer
+from notification_service.sendgrid_mailer import Email, SendGridMailer
 
 from .conftest import Sink, address
 
