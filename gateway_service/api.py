@@ -1,5 +1,5 @@
 """The gateway's HTTP routes: every `/api/v1/...` request forwarded to its service, the merged
-OpenAPI document and the docs page.
+OpenAPI document, the docs page and the Swagger UI files it loads.
 
 The forwarding route is a catch-all, so it is left out of the gateway's own OpenAPI schema: the
 merged document describes the services' real operations instead.
@@ -27,7 +27,13 @@ from gateway_service.proxy import (
     request_headers,
     response_headers,
 )
-from gateway_service.security import DOCS_PATH, OPENAPI_PATH, docs_page
+from gateway_service.security import (
+    DOCS_ASSETS,
+    DOCS_ASSETS_PATH,
+    DOCS_PATH,
+    OPENAPI_PATH,
+    docs_page,
+)
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -53,6 +59,20 @@ async def openapi_document(
 async def docs(request: Request, gatekeeper: GatekeeperDep) -> HTMLResponse:
     await gatekeeper.admit(request, public=True)
     return _DOCS_PAGE
+
+
+@router.get(f"{DOCS_ASSETS_PATH}/{{name}}", include_in_schema=False)
+async def docs_asset(name: str, request: Request, gatekeeper: GatekeeperDep) -> Response:
+    """One of the files the docs page loads (public like the page, and counted the same way)."""
+    await gatekeeper.admit(request, public=True)
+    asset = DOCS_ASSETS.get(name)
+    if asset is None:
+        raise ApiError(404, "not_found", f"There is no {request.url.path}.")
+    return Response(
+        asset.content,
+        media_type=asset.media_type,
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 @router.api_route(f"{API_PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)
