@@ -67,6 +67,7 @@ def _kit_default(settings: type[ServiceSettings], name: str, field: FieldInfo) -
 def _means_the_default(value: str, field: FieldInfo) -> bool:
     if value == "":
         return field.default in (None, "", [])
+    assert field.annotation is not None
     parsed: Any = TypeAdapter(field.annotation).validate_strings(value)
     return bool(parsed == field.default)
 
