@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from choreo.cli import bench, dlq, event_keys, saga, schemas, tail, topics, up, verify
+from choreo.cli.usage import UsageGroup
 
 app = typer.Typer(
+    cls=UsageGroup,
     name="choreo",
     help="Run, inspect and repair a Choreo system.",
     no_args_is_help=True,

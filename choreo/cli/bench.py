@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import typer.core
-from typer._click import Context  # typer bundles its own click
-from typer._click.exceptions import UsageError
 
 from choreo.cli.options import PrefixOption
-from choreo.cli.output import console, error_console, fail, prose, run
+from choreo.cli.output import EXIT_USAGE, console, error_console, fail, prose, run
 from choreo.cli.up import BasePortOption, PortOption, stack_ports
 from choreo.kafka import PLAINTEXT, KafkaSecurity, KafkaSecurityError
 from choreo.stack.errors import StackError
@@ -23,21 +20,9 @@ from choreo.stack.supervisor import stop_signals_interrupt
 if TYPE_CHECKING:
     from choreo.bench.plan import Plan
 
-EXIT_USAGE = 2
-
-
-class _OneLineErrors(typer.core.TyperCommand):
-    """Bad options are one line on stderr (`error: ...`), not a usage box."""
-
-    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except UsageError as error:
-            fail(error.format_message(), EXIT_USAGE)
-
 
 def register(app: typer.Typer) -> None:
-    app.command(cls=_OneLineErrors, help=prose(bench.__doc__), epilog=_EPILOG)(bench)
+    app.command(help=prose(bench.__doc__), epilog=_EPILOG)(bench)
 
 
 _EPILOG = (
@@ -157,13 +142,17 @@ def bench(
         typer.Option(
             envvar="CHOREO_ADMIN_EMAIL",
             show_envvar=True,
+            metavar="EMAIL",
             help="The admin who creates the bench's products (the dev default otherwise).",
         ),
     ] = None,
     admin_password: Annotated[
         str | None,
         typer.Option(
-            envvar="CHOREO_ADMIN_PASSWORD", show_envvar=True, help="The admin's password."
+            envvar="CHOREO_ADMIN_PASSWORD",
+            show_envvar=True,
+            metavar="PASSWORD",
+            help="The admin's password.",
         ),
     ] = None,
     seed: Annotated[

@@ -184,7 +184,7 @@ def show(
 def replay(
     entry_ids: Annotated[
         list[str] | None,
-        typer.Argument(metavar="ID", help="Entries to replay, as `dlq list` prints them."),
+        typer.Argument(metavar="ID", help="Entries to replay, as `choreo dlq list` prints them."),
     ] = None,
     replay_all: Annotated[
         bool,

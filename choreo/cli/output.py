@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 EXIT_FAILURE = 1
 """A failure, or nothing found where something was asked for (an order, a dead letter)."""
+EXIT_USAGE = 2
+"""A usage error: an unknown option, a value that does not parse, options that conflict."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C during work that was not finished (the shell's convention for SIGINT)."""
 

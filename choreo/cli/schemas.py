@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from choreo.avro import SCHEMA_DIR, SchemaStore, check_store
+from choreo.cli.output import prose
 from choreo.records import check_records
 
 app = typer.Typer(
@@ -17,13 +18,12 @@ app = typer.Typer(
 )
 
 
-@app.command()
 def check(
     directory: Annotated[
         Path,
         typer.Option(
             "--dir",
-            help="Directory of <RecordName>.v<N>.avsc files [default: the repository's schemas/].",
+            help="Directory of <RecordName>.v<N>.avsc files (default: the repository's schemas/).",
             file_okay=False,
             show_default=False,
         ),
@@ -34,11 +34,10 @@ def check(
 ) -> None:
     """Check that every schema parses and every version can evolve from the ones before it.
 
-    Files are named <RecordName>.v<N>.avsc, with versions 1..N and no gaps.
-    Each version must be backward and forward compatible with every earlier one.
-    For the repository's schemas/, the typed record classes (choreo.records) must also
-    match each record's latest version, field by field.
-    Exits 1 and names each problem when there is any.
+    Files are named <RecordName>.v<N>.avsc, with versions 1..N and no gaps. Each version must be
+    backward and forward compatible with every earlier one. For the repository's schemas/, the
+    typed record classes (choreo.records) must also match each record's latest version, field by
+    field. Exits 1 and names each problem when there is any.
     """
     problems = check_store(directory)
     if not problems and directory.resolve() == SCHEMA_DIR.resolve():
@@ -69,6 +68,9 @@ def check(
             err=True,
         )
         raise typer.Exit(1)
+
+
+app.command(help=prose(check.__doc__))(check)
 
 
 def _records(directory: Path) -> dict[str, list[int]]:

@@ -69,7 +69,8 @@ _EPILOG = (
 
 def tail(
     topic: Annotated[
-        str, typer.Argument(help="The topic, e.g. order.create (the prefix is added).")
+        str,
+        typer.Argument(metavar="TOPIC", help="The topic, e.g. order.create (the prefix is added)."),
     ],
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Start from the oldest record.")
@@ -78,7 +79,8 @@ def tail(
         bool, typer.Option("--follow", "-f", help="Keep printing new records until Ctrl-C.")
     ] = False,
     key: Annotated[
-        str | None, typer.Option(help="Only records with this key (an order or product id).")
+        str | None,
+        typer.Option(metavar="KEY", help="Only records with this key (an order or product id)."),
     ] = None,
     record_type: Annotated[
         str | None,
@@ -96,7 +98,7 @@ def tail(
     ] = None,
     limit: Annotated[
         int | None,
-        typer.Option("--limit", "-n", min=1, help="Stop after N matching records."),
+        typer.Option("--limit", "-n", metavar="N", min=1, help="Stop after N matching records."),
     ] = None,
     wait: Annotated[
         float,

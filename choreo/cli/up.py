@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from choreo.cli.output import prose
 from choreo.stack.config import SERVICES, StackConfig, StackPorts, resolve_endpoints
 from choreo.stack.console import PrefixedOutput, url_table
 from choreo.stack.demo import seed_catalog
@@ -20,11 +21,8 @@ from choreo.stack.postgres import create_database
 from choreo.stack.stack import Stack
 from choreo.stack.supervisor import SUPERVISOR_NAME, stop_signals_interrupt
 
-_PORTS_HELP = (
-    "Listen on PORT for PART (repeatable). Parts and defaults: "
-    + ", ".join(f"{name}={getattr(StackPorts(), name)}" for name in StackPorts.names())
-    + "."
-)
+_PORT_DEFAULTS = ", ".join(f"{name}={getattr(StackPorts(), name)}" for name in StackPorts.names())
+_PORTS_HELP = f"Listen on PORT for PART (repeatable). Parts and defaults: {_PORT_DEFAULTS}."
 _BASE_PORT_HELP = (
     "Give the parts consecutive ports from N, in this order: "
     + ", ".join(StackPorts.names())
@@ -34,14 +32,24 @@ _BASE_PORT_HELP = (
 PortOption = Annotated[
     list[str] | None, typer.Option("--port", metavar="PART=PORT", help=_PORTS_HELP)
 ]
+StackPortOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--port",
+        metavar="PART=PORT",
+        help="Where the running `choreo up` has PART, when not at its default (repeatable); "
+        f"migrate looks for postgres only (default {StackPorts().postgres}).",
+    ),
+]
+"""`choreo migrate`'s --port: it reaches a running stack's PostgreSQL, it listens on nothing."""
 BasePortOption = Annotated[
     int | None, typer.Option("--base-port", metavar="N", help=_BASE_PORT_HELP, min=1, max=65525)
 ]
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=_UP_EPILOG)(up)
-    app.command()(migrate)
+    app.command(help=prose(up.__doc__), epilog=_UP_EPILOG)(up)
+    app.command(help=prose(migrate.__doc__))(migrate)
 
 
 _UP_EPILOG = (
@@ -120,9 +128,11 @@ def up(
 def migrate(
     service: Annotated[
         str | None,
-        typer.Argument(help="One service (e.g. order or order_service); all when omitted."),
+        typer.Argument(
+            metavar="SERVICE", help="One service (e.g. order or order_service); all when omitted."
+        ),
     ] = None,
-    port: PortOption = None,
+    port: StackPortOption = None,
 ) -> None:
     """Bring service databases to their latest schema (the services also do it at start-up).
 
@@ -135,8 +145,9 @@ def migrate(
     targets = [s for s in SERVICES if s.database and wanted in (None, s.name)]
     if not targets:
         names = ", ".join(s.name for s in SERVICES if s.database)
-        console.print(Text(f"error: no service {service!r} with a database; one of {names}"))
-        raise typer.Exit(2)
+        raise typer.BadParameter(
+            f"no service {service!r} with a database; one of {names}", param_hint="SERVICE"
+        )
     from choreo.migrate import migrate as migrate_database
 
     server = endpoints.database_server

@@ -104,7 +104,7 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Audit the whole system's consistency, read-only: every service's database, the
-    broker, and where they can be reached Stripe and the e-mail sink.
+    broker, and, where they can be reached, Stripe and the e-mail sink.
 
     Checks: every order CONFIRMED or CANCELLED, or inside its deadline plus the grace; the
     services agree on each ended order (confirmed: stock committed and one succeeded payment;

@@ -106,3 +106,58 @@ def test_usage_errors_exit_2_before_any_connection(arguments: list[str], complai
 
     assert result.exit_code == 2, result.output
     assert complaint in " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "command"),
+    [
+        (["--bogus"], "choreo"),
+        (["nope"], "choreo"),
+        (["tail", "order.create", "--bogus"], "choreo tail"),
+        (["tail", "order.create", "--limit", "many"], "choreo tail"),
+        (["dlq", "show", "inventory.dlq:x:1"], "choreo dlq show"),
+        (["migrate", "nope"], "choreo migrate"),
+    ],
+)
+def test_a_usage_error_is_one_line_that_points_to_the_help(
+    arguments: list[str], command: str
+) -> None:
+    result = runner.invoke(app, arguments)
+
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()  # no usage, no box: the line the other errors use
+    assert line.startswith("error: ")
+    assert line.endswith(f"(see '{command} --help')")
+
+
+COMMANDS = [
+    [],
+    ["up"],
+    ["migrate"],
+    ["topics"],
+    ["tail"],
+    ["saga"],
+    ["verify"],
+    ["bench"],
+    ["event-keys"],
+    ["schemas"],
+    ["schemas", "check"],
+    ["dlq"],
+    ["dlq", "list"],
+    ["dlq", "show"],
+    ["dlq", "replay"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "choreo")
+def test_help_shows_no_type_for_flags(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+
+
+def test_migrate_listens_on_nothing() -> None:
+    help_text = runner.invoke(app, ["migrate", "--help"]).output
+    assert "Listen on" not in help_text
+    assert "postgres" in help_text
