@@ -146,8 +146,9 @@ class _Account:
         return True
 
 
-def _shared_folder(account: _Account) -> Path:
-    """The first of SHARED_FOLDERS that only root writes and `account` may enter."""
+def _shared_folder(account: _Account, unreachable: Path) -> Path:
+    """The first of SHARED_FOLDERS that only root writes and `account` may enter, to hold a
+    copy of `unreachable` (the install or the data directory)."""
     refused: list[str] = []
     for folder in SHARED_FOLDERS:
         with contextlib.suppress(FileExistsError, FileNotFoundError):
@@ -166,11 +167,14 @@ def _shared_folder(account: _Account) -> Path:
             refused.append(f"{folder}: {account.name} cannot enter {blocked}")
         else:
             return folder
+    blocked = account.blocked_at(unreachable)
+    why = f"cannot enter {blocked}" if blocked is not None else "cannot read every file"
     raise StackError(
-        f"PostgreSQL refuses to run as root, so it runs as account {account.name}, and there is"
-        f" no folder to give that account a copy of what it cannot reach ({'; '.join(refused)})."
-        f" Make one of {', '.join(map(str, SHARED_FOLDERS))} a folder owned by root with mode"
-        " 0755, or run as a user other than root"
+        f"PostgreSQL refuses to run as root, so it runs as account {account.name}, which {why}"
+        f" to reach {unreachable}, and there is no folder to keep it in instead"
+        f" ({'; '.join(refused)}). Make one of {', '.join(map(str, SHARED_FOLDERS))} a folder"
+        f" owned by root with mode 0755, move {unreachable} to a folder every account may"
+        " enter, or run as a user other than root"
     )
 
 
@@ -371,7 +375,7 @@ class EmbeddedPostgres(Part):
         account = _Account.ensure(SYSTEM_ACCOUNT)
         install = installation()
         if not account.can_run(install):
-            install = _shared_install(install, _shared_folder(account))
+            install = _shared_install(install, _shared_folder(account, install))
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         data_dir = self.data_dir.resolve()  # where a link (a relocation's too) leads
         if account.blocked_at(data_dir.parent) is not None:
@@ -380,7 +384,7 @@ class EmbeddedPostgres(Part):
 
     def _relocate(self, account: _Account) -> Path:
         """Move the data directory to the shared folder, leaving a link at `data_dir`."""
-        shared = _shared_folder(account)
+        shared = _shared_folder(account, self.data_dir)
         key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
         relocated = shared / f"data-{key}"
         if self.data_dir.is_symlink():

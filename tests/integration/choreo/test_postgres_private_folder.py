@@ -101,5 +101,6 @@ def test_says_which_folder_the_account_cannot_enter_when_nothing_can_be_shared(
         EmbeddedPostgres(private_folder / "pg", free_port()).start()
 
     message = str(raised.value)
-    assert f"account {SYSTEM_ACCOUNT}" in message
+    assert f"account {SYSTEM_ACCOUNT}, which cannot enter {private_folder.parent}" in message
+    assert f"to reach {private_install}" in message
     assert f"{anyone_writes}: others may write to it" in message
