@@ -119,6 +119,8 @@ def up(
         except KeyboardInterrupt:
             _print_restarts(console, stack)
             console.print("stopped", style="bold")
+            if "KAFKA_BOOTSTRAP_SERVERS" not in config.environment:
+                console.print(_what_a_restart_keeps(config.data_dir, durable_broker))
         except StackError as error:
             _print_restarts(console, stack)
             console.print(Text(f"error: {error}", style="red"))
@@ -186,6 +188,17 @@ def stack_ports(base_port: int | None, overrides: list[str]) -> StackPorts:
         return ports.with_overrides(parsed)
     except StackError as error:
         raise typer.BadParameter(str(error), param_hint="--port") from None
+
+
+def _what_a_restart_keeps(data_dir: Path, durable_broker: bool) -> str:
+    """What the next `choreo up` on the same data directory finds (the embedded broker keeps
+    its records in memory; with --durable-broker, in the S3 emulator, which is in memory too)."""
+    where = "the S3 emulator's memory" if durable_broker else "memory"
+    return (
+        f"kept in {data_dir}: the databases (users, products, orders, payments, notifications); "
+        f"gone: every topic, dead letter and committed offset (the embedded broker held them "
+        f"in {where})"
+    )
 
 
 def _print_restarts(console: Console, stack: Stack) -> None:

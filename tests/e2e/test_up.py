@@ -74,6 +74,9 @@ def test_choreo_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path)
     finally:
         stop_choreo_up(running)
     assert "stopped" in running.output()
+    # A restart keeps the databases; the in-memory broker's records are gone, and it says so.
+    said = " ".join(running.output().split())
+    assert "gone: every topic, dead letter and committed offset" in said
     left = [process for process in family if _alive(process)]
     assert left == [], f"left running: {[p.cmdline() for p in left]}"
     assert all(port_is_free(running.ports.of(name)) for name in running.ports.names())
