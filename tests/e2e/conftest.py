@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from choreo.stack.config import StackPorts
@@ -62,10 +64,39 @@ class ChoreoUp:
                 raise AssertionError(f"no {text!r} after {timeout:.0f} s:\n{self.output()}")
             time.sleep(0.1)
 
+    def wait_until_ready(self, services: list[str], timeout: float) -> None:
+        """Until each of `services` answers 200 on /readyz."""
+        deadline = time.monotonic() + timeout
+        pending = list(services)
+        while pending:
+            assert self.process.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"not ready: {pending}\n{self.output()}"
+            pending = [service for service in pending if not self._ready(service)]
+            time.sleep(0.2)
+
+    def _ready(self, service: str) -> bool:
+        try:
+            response = httpx.get(f"{self.url(service)}/readyz", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
     def interrupt(self, timeout: float = 60.0) -> int:
         """Ctrl-C, then wait for the exit status."""
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(timeout)
+
+
+def left_running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `processes` still running (a zombie is not)."""
+    return [process for process in processes if _alive(process)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 async def choreo(running: ChoreoUp, *arguments: str) -> Any:
@@ -95,14 +126,19 @@ def _environment() -> dict[str, str]:
 
 
 def start_choreo_up(
-    data_dir: Path, *arguments: str, environment: Mapping[str, str] | None = None
+    data_dir: Path,
+    *arguments: str,
+    environment: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+    checkout: Path | None = None,
 ) -> ChoreoUp:
-    """Start `choreo up` on free ports (returns at once; see `ChoreoUp.wait_for_line`)."""
+    """Start `choreo up` on free ports (returns at once; see `ChoreoUp.wait_for_line`), with
+    `python` in `checkout` (by default this repository)."""
     ports = StackPorts(**{name: free_port() for name in StackPorts.names()})
     port_options = [f"--port={name}={ports.of(name)}" for name in StackPorts.names()]
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-c",
             "from choreo.cli import main; main()",
             "up",
@@ -110,7 +146,7 @@ def start_choreo_up(
             *port_options,
             *arguments,
         ],
-        cwd=repository_root(),  # the service packages are importable from the checkout
+        cwd=checkout or repository_root(),  # the service packages are importable from it
         env={**_environment(), **(environment or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

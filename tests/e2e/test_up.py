@@ -7,41 +7,15 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 import pytest
 
 from choreo.stack.config import SERVICES
 from choreo.stack.process import port_is_free
 
-from .conftest import UP_BANNER, ChoreoUp, start_choreo_up, stop_choreo_up
+from .conftest import UP_BANNER, ChoreoUp, left_running, start_choreo_up, stop_choreo_up
 
 pytestmark = pytest.mark.slow
-
-
-def _ready(running: ChoreoUp, service: str) -> bool:
-    try:
-        response = httpx.get(f"{running.url(service)}/readyz", timeout=2)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
-
-
-def _wait_until_ready(running: ChoreoUp, services: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(services)
-    while pending:
-        assert running.process.poll() is None, running.output()
-        assert time.monotonic() < deadline, f"not ready: {pending}\n{running.output()}"
-        pending = [service for service in pending if not _ready(running, service)]
-        time.sleep(0.2)
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _part_process(running: ChoreoUp, command: str) -> psutil.Process:
@@ -56,7 +30,7 @@ def test_choreo_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path)
     running = start_choreo_up(tmp_path / "choreo")
     try:
         services = [service.name for service in SERVICES]
-        _wait_until_ready(running, services, timeout=60)
+        running.wait_until_ready(services, timeout=60)
         running.wait_for_line(UP_BANNER, timeout=10)
         output = running.output()
         for service in services:
@@ -77,7 +51,7 @@ def test_choreo_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path)
     # A restart keeps the databases; the in-memory broker's records are gone, and it says so.
     said = " ".join(running.output().split())
     assert "gone: every topic, dead letter and committed offset" in said
-    left = [process for process in family if _alive(process)]
+    left = left_running(family)
     assert left == [], f"left running: {[p.cmdline() for p in left]}"
     assert all(port_is_free(running.ports.of(name)) for name in running.ports.names())
 
@@ -96,14 +70,14 @@ def test_parts_that_crash_or_hang_are_restarted_each_on_its_own(tmp_path: Path) 
         killed_at = time.monotonic()
         running.wait_for_line("gateway restarted", timeout=90)
         running.wait_for_line("user restarted", timeout=90)
-        _wait_until_ready(running, ["gateway", "user"], timeout=10)
+        running.wait_until_ready(["gateway", "user"], timeout=10)
         back = time.monotonic() - killed_at
         assert _part_process(running, "gateway_service.main").pid != killed[0].pid
         assert _part_process(running, "user_service.main").pid != killed[1].pid
 
         _part_process(running, "bin/postgres").send_signal(signal.SIGTERM)
         running.wait_for_line("postgres restarted", timeout=60)
-        _wait_until_ready(running, [service.name for service in SERVICES], timeout=60)
+        running.wait_until_ready([service.name for service in SERVICES], timeout=60)
     finally:
         stop_choreo_up(running)
     assert running.process.returncode == 0
