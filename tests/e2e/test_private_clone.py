@@ -19,7 +19,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from choreo.stack.config import SERVICES
-from choreo.stack.postgres import SYSTEM_ACCOUNT
+from choreo.stack.postgres_account import SYSTEM_ACCOUNT
 from choreo.stack.process import port_is_free
 from choreo.testing import repository_root
 

@@ -16,8 +16,10 @@ import psycopg
 import pytest
 
 from choreo.stack import postgres as postgres_module
+from choreo.stack import postgres_account
 from choreo.stack.errors import StackError
-from choreo.stack.postgres import SYSTEM_ACCOUNT, EmbeddedPostgres, installation
+from choreo.stack.postgres import EmbeddedPostgres, installation
+from choreo.stack.postgres_account import SYSTEM_ACCOUNT
 from choreo.testing import free_port
 
 pytestmark = pytest.mark.skipif(
@@ -102,7 +104,7 @@ def test_says_which_folder_the_account_cannot_enter_when_nothing_can_be_shared(
     anyone_writes = private_folder / "shared"
     anyone_writes.mkdir()
     anyone_writes.chmod(0o777)
-    monkeypatch.setattr(postgres_module, "SHARED_FOLDERS", (anyone_writes,))
+    monkeypatch.setattr(postgres_account, "SHARED_FOLDERS", (anyone_writes,))
 
     with pytest.raises(StackError) as raised:
         EmbeddedPostgres(private_folder / "pg", free_port()).start()
@@ -137,7 +139,7 @@ def test_says_which_folders_root_cannot_make_or_write_to_and_what_to_do(
     not_a_folder = private_folder / "a-file"
     not_a_folder.write_text("")
     unmakeable = not_a_folder / "shared"
-    monkeypatch.setattr(postgres_module, "SHARED_FOLDERS", (unmakeable, immutable_folder))
+    monkeypatch.setattr(postgres_account, "SHARED_FOLDERS", (unmakeable, immutable_folder))
 
     with pytest.raises(StackError) as raised:
         EmbeddedPostgres(private_folder / "pg", free_port()).start()
@@ -154,7 +156,7 @@ def shared_folder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The only folder the install may be copied to: one every account may enter."""
     folder = Path(tempfile.mkdtemp(prefix="choreo-shared-"))
     folder.chmod(0o755)
-    monkeypatch.setattr(postgres_module, "SHARED_FOLDERS", (folder,))
+    monkeypatch.setattr(postgres_account, "SHARED_FOLDERS", (folder,))
     try:
         yield folder
     finally:
