@@ -4,13 +4,43 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest chaos bench clean
+.PHONY: run test lint typecheck pytest chaos bench lock clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# .venv holds exactly what requirements/dev.lock pins, each file checked against its hash: the
+# runtime dependencies, the dev extra and setuptools, which builds the editable install (so that
+# step needs no download either). The project itself goes in last, without dependencies;
+# `pip check` then fails the install when pyproject.toml asks for something the lock lacks.
+# requirements/runtime.lock pins the runtime dependencies alone, for deployments. Both locks
+# are for Python 3.11 on Linux x86_64.
+LOCK := requirements/dev.lock
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
+
+# Re-resolves both locks from pyproject.toml (run it after changing a dependency) with uv, which
+# resolves for a target Python and platform and reads no pip configuration, so the locks come
+# from PyPI alone. Versions already locked stay while pyproject.toml allows them; delete the
+# locks first to move every pin to its newest release. dev.lock is constrained by runtime.lock,
+# so the dev tools never shift a runtime pin.
+UV := uv==0.13.9
+LOCK_FOR := --no-config --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock'
+BUILD_REQUIRES := import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")
+
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(UV)
+	@mkdir -p requirements
+	$(BIN)/uv pip compile $(LOCK_FOR) pyproject.toml -o requirements/runtime.lock
+	$(BIN)/python -c '$(BUILD_REQUIRES)' | $(BIN)/uv pip compile $(LOCK_FOR) \
+		pyproject.toml - --extra dev -c requirements/runtime.lock -o $(LOCK)
 
 run: $(STAMP)
 	$(BIN)/choreo up --demo
