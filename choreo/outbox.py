@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from choreo.avro import SchemaStore
 from choreo.events import Event, headers_of
+from choreo.logs import note_published
 from choreo.records import Record
 from choreo.signing import SIGNATURE_HEADER, EventSigner
 from choreo.tables import NOTIFY_CHANNEL
@@ -78,6 +79,7 @@ class OutboxWriter:
         events: Sequence[Event[Record]],
     ) -> None:
         """Insert the rows of `events` in the connection's transaction, in order."""
+        note_published(event.type for event in events)
         rows = [self.row(e) for e in events]
         values = [(r["topic"], r["key"], r["value"], Jsonb(r["headers"])) for r in rows]
         async with connection.cursor() as cursor:

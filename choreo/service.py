@@ -271,7 +271,7 @@ class Service:
 
     def run(self) -> None:
         """Migrate the database, then serve until SIGTERM or Ctrl-C."""
-        configure_logging(self.name, self.settings.log_level)
+        configure_logging(self.name, self.settings.log_level, self.settings.log_format)
         if self.settings.database_dsn is not None and self.event_keys is None:
             log.warning(
                 "%s verifies no event signatures (CHOREO_EVENT_KEYS is unset): whoever can "

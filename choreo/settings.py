@@ -13,6 +13,8 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from choreo.logs import LogFormat
+
 Environment = Literal["dev", "test", "prod"]
 
 DEV_ENVIRONMENTS: tuple[Environment, ...] = ("dev", "test")
@@ -34,6 +36,11 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # JSON lines, short text lines for a person, or auto (text on a terminal); `choreo up`
+    # chooses for the services it starts (--log-format).
+    log_format: LogFormat = Field(
+        default=LogFormat.AUTO, validation_alias=AliasChoices("CHOREO_LOG_FORMAT")
+    )
     # The service's own database; when unset, `shared_database_url` (a server URL) is used
     # with this service's database name.
     database_url: str | None = None

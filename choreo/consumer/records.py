@@ -33,6 +33,7 @@ from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
 from choreo.errors import ChoreoError, Failure, RejectedEventError, failure_of
 from choreo.events import Event, check_source, decode_record
+from choreo.logs import collect_published, log_saga_step
 from choreo.records import Record
 from choreo.signing import EventKeys
 
@@ -140,6 +141,7 @@ class RecordHandler:
             await self._dead_letter(record, origin, error, attempts=1)
             return
         where = f"{record.topic}[{record.partition}]@{record.offset}"
+        published = collect_published()
         try:
             outcome = await self._apply_with_retries(event, handler, where)
         finally:
@@ -149,6 +151,7 @@ class RecordHandler:
             await self._dead_letter(record, origin, cause, attempts=attempts)
             return
         RECORDS.labels(self.name, record.topic, outcome).inc()
+        log_saga_step(log, event, outcome, published)
 
     async def _apply_with_retries(
         self, event: Event[Record], handler: Handler, where: str

@@ -11,6 +11,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from contextvars import ContextVar
 from typing import Final
 
@@ -19,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from choreo.errors import Failure, failure_of
-from choreo.logs import request_id_var
+from choreo.logs import collect_published, request_id_var
 from choreo.web.errors import internal_error_response, unavailable_response
 from choreo.web.ops import METRICS_PATH, HttpMetrics
 from choreo.web.probes import HEALTH_PATH, READINESS_PATH
@@ -116,6 +117,7 @@ class RequestContextMiddleware:
         request_id = _request_id_from(headers.get("x-request-id"))
         request_id_token = request_id_var.set(request_id)
         traceparent_token = _traceparent_var.set(_traceparent_from(headers.get("traceparent")))
+        published = collect_published()
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -144,21 +146,37 @@ class RequestContextMiddleware:
             answer = unavailable_response if outage else internal_error_response
             await answer(request_id)(scope, receive, send_with_request_id)
         finally:
-            self._record(scope, root_path, status, time.perf_counter() - started)
+            self._record(scope, root_path, status, time.perf_counter() - started, published)
             _traceparent_var.reset(traceparent_token)
             request_id_var.reset(request_id_token)
 
-    def _record(self, scope: Scope, root_path: str, status: int, seconds: float) -> None:
+    def _record(
+        self, scope: Scope, root_path: str, status: int, seconds: float, published: Collection[str]
+    ) -> None:
+        """Metrics, and one line: `POST /api/v1/orders 202 31.5 ms → OrderCreated` (the
+        records the request published), at DEBUG for the probes the supervisor polls."""
         method: str = scope["method"]
         route = _route_template(scope, root_path)
         self.metrics.observe(method, route, status, seconds)
         path: str = scope["path"]
+        fields: dict[str, object] = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+        }
+        led_to = ""
+        if published:
+            fields["published"] = list(published)
+            led_to = f" → {', '.join(published)}"
         access_log.log(
             logging.DEBUG if path in _PROBE_PATHS else logging.INFO,
-            "%s %s %d %.1f ms",
+            "%s %s %d %.1f ms%s",
             method,
             path,
             status,
             seconds * 1000,
-            extra={"route": route, "status": status, "duration_ms": round(seconds * 1000, 1)},
+            led_to,
+            extra=fields,
         )

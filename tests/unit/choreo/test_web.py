@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY, Counter
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 
-from choreo.logs import configure_logging
+from choreo.logs import LogFormat, configure_logging, note_published
 from choreo.web import (
     ApiDocs,
     ApiError,
@@ -98,6 +98,10 @@ def build_router() -> APIRouter:
         raise OperationalError(
             "connect", {}, psycopg.OperationalError("connection refused: s3cr3t@db")
         )
+
+    @router.post("/orders/{order_id}/confirm", status_code=202)
+    async def confirm(order_id: str) -> None:
+        note_published(["OrderConfirmed"])  # as the outbox writer does in a unit of work
 
     @router.get("/context")
     async def context() -> dict[str, str | None]:
@@ -599,7 +603,7 @@ async def test_traceparent_starts_a_new_trace_when_absent_or_malformed(
 async def test_logs_are_json_lines_carrying_the_request_id(
     client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    configure_logging("order_service", json=True)
+    configure_logging("order_service", log_format=LogFormat.JSON)
     order_id = uuid.uuid4()
 
     await client.get(f"/orders/{order_id}", headers={"X-Request-ID": "req-logs"})
@@ -616,3 +620,27 @@ async def test_logs_are_json_lines_carrying_the_request_id(
     failure = next(r for r in records if r["level"] == "ERROR")
     assert failure["request_id"] == "req-boom"
     assert "RuntimeError" in failure["exc_info"]
+
+
+async def test_a_request_is_one_short_line_that_names_what_it_published(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging("order_service", log_format=LogFormat.TEXT)
+    order_id = uuid.uuid4()
+
+    await client.post(f"/orders/{order_id}/confirm")
+    await client.get(f"/orders/{order_id}")
+    await client.get("/readyz")  # the supervisor's probe: at DEBUG
+    await client.get("/metrics")
+
+    coloured = capsys.readouterr().err.splitlines()
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in coloured]
+    short_id = str(order_id)[:8]
+    clock = r"\d\d:\d\d:\d\d"
+    assert len(lines) == 3, lines
+    assert re.fullmatch(
+        rf"{clock} POST /orders/{short_id}…/confirm 202 \d+\.\d ms → OrderConfirmed", lines[0]
+    )
+    assert re.fullmatch(rf"{clock} looking up order {short_id}…", lines[1])
+    assert re.fullmatch(rf"{clock} GET /orders/{short_id}… 200 \d+\.\d ms", lines[2])
+    assert " \x1b[32m200\x1b[0m " in coloured[2]  # the status coloured by its class
