@@ -1,4 +1,4 @@
-"""Async engine, sessions and the unit of work: the one place that commits.
+"""Async engine and the unit of work: the one place that commits.
 
 Handlers add business rows through `uow.session` and events through `uow.publish(record)`;
 leaving `async with uow:` commits both in one transaction, or neither.
@@ -10,24 +10,19 @@ import select
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Protocol, Self
 
+import psycopg
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from choreo.errors import ChoreoError
 from choreo.events import Event
 from choreo.records import Record
-
-if TYPE_CHECKING:
-    import psycopg
+from choreo.sql import Session, wrapped_error
 
 
 class Outbox(Protocol):
@@ -100,34 +95,34 @@ class UnitOfWorkError(ChoreoError):
 
 
 class UnitOfWork:
-    """One transaction: business rows, outbox rows and inbox rows commit together."""
+    """One transaction: business rows, outbox rows and inbox rows commit together.
 
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox | None = None,
-    ) -> None:
-        self._sessionmaker = sessionmaker
+    It checks a connection out of the engine's pool and sends every statement on its psycopg
+    connection (`session`, a `choreo.sql.Session`): the business rows through SQLAlchemy Core
+    statements, the kit's inbox and outbox rows as plain SQL. psycopg opens the transaction at
+    the first statement; leaving the block commits it, or rolls it back when the block raised,
+    and returns the connection to the pool. A connection that failed as if the server had gone
+    (an OperationalError with no SQLSTATE) is closed instead of returned.
+    """
+
+    def __init__(self, engine: AsyncEngine, outbox: Outbox | None = None) -> None:
+        self._engine = engine
         self._outbox = outbox
-        self._session: AsyncSession | None = None
+        self._pooled: PoolProxiedConnection | None = None
+        self._session: Session | None = None
         self._pending: list[Event[Record]] = []
 
     @property
-    def session(self) -> AsyncSession:
+    def session(self) -> Session:
         if self._session is None:
             raise UnitOfWorkError("the unit of work is not open: use `async with uow:`")
         return self._session
 
     async def driver_connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         """The psycopg connection of this unit's transaction, for the kit's own statements
-        (the inbox claim, the outbox rows): a statement sent on it directly costs ~0.1 ms of
-        CPU, through SQLAlchemy ~0.33 ms (issue 14, measured on this kit's statements). It is
-        the same connection and transaction: what it writes commits or rolls back with the
-        rest. Services keep to `session`."""
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        driver: psycopg.AsyncConnection[tuple[Any, ...]] = raw.driver_connection  # type: ignore[assignment]
-        return driver
+        (the inbox claim, the outbox rows), sent as plain SQL. What it writes commits or rolls
+        back with the rest."""
+        return self.session.driver_connection
 
     def publish(
         self, record: Record, *, traceparent: str | None = None, time: datetime | None = None
@@ -149,9 +144,11 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         if self._session is not None:
             raise UnitOfWorkError("the unit of work is already open")
-        self._session = self._sessionmaker()
+        pooled = await self._engine.raw_connection()
+        driver: psycopg.AsyncConnection[tuple[Any, ...]] = pooled.driver_connection  # type: ignore[assignment]
+        self._pooled = pooled
+        self._session = Session(driver, self._engine.dialect)
         self._pending = []
-        await self._session.begin()
         return self
 
     async def __aexit__(
@@ -160,18 +157,37 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        session = self.session
+        pooled, session = self._pooled, self.session
+        assert pooled is not None
+        connection = session.driver_connection
+        gone = False
         try:
             if exc_type is None:
-                if self._pending and self._outbox is not None:
-                    await self._outbox.write(await self.driver_connection(), self._pending)
-                await session.commit()
+                try:
+                    if self._pending and self._outbox is not None:
+                        await self._outbox.write(connection, self._pending)
+                    await connection.commit()
+                except psycopg.Error as error:
+                    gone = _server_gone(error)
+                    raise wrapped_error("COMMIT", None, error) from error
             else:
-                await session.rollback()
+                gone = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                if not gone and not connection.closed:
+                    try:
+                        await connection.rollback()
+                    except psycopg.Error:
+                        gone = True
         finally:
             self._pending = []
             self._session = None
-            await session.close()
+            self._pooled = None
+            await greenlet_spawn(pooled.invalidate if gone or connection.closed else pooled.close)
+
+
+def _server_gone(error: psycopg.Error) -> bool:
+    return (
+        isinstance(error, psycopg.OperationalError | psycopg.InterfaceError) and not error.sqlstate
+    )
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
@@ -179,5 +195,4 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 def unit_of_work_factory(engine: AsyncEngine, outbox: Outbox | None = None) -> UnitOfWorkFactory:
     """A factory of fresh units of work on `engine` (one per handler call or request)."""
-    sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
-    return lambda: UnitOfWork(sessionmaker, outbox)
+    return lambda: UnitOfWork(engine, outbox)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import psycopg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -87,13 +88,19 @@ def failure_of(error: BaseException) -> Failure:
         if not retriable:
             return Failure.PERMANENT
         return Failure.RETRY if isinstance(error, NotReadyError) else Failure.OUTAGE
-    if isinstance(error, DBAPIError):
-        sqlstate: str = getattr(error.orig, "sqlstate", None) or ""
-        if error.connection_invalidated or sqlstate.startswith(_OUTAGE_SQLSTATES):
+    if isinstance(error, DBAPIError | psycopg.Error):
+        # SQLAlchemy's wrapper, or psycopg's own error from the kit's plain-SQL statements.
+        driver_error = error.orig if isinstance(error, DBAPIError) else error
+        sqlstate: str = getattr(driver_error, "sqlstate", None) or ""
+        invalidated = isinstance(error, DBAPIError) and error.connection_invalidated
+        if invalidated or sqlstate.startswith(_OUTAGE_SQLSTATES):
             return Failure.OUTAGE
         if sqlstate.startswith(_RACE_SQLSTATES):
             return Failure.RETRY
-        connection_class = isinstance(error, OperationalError | InterfaceError)
+        connection_class = isinstance(
+            error,
+            OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError,
+        )
         return Failure.OUTAGE if connection_class and not sqlstate else Failure.PERMANENT
     if isinstance(error, PoolTimeoutError | TimeoutError | ConnectionError | OSError):
         return Failure.OUTAGE

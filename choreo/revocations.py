@@ -25,11 +25,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.db import UnitOfWork
 from choreo.events import Event
 from choreo.records import SessionsRevoked, UserDeleted
+from choreo.sql import Session
 from choreo.tables import revoked_sessions, revoked_users
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ the issuing process, of the verifiers (which allow 5 s of leeway) and of the dat
 differ a little, and keeping a row longer costs nothing."""
 
 
-async def revoke(session: AsyncSession, user_id: str | uuid.UUID, at: datetime) -> None:
+async def revoke(session: Session, user_id: str | uuid.UUID, at: datetime) -> None:
     """Record that `user_id`'s tokens are no longer accepted (idempotent)."""
     await session.execute(
         insert(revoked_users)
@@ -49,7 +50,7 @@ async def revoke(session: AsyncSession, user_id: str | uuid.UUID, at: datetime) 
     )
 
 
-async def is_revoked(session: AsyncSession, user_id: str | uuid.UUID) -> bool:
+async def is_revoked(session: Session, user_id: str | uuid.UUID) -> bool:
     """Whether `user_id` was revoked, read in the caller's transaction."""
     found = await session.execute(
         select(revoked_users.c.user_id).where(revoked_users.c.user_id == uuid.UUID(str(user_id)))
@@ -58,7 +59,7 @@ async def is_revoked(session: AsyncSession, user_id: str | uuid.UUID) -> bool:
 
 
 async def revoke_sessions(
-    session: AsyncSession,
+    session: Session,
     user_id: str | uuid.UUID,
     session_ids: Iterable[str | uuid.UUID],
     *,

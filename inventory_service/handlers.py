@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo import records
 from choreo.db import UnitOfWork
 from choreo.errors import TransientError
 from choreo.events import Event
+from choreo.sql import Session
 from inventory_service import domain
 from inventory_service.domain import ReservationStatus, StockLevel, StockMove, Transition
 from inventory_service.tables import products, reservation_lines, reservations, stock_adjustments
@@ -277,9 +277,7 @@ async def adjust_stock(
 # Rows and events.
 
 
-async def _lock_products(
-    session: AsyncSession, product_ids: Iterable[str]
-) -> dict[str, LockedProduct]:
+async def _lock_products(session: Session, product_ids: Iterable[str]) -> dict[str, LockedProduct]:
     """The products of `product_ids` that exist (deleted ones too), locked in id order."""
     rows = await session.execute(
         select(
@@ -309,7 +307,7 @@ async def _lock_products(
     }
 
 
-async def _reservation_lines(session: AsyncSession, order_id: str) -> dict[str, int]:
+async def _reservation_lines(session: Session, order_id: str) -> dict[str, int]:
     rows = await session.execute(
         select(reservation_lines.c.product_id, reservation_lines.c.quantity)
         .where(reservation_lines.c.order_id == order_id)
@@ -319,7 +317,7 @@ async def _reservation_lines(session: AsyncSession, order_id: str) -> dict[str, 
 
 
 async def _set_status(
-    session: AsyncSession, order_id: str, status: ReservationStatus, reason: str | None
+    session: Session, order_id: str, status: ReservationStatus, reason: str | None
 ) -> None:
     await session.execute(
         update(reservations)
@@ -329,7 +327,7 @@ async def _set_status(
 
 
 async def _record_adjustment(
-    session: AsyncSession,
+    session: Session,
     product_id: str,
     delta: int,
     reason: str | None,

@@ -11,10 +11,11 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, func, or_, select, tuple_
+from sqlalchemy import Select, func, or_, select, tuple_
 
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
+from choreo.sql import Row
 from inventory_service.domain import ProductNotFoundError
 from inventory_service.tables import products
 
@@ -149,7 +150,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _product(row: Row[Any]) -> AdminProductView:
+def _product(row: Row) -> AdminProductView:
     return AdminProductView(
         id=row.id,
         name=row.name,

@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo import records
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.events import Event
 from choreo.sealing import Opener, SealedValueError, password_reset_context
+from choreo.sql import Session
 from notification_service.deliveries import Delivery, Postman
 from notification_service.domain import (
     ADMIN_ROLE,
@@ -199,7 +199,7 @@ def _reset_token(
 
 
 async def _remember_contact(
-    session: AsyncSession,
+    session: Session,
     user_id: str,
     *,
     email: str,
@@ -443,14 +443,14 @@ _CONTACT_COLUMNS = (
 )
 
 
-async def _contact(session: AsyncSession, user_id: str) -> Contact | None:
+async def _contact(session: Session, user_id: str) -> Contact | None:
     row = (
         await session.execute(select(*_CONTACT_COLUMNS).where(contacts.c.user_id == user_id))
     ).first()
     return None if row is None else Contact(*row)
 
 
-async def _admins(session: AsyncSession) -> list[Contact]:
+async def _admins(session: Session) -> list[Contact]:
     rows = await session.execute(
         select(*_CONTACT_COLUMNS)
         .where(
@@ -463,7 +463,7 @@ async def _admins(session: AsyncSession) -> list[Contact]:
     return [Contact(*row) for row in rows]
 
 
-async def _contradicts_cancellation(session: AsyncSession, order_id: str, kind: Kind) -> bool:
+async def _contradicts_cancellation(session: Session, order_id: str, kind: Kind) -> bool:
     """Whether `kind` is not to be sent because the order is known to be cancelled."""
     if kind not in CONTRADICTED_BY_CANCELLATION:
         return False
@@ -478,7 +478,7 @@ async def _contradicts_cancellation(session: AsyncSession, order_id: str, kind: 
     return True
 
 
-async def _customer_of(session: AsyncSession, order_id: str) -> str:
+async def _customer_of(session: Session, order_id: str) -> str:
     user_id = (
         await session.execute(
             select(orders.c.user_id).where(orders.c.order_id == uuid.UUID(order_id))

@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from choreo import records
 from choreo.db import UnitOfWork
 from choreo.events import Event
+from choreo.sql import Row
 from order_service.domain import (
     OPEN_STATUSES,
     CancelReason,
@@ -190,8 +190,8 @@ async def on_payment_failed(
     await _apply(record.order_id, event, uow, SagaEvent.PAYMENT_FAILED, summary, check=check)
 
 
-def _payment_of_the_order(amount: int, currency: str) -> Callable[[Row[Any]], None]:
-    def check(order: Row[Any]) -> None:
+def _payment_of_the_order(amount: int, currency: str) -> Callable[[Row], None]:
+    def check(order: Row) -> None:
         check_payment_result(order.total_amount, order.currency, amount, currency)
 
     return check
@@ -265,7 +265,7 @@ async def _apply(
     saga_event: SagaEvent,
     summary: str,
     *,
-    check: Callable[[Row[Any]], None] | None = None,
+    check: Callable[[Row], None] | None = None,
 ) -> None:
     """Apply one saga event to its order. `check` tests the event against the order's facts
     and raises `RejectedEventError` (the consumer dead-letters it) when they disagree."""
@@ -289,7 +289,7 @@ async def _apply(
 
 async def _write(
     uow: UnitOfWork,
-    order: Row[Any],
+    order: Row,
     transition: Transition,
     moment: datetime,
     traceparent: str | None,
@@ -344,14 +344,14 @@ async def _append_timeline(
     )
 
 
-async def _lock(uow: UnitOfWork, order_id: str) -> Row[Any] | None:
+async def _lock(uow: UnitOfWork, order_id: str) -> Row | None:
     result = await uow.session.execute(
         select(orders).where(orders.c.id == order_id).with_for_update()
     )
     return result.first()
 
 
-async def _order_by_key(uow: UnitOfWork, user_id: str, key: str) -> Row[Any, Any] | None:
+async def _order_by_key(uow: UnitOfWork, user_id: str, key: str) -> Row | None:
     result = await uow.session.execute(
         select(orders.c.id, orders.c.request_hash).where(
             orders.c.user_id == user_id, orders.c.idempotency_key == key
@@ -360,14 +360,14 @@ async def _order_by_key(uow: UnitOfWork, user_id: str, key: str) -> Row[Any, Any
     return result.first()
 
 
-def _replay(earlier: Row[Any, Any], fingerprint: str) -> str:
+def _replay(earlier: Row, fingerprint: str) -> str:
     """The id of the order an earlier request with the same key made, if it asked the same."""
     if earlier.request_hash != fingerprint:
         raise IdempotencyKeyReusedError
     return str(earlier.id)
 
 
-def _state_of(order: Row[Any]) -> OrderState:
+def _state_of(order: Row) -> OrderState:
     reason = CancelReason(order.cancel_reason) if order.cancel_reason else None
     return OrderState(OrderStatus(order.status), reason, order.charged)
 
@@ -401,7 +401,7 @@ def _order_created(
     )
 
 
-def _record_of(emitted: Emitted, order: Row[Any], moment: datetime) -> records.Record:
+def _record_of(emitted: Emitted, order: Row, moment: datetime) -> records.Record:
     if isinstance(emitted, OrderConfirmed):
         return records.OrderConfirmed(
             order_id=str(order.id),
@@ -424,7 +424,7 @@ def _created_summary(priced: PricedOrder) -> str:
     return f"order placed: {len(priced.lines)} line(s), total {priced.total} {priced.currency}"
 
 
-def _emitted_summary(emitted: Emitted, order: Row[Any]) -> str:
+def _emitted_summary(emitted: Emitted, order: Row) -> str:
     if isinstance(emitted, OrderCancelled):
         charged = "charged" if emitted.charged else "not charged"
         return f"order cancelled ({emitted.reason}) from {emitted.previous_status}, {charged}"

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Row, and_, or_, select
+from sqlalchemy import and_, or_, select
 
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
+from choreo.sql import Row
 from order_service.domain import CancelReason, OrderNotFoundError, OrderStatus
 from order_service.handlers import NewOrder
 from order_service.tables import order_items, order_timeline, orders
@@ -161,7 +161,7 @@ def new_order_view(new: NewOrder) -> OrderView:
     )
 
 
-async def _views(uow: UnitOfWork, rows: Sequence[Row[Any]]) -> list[OrderView]:
+async def _views(uow: UnitOfWork, rows: Sequence[Row]) -> list[OrderView]:
     if not rows:
         return []
     lines = await uow.session.execute(

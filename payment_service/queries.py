@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, or_, select, tuple_
 
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
+from choreo.sql import Row
 from payment_service.domain import ChargeStatus, PaymentMethodNotFoundError
 from payment_service.tables import charge_attempts, order_payments, payment_methods
 
@@ -124,7 +125,7 @@ async def all_payments(uow: UnitOfWork, *, limit: int, cursor: str | None) -> Ad
 
 async def _payments(
     uow: UnitOfWork, *, user_id: str | None, limit: int, cursor: str | None
-) -> tuple[list[Row[*tuple[Any, ...]]], str | None]:
+) -> tuple[list[Row], str | None]:
     """One page of payment rows, newest first: the user's, or everyone's when `user_id` is None.
 
     A payment is an order whose charge was at least attempted; one in flight is CHARGING. An
@@ -170,7 +171,7 @@ async def _payments(
     return split_page(rows, limit, lambda row: (row.created_at, row.order_id))
 
 
-def _method(row: Row[*tuple[Any, ...]]) -> PaymentMethodView:
+def _method(row: Row) -> PaymentMethodView:
     return PaymentMethodView(
         id=str(row.id),
         brand=row.brand,
@@ -181,7 +182,7 @@ def _method(row: Row[*tuple[Any, ...]]) -> PaymentMethodView:
     )
 
 
-def _payment_fields(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+def _payment_fields(row: Row) -> dict[str, Any]:
     """A payment row as PaymentView's fields."""
     return {
         "order_id": str(row.order_id),

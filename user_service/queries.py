@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Row, and_, or_, select
+from sqlalchemy import and_, or_, select
 
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
+from choreo.sql import Row
 from user_service.domain import AccountClosedError, Role
 from user_service.tables import users
 
@@ -43,7 +43,7 @@ VIEW_COLUMNS = (
 )
 
 
-def user_view(row: Row[*tuple[Any, ...]]) -> UserView:
+def user_view(row: Row) -> UserView:
     return UserView(
         id=str(row.id),
         email=row.email,

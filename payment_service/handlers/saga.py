@@ -13,13 +13,13 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo import records
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.errors import PermanentError
 from choreo.events import Event
 from choreo.revocations import is_revoked
+from choreo.sql import Session
 from payment_service.domain import (
     ACCOUNT_DELETED,
     ACCOUNT_DELETED_MESSAGE,
@@ -138,7 +138,7 @@ async def on_order_cancelled(
     await settle_order(uow, order_id, charging, event.traceparent)
 
 
-async def _record_fact(session: AsyncSession, order_id: uuid.UUID, **fact: bool) -> None:
+async def _record_fact(session: Session, order_id: uuid.UUID, **fact: bool) -> None:
     await _lock(session, order_id)
     await session.execute(
         update(order_payments)
@@ -147,7 +147,7 @@ async def _record_fact(session: AsyncSession, order_id: uuid.UUID, **fact: bool)
     )
 
 
-async def _lock(session: AsyncSession, order_id: uuid.UUID) -> None:
+async def _lock(session: Session, order_id: uuid.UUID) -> None:
     """Create the order's row if this is its first event, and lock it until commit."""
     await session.execute(insert(order_payments).values(order_id=order_id).on_conflict_do_nothing())
     await session.execute(
@@ -188,7 +188,7 @@ async def settle_order(
             await _refund(uow, payment, charging, traceparent)
 
 
-async def load_order_payment(session: AsyncSession, order_id: uuid.UUID) -> OrderPayment:
+async def load_order_payment(session: Session, order_id: uuid.UUID) -> OrderPayment:
     row = (
         await session.execute(
             select(
@@ -401,7 +401,7 @@ async def _refund(
     uow.publish(refunded, traceparent=traceparent)
 
 
-async def _method_to_charge(session: AsyncSession, terms: OrderTerms) -> tuple[str, str] | None:
+async def _method_to_charge(session: Session, terms: OrderTerms) -> tuple[str, str] | None:
     """The provider's customer and payment method to charge for the order, if the user has it."""
     query = (
         select(customers.c.provider_customer_id, payment_methods.c.provider_payment_method_id)
@@ -420,7 +420,7 @@ async def _method_to_charge(session: AsyncSession, terms: OrderTerms) -> tuple[s
     return None if row is None else (row.provider_customer_id, row.provider_payment_method_id)
 
 
-async def _update(session: AsyncSession, order_id: uuid.UUID, **values: Any) -> None:
+async def _update(session: Session, order_id: uuid.UUID, **values: Any) -> None:
     await session.execute(
         update(order_payments)
         .where(order_payments.c.order_id == order_id)

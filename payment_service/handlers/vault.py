@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Row, delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from choreo.db import UnitOfWork
+from choreo.sql import Row, Session
 from payment_service.domain import InvalidCardError, PaymentMethodNotFoundError
 from payment_service.stripe_client import NewCard, StripeGateway
 from payment_service.tables import customers, payment_methods
@@ -82,7 +82,7 @@ async def delete_payment_method(uow: UnitOfWork, user_id: str, method_id: uuid.U
     async with uow:
         session = uow.session
         await _lock_vault(session, user_id)
-        deleted: Row[tuple[bool]] | None = (
+        deleted: Row | None = (
             await session.execute(
                 delete(payment_methods)
                 .where(payment_methods.c.id == method_id, payment_methods.c.user_id == user_id)
@@ -106,7 +106,7 @@ async def delete_payment_method(uow: UnitOfWork, user_id: str, method_id: uuid.U
             )
 
 
-async def _lock_vault(session: AsyncSession, user_id: str) -> None:
+async def _lock_vault(session: Session, user_id: str) -> None:
     """Serialize one user's vault changes (first card is default, one provider customer)."""
     await session.execute(
         select(func.pg_advisory_xact_lock(func.hashtextextended(f"vault:{user_id}", 0)))
