@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from choreo.cli.output import prose
+from choreo.logs import LogFormat, resolve_log_format
 from choreo.stack.config import SERVICES, StackConfig, StackPorts, resolve_endpoints
 from choreo.stack.console import PrefixedOutput, url_table
 from choreo.stack.demo import seed_catalog
@@ -85,18 +86,29 @@ def up(
     timeout: Annotated[
         float, typer.Option(help="Seconds each group of parts has to become ready.", min=1)
     ] = 60.0,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="CHOREO_LOG_FORMAT",
+            help="The services' lines: text (short, coloured on a terminal), json (one object a"
+            " line, every field) or auto: text when this output is a terminal, else json.",
+        ),
+    ] = LogFormat.AUTO,
 ) -> None:
     """Start PostgreSQL, the broker, the Stripe and SendGrid emulators and the six services,
     print their URLs, and keep them running until Ctrl-C: a part that exits, or stops answering
     for 15 s, is restarted on its own."""
     console = _console()
     ports = stack_ports(base_port, port or [])
+    # The services write to a pipe, so `choreo up` chooses for them by its own output.
+    services_log_format = resolve_log_format(log_format, console.is_terminal)
     config = StackConfig(
         data_dir=data_dir,
         ports=ports,
         partitions=partitions,
         durable_broker=durable_broker,
-        environment=dict(os.environ),
+        environment={**os.environ, "CHOREO_LOG_FORMAT": services_log_format.value},
         readiness_timeout=timeout,
     )
     output = PrefixedOutput(console, [SUPERVISOR_NAME, *StackPorts.names()])

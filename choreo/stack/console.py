@@ -28,7 +28,10 @@ _PALETTE = (
 
 
 class PrefixedOutput:
-    """An output sink that prints `name | line` on a rich console, one colour per part."""
+    """An output sink that prints `name | line` on a rich console, one colour per part.
+
+    A line's own ANSI colours (the services' short form) are kept on a terminal and dropped
+    elsewhere, as the console's other output is."""
 
     def __init__(self, console: Console, names: Sequence[str]) -> None:
         self.console = console
@@ -40,7 +43,7 @@ class PrefixedOutput:
     def __call__(self, part: str, line: str) -> None:
         style = self._styles.get(part, "bold")
         text = Text(f"{part:<{self._width}} | ", style=style)
-        text.append(line)
+        text.append_text(Text.from_ansi(line))
         with self._lock:
             if self._closed:
                 return
@@ -56,9 +59,12 @@ def url_table(links: Sequence[Link], admin: tuple[str, str] | None = None) -> Ta
     """The parts and where to reach them; `admin` (email, password) is shown when it is the
     dev default, so that a user can log in."""
     table = Table(title="Choreo is up", title_justify="left")
-    table.add_column("part", style="bold", no_wrap=True)
-    table.add_column("URL", no_wrap=True, overflow="fold")
-    table.add_column("", style="dim", no_wrap=True)
+    # On a narrow terminal the notes wrap; names and URLs stay whole, to be copied.
+    part_width = max((len(link.part) for link in links), default=0)
+    url_width = max((len(link.url) for link in links), default=0)
+    table.add_column("part", style="bold", no_wrap=True, min_width=part_width)
+    table.add_column("URL", no_wrap=True, min_width=url_width)
+    table.add_column("", style="dim")
     for link in links:
         notes = [] if link.embedded else ["from the environment"]
         notes += [link.note] if link.note else []

@@ -8,6 +8,9 @@ import httpx
 
 from choreo.stack.process import Probe
 
+PROBE_USER_AGENT = "choreo-probe"
+"""The probes' User-Agent, by which the emulators leave them out of their access logs."""
+
 
 def http_ok(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 1.0) -> Probe:
     """A probe that is true when GET `url` answers 200.
@@ -17,7 +20,7 @@ def http_ok(url: str, *, headers: Mapping[str, str] | None = None, timeout: floa
     new client would: a server that serves its old connections but refuses new ones is not ready.
     """
     client = httpx.Client(
-        headers=headers,
+        headers={"User-Agent": PROBE_USER_AGENT, **(headers or {})},
         timeout=timeout,
         limits=httpx.Limits(max_keepalive_connections=0),
         trust_env=False,  # a loopback probe never goes through a proxy

@@ -5,7 +5,9 @@ next sends fail. `python -m choreo.stack.sendgrid_sink --port P` runs it."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import logging
 import sys
 import threading
 import uuid
@@ -22,6 +24,8 @@ from choreo import dev_defaults
 from choreo.stack.part import Part
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
+
+HEALTH_PATH = "/healthz"
 
 SINK_API_KEY = dev_defaults.SENDGRID_API_KEY
 """The key the stack gives services for the sink, which accepts any bearer token."""
@@ -174,7 +178,7 @@ def create_app(mailbox: Mailbox | None = None) -> FastAPI:
     async def clear_failure() -> None:
         mailbox.inject(None)
 
-    @app.get("/healthz")
+    @app.get(HEALTH_PATH)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -207,17 +211,34 @@ class SendGridSink(Part):
         return ProcessSpec(
             name="sendgrid",
             command=[self.python, "-m", "choreo.stack.sendgrid_sink", "--port", str(self.port)],
-            ready=http_ok(f"{self.host}/healthz"),
+            ready=http_ok(f"{self.host}{HEALTH_PATH}"),
             port=self.port,
             environment=self.environment,
         )
+
+
+class _NotTheProbes(logging.Filter):
+    """Leaves out the access lines of `/healthz`, which `choreo up`'s supervisor polls."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) > 2 and args[2] == HEALTH_PATH)
+
+
+# uvicorn's logging, shorter: `POST /v3/mail/send HTTP/1.1 202` a request, its start-up lines
+# left out (`choreo up` says when the sink is ready).
+_LOG_CONFIG: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+_LOG_CONFIG["formatters"]["access"]["fmt"] = "%(request_line)s %(status_code)s"
+_LOG_CONFIG["filters"] = {"probes": {"()": _NotTheProbes}}
+_LOG_CONFIG["handlers"]["access"]["filters"] = ["probes"]
+_LOG_CONFIG["loggers"]["uvicorn.error"]["level"] = "WARNING"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="SendGrid API sink on 127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
     arguments = parser.parse_args(argv)
-    uvicorn.run(create_app(), host="127.0.0.1", port=arguments.port, log_level="info")
+    uvicorn.run(create_app(), host="127.0.0.1", port=arguments.port, log_config=_LOG_CONFIG)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,10 @@ async def _run_check(name: str, check: ReadinessCheck, timeout: float) -> str:
         log.warning("readiness check %s timed out after %g s", name, timeout)
         return f"error: timed out after {timeout:g} s"
     except Exception as exc:
-        log.warning("readiness check %s failed", name, exc_info=True)
+        # An answer, not a bug: a dependency that is starting or down. The summary says which
+        # and why; a traceback would only repeat the client library's call stack.
         lines = str(exc).strip().splitlines()
         summary = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        log.warning("readiness check %s failed: %s", name, summary[:200])
         return f"error: {summary[:200]}"
     return "ok" if note is None else f"ok, but {note}"

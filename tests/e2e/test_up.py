@@ -40,6 +40,10 @@ def test_choreo_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path)
         assert running.url("stripe") in output
         assert f"{running.url('sendgrid')}/messages" in output
         assert "order        | " in output  # each part's lines carry its name
+        # Piped, the services log JSON lines (--log-format auto); a normal start has no traceback.
+        order_lines = [line for line in running.lines if line.startswith("order        | ")]
+        assert all(line.removeprefix("order        | ").startswith("{") for line in order_lines)
+        assert "Traceback" not in output
 
         family = psutil.Process(running.process.pid).children(recursive=True)
         assert len(family) >= 10  # four parts, six services, PostgreSQL's own processes
@@ -60,8 +64,8 @@ def test_parts_that_crash_or_hang_are_restarted_each_on_its_own(tmp_path: Path) 
     """The gateway and the user service killed together are back in well under the minute the
     gateway once waited for a user service nobody restarted; PostgreSQL stuck in a "smart"
     shutdown (SIGTERM, which waits for every pooled connection) is restarted, and every service
-    serves again."""
-    running = start_choreo_up(tmp_path / "choreo")
+    serves again. Asked for the short form, the services keep it, restarted or not."""
+    running = start_choreo_up(tmp_path / "choreo", "--log-format", "text")
     try:
         running.wait_for_line(UP_BANNER, timeout=90)
         killed = [_part_process(running, f"{name}_service.main") for name in ("gateway", "user")]
@@ -89,3 +93,7 @@ def test_parts_that_crash_or_hang_are_restarted_each_on_its_own(tmp_path: Path) 
     assert restarts["postgres"] == "1"
     assert int(restarts["gateway"]) >= 1
     assert int(restarts["user"]) >= 1
+    gateway_lines = [line for line in running.lines if line.startswith("gateway      | ")]
+    assert gateway_lines
+    short = [line.removeprefix("gateway      | ") for line in gateway_lines]
+    assert not any(line.startswith("{") or "\x1b" in line for line in short)  # no colour: piped
