@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 import zlib
@@ -78,15 +79,24 @@ class OutboxWriter:
         connection: psycopg.AsyncConnection[tuple[object, ...]],
         events: Sequence[Event[Record]],
     ) -> None:
-        """Insert the rows of `events` in the connection's transaction, in order."""
+        """Insert the rows of `events` in the connection's transaction, in order: one
+        multi-row INSERT, whose VALUES PostgreSQL inserts in list order, each taking the next
+        id of the table's sequence as it goes. One statement costs ~45 µs of client CPU where
+        psycopg's executemany (a pipeline) cost ~80 µs even for one row (measured with
+        psycopg on this machine, issue 14)."""
         note_published(event.type for event in events)
-        rows = [self.row(e) for e in events]
-        values = [(r["topic"], r["key"], r["value"], Jsonb(r["headers"])) for r in rows]
-        async with connection.cursor() as cursor:
-            await cursor.executemany(_INSERT_ROW, values)
+        values: list[object] = []
+        for event in events:
+            row = self.row(event)
+            values += (row["topic"], row["key"], row["value"], Jsonb(row["headers"]))
+        await connection.execute(_insert_rows(len(events)), values)
 
 
-_INSERT_ROW = "INSERT INTO outbox (topic, key, value, headers) VALUES (%s, %s, %s, %s)"
+@functools.lru_cache(maxsize=64)
+def _insert_rows(count: int) -> str:
+    """`INSERT INTO outbox ... VALUES (%s, ...), ...` for `count` rows (one per event)."""
+    rows = ", ".join(["(%s, %s, %s, %s)"] * count)
+    return f"INSERT INTO outbox (topic, key, value, headers) VALUES {rows}"
 
 
 @dataclass(frozen=True)
