@@ -89,7 +89,8 @@ class RemoteJwks:
     `retry_seconds`, and a request that needs keys waits for the next try (at most
     `retry_seconds`) instead of failing on the last one's stale answer, so the keys arrive
     that soon after the key server is back. One fetch at a time, whatever the number of
-    requests waiting for it.
+    requests waiting for it. A failing key server is warned about once per outage; before the
+    first keys, only once it has failed for `startup_grace_seconds` (start-up order).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class RemoteJwks:
         min_refresh_seconds: float = 5.0,
         retry_seconds: float = 1.0,
         timeout_seconds: float = 3.0,
+        startup_grace_seconds: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -116,6 +118,9 @@ class RemoteJwks:
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
         self._failure: str | None = None  # why the last fetch failed; None once one succeeds
+        self._startup_grace = startup_grace_seconds
+        self._failing_since: float | None = None  # when the current run of failures began
+        self._warned = False  # whether this run of failures has been warned about
         self._fetching: asyncio.Task[None] | None = None
 
     async def keys(self, *, refresh: bool) -> Mapping[str, jwt.PyJWK]:
@@ -170,20 +175,34 @@ class RemoteJwks:
             if not keys:
                 raise ValueError("the key set holds no key with a kid")
         except Exception as error:  # whatever the key server did, the keys at hand are kept
-            if self._failure is None:
-                log.warning(
-                    "cannot fetch the signing keys from %s (%r); %s",
-                    self._url,
-                    error,
-                    f"keeping the {len(self._keys)} fetched before" if self._keys else "none yet",
-                )
-            self._failure = f"{type(error).__name__}: {error}"[:200]
+            self._note_failure(error)
         else:
-            if self._failure is not None:
+            if self._warned:
                 log.info("signing keys fetched from %s again", self._url)
             self._keys, self._fetched_at, self._failure = keys, self._clock(), None
+            self._failing_since, self._warned = None, False
         finally:
             self._fetching = None
+
+    def _note_failure(self, error: Exception) -> None:
+        """Warn once per outage. Before the first keys, for `startup_grace_seconds`, a failure
+        is only noted at DEBUG: at start-up the verifier is often asked before the key server
+        listens (the gateway's readiness probe runs before the user service is up)."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failure = f"{type(error).__name__}: {error}"[:200]
+        starting = not self._keys and now - self._failing_since < self._startup_grace
+        if self._warned or starting:
+            log.debug("signing keys not fetched from %s yet: %s", self._url, self._failure)
+            return
+        self._warned = True
+        log.warning(
+            "cannot fetch the signing keys from %s (%r); %s",
+            self._url,
+            error,
+            f"keeping the {len(self._keys)} fetched before" if self._keys else "none yet",
+        )
 
 
 def _parse_jwks(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:

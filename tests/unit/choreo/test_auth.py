@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -420,3 +421,51 @@ async def test_the_settings_name_the_keys_a_service_verifies_with() -> None:
     assert isinstance(fetched._source, RemoteJwks)
     assert verifier_from_settings(None, None) is None
     assert verifier_from_settings("", "") is None
+
+
+async def test_a_key_server_not_up_yet_is_not_warned_about_until_it_stays_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key, clock = SigningKey.generate(), Clock()
+    server = KeyServer([key])
+    server.up = False
+    verifier = verifier_of(server, clock)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    # Start-up: the gateway asks before the user service listens, then it comes up.
+    with caplog.at_level(logging.DEBUG, logger="choreo.auth"):
+        for _ in range(3):
+            with pytest.raises(SigningKeysUnavailableError):
+                await verifier.verify(token(key))
+        server.up = True
+        await verifier.verify(token(key))
+    assert warnings() == []
+
+    # An outage after that is warned about once, however many fetches fail.
+    server.up = False
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="choreo.auth"):
+        for _ in range(4):
+            clock.now += 3600
+            await verifier.verify(token(key))
+            await settled()
+    assert len(warnings()) == 1
+    assert "keeping the 1 fetched before" in warnings()[0]
+
+    # A key server that never comes up is warned about once the start-up grace is over.
+    never = verifier_of(_down(key), clock)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="choreo.auth"):
+        for _ in range(20):
+            with pytest.raises(SigningKeysUnavailableError):
+                await never.verify(token(key))
+    assert len(warnings()) == 1
+    assert "none yet" in warnings()[0]
+
+
+def _down(key: SigningKey) -> KeyServer:
+    server = KeyServer([key])
+    server.up = False
+    return server
