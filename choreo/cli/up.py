@@ -15,7 +15,7 @@ from rich.text import Text
 from choreo.cli.output import prose
 from choreo.logs import LogFormat, resolve_log_format
 from choreo.stack.config import SERVICES, StackConfig, StackPorts, resolve_endpoints
-from choreo.stack.console import PrefixedOutput, url_table
+from choreo.stack.console import PrefixedOutput, print_url_table
 from choreo.stack.demo import seed_catalog
 from choreo.stack.errors import StackError
 from choreo.stack.postgres import create_database
@@ -126,7 +126,7 @@ def up(
                     _seed_demo(stack)
                 admin = stack.admin()
                 shown = admin if "CHOREO_ADMIN_PASSWORD" not in config.environment else None
-                console.print(url_table(stack.links(), shown))
+                print_url_table(console, stack.links(), shown)
                 stack.watch()
         except KeyboardInterrupt:
             _print_restarts(console, stack)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -55,22 +55,49 @@ class PrefixedOutput:
                 self._closed = True
 
 
-def url_table(links: Sequence[Link], admin: tuple[str, str] | None = None) -> Table:
+def url_table(
+    links: Sequence[Link], admin: tuple[str, str] | None = None, *, width: int = 120
+) -> RenderableType:
     """The parts and where to reach them; `admin` (email, password) is shown when it is the
-    dev default, so that a user can log in."""
-    table = Table(title="Choreo is up", title_justify="left")
-    # On a narrow terminal the notes wrap; names and URLs stay whole, to be copied.
+    dev default, so that a user can log in.
+
+    A table when its names and URLs fit in `width` columns (the notes wrap); on a narrower
+    terminal, one part per line with its URL whole on the next, since a cropped or folded URL
+    cannot be copied."""
     part_width = max((len(link.part) for link in links), default=0)
     url_width = max((len(link.url) for link in links), default=0)
+    caption = f"admin: {admin[0]} / {admin[1]} (dev default)" if admin is not None else None
+    # Borders and padding of a two-column table, and room for a few characters of notes.
+    if part_width + url_width + 7 + 12 > width:
+        lines = [Text("Choreo is up", style="italic")]
+        for link in links:
+            notes = _notes(link)
+            lines.append(Text(link.part, style="bold").append(f"  {notes}" if notes else ""))
+            lines.append(Text(f"  {link.url}", no_wrap=True, overflow="ignore"))
+        if caption is not None:
+            lines.append(Text(caption, style="dim"))
+        return Group(*lines)
+    table = Table(title="Choreo is up", title_justify="left")
     table.add_column("part", style="bold", no_wrap=True, min_width=part_width)
     table.add_column("URL", no_wrap=True, min_width=url_width)
     table.add_column("", style="dim")
     for link in links:
-        notes = [] if link.embedded else ["from the environment"]
-        notes += [link.note] if link.note else []
-        table.add_row(link.part, link.url, ", ".join(notes))
-    if admin is not None:
-        email, password = admin
-        table.caption = f"admin: {email} / {password} (dev default)"
+        table.add_row(link.part, link.url, _notes(link))
+    if caption is not None:
+        table.caption = caption
         table.caption_justify = "left"
     return table
+
+
+def _notes(link: Link) -> str:
+    notes = [] if link.embedded else ["from the environment"]
+    notes += [link.note] if link.note else []
+    return ", ".join(notes)
+
+
+def print_url_table(
+    console: Console, links: Sequence[Link], admin: tuple[str, str] | None = None
+) -> None:
+    """`url_table` for `console`'s width; a URL longer than a line is not cropped (the
+    terminal wraps it, and it copies whole)."""
+    console.print(url_table(links, admin, width=console.width), crop=False)
