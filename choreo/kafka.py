@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # (10 orders/s: p50 132 ms at 60, 240 at 150, 336 at 300).
 FETCH_MAX_WAIT_MS = 500
 FAST_FETCH_MAX_WAIT_MS = 60
+# A group member that stops heartbeating (killed, hung) keeps its partitions this long before
+# the group rebalances them (Kafka's session.timeout.ms; its default is 45 s).
+SESSION_TIMEOUT_MS = 10_000
 
 
 class BrokerUnavailableError(TransientError):
@@ -282,7 +285,7 @@ def consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_uncommitted",
-        session_timeout_ms=10_000,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
         fetch_max_wait_ms=fetch_max_wait_ms,

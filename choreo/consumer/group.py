@@ -22,6 +22,7 @@ from choreo.avro import SchemaStore
 from choreo.consumer.partitions import PartitionWorker
 from choreo.consumer.records import Handler, RecordHandler, RetryPolicy
 from choreo.db import UnitOfWorkFactory
+from choreo.kafka import SESSION_TIMEOUT_MS
 from choreo.signing import EventKeys
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ MAX_PENDING = 1000
 """Records a partition's worker may hold before its partition is paused (resumed below half)."""
 
 COMMIT_INTERVAL_SECONDS = 0.5
+# How long a member may wait for its first partitions before it says why: a group waits for
+# a member that stopped without leaving (killed, crashed) until that member's session times
+# out (`choreo.kafka.SESSION_TIMEOUT_MS`), then rebalances; meanwhile nothing is consumed.
+ASSIGNMENT_NOTICE_SECONDS = 3.0
 """How often applied offsets are committed while records flow (Kafka's auto-commit: 5 s). A
 record applied but not committed yet is read again after a crash or rebalance, and the inbox
 skips it; committing after every poll cost a broker request per poll (issue 14)."""
@@ -127,6 +132,7 @@ class Consumer:
             event_keys=event_keys,
         )
         self._workers: dict[TopicPartition, PartitionWorker] = {}
+        self.assigned_once = False  # set by the rebalance listener at the first assignment
 
     @property
     def topics(self) -> list[str]:
@@ -161,7 +167,15 @@ class Consumer:
         """
         retry_topics = [self._retry_topic] if self._retry_topic else []
         self._consumer.subscribe([*self.topics, *retry_topics], listener=_Rebalance(self))
-        await self._consumer.start()
+        # aiokafka's poll waits while the group rebalances: the notice runs on its own timer.
+        notice = asyncio.get_running_loop().call_later(
+            ASSIGNMENT_NOTICE_SECONDS, self._tell_if_unassigned
+        )
+        try:
+            await self._consumer.start()
+        except BaseException:
+            notice.cancel()
+            raise
         pace = _FetchPace(self._consumer, time.monotonic)
         committed_at = time.monotonic()
         try:
@@ -183,10 +197,24 @@ class Consumer:
                     committed_at = time.monotonic()
                     await self._commit(self._workers)
         finally:
+            notice.cancel()
             try:
                 await self._drain(list(self._workers))
             finally:
                 await self._consumer.stop()
+
+    def _tell_if_unassigned(self) -> None:
+        """Say why a member that joined `ASSIGNMENT_NOTICE_SECONDS` ago consumes nothing yet: a
+        new member's first assignment takes a few seconds on the embedded broker; a member
+        restarted after a kill waits for its previous self's session to time out."""
+        if self.assigned_once or self._stopping.is_set():
+            return
+        log.info(
+            "consumer %s: waiting for the group to assign partitions; a member that stopped"
+            " without leaving holds them until its session times out (%.0f s)",
+            self.name,
+            SESSION_TIMEOUT_MS / 1000,
+        )
 
     async def _rewind_where_the_log_shrank(self) -> None:
         """Re-read from its start a partition whose log now ends below this consumer's position.
@@ -259,6 +287,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # One line per rebalance: how often a group rebalances is worth seeing in the logs.
         log.info("consumer %s: assigned %s", self._owner.name, _named(assigned) or "nothing")
+        self._owner.assigned_once = True
 
 
 def _named(partitions: Iterable[TopicPartition]) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -302,3 +304,57 @@ async def test_a_partition_whose_worker_falls_behind_is_paused_then_resumed_in_o
     async with asyncio.timeout(10):
         while partition in consumer._consumer.paused():  # resumed once it caught up
             await asyncio.sleep(0.05)
+
+
+ZOMBIE_MEMBER = """
+import asyncio, sys
+from choreo import kafka
+
+async def main() -> None:
+    consumer = kafka.consumer(sys.argv[1], topics=[sys.argv[2]], group_id=sys.argv[3])
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=200)
+    print("assigned", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_member_waiting_for_a_killed_ones_partitions_says_so(
+    run_consumer: Callable[[Handler], Consumer],
+    applied_table: AsyncEngine,
+    kafka_bootstrap: str,
+    producer: AIOKafkaProducer,
+    topics: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A member killed without leaving the group holds its partitions until its session times
+    out; the member that replaces it (a restarted service) says why it consumes nothing."""
+    topic = f"{topics}stock.updated"
+    zombie = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ZOMBIE_MEMBER,
+        kafka_bootstrap,
+        topic,
+        f"{topics}test",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert zombie.stdout is not None
+    async with asyncio.timeout(60):
+        assert await zombie.stdout.readline() == b"assigned\n"
+    zombie.kill()
+    await zombie.wait()
+
+    with caplog.at_level(logging.INFO, logger="choreo.consumer.group"):
+        run_consumer(record_applied)
+        event = stock_event(new_key(), 1)
+        await send(producer, topic, event)
+        await wait_for_rows(applied_table, 1, timeout=60)
+    said = [r.getMessage() for r in caplog.records if r.name == "choreo.consumer.group"]
+    waiting = next(i for i, m in enumerate(said) if "waiting for the group to assign" in m)
+    assigned = next(i for i, m in enumerate(said) if ": assigned " in m)
+    assert waiting < assigned
+    assert "session times out (10 s)" in said[waiting]
