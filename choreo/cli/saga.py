@@ -231,7 +231,9 @@ def summary(record: RecordView) -> str:
         return f"undecodable: {record.error}"
     said = _event_summary(record.type or "", record.value or {})
     replayed = record.header("dlq.replayed.from")
-    return f"{said} (replayed from {replayed})" if replayed else said
+    if not replayed:
+        return said
+    return f"{said} (replayed from {replayed})" if said else f"replayed from {replayed}"
 
 
 def _event_summary(record_type: str, data: Mapping[str, Any]) -> str:
@@ -293,7 +295,7 @@ def _print_timeline(out: Console, trace: Trace) -> None:
         style = "red" if record.is_dead_letter or record.error or refused else ""
         said = summary(record)
         if refused:
-            said = f"NOT APPLIED by {', '.join(refused)}; it said: {said}"
+            said = f"NOT APPLIED by {', '.join(refused)}" + (f"; it said: {said}" if said else "")
         if len(said) > _SUMMARY_SHOWN:
             # Every record is whole in --json.
             said = said[: _SUMMARY_SHOWN - 1] + "…"

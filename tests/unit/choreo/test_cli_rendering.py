@@ -294,6 +294,15 @@ def test_a_replayed_event_says_where_it_came_from() -> None:
     assert summary(view(record, default_store())).endswith("(replayed from inventory.dlq:1:3)")
 
 
+def test_a_replayed_event_with_no_summary_of_its_own_reads_cleanly() -> None:
+    """A user event (a welcome e-mail's UserRegistered, replayed from the notification
+    service's dead letters) has no summary: the row said ' (replayed from ...)'."""
+    record = record_of(make.user_registered())
+    record.headers.append(("dlq.replayed.from", b"notification.dlq:4:0"))
+
+    assert summary(view(record, default_store())) == "replayed from notification.dlq:4:0"
+
+
 @pytest.mark.parametrize(
     ("command", "description"),
     [
