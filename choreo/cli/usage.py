@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from typer._click.core import Context  # typer bundles its own click
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from choreo.cli.output import EXIT_USAGE, fail
 
@@ -63,3 +63,17 @@ def _display_type_rich_but_not_of_flags(option: TyperOption, ctx: Context) -> st
 
 
 setattr(TyperOption, "display_type_rich", _display_type_rich_but_not_of_flags)  # noqa: B010
+
+
+_argument_display_type_rich = TyperArgument.display_type_rich
+
+
+def _display_type_rich_unless_named(argument: TyperArgument, ctx: Context) -> str | None:
+    """An argument with a metavar (`TOPIC`, `ORDER_ID`) is named by it in the help; a type
+    label after it (Typer 0.29 shows `<str>`) says nothing more."""
+    if argument.metavar is not None:
+        return None
+    return _argument_display_type_rich(argument, ctx)
+
+
+setattr(TyperArgument, "display_type_rich", _display_type_rich_unless_named)  # noqa: B010

@@ -150,11 +150,12 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "choreo")
-def test_help_shows_no_type_for_flags(command: list[str]) -> None:
+def test_help_shows_no_type_for_flags_or_named_arguments(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
 
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output
+    assert "<str>" not in result.output  # `TOPIC`, `ORDER_ID`, `ID` name what they take
 
 
 def test_migrate_listens_on_nothing() -> None:
