@@ -57,14 +57,20 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
             "card_intake": domain.CardIntake.of_environment(settings.env),
         }
 
+    sweep_from: datetime | None = None  # None: the process's first pass lists every intent
+
     async def settle_open_intents() -> None:
         """The intents the provider holds open for this service's orders (handlers/intents.py):
-        settled or cancelled, each under its order's row lock (skipped when held)."""
-        await handlers.settle_open_intents(
+        settled or cancelled, each under its order's row lock (skipped when held); each pass
+        lists from where the last one left intents open."""
+        nonlocal sweep_from
+        swept = await handlers.settle_open_intents(
             service.unit_of_work(),
             service.resource("charging", handlers.Charging),
             grace=timedelta(seconds=settings.intent_sweep_grace_seconds),
+            since=sweep_from,
         )
+        sweep_from = swept.resume_from
 
     service = Service(
         settings,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
+import operator
 import os
 import pickle
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,10 +169,13 @@ def _keep_state_in(state_file: Path | None) -> _StateFile:
         scans the whole store, and a charge lists its refunds a dozen times as it is made, so
         each charge cost more as history grew (22.9 ms of CPU with 2,000 charges behind it,
         1.6 ms with none)."""
+        created = kwargs.pop("created", None)
         if kwargs:
             raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
         listed = resources.List(url, limit=limit, starting_after=starting_after)
-        listed._list = list(by_type.get(cls.object, {}).values())
+        objects = by_type.get(cls.object, {}).values()
+        keep = _created_filter(created, resources.UserError)
+        listed._list = [o for o in objects if keep(o.created)] if keep else list(objects)
         return listed
 
     # Functions, not bound methods: set on the class, each receives the store as `self`.
@@ -181,6 +186,39 @@ def _keep_state_in(state_file: Path | None) -> _StateFile:
     resources.StripeObject._api_list_all = classmethod(list_all)
     resources.store.try_load_from_disk()
     return state
+
+
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _created_filter(created: Any, error: Any) -> Callable[[int], bool] | None:
+    """The `created` filter of Stripe's list endpoints (`created=<ts>` or any of
+    `created[gt|gte|lt|lte]=<ts>`, Unix seconds), which localstripe's base list refuses: the
+    payment service's open-intent sweep lists only the intents created since it last looked.
+    None when there is no filter; `error(400, ...)` for a malformed one."""
+    if created is None:
+        return None
+    bounds = created if isinstance(created, dict) else {"eq": created}
+    checks: list[Callable[[int], bool]] = []
+    for name, raw in bounds.items():
+        compare = operator.eq if name == "eq" else _COMPARISONS.get(name)
+        try:
+            moment = int(raw)
+        except (TypeError, ValueError):
+            compare = None
+        if compare is None:
+            raise error(400, f"Invalid created filter: {name}={raw!r}")
+        checks.append(functools.partial(_holds, compare, moment))
+    return lambda value: all(check(value) for check in checks)
+
+
+def _holds(compare: Callable[[int, int], bool], moment: int, value: int) -> bool:
+    return compare(value, moment)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

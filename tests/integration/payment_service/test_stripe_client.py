@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import httpx
 import pytest
 
 from choreo.stack.stripe import TEST_SECRET_KEY
 from choreo.testing import free_port
 from payment_service.domain import IntentState, ProviderError, ProviderUnavailableError
-from payment_service.stripe_client import Intent, NewCard, StripeGateway
+from payment_service.stripe_client import Intent, NewCard, OpenIntent, StripeGateway
 
 from .conftest import DECLINED_ON_CHARGE, NEEDS_AUTHENTICATION, VISA, Localstripe, new_id
 
@@ -70,3 +73,34 @@ async def test_an_unreachable_provider_is_retriable_and_a_refused_request_is_not
     with pytest.raises(ProviderError) as refused:
         await gateway.retrieve_intent("pi_doesnotexist")
     assert not refused.value.retriable
+
+
+async def test_open_intents_are_listed_from_a_creation_time(
+    stripe_api_base: str, localstripe: Localstripe
+) -> None:
+    """The open-intent sweep lists only the intents created since it last looked, with the
+    list's `created[gte]` filter (which the emulator carries as Stripe does)."""
+    gateway = StripeGateway(TEST_SECRET_KEY, stripe_api_base)
+    customer = await gateway.create_customer(new_id())
+    card = await gateway.create_payment_method(customer, NewCard(VISA, 12, 2034, "739"))
+    order_id = new_id()
+    opened = await gateway.create_intent(
+        amount=700,
+        currency="USD",
+        customer_id=customer,
+        payment_method_id=card.provider_payment_method_id,
+        metadata={"order_id": order_id, "payment_id": new_id()},
+    )
+    created = (await localstripe.client.v1.payment_intents.retrieve_async(opened.id)).created
+    moment = datetime.fromtimestamp(created, UTC)
+
+    def ours(listed: list[OpenIntent]) -> list[str]:
+        return [open_intent.intent.id for open_intent in listed if open_intent.order_id == order_id]
+
+    assert ours(await gateway.open_intents()) == [opened.id]
+    assert ours(await gateway.open_intents(created_since=moment)) == [opened.id]
+    assert ours(await gateway.open_intents(created_since=moment + timedelta(seconds=1))) == []
+
+    async with httpx.AsyncClient(base_url=stripe_api_base, auth=(TEST_SECRET_KEY, "")) as raw:
+        malformed = await raw.get("/v1/payment_intents", params={"created[after]": created})
+    assert malformed.status_code == 400
