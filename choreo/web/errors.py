@@ -158,7 +158,18 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
         {"loc": list(error["loc"]), "message": error["msg"], "type": error["type"]}
         for error in exc.errors()
     ]
-    return _error_response(422, "validation_error", "The request is not valid.", details)
+    message = "The request is not valid."
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    whole_body = any(tuple(error["loc"]) == ("body",) for error in exc.errors())
+    if whole_body and not media_type.endswith(("/json", "+json")):
+        # FastAPI reads a body as JSON only when it says it is: without the header, a JSON
+        # body fails as "Input should be a valid dictionary", which does not say why.
+        shown = media_type or "none"
+        message = (
+            "The request is not valid: the body is read as JSON only with"
+            f" Content-Type: application/json (this request's: {shown})."
+        )
+    return _error_response(422, "validation_error", message, details)
 
 
 def _mapped_error_handler(

@@ -443,6 +443,19 @@ async def test_malformed_bodies_are_422_never_500(
     assert error_of(response)["code"] == "validation_error"
 
 
+async def test_a_json_body_without_its_content_type_is_told_so(client: httpx.AsyncClient) -> None:
+    body = b'{"email": "ada@example.com", "password": "Analytical-Engine-1843"}'
+    response = await client.post("/accounts", content=body, headers={"Content-Type": ""})
+
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "validation_error"
+    assert "Content-Type: application/json (this request's: none)" in error["message"]
+
+    with_header = await client.post("/accounts", json={"password": "x"})
+    assert error_of(with_header)["message"] == "The request is not valid."
+
+
 async def test_bad_path_parameter_is_422(client: httpx.AsyncClient) -> None:
     response = await client.get("/orders/not-a-uuid")
 
