@@ -195,7 +195,7 @@ def _plan(
             dialect=dialect, column_keys=list(column_keys), for_executemany=many
         )
         return _new_plan(compiled), (), None  # type: ignore[arg-type]
-    key = (cache_key.key, column_keys, many)
+    key = (dialect.name, dialect.driver, cache_key.key, column_keys, many)
     plan = _PLANS.get(key)
     if plan is None:
         compiled = statement.compile(
