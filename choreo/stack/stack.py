@@ -111,16 +111,15 @@ class Stack:
 
     def links(self) -> list[Link]:
         endpoints = self.endpoints
-        gateway = self.url_of("gateway")
-        links = [
-            Link(
-                service.name,
-                self.url_of(service.name),
-                True,
-                f"API {gateway}/api/v1, docs {gateway}/docs" if service.name == "gateway" else "",
-            )
-            for service in self.config.services
-        ]
+        links: list[Link] = []
+        for service in self.config.services:
+            url = self.url_of(service.name)
+            if service.name == "gateway":
+                # Its URLs as rows of their own: a URL in the notes column wraps or is cut.
+                links.append(Link("gateway", f"{url}/api/v1", True, "the API: every request"))
+                links.append(Link("docs", f"{url}/docs", True, "the API's pages (OpenAPI)"))
+            else:
+                links.append(Link(service.name, url, True))
         if endpoints.database_server is not None:
             databases = ", ".join(endpoints.databases_to_create)
             links.append(

@@ -241,6 +241,8 @@ def test_stack_runs_the_embedded_parts_with_databases_and_topics(tmp_path: Path)
         assert stripe.status_code == 200
         links = {link.part: link for link in stack.links()}
         assert links["sendgrid"].url == f"http://127.0.0.1:{config.ports.sendgrid}/messages"
+        gateway = f"http://127.0.0.1:{config.ports.gateway}"
+        assert (links["gateway"].url, links["docs"].url) == (f"{gateway}/api/v1", f"{gateway}/docs")
         assert all(link.embedded for link in links.values())
     assert all(port_is_free(config.ports.of(name)) for name in StackPorts.names())
     # The emulator saved its store when it stopped: the customer outlives it.
