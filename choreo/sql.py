@@ -75,62 +75,16 @@ def _row_type(names: tuple[str, ...]) -> type[Row]:
     return row_type
 
 
-class Result:
-    """The rows of one statement, fetched whole (step transactions read a handful), with the
-    subset of SQLAlchemy's `Result` the services use."""
-
-    __slots__ = ("_rows", "rowcount")
-
-    def __init__(self, rows: list[Row], rowcount: int) -> None:
-        self._rows = rows
-        self.rowcount = rowcount  # rows the statement matched or wrote (psycopg's rowcount)
-
-    def __iter__(self) -> Iterator[Row]:
-        return iter(self._rows)
-
-    def all(self) -> list[Row]:
-        return list(self._rows)
-
-    def first(self) -> Row | None:
-        return self._rows[0] if self._rows else None
-
-    def one_or_none(self) -> Row | None:
-        if len(self._rows) > 1:
-            raise sa_exc.MultipleResultsFound(
-                "Multiple rows were found when one or none was required"
-            )
-        return self.first()
-
-    def one(self) -> Row:
-        row = self.one_or_none()
-        if row is None:
-            raise sa_exc.NoResultFound("No row was found when one was required")
-        return row
-
-    def scalar(self) -> Any:
-        row = self.first()
-        return None if row is None else row[0]
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-    def scalar_one_or_none(self) -> Any:
-        row = self.one_or_none()
-        return None if row is None else row[0]
-
-    def scalars(self) -> ScalarResult:
-        return ScalarResult([row[0] for row in self._rows])
-
-    def mappings(self) -> MappingResult:
-        return MappingResult([row._mapping for row in self._rows])
-
-
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
 class _Items(Generic[T]):
-    items: list[T]
+    """Items fetched whole, read as SQLAlchemy's results read them."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[T]) -> None:
+        self.items = items
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.items)
@@ -152,6 +106,34 @@ class _Items(Generic[T]):
         if not self.items:
             raise sa_exc.NoResultFound("No row was found when one was required")
         return self.one_or_none()  # type: ignore[return-value]
+
+
+class Result(_Items[Row]):
+    """The rows of one statement, fetched whole (step transactions read a handful), with the
+    subset of SQLAlchemy's `Result` the services use."""
+
+    __slots__ = ("rowcount",)
+
+    def __init__(self, rows: list[Row], rowcount: int) -> None:
+        super().__init__(rows)
+        self.rowcount = rowcount  # rows the statement matched or wrote (psycopg's rowcount)
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> ScalarResult:
+        return ScalarResult([row[0] for row in self.items])
+
+    def mappings(self) -> MappingResult:
+        return MappingResult([row._mapping for row in self.items])
 
 
 class ScalarResult(_Items[Any]):
