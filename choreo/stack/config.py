@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from choreo import dev_defaults
-from choreo.events import DLQ_TOPICS, EVENT_TOPICS, RETRY_TOPICS
+from choreo.events import SYSTEM_TOPICS
 from choreo.kafka import FAST_FETCH_MAX_WAIT_MS
 from choreo.sealing import key_in
 from choreo.signing import keys_in
@@ -39,7 +39,7 @@ SERVICES = (
     Service("notification", "notification_service.main", "NOTIFICATION", "notifications"),
 )
 
-TOPICS = EVENT_TOPICS + DLQ_TOPICS + RETRY_TOPICS
+TOPICS = SYSTEM_TOPICS
 
 DEFAULT_ADMIN_EMAIL = dev_defaults.ADMIN_EMAIL
 DEFAULT_ADMIN_PASSWORD = dev_defaults.ADMIN_PASSWORD

@@ -235,10 +235,13 @@ _LOG_CONFIG["loggers"]["uvicorn.error"]["level"] = "WARNING"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="SendGrid API sink on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="SendGrid API sink")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)"
+    )
     parser.add_argument("--port", type=int, default=8025)
     arguments = parser.parse_args(argv)
-    uvicorn.run(create_app(), host="127.0.0.1", port=arguments.port, log_config=_LOG_CONFIG)
+    uvicorn.run(create_app(), host=arguments.host, port=arguments.port, log_config=_LOG_CONFIG)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,10 @@ def _holds(compare: Callable[[int, int], bool], moment: int, value: int) -> bool
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="localstripe on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="localstripe, the Stripe API emulator")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)"
+    )
     parser.add_argument("--port", type=int, default=8420)
     parser.add_argument("--state-file", type=Path, default=None)
     arguments = parser.parse_args(argv)
@@ -239,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     access_log.addHandler(logging.StreamHandler())
     web.run_app(
         app,
-        host="127.0.0.1",
+        host=arguments.host,
         port=arguments.port,
         access_log=access_log,
         access_log_class=_AccessLogger,

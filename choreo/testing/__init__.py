@@ -35,10 +35,8 @@ from choreo import kafka
 from choreo.auth import SigningKey
 from choreo.avro import default_store
 from choreo.events import (
-    DLQ_TOPICS,
-    EVENT_TOPICS,
     OWNER_OF_TOPIC,
-    RETRY_TOPICS,
+    SYSTEM_TOPICS,
     Event,
     decode_record,
     headers_of,
@@ -160,7 +158,7 @@ def topic_prefix() -> str:
 @pytest_asyncio.fixture
 async def topics(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[str]:
     """Create every Choreo topic under this test's prefix; yields the prefix."""
-    names = [f"{topic_prefix}{t}" for t in (*EVENT_TOPICS, *DLQ_TOPICS, *RETRY_TOPICS)]
+    names = [f"{topic_prefix}{t}" for t in SYSTEM_TOPICS]
     await kafka.ensure_topics(kafka_bootstrap, names, partitions=3)
     yield topic_prefix
 
