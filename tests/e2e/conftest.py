@@ -1,7 +1,9 @@
 """End-to-end fixtures: `choreo up` run as a user runs it, as a subprocess on free ports.
 
 `choreo_up` (session-scoped) is the running system for the e2e scenarios: its URLs come from
-`ChoreoUp.url(part)`. `start_choreo_up` starts a private one for tests that stop or break it.
+`ChoreoUp.url(part)`. `system` is the same stack seen only through what every stack offers
+(`journey.System`): the scenarios written against it run on docker-compose too
+(tests/containers). `start_choreo_up` starts a private one for tests that stop or break it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,25 @@ class ChoreoUp:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    async def cli(self, *arguments: str) -> Any:
+        """Run `choreo ARGS --json` against the stack as an operator would; its parsed output."""
+        command = [sys.executable, "-c", "from choreo.cli import main; main()", *arguments]
+        environment = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.ports.postgres}",
+        }
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*command, "--json"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
     def wait_for_line(self, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not any(text in line for line in self.lines):
@@ -101,17 +122,7 @@ def _alive(process: psutil.Process) -> bool:
 
 async def choreo(running: ChoreoUp, *arguments: str) -> Any:
     """Run `choreo ARGS --json` against the stack as an operator would; its parsed output."""
-    command = [sys.executable, "-c", "from choreo.cli import main; main()", *arguments, "--json"]
-    environment = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": running.bootstrap_servers,
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{running.ports.postgres}",
-    }
-    done = await asyncio.to_thread(
-        subprocess.run, command, env=environment, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return await running.cli(*arguments)
 
 
 def _environment() -> dict[str, str]:
@@ -172,6 +183,12 @@ def stop_choreo_up(running: ChoreoUp) -> None:
         except subprocess.TimeoutExpired:
             running.process.kill()
             running.process.wait()
+
+
+@pytest.fixture
+def system(choreo_up: ChoreoUp) -> ChoreoUp:
+    """The stack the scenarios shared with tests/containers run on: here, `choreo up`."""
+    return choreo_up
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,13 @@
-"""A customer and an admin, driving `choreo up` through the gateway alone."""
+"""A customer and an admin, driving a running system through the gateway alone."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
-
-from .conftest import ChoreoUp
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "choreo-admin"
@@ -24,10 +22,24 @@ class Customer:
     user_id: str
 
 
+class System(Protocol):
+    """What a scenario may use of the stack it runs on, whichever it is (`choreo up` in
+    tests/e2e, docker-compose in tests/containers)."""
+
+    def url(self, part: str) -> str:
+        """The base URL of a part: a service, `stripe` or `sendgrid`."""
+        ...
+
+    async def cli(self, *arguments: str) -> Any:
+        """Run `choreo ARGS --json` as an operator would against this stack; its parsed
+        output (the command must exit 0)."""
+        ...
+
+
 class Gateway:
     """The public API as a user's HTTP client sees it."""
 
-    def __init__(self, running: ChoreoUp) -> None:
+    def __init__(self, running: System) -> None:
         self.running = running
         self.base = f"{running.url('gateway')}/api/v1"
 

@@ -1,4 +1,5 @@
-"""An e-mail that SendGrid refused, found and replayed with `choreo dlq`, on `choreo up`."""
+"""An e-mail that SendGrid refused, found and replayed with `choreo dlq` (on `choreo up`, and on
+docker-compose in tests/containers)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from typing import Any
 
 import httpx
 
-from .conftest import ChoreoUp, choreo
-from .journey import Gateway, subject_of
+from .journey import Gateway, System, subject_of
 
 
-async def records_seen(running: ChoreoUp, service: str) -> float:
+async def records_seen(running: System, service: str) -> float:
     """How many records the service's consumer has handled (applied, skipped, dead-lettered)."""
     async with httpx.AsyncClient(base_url=running.url(service)) as client:
         metrics = (await client.get("/metrics")).text
@@ -22,8 +22,8 @@ async def records_seen(running: ChoreoUp, service: str) -> float:
     )
 
 
-async def end_offsets(running: ChoreoUp) -> dict[str, int]:
-    report = await choreo(running, "topics")
+async def end_offsets(running: System) -> dict[str, int]:
+    report = await running.cli("topics")
     return {topic["topic"]: topic["end_offset"] for topic in report["topics"]}
 
 
@@ -32,10 +32,10 @@ async def confirmations(gateway: Gateway, address: str) -> int:
 
 
 async def test_a_refused_email_is_dead_lettered_then_replayed_exactly_once(
-    choreo_up: ChoreoUp,
+    system: System,
 ) -> None:
-    gateway = Gateway(choreo_up)
-    sink = httpx.AsyncClient(base_url=choreo_up.url("sendgrid"))
+    gateway = Gateway(system)
+    sink = httpx.AsyncClient(base_url=system.url("sendgrid"))
     product = await gateway.product()
     customer = await gateway.register()
     async with asyncio.timeout(30):
@@ -50,7 +50,7 @@ async def test_a_refused_email_is_dead_lettered_then_replayed_exactly_once(
         entry: dict[str, Any] = {}
         async with asyncio.timeout(60):
             while not entry:
-                listed = await choreo(choreo_up, "dlq", "list", "--type", "OrderConfirmed")
+                listed = await system.cli("dlq", "list", "--type", "OrderConfirmed")
                 entry = next((e for e in listed["entries"] if e["key"] == order_id), {})
                 await asyncio.sleep(1.0)
     finally:
@@ -61,29 +61,29 @@ async def test_a_refused_email_is_dead_lettered_then_replayed_exactly_once(
     assert entry["consumer"] == "notification_service"
     assert entry["attempts"] == 1
     assert entry["error_type"] == "EmailRefusedError"
-    others = await choreo(choreo_up, "dlq", "list", "--type", "UserDeleted")
+    others = await system.cli("dlq", "list", "--type", "UserDeleted")
     assert all(e["key"] != order_id for e in others["entries"])
 
-    dry = await choreo(choreo_up, "dlq", "replay", "--all", "--dry-run")
+    dry = await system.cli("dlq", "replay", "--all", "--dry-run")
     assert dry["dry_run"] is True
     assert any(e.get("id") == entry["id"] for e in dry["entries"])
     await asyncio.sleep(3.0)
     assert await confirmations(gateway, customer.email) == 0
 
-    seen_before = {s: await records_seen(choreo_up, s) for s in ("inventory", "payment", "order")}
-    offsets_before = await end_offsets(choreo_up)
-    await choreo(choreo_up, "dlq", "replay", entry["id"])
+    seen_before = {s: await records_seen(system, s) for s in ("inventory", "payment", "order")}
+    offsets_before = await end_offsets(system)
+    await system.cli("dlq", "replay", entry["id"])
     async with asyncio.timeout(30):
         while await confirmations(gateway, customer.email) == 0:
             await asyncio.sleep(0.3)
     # Only the notification service got the replay: nothing new on order.event, and the other
     # consumers of order.event handled no record meanwhile (not even a skipped duplicate).
-    offsets_after = await end_offsets(choreo_up)
+    offsets_after = await end_offsets(system)
     assert offsets_after["order.event"] == offsets_before["order.event"]
     assert offsets_after["notification.retry"] == offsets_before["notification.retry"] + 1
     for service, seen in seen_before.items():
-        assert await records_seen(choreo_up, service) == seen, service
-    await choreo(choreo_up, "dlq", "replay", entry["id"])
+        assert await records_seen(system, service) == seen, service
+    await system.cli("dlq", "replay", entry["id"])
     await asyncio.sleep(5.0)  # a second e-mail would be out by now
     assert await confirmations(gateway, customer.email) == 1
     await sink.aclose()

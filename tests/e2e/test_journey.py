@@ -1,15 +1,15 @@
-"""A customer's whole journey through the gateway alone, on `choreo up`."""
+"""A customer's whole journey through the gateway alone (on `choreo up`, and on docker-compose
+in tests/containers)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from .conftest import ChoreoUp
-from .journey import Gateway, subject_of
+from .journey import Gateway, System, subject_of
 
 
-async def test_register_login_add_a_card_order_and_get_confirmed(choreo_up: ChoreoUp) -> None:
-    gateway = Gateway(choreo_up)
+async def test_register_login_add_a_card_order_and_get_confirmed(system: System) -> None:
+    gateway = Gateway(system)
     product = await gateway.product(stock=10, price=2500)
     customer = await gateway.register()
 

@@ -24,7 +24,7 @@ from tests.tokens import Forged, forged_tokens
 from user_service.keys import key_id_of
 
 from .conftest import ChoreoUp, choreo
-from .journey import CARD, Gateway
+from .journey import CARD, Gateway, System
 
 DATABASES = ("users", "orders", "payments", "inventory", "notifications")
 PROTECTED = {  # one route per service that needs a caller
@@ -52,9 +52,9 @@ def unsigned(claims: dict[str, object]) -> str:
 
 
 async def test_a_customer_cannot_see_or_cancel_another_customers_order(
-    choreo_up: ChoreoUp,
+    system: System,
 ) -> None:
-    gateway = Gateway(choreo_up)
+    gateway = Gateway(system)
     product = await gateway.product()
     alice, bob = await gateway.register(), await gateway.register()
     order_id = await gateway.order(alice, product)
@@ -173,8 +173,8 @@ async def test_a_deleted_users_token_stops_working_everywhere_within_seconds(
             await asyncio.sleep(0.5)
 
 
-async def test_an_expired_token_of_the_real_key_is_refused(choreo_up: ChoreoUp) -> None:
-    gateway = Gateway(choreo_up)
+async def test_an_expired_token_of_the_real_key_is_refused(system: System) -> None:
+    gateway = Gateway(system)
     customer = await gateway.register(with_card=False)
     async with gateway.client(customer.token) as client:
         assert (await client.get("/users/me")).status_code == 200
@@ -187,8 +187,8 @@ async def test_an_expired_token_of_the_real_key_is_refused(choreo_up: ChoreoUp) 
         assert (await client.get("/users/me")).status_code == 401
 
 
-async def test_customers_are_forbidden_admin_routes(choreo_up: ChoreoUp) -> None:
-    gateway = Gateway(choreo_up)
+async def test_customers_are_forbidden_admin_routes(system: System) -> None:
+    gateway = Gateway(system)
     customer = await gateway.register(with_card=False)
     async with gateway.client(customer.token) as client:
         for method, path in ADMIN_ONLY:
