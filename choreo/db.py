@@ -111,6 +111,7 @@ class UnitOfWork:
         self._pooled: PoolProxiedConnection | None = None
         self._session: Session | None = None
         self._pending: list[Event[Record]] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def session(self) -> Session:
@@ -141,6 +142,13 @@ class UnitOfWork:
         self._pending.append(event)
         return event
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this unit's transaction has committed, never when it rolls
+        back: for what must follow only facts that happened (a metric), where a handler that
+        fails and is retried would otherwise count its step twice."""
+        self.session  # noqa: B018 - raises when the unit of work is not open
+        self._after_commit.append(callback)
+
     async def __aenter__(self) -> Self:
         if self._session is not None:
             raise UnitOfWorkError("the unit of work is already open")
@@ -149,6 +157,7 @@ class UnitOfWork:
         self._pooled = pooled
         self._session = Session(driver, self._engine.dialect)
         self._pending = []
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -161,12 +170,14 @@ class UnitOfWork:
         assert pooled is not None
         connection = session.driver_connection
         gone = False
+        committed = False
         try:
             if exc_type is None:
                 try:
                     if self._pending and self._outbox is not None:
                         await self._outbox.write(connection, self._pending)
                     await connection.commit()
+                    committed = True
                 except psycopg.Error as error:
                     gone = _server_gone(error)
                     raise wrapped_error("COMMIT", None, error) from error
@@ -178,10 +189,14 @@ class UnitOfWork:
                     except psycopg.Error:
                         gone = True
         finally:
+            callbacks, self._after_commit = self._after_commit, []
             self._pending = []
             self._session = None
             self._pooled = None
             await greenlet_spawn(pooled.invalidate if gone or connection.closed else pooled.close)
+        if committed:
+            for callback in callbacks:
+                callback()
 
 
 def _server_gone(error: psycopg.Error) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import Counter, Histogram
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -46,6 +47,18 @@ from order_service.tables import order_items, order_timeline, orders
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "order_service"
+
+# Once per order, when the saga decides it (it leaves PENDING or RESERVED); a customer who
+# later cancels a confirmed order ends no saga. `reason` is the cancel reason ("" confirmed).
+SAGA_OUTCOMES = Counter(
+    "choreo_saga_outcomes_total", "Orders the saga decided, by outcome", ["outcome", "reason"]
+)
+SAGA_SECONDS = Histogram(
+    "choreo_saga_duration_seconds",
+    "From an order's creation to the saga's decision, by outcome",
+    ["outcome", "reason"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300),
+)
 
 # Prices the products among the given ids that the catalog knows, by id.
 PriceLookup = Callable[[Sequence[str]], Awaitable[dict[str, Product]]]
@@ -310,6 +323,23 @@ async def _write(
     for emitted in transition.emitted:
         record = _record_of(emitted, order, moment)
         await _emit(uow, record, _emitted_summary(emitted, order), moment, traceparent)
+        if isinstance(emitted, OrderConfirmed) or emitted.previous_status in OPEN_STATUSES:
+            uow.after_commit(_saga_decided(emitted, (moment - order.created_at).total_seconds()))
+
+
+def _saga_decided(emitted: Emitted, seconds: float) -> Callable[[], None]:
+    """Counts the saga's decision, once its transaction committed (a retried step once)."""
+    outcome, reason = (
+        ("cancelled", emitted.reason.value)
+        if isinstance(emitted, OrderCancelled)
+        else ("confirmed", "")
+    )
+
+    def count() -> None:
+        SAGA_OUTCOMES.labels(outcome, reason).inc()
+        SAGA_SECONDS.labels(outcome, reason).observe(seconds)
+
+    return count
 
 
 async def _emit(

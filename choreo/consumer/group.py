@@ -4,6 +4,7 @@ commits what was applied, drains on rebalance, and re-reads a log that shrank un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +17,7 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.errors import CommitFailedError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from choreo.avro import SchemaStore
 from choreo.consumer.partitions import PartitionWorker
@@ -33,6 +34,12 @@ REWINDS = Counter(
     "choreo_consumer_log_rewinds_total",
     "Partitions re-read from their start because their log ended below the position",
     ["consumer", "topic"],
+)
+LAG = Gauge(
+    "choreo_consumer_lag_records",
+    "Records of an assigned partition not taken up yet: the log's end as last fetched, minus"
+    " the fetch position, plus the records fetched and waiting for the partition's worker",
+    ["consumer", "topic", "partition"],
 )
 
 
@@ -196,6 +203,8 @@ class Consumer:
                 if time.monotonic() - committed_at >= COMMIT_INTERVAL_SECONDS:
                     committed_at = time.monotonic()
                     await self._commit(self._workers)
+                    # With the commit, not after every poll: the gauge is scraped every 15 s.
+                    await self._measure_lag()
         finally:
             notice.cancel()
             try:
@@ -248,6 +257,18 @@ class Consumer:
                 worker.rewind()  # the records it holds go first; the poll loop resumes after
             self._consumer.seek(tp, 0)  # below the log start, Kafka resets to the earliest
 
+    async def _measure_lag(self) -> None:
+        """Set each assigned partition's lag from what the client knows already (the high
+        watermark of its last fetch and its position): no broker request."""
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:  # not fetched yet: the position may not be known either
+                continue
+            position = await self._consumer.position(tp)
+            worker = self._workers.get(tp)
+            waiting = worker.pending if worker is not None else 0
+            LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(end - position, 0) + waiting)
+
     def _worker(self, tp: TopicPartition) -> PartitionWorker:
         if tp not in self._workers:
             self._workers[tp] = PartitionWorker(tp, self._records.handle, self._stopping)
@@ -259,6 +280,9 @@ class Consumer:
         for worker in workers.values():
             await worker.finish()
         await self._commit(workers)
+        for tp in partitions:  # the member that gets them reports their lag now
+            with contextlib.suppress(KeyError):
+                LAG.remove(self.name, tp.topic, str(tp.partition))
 
     async def _commit(self, workers: Mapping[TopicPartition, PartitionWorker]) -> None:
         offsets = {tp: offset for tp, w in workers.items() if (offset := w.take_offset())}

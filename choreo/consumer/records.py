@@ -47,6 +47,11 @@ RECORDS = Counter(
 RETRIES = Counter(
     "choreo_consumer_retries_total", "Retried handler attempts, by failure", ["consumer", "failure"]
 )
+DEAD_LETTERS = Counter(
+    "choreo_consumer_dead_letters_total",
+    "Records sent to the consumer's dead-letter topic, by the topic read and the error's class",
+    ["consumer", "topic", "error"],
+)
 
 Handler = Callable[[Event[Record], UnitOfWork], Awaitable[None]]
 
@@ -268,6 +273,7 @@ class RecordHandler:
             await self._send_dead_letter(record, None, headers)
         outcome = "rejected" if isinstance(error, RejectedEventError) else "dead_lettered"
         RECORDS.labels(self.name, record.topic, outcome).inc()
+        DEAD_LETTERS.labels(self.name, record.topic, type(error).__name__).inc()
 
     async def _send_dead_letter(
         self,

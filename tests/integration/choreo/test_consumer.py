@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +20,7 @@ from choreo.consumer import Consumer, Handler, RetryPolicy, group
 from choreo.db import UnitOfWork, unit_of_work_factory
 from choreo.errors import PermanentError, TransientError
 from choreo.events import Event, headers_of
+from choreo.testing import eventually
 
 from .conftest import new_key, stock_event
 
@@ -61,6 +63,11 @@ async def send(
     await producer.send_and_wait(
         topic, value, key=event.subject.encode(), headers=headers, partition=partition
     )
+
+
+def dead_letters_counted(topic: str, error: str) -> float | None:
+    labels = {"consumer": "test_service", "topic": topic, "error": error}
+    return REGISTRY.get_sample_value("choreo_consumer_dead_letters_total", labels)
 
 
 QUICK_RETRY = RetryPolicy(max_attempts=4, initial_seconds=0.05, max_seconds=0.2)
@@ -185,6 +192,9 @@ async def test_an_undecodable_record_is_dead_lettered_and_the_next_one_applied(
     assert headers["dlq.original.partition"].isdigit()
     for name in ("dlq.error.message", "dlq.attempts", "dlq.failed_at"):
         assert headers[name], name
+    await eventually(
+        lambda: dead_letters_counted(topic, "UnknownSchemaError") == 1, "the dead letter counted"
+    )
 
 
 async def test_a_permanent_failure_is_dead_lettered_at_once(
@@ -207,6 +217,10 @@ async def test_a_permanent_failure_is_dead_lettered_at_once(
     assert calls == [1]
     assert headers["dlq.attempts"] == b"1"
     assert headers["dlq.error.type"] == b"PermanentError"
+    topic = f"{topics}stock.updated"
+    await eventually(
+        lambda: dead_letters_counted(topic, "PermanentError") == 1, "the dead letter counted"
+    )
 
 
 async def test_offsets_are_committed_after_the_records_are_applied(
@@ -304,6 +318,38 @@ async def test_a_partition_whose_worker_falls_behind_is_paused_then_resumed_in_o
     async with asyncio.timeout(10):
         while partition in consumer._consumer.paused():  # resumed once it caught up
             await asyncio.sleep(0.05)
+
+
+async def test_a_partitions_lag_counts_the_records_not_applied_yet(
+    run_consumer: Callable[..., Consumer],
+    applied_table: AsyncEngine,
+    producer: AIOKafkaProducer,
+    topics: str,
+) -> None:
+    topic = f"{topics}stock.updated"
+    key = new_key()
+    events = [stock_event(key, seq) for seq in range(3)]
+    release = asyncio.Event()
+    labels = {"consumer": "test_service", "topic": topic, "partition": "0"}
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("choreo_consumer_lag_records", labels)
+
+    async def stuck_on_the_first(event: Event, uow: UnitOfWork) -> None:
+        if event.id == events[0].id:
+            await release.wait()
+        await record_applied(event, uow)
+
+    for event in events:
+        await send(producer, topic, event, partition=0)
+    consumer = run_consumer(stuck_on_the_first)
+
+    await eventually(lambda: lag() == 2, "the two records behind the stuck one as lag")
+    release.set()
+    await wait_for_rows(applied_table, len(events))
+    await eventually(lambda: lag() == 0, "no lag once all three are applied")
+    consumer.stop()
+    await eventually(lambda: lag() is None, "no lag reported for partitions given up")
 
 
 ZOMBIE_MEMBER = """

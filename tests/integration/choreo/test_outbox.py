@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +23,7 @@ from choreo.db import UnitOfWorkFactory, sync_dsn, unit_of_work_factory
 from choreo.outbox import OutboxWriter, Relay
 from choreo.stack.broker import TansuBroker
 from choreo.tables import outbox_table
-from choreo.testing import free_port
+from choreo.testing import eventually, free_port
 
 from .conftest import new_key, read_until, stock_event
 
@@ -244,3 +246,52 @@ async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
         await running
         await producer.stop()
         broker.stop()
+
+
+async def test_the_active_relay_reports_its_backlog_and_a_stopped_one_none(
+    uow_factory: UnitOfWorkFactory, database_url: str, engine: AsyncEngine, kafka_bootstrap: str
+) -> None:
+    await write_streams(uow_factory, [new_key()], 25, writers=1, per_txn=25)
+    producer = kafka.producer(kafka_bootstrap)
+    await producer.start()
+    started: list[tuple[Relay, asyncio.Task[None]]] = []
+    name_of: dict[Relay, str] = {}
+
+    def backlog(relay: Relay) -> float | None:
+        labels = {"relay": name_of[relay]}
+        return REGISTRY.get_sample_value("choreo_outbox_unpublished_rows", labels)
+
+    def start(backlog_interval_seconds: float) -> Relay:
+        name = f"backlog-{uuid.uuid4().hex[:8]}"
+        relay = Relay(
+            sync_dsn(database_url),
+            producer,
+            batch_size=10,
+            poll_interval=0.2,
+            backlog_interval_seconds=backlog_interval_seconds,
+            name=name,
+        )
+        name_of[relay] = name
+        started.append((relay, asyncio.create_task(relay.run())))
+        return relay
+
+    async def stop(relay: Relay) -> None:
+        relay.stop()
+        await next(task for r, task in started if r is relay)
+
+    try:
+        # Counted once, right after the first batch of 10 (the next count is an hour away).
+        first = start(3600.0)
+        await eventually(lambda: backlog(first) == 15, "15 of 25 rows counted as waiting")
+        async with asyncio.timeout(30):
+            while await unpublished(engine):
+                await asyncio.sleep(0.1)
+        await stop(first)
+        assert backlog(first) is None, "a relay that stopped still reports a backlog"
+
+        second = start(0.1)
+        await eventually(lambda: backlog(second) == 0, "the next active relay counts none")
+    finally:
+        for relay, _ in started:
+            await stop(relay)
+        await producer.stop()

@@ -143,6 +143,26 @@ async def test_a_unit_of_work_commits_or_rolls_back_as_a_whole(tables: AsyncEngi
     assert found == [kept["id"]]
 
 
+async def test_what_waits_for_the_commit_runs_after_it_and_never_after_a_rollback(
+    tables: AsyncEngine,
+) -> None:
+    seen: list[int] = []
+
+    async def step(n: int, *, fail: bool) -> None:
+        async with UnitOfWork(tables) as uow:
+            await uow.session.execute(insert(things).values(**a_thing(n)))
+            uow.after_commit(lambda: seen.append(n))
+            if fail:
+                raise RuntimeError("the handler failed")
+            assert seen == [], "called before the commit"
+
+    with pytest.raises(RuntimeError):
+        await step(1, fail=True)
+    await step(2, fail=False)
+
+    assert seen == [2]
+
+
 async def test_errors_are_sqlalchemys_and_classified_alike(tables: AsyncEngine) -> None:
     thing = a_thing(1)
     async with UnitOfWork(tables) as uow:

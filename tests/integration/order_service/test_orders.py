@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from choreo import records
 from choreo.auth import SigningKey
 from choreo.events import Event
-from choreo.testing import StartService, collect_events, publish
+from choreo.testing import StartService, collect_events, eventually, publish
 
 from .conftest import (
     StandInInventory,
@@ -45,6 +47,37 @@ async def records_in(bootstrap: str, topic: str) -> int:
         return sum((await reader.end_offsets(partitions)).values())
     finally:
         await reader.stop()
+
+
+SagaSamples = dict[tuple[str, str, str], float]
+
+
+async def saga_samples(api: httpx.AsyncClient) -> SagaSamples:
+    """The service's saga metrics: (sample name, outcome, reason) -> value."""
+    response = await api.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, sample.labels["outcome"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(response.text)
+        if family.name in ("choreo_saga_outcomes", "choreo_saga_duration_seconds")
+        for sample in family.samples
+        if sample.name.endswith(("_total", "_count", "_sum"))
+    }
+
+
+async def saga_samples_once(
+    api: httpx.AsyncClient, check: Callable[[SagaSamples], bool]
+) -> SagaSamples:
+    """The saga metrics once `check` holds (they move just after the step's commit)."""
+    samples: SagaSamples = {}
+
+    async def holds() -> bool:
+        nonlocal samples
+        samples = await saga_samples(api)
+        return check(samples)
+
+    await eventually(holds, "the saga metrics", timeout=10)
+    return samples
 
 
 async def place(api: httpx.AsyncClient, *lines: tuple[str, int], **extra: Any) -> dict[str, Any]:
@@ -160,6 +193,24 @@ async def test_the_saga_decides_each_order(
         response = await api.post(f"/api/v1/orders/{paid['id']}/cancel")
         assert (response.status_code, response.json()["error"]["code"]) == (409, "not_cancellable")
 
+        # Each saga decided once; the customer's later cancellation decided no saga.
+        outcomes = {
+            ("confirmed", ""): 2.0,
+            ("cancelled", "OUT_OF_STOCK"): 1.0,
+            ("cancelled", "PAYMENT_FAILED"): 1.0,
+        }
+        samples = await saga_samples_once(
+            api,
+            lambda found: (
+                {labels: found.get(("choreo_saga_outcomes_total", *labels)) for labels in outcomes}
+                == outcomes
+            ),
+        )
+        assert not any(reason == "CUSTOMER_REQUEST" for _, _, reason in samples)
+        for (outcome, reason), count in outcomes.items():
+            assert samples["choreo_saga_duration_seconds_count", outcome, reason] == count
+            assert 0 < samples["choreo_saga_duration_seconds_sum", outcome, reason] < 60 * count
+
         decided = await collect_events(
             kafka_bootstrap,
             f"{topics}order.event",
@@ -229,6 +280,12 @@ async def test_an_undecided_order_times_out_and_a_late_payment_only_marks_it_cha
         order = await place(api, (mug, 1))
         timed_out = await wait_for_status(api, order["id"], "CANCELLED", timeout=10)
         assert (timed_out["cancel_reason"], timed_out["charged"]) == ("TIMEOUT", False)
+        timeout = ("cancelled", "TIMEOUT")
+        samples = await saga_samples_once(
+            api, lambda found: found.get(("choreo_saga_outcomes_total", *timeout)) == 1
+        )
+        assert samples["choreo_saga_duration_seconds_count", *timeout] == 1
+        assert samples["choreo_saga_duration_seconds_sum", *timeout] >= 2  # the saga timeout
 
         cancelled = await collect_events(
             kafka_bootstrap,

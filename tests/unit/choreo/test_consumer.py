@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
 
 from choreo.avro import default_store
 from choreo.consumer import Consumer, group
@@ -307,6 +308,32 @@ async def test_a_log_that_ends_below_the_position_is_read_again_from_its_start()
     commits = [told[1][TP0] for told in after_the_seek if told[0] == "commit"]
     assert commits[-1:] == [2]
     assert all(offset <= 2 for offset in commits), "an old log's offset committed on the new"
+
+
+async def test_a_partitions_lag_is_what_the_log_holds_beyond_what_its_worker_took_up() -> None:
+    tp = TopicPartition("payment.event", 2)
+    labels = {"consumer": "test_service", "topic": tp.topic, "partition": "2"}
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("choreo_consumer_lag_records", labels)
+
+    gate = Gate()
+    kafka = Kafka({tp: records(tp, range(4))})
+    kafka.ends[tp] = 10
+    consumer = consumer_of(kafka, gate)
+    running = asyncio.create_task(consumer.run())
+
+    # Fetched up to offset 4 of 10; the worker holds record 0, three wait behind it.
+    await eventually(lambda: lag() == 9, "a lag of 6 unfetched + 3 waiting", timeout=5)
+    gate.let(4)
+    await eventually(lambda: lag() == 6, "a lag of the 6 unfetched", timeout=5)
+    kafka.polls.append({tp: records(tp, range(4, 10))})
+    gate.let(6)
+    await eventually(lambda: lag() == 0, "no lag once every record is applied", timeout=5)
+
+    consumer.stop()
+    await asyncio.wait_for(running, 5)
+    assert lag() is None, "a member that gave its partitions up still reports their lag"
 
 
 def test_outages_are_listed_oldest_first_with_how_long_they_have_lasted() -> None:
