@@ -266,13 +266,20 @@ def _event_summary(record_type: str, data: Mapping[str, Any]) -> str:
 
 
 def print_trace(out: Console, trace: Trace) -> None:
-    status = trace.status or "unknown to the order service"
+    status = trace.status or _no_status(trace)
     out.print(Text.assemble("order ", (trace.order_id, "bold"), "  ", (status, "bold")))
     out.print()
     _print_timeline(out, trace)
     for service_view in trace.views:
         out.print()
         _print_view(out, trace, service_view)
+
+
+def _no_status(trace: Trace) -> str:
+    order_view = next((v for v in trace.views if v.service == "order"), None)
+    if order_view is not None and order_view.error:
+        return "status unknown: the order service's database cannot be read"
+    return "unknown to the order service"
 
 
 def _print_timeline(out: Console, trace: Trace) -> None:

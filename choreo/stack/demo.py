@@ -1,12 +1,17 @@
-"""The demo catalog `choreo up --demo` seeds through the gateway's public API, as the admin."""
+"""The demo catalog `choreo up --demo` (and the compose file's `demo` job) seeds through the
+gateway's public API, as the admin."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
+from choreo import dev_defaults
 from choreo.stack.errors import StackError
 
 # name, category, price in cents (USD), stock, description, features
@@ -58,3 +63,27 @@ def seed_catalog(gateway: httpx.Client, admin: tuple[str, str], say: Callable[[s
         raise StackError(f"cannot seed the demo catalog: {error}") from error
     say(f"seeded {len(DEMO_PRODUCTS)} demo products")
     return len(DEMO_PRODUCTS)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m choreo.stack.demo --gateway URL`: seed a running stack's catalog (the
+    compose file's `demo` job), as the admin of CHOREO_ADMIN_EMAIL / CHOREO_ADMIN_PASSWORD."""
+    parser = argparse.ArgumentParser(
+        description="Seed the demo catalog (ten products) through a running gateway, as the "
+        "admin; nothing when the catalog has products already."
+    )
+    parser.add_argument("--gateway", required=True, help="the gateway's base URL")
+    arguments = parser.parse_args(argv)
+    admin = (
+        os.environ.get("CHOREO_ADMIN_EMAIL", dev_defaults.ADMIN_EMAIL),
+        os.environ.get("CHOREO_ADMIN_PASSWORD", dev_defaults.ADMIN_PASSWORD),
+    )
+    with httpx.Client(base_url=arguments.gateway, timeout=10) as gateway:
+        try:
+            seed_catalog(gateway, admin, print)
+        except StackError as error:
+            sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

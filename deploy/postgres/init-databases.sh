@@ -3,12 +3,16 @@
 # superuser): one database per service, each owned by a role of its own that can connect to
 # that database alone (CONNECT is revoked from PUBLIC). Passwords come from <ROLE>_DB_PASSWORD
 # (USERS_DB_PASSWORD, ORDERS_DB_PASSWORD, ...), the same variables docker-compose.yml gives the
-# services; the defaults are for a development machine only.
+# services (its defaults are for a development machine only); a missing one stops the script.
 set -euo pipefail
 
 for database in users orders payments inventory notifications; do
 	variable="${database^^}_DB_PASSWORD"
-	password="${!variable:-choreo-$database}"
+	if [[ -z "${!variable:-}" ]]; then
+		echo "init-databases.sh: $variable is not set: no role is made without a password" >&2
+		exit 1
+	fi
+	password="${!variable}"
 	psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
 		-v role="$database" -v password="$password" <<-'SQL'
 		CREATE ROLE :"role" LOGIN PASSWORD :'password';
@@ -22,3 +26,8 @@ for database in users orders payments inventory notifications; do
 		>/dev/null
 	echo "database $database, owned by role $database"
 done
+# Nor may a service's role open the server's own databases (it could list the others' roles and
+# sessions there); the superuser still can.
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+	-c "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC; REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;" \
+	>/dev/null

@@ -44,7 +44,8 @@ def docker_answers() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"no Docker client or engine: {error}"
     if engine.returncode != 0:
-        return f"no Docker engine answers: {engine.stderr.strip().splitlines()[-1:]}"
+        said = engine.stderr.strip().splitlines()
+        return f"no Docker engine answers ({said[-1] if said else 'docker info failed'})"
     compose = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
     if compose.returncode != 0:
         return "no Docker Compose v2 (`docker compose`); `make test-containers` installs it"
@@ -87,18 +88,10 @@ class ComposeSystem:
         return self.compose_command("ps", "--quiet", service).strip()
 
     async def cli(self, *arguments: str) -> Any:
-        """`choreo ARGS --json` in a one-off container of the service image on the compose
-        network (as an operator runs it with `docker compose run`)."""
+        """`choreo ARGS --json` in a one-off container of the compose file's `cli` service, as
+        the README tells an operator to run it (`docker compose run --rm cli ARGS`)."""
         output = await asyncio.to_thread(
-            self.compose_command,
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "topics",
-            "choreo.cli",
-            *arguments,
-            "--json",
+            self.compose_command, "run", "--rm", "-T", "cli", *arguments, "--json"
         )
         return json.loads(output)
 

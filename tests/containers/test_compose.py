@@ -76,7 +76,8 @@ def test_a_services_role_reaches_its_own_database_and_no_other(
         ).strip()
 
     assert connect_as_orders("orders") == "connected"
-    for other in ("users", "payments", "inventory", "notifications"):
+    # The server's own databases too: from there a role could list the others' sessions.
+    for other in ("users", "payments", "inventory", "notifications", "postgres", "template1"):
         refused = connect_as_orders(other)
         assert f'permission denied for database "{other}"' in refused, refused
 
@@ -104,3 +105,8 @@ async def test_an_order_placed_while_a_service_container_is_killed_is_confirmed(
     settled = [await gateway.settled(customer, order_id, timeout=180) for order_id in orders]
     assert [order["status"] for order in settled] == ["CONFIRMED"] * len(orders)
     assert state()["restarts"] == before["restarts"] + 1
+    # The operator's view of it, from the compose file's `cli` service: the order service's
+    # database read inside the network, not the embedded stack's default address.
+    trace = await compose_system.cli("saga", orders[-1])
+    assert trace["status"] == "CONFIRMED"
+    assert [service for service, seen in trace["services"].items() if seen.get("error")] == []

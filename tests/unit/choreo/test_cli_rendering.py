@@ -17,7 +17,8 @@ from choreo.cli import app
 from choreo.cli.dead_letters import DeadLetter, Filters
 from choreo.cli.output import dumps
 from choreo.cli.records import RecordView, render, view
-from choreo.cli.saga import money, summary
+from choreo.cli.saga import Trace, money, print_trace, summary
+from choreo.cli.service_views import ServiceView
 from choreo.cli.tail import TailRequest
 from choreo.cli.topics import PartitionLag, TopicLag, group_lags
 from choreo.dead_letters import replay_headers
@@ -272,6 +273,21 @@ def test_money_in_minor_units_reads_as_people_write_it(
     amount: int, currency: str, shown: str
 ) -> None:
     assert money(amount, currency) == shown
+
+
+def test_saga_says_when_the_order_status_could_not_be_read_rather_than_unknown() -> None:
+    def shown(order_view: ServiceView) -> str:
+        console = Console(width=200, record=True, color_system=None)
+        print_trace(console, Trace("o-1", ("order.event",), (), (order_view,)))
+        return console.export_text().splitlines()[0]
+
+    unreachable = ServiceView("order", "postgresql://postgres@127.0.0.1:1/orders", error="x")
+    assert shown(unreachable) == (
+        "order o-1  status unknown: the order service's database cannot be read"
+    )
+    assert shown(ServiceView("order", "postgresql://db/orders")) == (
+        "order o-1  unknown to the order service"
+    )
 
 
 def test_saga_summaries_say_what_each_event_means() -> None:
