@@ -134,12 +134,19 @@ class RemoteJwks:
             if self._clock() - self._fetched_at > self._ttl and self._due():
                 self._start_fetch()
             return self._keys
+        waited_after: float | None = None
         if not self._keys and self._fetching is None and not self._due():
             # Nothing to verify with, and the last try was under `retry_seconds` ago: wait for
             # the next one rather than fail on its stale answer (right after start-up, that
             # answer predates the key server being up).
+            waited_after = self._attempted_at
             await self._sleep(self._next_attempt_in())
-        if self._fetching is None and self._due():
+        # A timer may end a little early (uvloop's count milliseconds): after waiting, the
+        # next try is due unless another request has made it meanwhile.
+        next_try_due = self._due() or (
+            waited_after is not None and self._attempted_at == waited_after
+        )
+        if self._fetching is None and next_try_due:
             self._start_fetch()
         if self._fetching is not None:
             # Shielded: a request that goes away does not cancel the fetch others wait for.

@@ -191,6 +191,25 @@ def system(choreo_up: ChoreoUp) -> ChoreoUp:
     return choreo_up
 
 
+STACK_LINES_ON_FAILURE = 200
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed scenario's report ends with what the stack printed last (its services' logs),
+    so that a failure seen once, in CI say, can be read afterwards."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("choreo_up")
+    if report.failed and isinstance(stack, ChoreoUp):
+        report.sections.append(
+            (
+                f"choreo up: its last {STACK_LINES_ON_FAILURE} lines",
+                "\n".join(stack.lines[-STACK_LINES_ON_FAILURE:]),
+            )
+        )
+    return report
+
+
 @pytest.fixture(scope="session")
 def choreo_up() -> Iterator[ChoreoUp]:
     """The whole system, started once for the e2e scenarios."""

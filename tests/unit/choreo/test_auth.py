@@ -178,6 +178,26 @@ async def test_without_keys_tokens_wait_and_the_keys_arrive_once_the_server_is_b
     assert server.fetches == 21
 
 
+class EarlyClock(Clock):
+    """A sleep that ends a millisecond early, as uvloop's millisecond timers may."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds - 0.001)
+
+
+async def test_a_request_that_waited_for_the_next_try_gets_it_even_if_woken_early() -> None:
+    key, clock = SigningKey.generate(), EarlyClock()
+    server = KeyServer([key], up=False)
+    verifier = verifier_of(server, clock)
+    with pytest.raises(SigningKeysUnavailableError):
+        await verifier.verify(token(key))  # the gateway's readiness probe, say
+    server.up = True
+    clock.now += 0.5
+    # It waits out the rest of the second, then fetches: never the answer from before.
+    assert (await verifier.verify(token(key))).user_id
+    assert server.fetches == 2
+
+
 async def test_requests_waiting_for_keys_share_one_fetch() -> None:
     key, clock = SigningKey.generate(), Clock()
     server = KeyServer([key], delay_seconds=0.05)
