@@ -243,15 +243,17 @@ class Relay:
         ]
         results = await asyncio.gather(*sent, return_exceptions=True)
         acked = _acknowledged_prefixes(rows, results)
-        if acked:
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (acked,)
-            )
         acknowledged = [r for r in results if isinstance(r, RecordMetadata)]
         if self._log_lost(acknowledged):
+            if acked:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (acked,)
+                )
             await conn.execute("DELETE FROM outbox_log_ends")
             await self._republish_recent(conn)
-        await self._remember_log_ends(conn, acknowledged)
+            await self._remember_log_ends(conn, acknowledged)
+        elif acknowledged:
+            await self._remember_log_ends(conn, acknowledged, marking=acked)
         self.published += len(acked)
         PUBLISHED.labels(self._name).inc(len(acked))
         BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
@@ -303,17 +305,23 @@ class Relay:
         self,
         conn: psycopg.AsyncConnection[tuple[object, ...]],
         acknowledged: Sequence[RecordMetadata],
+        *,
+        marking: Sequence[int] = (),
     ) -> None:
-        """Keep `_log_ends` in the database, so a relay that starts later knows them too."""
+        """Keep `_log_ends` in the database, so a relay that starts later knows them too;
+        in the same statement, mark the rows `marking` (ids) published: one round trip and one
+        commit per batch instead of two (an autocommit statement is atomic either way)."""
         ends = {m.topic_partition: self._log_ends[m.topic_partition] for m in acknowledged}
         if not ends:
             return
         await conn.execute(
-            "INSERT INTO outbox_log_ends (topic, partition, end_offset)"
+            "WITH marked AS (UPDATE outbox SET published_at = now() WHERE id = ANY(%s::bigint[]))"
+            " INSERT INTO outbox_log_ends (topic, partition, end_offset)"
             " SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])"
             " ON CONFLICT (topic, partition) DO UPDATE"
             " SET end_offset = excluded.end_offset, updated_at = now()",
             (
+                list(marking),
                 [tp.topic for tp in ends],
                 [tp.partition for tp in ends],
                 list(ends.values()),

@@ -29,7 +29,8 @@ class Snapshot:
     cpu: Mapping[str, float]
     """CPU seconds per part, and the bench's own process under BENCH_PROCESS."""
     databases: Mapping[str, Mapping[str, int]]
-    """Per service database: `outbox` (rows written, by id), `inbox` (rows), `commits`."""
+    """Per service database: `outbox` (rows written, by id), `inbox` (rows), `commits`,
+    `sessions` (connections PostgreSQL accepted: pg_stat_database, PostgreSQL 14+)."""
     requests: Mapping[str, float]
     """Per service: HTTP requests served, operators' and probes' routes left out."""
     emails: int | None
@@ -69,12 +70,19 @@ def _databases(urls: Mapping[str, str]) -> dict[str, dict[str, int]]:
                     "SELECT (SELECT coalesce(max(id), 0) FROM outbox),"
                     " (SELECT count(*) FROM inbox),"
                     " (SELECT xact_commit FROM pg_stat_database"
+                    "  WHERE datname = current_database()),"
+                    " (SELECT sessions FROM pg_stat_database"
                     "  WHERE datname = current_database())"
                 ).fetchone()
         except psycopg.Error:
             continue
         if row is not None:
-            found[service] = {"outbox": int(row[0]), "inbox": int(row[1]), "commits": int(row[2])}
+            found[service] = {
+                "outbox": int(row[0]),
+                "inbox": int(row[1]),
+                "commits": int(row[2]),
+                "sessions": int(row[3]),
+            }
     return found
 
 

@@ -180,7 +180,9 @@ def idle_cores(before: Snapshot, after: Snapshot) -> dict[str, Any]:
 def costs_per_saga(
     before: Snapshot, after: Snapshot, sagas: int, charged_share: float
 ) -> dict[str, Any]:
-    """Outbox rows, inbox rows, commits and HTTP requests per saga ended in the window."""
+    """Outbox rows, inbox rows, commits, database sessions opened (each a PostgreSQL backend
+    started: a pool that closes what it opened shows here) and HTTP requests per saga ended in
+    the window."""
     if not sagas:
         return {}
 
@@ -195,6 +197,7 @@ def costs_per_saga(
         )
 
     outbox, inbox, commits = per_saga("outbox"), per_saga("inbox"), per_saga("commits")
+    sessions = per_saga("sessions")
     served = sum(after.requests[name] - before.requests.get(name, 0) for name in after.requests)
     emails = (
         (after.emails - before.emails) / sagas
@@ -207,6 +210,7 @@ def costs_per_saga(
         "outbox_rows": round(outbox, 2),
         "inbox_rows": round(inbox, 2),
         "commits": round(commits, 2),
+        "sessions": round(sessions, 3),
         "step_transactions": round(inbox + 1, 2),
         "http_requests": {
             "services": round(services, 2),

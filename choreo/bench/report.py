@@ -161,6 +161,11 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
                 "",
                 f"{costs['commits']:.1f}",
             )
+            table.add_row(
+                "  database sessions opened per saga (pools that churn)",
+                "",
+                f"{costs.get('sessions', 0.0):.2f}",
+            )
         table.add_row(
             "broker records produced + consumed",
             _rate(ceiling.get("broker_records_per_s")),
