@@ -542,8 +542,8 @@ async def _start_with_retry(producer: AIOKafkaProducer, attempts: int = 30) -> N
             await asyncio.sleep(1.0)
 
 
-INDEPENDENT_POOL_SIZE = 6
-"""Connections a service's independent pool keeps (and as many again while busier): each
+INDEPENDENT_POOL_SIZE = 8
+"""Connections a service's independent pool keeps (and half as many again while busier): each
 handler that uses it commits one short transaction at a time on it, but handlers of several
 partitions run at once. With 2, the notification service under load opened a connection for
 ~3 of 4 sagas (an overflow connection is closed when returned): 1,104 sessions in `choreo
