@@ -97,7 +97,7 @@ async def on_order_created(
     charging: Charging,
 ) -> None:
     order_id = uuid.UUID(record.order_id)
-    await _lock(uow.session, order_id)
+    await _ensure_row(uow.session, order_id)
     await uow.session.execute(
         update(order_payments)
         .where(order_payments.c.order_id == order_id, order_payments.c.order_known.is_(False))
@@ -139,7 +139,7 @@ async def on_order_cancelled(
 
 
 async def _record_fact(session: Session, order_id: uuid.UUID, **fact: bool) -> None:
-    await _lock(session, order_id)
+    await _ensure_row(session, order_id)
     await session.execute(
         update(order_payments)
         .where(order_payments.c.order_id == order_id)
@@ -147,14 +147,11 @@ async def _record_fact(session: Session, order_id: uuid.UUID, **fact: bool) -> N
     )
 
 
-async def _lock(session: Session, order_id: uuid.UUID) -> None:
-    """Create the order's row if this is its first event, and lock it until commit."""
+async def _ensure_row(session: Session, order_id: uuid.UUID) -> None:
+    """Create the order's row if this is its first event. The fact's UPDATE that follows locks
+    the row until commit, and `load_order_payment` locks it (FOR UPDATE) before anything is
+    decided, so no separate lock is taken (a statement fewer per event, issue 14)."""
     await session.execute(insert(order_payments).values(order_id=order_id).on_conflict_do_nothing())
-    await session.execute(
-        select(order_payments.c.order_id)
-        .where(order_payments.c.order_id == order_id)
-        .with_for_update()
-    )
 
 
 async def settle_order(
