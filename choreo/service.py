@@ -37,7 +37,7 @@ from choreo.db import (
 )
 from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import ChoreoError
-from choreo.events import Event, source_of
+from choreo.events import OWNER_OF_TOPIC, Event, source_of
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
@@ -303,7 +303,15 @@ class Service:
         async def broker() -> None:
             if self._producer is None:
                 raise ChoreoError("the broker client is not started")
-            await self._producer.client.fetch_all_metadata()
+            cluster = await self._producer.client.fetch_all_metadata()
+            # A broker that lost its topics (an in-memory one restarted) still answers, but the
+            # relay and the consumers fail on every request until they exist again.
+            missing = sorted(self._topics_used() - cluster.topics())
+            if missing:
+                raise ChoreoError(
+                    f"topic(s) missing on the broker: {', '.join(missing)}"
+                    " (`choreo topics --create` makes them)"
+                )
 
         async def consumer() -> str | None:
             """Ready while waiting out a provider's outage: the API still serves."""
@@ -317,6 +325,15 @@ class Service:
         if self._subscriptions:
             checks["consumer"] = consumer
         return checks
+
+    def _topics_used(self) -> set[str]:
+        """The physical topics this service writes (its own, and its dead letters when it
+        consumes) and reads (its subscriptions and its retry topic)."""
+        service = self.settings.service
+        names = {topic for topic, owner in OWNER_OF_TOPIC.items() if owner == service}
+        if self._handlers:
+            names |= {*self._handlers, dlq_topic(service), retry_topic(service)}
+        return {self.settings.topic(name) for name in names}
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
