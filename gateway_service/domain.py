@@ -43,6 +43,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/payment-methods", "payment"),
     ("/payments", "payment"),
     ("/admin/payments", "payment"),
+    ("/admin/risk", "payment"),
     ("/orders", "order"),
     ("/admin/orders", "order"),
     ("/notifications", "notification"),

@@ -1,4 +1,5 @@
-"""The payment service's HTTP API: the card vault (a user's own cards) and payment lists.
+"""The payment service's HTTP API: the card vault (a user's own cards), payment lists, and the
+risk screening's allow- and block-lists (admins).
 
 A card is added as the PaymentMethod id the client got from Stripe; raw card details only in
 dev and test (`domain.CardIntake`). They are validated here and in the domain without ever
@@ -37,9 +38,19 @@ from payment_service.domain import (
 )
 from payment_service.queries import (
     AdminPaymentPage,
+    ListEntryPage,
+    ListEntryView,
     PaymentMethodPage,
     PaymentMethodView,
     PaymentPage,
+)
+from payment_service.risk import (
+    InvalidListEntryError,
+    ListAction,
+    ListEntry,
+    ListEntryExistsError,
+    ListEntryNotFoundError,
+    ListKind,
 )
 from payment_service.stripe_client import NewCard, StripeGateway
 
@@ -49,6 +60,9 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     ProviderUnavailableError: (503, "payment_provider_unavailable"),
     ProviderError: (502, "payment_provider_error"),
     InvalidCursorError: (422, "invalid_cursor"),
+    InvalidListEntryError: (422, "invalid_list_entry"),
+    ListEntryExistsError: (409, "list_entry_exists"),
+    ListEntryNotFoundError: (404, "list_entry_not_found"),
 }
 
 
@@ -100,6 +114,29 @@ class PaymentMethodIn(BaseModel):
         if (self.card is None) == (self.token is None):
             raise ValueError("give either card or token")
         return self
+
+
+class ListEntryIn(BaseModel):
+    """A value to put on the allow-list (its charges are approved whatever the rules say) or
+    the block-list (declined)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"kind": "ip", "value": "203.0.113.7", "action": "block"}]},
+    )
+
+    kind: ListKind = Field(
+        description="`card_fingerprint` (Stripe's card.fingerprint), `email`, `ip` or "
+        "`customer` (a user id)."
+    )
+    value: Annotated[str, StringConstraints(min_length=1, max_length=320)] = Field(
+        description="Compared case-folded for an e-mail and in canonical form for an IP "
+        "address (RFC 5952), as stored."
+    )
+    action: ListAction
+    note: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+        default=None, description="Why, for the next admin."
+    )
 
 
 Gateway = Annotated[StripeGateway, Depends(resource("gateway", StripeGateway))]
@@ -169,3 +206,34 @@ async def list_all_payments(
     admin: AdminUser, uow: Uow, limit: Limit = 20, cursor: Cursor = None
 ) -> AdminPaymentPage:
     return await queries.all_payments(uow, limit=limit, cursor=cursor)
+
+
+@router.post("/admin/risk/lists", status_code=status.HTTP_201_CREATED)
+async def add_list_entry(body: ListEntryIn, admin: AdminUser, uow: Uow) -> ListEntryView:
+    """Put a value on the allow- or block-list. A value is on one list at a time: one already
+    listed is 409 `list_entry_exists` (delete its entry first to move it)."""
+    entry = ListEntry.of(body.kind, body.value, body.action)
+    entry_id = await handlers.add_list_entry(uow, entry, note=body.note, actor_id=admin.user_id)
+    return await queries.list_entry(uow, entry_id)
+
+
+@router.get("/admin/risk/lists")
+async def list_list_entries(
+    admin: AdminUser,
+    uow: Uow,
+    kind: ListKind | None = None,
+    action: ListAction | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> ListEntryPage:
+    return await queries.list_entries(uow, kind=kind, action=action, limit=limit, cursor=cursor)
+
+
+@router.delete("/admin/risk/lists/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_list_entry(entry_id: str, admin: AdminUser, uow: Uow) -> Response:
+    try:
+        parsed = uuid.UUID(entry_id)
+    except ValueError:
+        raise ListEntryNotFoundError("no such list entry") from None
+    await handlers.remove_list_entry(uow, parsed)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

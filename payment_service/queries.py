@@ -1,8 +1,8 @@
 """Read side of the payment service: a user's saved cards and the payments of orders, as the API
-shows them (an admin also sees whose payment it is).
+shows them (an admin also sees whose payment it is), and the risk lists.
 
-Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors. Cards come
-oldest first, payments newest first.
+Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors. Cards and list
+entries come oldest first, payments newest first.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from choreo.sql import Row
 from payment_service.domain import ChargeStatus, PaymentMethodNotFoundError
-from payment_service.tables import charge_attempts, order_payments, payment_methods
+from payment_service.risk import ListAction, ListEntryNotFoundError, ListKind
+from payment_service.tables import (
+    charge_attempts,
+    order_payments,
+    payment_methods,
+    risk_list_entries,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,23 @@ class PaymentPage:
 @dataclass(frozen=True, slots=True)
 class AdminPaymentPage:
     items: list[AdminPaymentView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntryView:
+    id: str
+    kind: ListKind
+    value: str
+    action: ListAction
+    note: str | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntryPage:
+    items: list[ListEntryView]
     next_cursor: str | None
 
 
@@ -194,3 +217,54 @@ def _payment_fields(row: Row) -> dict[str, Any]:
         "refunded_amount": row.refunded_amount,
         "created_at": row.created_at,
     }
+
+
+async def list_entry(uow: UnitOfWork, entry_id: uuid.UUID) -> ListEntryView:
+    """Raises ListEntryNotFoundError for an unknown id."""
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(risk_list_entries).where(risk_list_entries.c.id == entry_id)
+            )
+        ).first()
+    if row is None:
+        raise ListEntryNotFoundError(f"no list entry {entry_id}")
+    return _list_entry(row)
+
+
+async def list_entries(
+    uow: UnitOfWork,
+    *,
+    kind: ListKind | None,
+    action: ListAction | None,
+    limit: int,
+    cursor: str | None,
+) -> ListEntryPage:
+    """One page of the risk lists' entries, oldest first, of one kind or action if given."""
+    query = select(risk_list_entries)
+    if kind is not None:
+        query = query.where(risk_list_entries.c.kind == kind.value)
+    if action is not None:
+        query = query.where(risk_list_entries.c.action == action.value)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            tuple_(risk_list_entries.c.created_at, risk_list_entries.c.id) > (created_at, last_id)
+        )
+    query = query.order_by(risk_list_entries.c.created_at, risk_list_entries.c.id).limit(limit + 1)
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    return ListEntryPage([_list_entry(row) for row in page], next_cursor)
+
+
+def _list_entry(row: Row) -> ListEntryView:
+    return ListEntryView(
+        id=str(row.id),
+        kind=ListKind(row.kind),
+        value=row.value,
+        action=ListAction(row.action),
+        note=row.note,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )

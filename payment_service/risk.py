@@ -48,6 +48,14 @@ class InvalidListEntryError(PaymentError):
     """A list entry whose value is not one of its kind (an IP address that is none, ...)."""
 
 
+class ListEntryExistsError(PaymentError):
+    """The value is on a list already (on this one or the other: one at a time)."""
+
+
+class ListEntryNotFoundError(PaymentError):
+    """No list entry has that id."""
+
+
 @dataclass(frozen=True)
 class ListEntry:
     """One value on the allow- or block-list, kept in the form `normalized` gives it."""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     func,
     text,
@@ -103,4 +104,24 @@ charge_attempts = Table(
     Column("provider_payment_id", Text, nullable=False, unique=True),
     Column("provider_payment_method_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The risk screening's allow- and block-lists (payment_service.risk): one value of one kind
+# is on one list at a time, in the form `risk.normalized` gives it.
+risk_list_entries = Table(
+    "risk_list_entries",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=func.gen_random_uuid()),
+    Column("kind", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("note", Text),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "kind IN ('card_fingerprint', 'email', 'ip', 'customer')", name="risk_list_entries_kind"
+    ),
+    CheckConstraint("action IN ('allow', 'block')", name="risk_list_entries_action"),
+    UniqueConstraint("kind", "value", name="risk_list_entries_one_list"),
+    Index("risk_list_entries_by_time", "created_at", "id"),
 )

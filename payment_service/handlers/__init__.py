@@ -1,6 +1,7 @@
-"""What the payment service does on each event (saga) and command (vault)."""
+"""What the payment service does on each event (saga) and command (vault, risk lists)."""
 
 from payment_service.handlers.intents import settle_open_intents
+from payment_service.handlers.risk_lists import add_list_entry, remove_list_entry
 from payment_service.handlers.saga import (
     Charging,
     on_order_cancelled,
@@ -15,11 +16,13 @@ from payment_service.handlers.vault import (
 
 __all__ = [
     "Charging",
+    "add_list_entry",
     "add_payment_method",
     "delete_payment_method",
     "ensure_customer",
     "on_order_cancelled",
     "on_order_created",
     "on_stock_reserved",
+    "remove_list_entry",
     "settle_open_intents",
 ]
