@@ -46,6 +46,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/admin/risk", "payment"),
     ("/orders", "order"),
     ("/admin/orders", "order"),
+    ("/admin/reports", "order"),
     ("/notifications", "notification"),
 )
 

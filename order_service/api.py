@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -34,6 +34,7 @@ from order_service.inventory import (
     InventoryUnavailableError,
 )
 from order_service.queries import OrderPage, OrderView, Timeline
+from order_service.reports import Interval, InvalidReportError, Report, ReportName, make_report
 
 RETRY_AFTER_SECONDS: Final = 5
 
@@ -46,6 +47,7 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     QuantityLimitError: (422, "quantity_limit_exceeded"),
     InvalidCursorError: (422, "invalid_cursor"),
     InventoryProtocolError: (502, "inventory_error"),
+    InvalidReportError: (422, "invalid_report"),
 }
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
@@ -176,3 +178,39 @@ async def list_all_orders(
     status: OrderStatus | None = None,
 ) -> OrderPage:
     return await queries.list_orders(uow, limit=limit, cursor=cursor, status=status)
+
+
+@router.get(
+    "/admin/reports/{report}",
+    response_model=Report,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def get_report(
+    report: ReportName,
+    admin: AdminUser,
+    uow: Uow,
+    first: Annotated[date, Query(alias="from", description="First day, included.")],
+    last: Annotated[date, Query(alias="to", description="Last day, included.")],
+    interval: Interval = Interval.DAY,
+    tz: Annotated[str, Query(max_length=64, description="IANA time zone of the days.")] = "UTC",
+    currency: Annotated[str, Query(pattern="^[A-Z]{3}$")] = "USD",
+    format: Literal["json", "csv"] = "json",
+) -> Report | Response:
+    """One row per calendar day, ISO week or month of `tz` from `from` to `to` (a period
+    without activity is a row of zeros; a day across a daylight-saving change is 23 or 25
+    hours), money in minor units of `currency` (cancellations and customers count orders of
+    every currency). sales: confirmed orders, gross sales, refunds
+    (on the day they were made), net sales, average order value; payments: succeeded, failed,
+    volume, authorisation rate; refunds; cancellations by reason; customers: new (first
+    order) and returning. `format=csv` answers the same rows as CSV."""
+    made = await make_report(
+        uow, report, first=first, last=last, interval=interval, tz=tz, currency=currency
+    )
+    if format == "csv":
+        filename = f"{report.value}-{first}-{last}-{interval.value}.csv"
+        return Response(
+            made.to_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return made

@@ -42,7 +42,7 @@ from order_service.domain import (
     price_lines,
     request_fingerprint,
 )
-from order_service.tables import order_items, order_timeline, orders
+from order_service.tables import order_items, order_refunds, order_timeline, orders
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,29 @@ async def on_payment_failed(
     summary = f"payment failed ({record.decline_code}): {record.message}"
     check = _payment_of_the_order(record.amount, record.currency)
     await _apply(record.order_id, event, uow, SagaEvent.PAYMENT_FAILED, summary, check=check)
+
+
+async def on_payment_refunded(
+    record: records.PaymentRefunded, uow: UnitOfWork, *, event: Event[records.Record]
+) -> None:
+    """Keep the refund for the reports, and show it on the order's timeline. The order's
+    status is not the refund's business: a refund follows a cancellation already applied."""
+    await uow.session.execute(
+        pg_insert(order_refunds)
+        .values(
+            refund_id=record.refund_id,
+            order_id=record.order_id,
+            amount=record.amount,
+            currency=record.currency,
+            refunded_at=record.refunded_at,
+        )
+        .on_conflict_do_nothing()
+    )
+    if await _lock(uow, record.order_id) is not None:
+        summary = f"refund of {record.amount} {record.currency} issued"
+        await _append_timeline(
+            uow, record.order_id, event, "consumed", _source_name(event.source), summary
+        )
 
 
 def _payment_of_the_order(amount: int, currency: str) -> Callable[[Row], None]:

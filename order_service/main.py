@@ -20,6 +20,7 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.StockRejected, handlers.on_stock_rejected),
         Subscription(records.PaymentSucceeded, handlers.on_payment_succeeded),
         Subscription(records.PaymentFailed, handlers.on_payment_failed),
+        Subscription(records.PaymentRefunded, handlers.on_payment_refunded),
     )
 
 

@@ -89,4 +89,19 @@ order_timeline = Table(
     Column("summary", Text, nullable=False),
     CheckConstraint("direction IN ('consumed', 'emitted')", name="order_timeline_direction"),
     Index("order_timeline_of_order", "order_id", "id"),
+    # The reports count events of one type per period.
+    Index("order_timeline_by_type", "event_type", "occurred_at"),
+)
+
+# Refunds the payment service announced (PaymentRefunded), for the reports: each counts on the
+# day it was made, whatever the day of its order.
+order_refunds = Table(
+    "order_refunds",
+    metadata,
+    Column("refund_id", Uuid(as_uuid=False), primary_key=True),
+    Column("order_id", Uuid(as_uuid=False), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("refunded_at", DateTime(timezone=True), nullable=False),
+    Index("order_refunds_by_time", "refunded_at"),
 )
