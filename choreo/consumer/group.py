@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -140,6 +141,7 @@ class Consumer:
         )
         self._workers: dict[TopicPartition, PartitionWorker] = {}
         self.assigned_once = False  # set by the rebalance listener at the first assignment
+        self._rewinds_said: dict[tuple[TopicPartition, int, int], float] = {}
 
     @property
     def topics(self) -> list[str]:
@@ -242,15 +244,21 @@ class Consumer:
             position = await self._consumer.position(tp)
             if position <= end:
                 continue
-            log.error(
-                "consumer %s: %s[%d] ends at offset %d, below this consumer's position %d: the "
-                "log was restarted, truncated or re-created; re-reading it from its start",
-                self.name,
-                tp.topic,
-                tp.partition,
-                end,
-                position,
-            )
+            # Said once per partition and shape a minute: a rewind that something undoes (seen
+            # with a topic re-created by a stand-in broker) would otherwise log every poll.
+            said = (tp, end, position)
+            now = time.monotonic()
+            if now - self._rewinds_said.get(said, -math.inf) >= 60.0:
+                self._rewinds_said[said] = now
+                log.error(
+                    "consumer %s: %s[%d] ends at offset %d, below this consumer's position %d: "
+                    "the log was restarted, truncated or re-created; re-reading it from its start",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    end,
+                    position,
+                )
             REWINDS.labels(self.name, tp.topic).inc()
             worker = self._workers.get(tp)
             if worker is not None:
