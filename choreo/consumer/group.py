@@ -222,7 +222,8 @@ class Consumer:
             return
         log.info(
             "consumer %s: waiting for the group to assign partitions; a member that stopped"
-            " without leaving holds them until its session times out (%.0f s)",
+            " without leaving holds them until its session times out (%.0f s) and the group"
+            " rebalances (a few seconds more)",
             self.name,
             SESSION_TIMEOUT_MS / 1000,
         )

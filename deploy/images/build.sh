@@ -45,6 +45,7 @@ quiet "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
 step "choreo/service:dev"
 quiet docker build --quiet -f deploy/docker/Dockerfile -t choreo/service:dev \
 	--build-arg PYTHON_IMAGE="$base" \
+	--build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
 	--build-arg PIP_INDEX_OPTIONS="--no-index --find-links /wheels" . >/dev/null
 
 step "choreo-local/postgres:15"
