@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
+from pydantic import Field
 from sqlalchemy import and_, or_, select
 
 from choreo.db import UnitOfWork
@@ -32,8 +34,14 @@ class OrderView:
     user_id: str
     status: OrderStatus
     cancel_reason: CancelReason | None
-    # Whether a payment for the order succeeded (a cancelled order is refunded by payment).
-    charged: bool
+    charged: Annotated[
+        bool,
+        Field(
+            description="Whether a payment for the order ever succeeded. It stays true when a "
+            "charged order is cancelled: the payment service then refunds it (the refund shows "
+            "in GET /payments as `refunded_amount`)."
+        ),
+    ]
     items: list[OrderItemView]
     total: int
     currency: str
