@@ -58,6 +58,9 @@ class PaymentView:
 @dataclass(frozen=True, slots=True)
 class AdminPaymentView(PaymentView):
     user_id: str
+    card_fingerprint: str | None
+    """Stripe's fingerprint of the card charged (what the risk lists' `card_fingerprint`
+    entries name); None when no charge was attempted or the card predates fingerprints."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,12 @@ async def payments_of(
 async def all_payments(uow: UnitOfWork, *, limit: int, cursor: str | None) -> AdminPaymentPage:
     """One page of everyone's payments, newest first, each with its user."""
     page, next_cursor = await _payments(uow, user_id=None, limit=limit, cursor=cursor)
-    items = [AdminPaymentView(**_payment_fields(row), user_id=row.user_id) for row in page]
+    items = [
+        AdminPaymentView(
+            **_payment_fields(row), user_id=row.user_id, card_fingerprint=row.card_fingerprint
+        )
+        for row in page
+    ]
     return AdminPaymentPage(items, next_cursor)
 
 
@@ -183,6 +191,7 @@ async def _payments(
             order_payments.c.decline_code,
             order_payments.c.refunded_amount,
             order_payments.c.created_at,
+            charge_attempts.c.card_fingerprint,
         )
         .outerjoin(charge_attempts, charge_attempts.c.order_id == order_payments.c.order_id)
         .where(*conditions)

@@ -53,6 +53,9 @@ class SavedCard:
     last4: str
     exp_month: int
     exp_year: int
+    fingerprint: str | None = None
+    """Stripe's `card.fingerprint`: the same for every PaymentMethod of one card number, so
+    the risk lists can name a card without its number."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,7 @@ class StripeGateway:
                     last4=source.last4,
                     exp_month=source.exp_month,
                     exp_year=source.exp_year,
+                    fingerprint=getattr(source, "fingerprint", None),
                 )
             method = await self._client.v1.payment_methods.retrieve_async(token)
             if method.customer is not None and _id_of(method.customer) != customer_id:
@@ -298,6 +302,7 @@ def _saved_card(method: stripe.PaymentMethod) -> SavedCard:
         last4=card.last4,
         exp_month=card.exp_month,
         exp_year=card.exp_year,
+        fingerprint=getattr(card, "fingerprint", None),
     )
 
 

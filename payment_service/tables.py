@@ -1,7 +1,7 @@
 """The payment service's own tables (the kit's outbox and inbox come from choreo).
 
-Only the provider's ids, the brand, the last four digits and the expiry of a card are kept:
-never its number or CVC.
+Only the provider's ids, the brand, the last four digits, the expiry and Stripe's fingerprint of
+a card are kept: never its number or CVC.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ payment_methods = Table(
     Column("last4", Text, nullable=False),
     Column("exp_month", Integer, nullable=False),
     Column("exp_year", Integer, nullable=False),
+    # Stripe's card.fingerprint (null for cards saved before it was kept): one per card number.
+    Column("fingerprint", Text),
     Column("is_default", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("payment_methods_by_user", "user_id", "created_at", "id"),
@@ -103,6 +105,8 @@ charge_attempts = Table(
     Column("order_id", Uuid, primary_key=True),
     Column("provider_payment_id", Text, nullable=False, unique=True),
     Column("provider_payment_method_id", Text, nullable=False),
+    # The charged card's fingerprint, kept with the attempt: the card may be deleted later.
+    Column("card_fingerprint", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

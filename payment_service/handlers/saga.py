@@ -235,7 +235,7 @@ async def _charge(
             uow, payment, None, NO_PAYMENT_METHOD, NO_PAYMENT_METHOD_MESSAGE, traceparent
         )
         return
-    customer_id, payment_method_id = method
+    customer_id, payment_method_id, fingerprint = method
     intent = await charging.gateway.create_intent(
         amount=terms.amount,
         currency=terms.currency,
@@ -254,6 +254,7 @@ async def _charge(
                 order_id=payment.order_id,
                 provider_payment_id=intent.id,
                 provider_payment_method_id=payment_method_id,
+                card_fingerprint=fingerprint,
             )
         )
     if charging.too_late(payment.facts):
@@ -398,10 +399,17 @@ async def _refund(
     uow.publish(refunded, traceparent=traceparent)
 
 
-async def _method_to_charge(session: Session, terms: OrderTerms) -> tuple[str, str] | None:
-    """The provider's customer and payment method to charge for the order, if the user has it."""
+async def _method_to_charge(
+    session: Session, terms: OrderTerms
+) -> tuple[str, str, str | None] | None:
+    """The provider's customer and payment method to charge for the order, and the card's
+    fingerprint (None for a card saved before fingerprints were kept), if the user has it."""
     query = (
-        select(customers.c.provider_customer_id, payment_methods.c.provider_payment_method_id)
+        select(
+            customers.c.provider_customer_id,
+            payment_methods.c.provider_payment_method_id,
+            payment_methods.c.fingerprint,
+        )
         .join(customers, customers.c.user_id == payment_methods.c.user_id)
         .where(payment_methods.c.user_id == terms.user_id)
     )
@@ -414,7 +422,9 @@ async def _method_to_charge(session: Session, terms: OrderTerms) -> tuple[str, s
             return None
         query = query.where(payment_methods.c.id == chosen)
     row = (await session.execute(query)).first()
-    return None if row is None else (row.provider_customer_id, row.provider_payment_method_id)
+    if row is None:
+        return None
+    return row.provider_customer_id, row.provider_payment_method_id, row.fingerprint
 
 
 async def _update(session: Session, order_id: uuid.UUID, **values: Any) -> None:

@@ -1,7 +1,8 @@
 """The card vault's commands: save a card through the provider, delete one. Each opens the
 unit of work it is given.
 
-Only the provider's ids, the brand, the last four digits and the expiry are stored.
+Only the provider's ids, the brand, the last four digits, the expiry and the card's
+fingerprint (Stripe's: no number can be derived from it) are stored.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ async def add_payment_method(
                 last4=saved.last4,
                 exp_month=saved.exp_month,
                 exp_year=saved.exp_year,
+                fingerprint=saved.fingerprint,
                 is_default=not has_default,
             )
         )

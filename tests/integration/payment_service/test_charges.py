@@ -159,6 +159,13 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
         authenticator,
         cardless,
     }
+    # The card each attempt charged, by Stripe's fingerprint (one per card number): what an
+    # admin puts on the risk block-list.
+    fingerprints = {p["order_id"]: p["card_fingerprint"] for p in first["items"] + rest["items"]}
+    assert fingerprints[without_card] is None
+    assert fingerprints[in_order] == fingerprints[reversed_] == fingerprints[duplicated]
+    assert fingerprints[in_order] is not None
+    assert fingerprints[declined] not in (None, fingerprints[in_order])
 
 
 async def test_a_cancelled_order_is_refunded_or_never_charged_nor_one_close_to_its_deadline(
