@@ -93,6 +93,8 @@ class OrderCreated(Record):
     payment_method_id: str | None = None
     deadline: datetime
     created_at: datetime
+    client_ip: str | None = None
+    """v2: where the order was placed from, for the risk screening (None: unknown)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +212,28 @@ class PaymentFailed(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RiskReason(Nested):
+    rule: str
+    points: int
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RiskAssessed(Record):
+    TOPIC: ClassVar[str] = "payment.event"
+    SUBJECT: ClassVar[str] = "order_id"
+
+    order_id: str
+    user_id: str
+    decision: str
+    """APPROVE, REVIEW or DECLINE (payment_service.risk.RiskDecision)."""
+    score: int
+    reasons: tuple[RiskReason, ...]
+    review_expires_at: datetime | None = None
+    assessed_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentRefunded(Record):
     TOPIC: ClassVar[str] = "payment.event"
     SUBJECT: ClassVar[str] = "order_id"
@@ -297,6 +321,7 @@ RECORDS: Mapping[str, type[Record]] = {
         PaymentSucceeded,
         PaymentFailed,
         PaymentRefunded,
+        RiskAssessed,
         OrderConfirmed,
         OrderCancelled,
         UserRegistered,
@@ -435,7 +460,9 @@ def _python_type(avro: Any) -> Any:
     if avro["type"] == "array":
         return tuple[_python_type(avro["items"]), ...]  # type: ignore[misc]
     if avro["type"] == "record":
-        nested = [cls for cls in (OrderLine, StockLine) if avro["name"].endswith(cls.__name__)]
+        nested = [
+            cls for cls in (OrderLine, StockLine, RiskReason) if avro["name"].endswith(cls.__name__)
+        ]
         return nested[0] if nested else object
     return _python_type(avro["type"])
 

@@ -35,7 +35,8 @@ class Route:
     public: bool
 
 
-# First match wins; a prefix matches itself and what follows it after a `/`.
+# First match wins; a prefix matches itself and what follows it after a `/`, and its `*`
+# segment any one segment (an order's risk explanation is the payment service's).
 _ROUTES: tuple[tuple[str, str], ...] = (
     ("/auth", "user"),
     ("/users", "user"),
@@ -44,6 +45,8 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/payments", "payment"),
     ("/admin/payments", "payment"),
     ("/admin/risk", "payment"),
+    ("/admin/reviews", "payment"),
+    ("/admin/orders/*/risk", "payment"),
     ("/orders", "order"),
     ("/admin/orders", "order"),
     ("/admin/reports", "order"),
@@ -69,7 +72,14 @@ UPSTREAMS: tuple[str, ...] = tuple(dict.fromkeys(upstream for _, upstream in _RO
 
 
 def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
+    if "*" not in prefix:
+        return path == prefix or path.startswith(prefix + "/")
+    wanted = prefix.split("/")
+    segments = path.split("/")
+    return len(segments) >= len(wanted) and all(
+        want == have or (want == "*" and have != "")
+        for want, have in zip(wanted, segments, strict=False)
+    )
 
 
 def route_for(method: str, path: str) -> Route | None:

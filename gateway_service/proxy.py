@@ -22,7 +22,7 @@ import httpx
 from prometheus_client import Counter, Gauge
 
 from choreo.errors import RetriableError
-from gateway_service.domain import BreakerState, CircuitBreaker, GatewayError
+from gateway_service.domain import BreakerState, CircuitBreaker, GatewayError, client_address
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ _SET_ON_THE_WAY_IN: Final = frozenset(
         "x-forwarded-for",
         "x-forwarded-proto",
         "forwarded",
+        "x-real-ip",
     }
 )
 # Recomputed for the body the gateway sends back, or set by the gateway's own server.
@@ -209,7 +210,9 @@ def request_headers(
     traceparent: str | None,
 ) -> list[tuple[str, str]]:
     """The client's end-to-end headers, plus the request id, the gateway's span of the trace,
-    and where the request came from (`X-Forwarded-*`)."""
+    and where the request came from: `X-Forwarded-*`, and `X-Real-IP`, the one client address
+    the gateway counts the request against (`client_address`), which the order service keeps
+    for the payment service's risk screening. A client's own `X-Real-IP` is dropped."""
     incoming = list(incoming)
     named_by_connection = _connection_tokens(incoming)
     headers = [
@@ -226,7 +229,12 @@ def request_headers(
         if received.get("x-forwarded-for"):
             forwarded_for = f"{received['x-forwarded-for']}, {forwarded_for}"
         proto = received.get("x-forwarded-proto") or proto
-    headers += [("X-Forwarded-For", forwarded_for), ("X-Forwarded-Proto", proto)]
+    client = client_address(peer, received.get("x-forwarded-for"), trust_forwarded=trust_forwarded)
+    headers += [
+        ("X-Forwarded-For", forwarded_for),
+        ("X-Forwarded-Proto", proto),
+        ("X-Real-IP", client),
+    ]
     if request_id:
         headers.append(("X-Request-ID", request_id))
     if traceparent:

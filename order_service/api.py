@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import uuid
 from datetime import date, timedelta
 from typing import Annotated, Final, Literal
@@ -90,6 +91,18 @@ SagaTimeout = Annotated[timedelta, Depends(resource("saga_timeout", timedelta))]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
+def _client_ip(value: str | None) -> str | None:
+    """The client's address as the gateway saw it (`X-Real-IP`, which it sets on every request
+    and drops from clients), in canonical form (RFC 5952); None without one or with something
+    that is no address (a direct call, not through the gateway)."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
 @router.post("/orders", status_code=202, response_model=OrderView)
 async def place_order(
     body: PlaceOrderIn,
@@ -111,6 +124,7 @@ async def place_order(
         payment_method_id=body.payment_method_id,
         idempotency_key=idempotency_key,
         traceparent=current_traceparent(),
+        client_ip=_client_ip(request.headers.get("x-real-ip")),
     )
     lookup = functools.partial(inventory.lookup, authorization=request.headers.get("authorization"))
     try:

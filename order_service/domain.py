@@ -21,6 +21,10 @@ MAX_QUANTITY = 100
 class OrderStatus(StrEnum):
     PENDING = "PENDING"
     RESERVED = "RESERVED"
+    # The payment service's risk screening held the order for review: the card is authorised,
+    # not charged, until an admin approves (CONFIRMED) or rejects it, or the review expires
+    # (CANCELLED, PAYMENT_FAILED).
+    ON_HOLD = "ON_HOLD"
     CONFIRMED = "CONFIRMED"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
@@ -41,11 +45,12 @@ class SagaEvent(StrEnum):
     STOCK_REJECTED = "StockRejected"
     PAYMENT_SUCCEEDED = "PaymentSucceeded"
     PAYMENT_FAILED = "PaymentFailed"
+    HELD_FOR_REVIEW = "RiskAssessed"  # a RiskAssessed that opened a review
     DEADLINE_PASSED = "DeadlinePassed"
 
 
 # The saga has not decided these orders yet: only they can be confirmed, or cancelled by it.
-OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.RESERVED})
+OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.ON_HOLD})
 CUSTOMER_CANCELLABLE_STATUSES = OPEN_STATUSES | {OrderStatus.CONFIRMED}
 _NEXT_FULFILMENT_STATUS = {
     OrderStatus.CONFIRMED: OrderStatus.PROCESSING,
@@ -176,6 +181,12 @@ def apply_saga_event(state: OrderState, event: SagaEvent) -> Transition:
     if event is SagaEvent.STOCK_RESERVED:
         if state.status is OrderStatus.PENDING:
             return Transition(replace(state, status=OrderStatus.RESERVED))
+        return Transition(state)
+    if event is SagaEvent.HELD_FOR_REVIEW:
+        # Stock reserved or not yet read: held either way (the payment service holds only
+        # orders whose stock it saw reserved); a decided order stays decided.
+        if state.status in (OrderStatus.PENDING, OrderStatus.RESERVED):
+            return Transition(replace(state, status=OrderStatus.ON_HOLD))
         return Transition(state)
     if state.status in OPEN_STATUSES:
         return _cancel(state, _CANCEL_REASON_OF[event])

@@ -42,13 +42,13 @@ from order_service.domain import (
     price_lines,
     request_fingerprint,
 )
-from order_service.tables import order_items, order_refunds, order_timeline, orders
+from order_service.tables import order_items, order_refunds, order_risk, order_timeline, orders
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "order_service"
 
-# Once per order, when the saga decides it (it leaves PENDING or RESERVED); a customer who
+# Once per order, when the saga decides it (it leaves PENDING, RESERVED or ON_HOLD); a customer who
 # later cancels a confirmed order ends no saga. `reason` is the cancel reason ("" confirmed).
 SAGA_OUTCOMES = Counter(
     "choreo_saga_outcomes_total", "Orders the saga decided, by outcome", ["outcome", "reason"]
@@ -79,6 +79,8 @@ class PlaceOrder:
     payment_method_id: str | None = None
     idempotency_key: str | None = None
     traceparent: str | None = None
+    client_ip: str | None = None
+    """Where the order was placed from (the gateway's `X-Real-IP`), for the risk screening."""
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,48 @@ async def on_payment_refunded(
         )
 
 
+async def on_risk_assessed(
+    record: records.RiskAssessed,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    saga_timeout: timedelta,
+) -> None:
+    """Keep the decision for the risk report; a decision that opened a review holds the order
+    (ON_HOLD) and moves its deadline past the review's expiry, by which the payment service
+    will have rejected it: the deadline sweep only cancels a hold the payment service lost."""
+    await uow.session.execute(
+        pg_insert(order_risk)
+        .values(
+            order_id=record.order_id,
+            decision=record.decision,
+            score=record.score,
+            assessed_at=record.assessed_at,
+            review_expires_at=record.review_expires_at,
+        )
+        .on_conflict_do_nothing()
+    )
+    rules = ", ".join(reason.rule for reason in record.reasons) or "no rule matched"
+    summary = f"risk screening: {record.decision} (score {record.score}; {rules})"
+    expires = record.review_expires_at
+    if record.decision != "REVIEW" or expires is None:
+        if await _lock(uow, record.order_id) is not None:
+            source = _source_name(event.source)
+            await _append_timeline(uow, record.order_id, event, "consumed", source, summary)
+        return
+    summary += f", review until {expires.isoformat(timespec='seconds')}"
+    await _apply(record.order_id, event, uow, SagaEvent.HELD_FOR_REVIEW, summary)
+    await uow.session.execute(
+        update(orders)
+        .where(
+            orders.c.id == record.order_id,
+            orders.c.status == OrderStatus.ON_HOLD.value,
+            orders.c.deadline < expires + saga_timeout,
+        )
+        .values(deadline=expires + saga_timeout)
+    )
+
+
 def _payment_of_the_order(amount: int, currency: str) -> Callable[[Row], None]:
     def check(order: Row) -> None:
         check_payment_result(order.total_amount, order.currency, amount, currency)
@@ -332,6 +376,13 @@ async def _write(
 ) -> None:
     """Store the transition's new facts and emit its events (timeline included)."""
     state = transition.state
+    if order.status == OrderStatus.ON_HOLD.value and state.status is not OrderStatus.ON_HOLD:
+        # The hold ended: approved, rejected or expired (the payment's outcome), cancelled.
+        await uow.session.execute(
+            update(order_risk)
+            .where(order_risk.c.order_id == order.id, order_risk.c.review_decided_at.is_(None))
+            .values(review_decided_at=moment)
+        )
     if state != _state_of(order):
         await uow.session.execute(
             update(orders)
@@ -451,6 +502,7 @@ def _order_created(
         payment_method_id=command.payment_method_id,
         deadline=deadline,
         created_at=created_at,
+        client_ip=command.client_ip,
     )
 
 

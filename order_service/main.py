@@ -21,6 +21,7 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.PaymentSucceeded, handlers.on_payment_succeeded),
         Subscription(records.PaymentFailed, handlers.on_payment_failed),
         Subscription(records.PaymentRefunded, handlers.on_payment_refunded),
+        Subscription(records.RiskAssessed, handlers.on_risk_assessed),
     )
 
 

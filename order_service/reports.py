@@ -1,6 +1,7 @@
-"""Admin reports: sales, payments, refunds, cancellations and customers per calendar period,
-read from the order service's own facts (its orders, the saga timeline of the events it
-consumed and emitted, the refunds the payment service announced): no other service's database.
+"""Admin reports: sales, payments, refunds, cancellations, risk and customers per calendar
+period, read from the order service's own facts (its orders, the saga timeline of the events it
+consumed and emitted, the refunds and risk decisions the payment service announced): no other
+service's database.
 
 A period is a calendar day, ISO week (from Monday) or month in the report's time zone, so a day
 across a daylight-saving change lasts 23 or 25 hours; the periods cover `from` to `to` (dates,
@@ -8,7 +9,10 @@ both included) and a period without activity is a row of zeros. Money is in mino
 currency (the report's `currency`: sales, payments and refunds count only its orders;
 cancellations and customers count every order); an event counts in the period of its own
 time (a refund on the day it was made, whatever the day of its order). A customer is new in
-the period of their first order ever, returning in later ones.
+the period of their first order ever, returning in later ones. The risk report counts every
+screening decision in the period it was made (a review rate is held ÷ screened, a blocked rate
+declined ÷ screened) and each review in the period it was decided (its median time from the
+hold, in minutes).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class ReportName(StrEnum):
     PAYMENTS = "payments"
     REFUNDS = "refunds"
     CANCELLATIONS = "cancellations"
+    RISK = "risk"
     CUSTOMERS = "customers"
 
 
@@ -204,6 +209,42 @@ _STATEMENTS: dict[ReportName, tuple[list[str], str]] = {
             AND t.occurred_at >= p.start_at AND t.occurred_at < p.end_at
         GROUP BY p.n ORDER BY p.n""",
     ),
+    ReportName.RISK: (
+        [
+            "screened",
+            "approved",
+            "held_for_review",
+            "declined",
+            "review_rate",
+            "blocked_rate",
+            "reviews_decided",
+            "median_minutes_to_decision",
+        ],
+        _PERIODS
+        + """,
+        screened AS (
+            SELECT p.n, count(r.order_id) AS screened,
+                count(r.order_id) FILTER (WHERE r.decision = 'APPROVE') AS approved,
+                count(r.order_id) FILTER (WHERE r.review_expires_at IS NOT NULL)
+                    AS held_for_review,
+                count(r.order_id) FILTER (WHERE r.decision = 'DECLINE') AS declined
+            FROM p LEFT JOIN order_risk r
+                ON r.assessed_at >= p.start_at AND r.assessed_at < p.end_at
+            GROUP BY p.n
+        ),
+        decided AS (
+            SELECT p.n, count(r.order_id) AS reviews_decided,
+                percentile_cont(0.5) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM r.review_decided_at - r.assessed_at) / 60
+                ) AS median_minutes
+            FROM p LEFT JOIN order_risk r ON r.review_expires_at IS NOT NULL
+                AND r.review_decided_at >= p.start_at AND r.review_decided_at < p.end_at
+            GROUP BY p.n
+        )
+        SELECT s.screened, s.approved, s.held_for_review, s.declined, d.reviews_decided,
+            d.median_minutes
+        FROM screened s JOIN decided d USING (n) ORDER BY n""",
+    ),
     ReportName.CUSTOMERS: (
         ["customers", "new_customers", "returning_customers"],
         _PERIODS
@@ -261,4 +302,10 @@ def _metrics(report: ReportName, values: dict[str, Any]) -> dict[str, Any]:
         )
     elif report is ReportName.CUSTOMERS:
         values["returning_customers"] = values["customers"] - values["new_customers"]
+    elif report is ReportName.RISK:
+        screened = values["screened"]
+        values["review_rate"] = round(values["held_for_review"] / screened, 4) if screened else None
+        values["blocked_rate"] = round(values["declined"] / screened, 4) if screened else None
+        median = values.pop("median_minutes")
+        values["median_minutes_to_decision"] = None if median is None else round(median, 2)
     return values

@@ -43,7 +43,8 @@ orders = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     CheckConstraint(
-        "status IN ('PENDING', 'RESERVED', 'CONFIRMED', 'PROCESSING', 'COMPLETED', 'CANCELLED')",
+        "status IN ('PENDING', 'RESERVED', 'ON_HOLD', 'CONFIRMED', 'PROCESSING', 'COMPLETED', "
+        "'CANCELLED')",
         name="orders_status_known",
     ),
     CheckConstraint(
@@ -56,7 +57,7 @@ orders = Table(
     Index(
         "orders_open_deadline",
         "deadline",
-        postgresql_where=text("status IN ('PENDING', 'RESERVED')"),
+        postgresql_where=text("status IN ('PENDING', 'RESERVED', 'ON_HOLD')"),
     ),
 )
 
@@ -104,4 +105,19 @@ order_refunds = Table(
     Column("currency", Text, nullable=False),
     Column("refunded_at", DateTime(timezone=True), nullable=False),
     Index("order_refunds_by_time", "refunded_at"),
+)
+
+# The payment service's risk decisions (RiskAssessed), for the risk report: when each was made,
+# and when a held order's review was decided (its payment's outcome, or its cancellation).
+order_risk = Table(
+    "order_risk",
+    metadata,
+    Column("order_id", Uuid(as_uuid=False), primary_key=True),
+    Column("decision", Text, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("assessed_at", DateTime(timezone=True), nullable=False),
+    Column("review_expires_at", DateTime(timezone=True)),
+    Column("review_decided_at", DateTime(timezone=True)),
+    Index("order_risk_by_time", "assessed_at"),
+    Index("order_risk_by_decision_time", "review_decided_at"),
 )

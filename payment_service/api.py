@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Final, Self
+from typing import Annotated, Final, Literal, Self
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import (
@@ -36,6 +36,7 @@ from payment_service.domain import (
     ProviderUnavailableError,
     check_card,
 )
+from payment_service.handlers import ReviewClosedError, ReviewNotFoundError, Verdict
 from payment_service.queries import (
     AdminPaymentPage,
     ListEntryPage,
@@ -43,6 +44,9 @@ from payment_service.queries import (
     PaymentMethodPage,
     PaymentMethodView,
     PaymentPage,
+    RiskAssessmentNotFoundError,
+    RiskAssessmentPage,
+    RiskAssessmentView,
 )
 from payment_service.risk import (
     InvalidListEntryError,
@@ -63,6 +67,9 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     InvalidListEntryError: (422, "invalid_list_entry"),
     ListEntryExistsError: (409, "list_entry_exists"),
     ListEntryNotFoundError: (404, "list_entry_not_found"),
+    RiskAssessmentNotFoundError: (404, "risk_assessment_not_found"),
+    ReviewNotFoundError: (404, "review_not_found"),
+    ReviewClosedError: (409, "review_closed"),
 }
 
 
@@ -139,7 +146,20 @@ class ListEntryIn(BaseModel):
     )
 
 
+class ReviewIn(BaseModel):
+    """An admin's verdict on a held order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
+        default=None, description="Why, kept with the review."
+    )
+
+
+ReviewStatus = Literal["OPEN", "APPROVED", "REJECTED", "EXPIRED", "VOIDED"]
+
 Gateway = Annotated[StripeGateway, Depends(resource("gateway", StripeGateway))]
+ChargingDep = Annotated[handlers.Charging, Depends(resource("charging", handlers.Charging))]
 Intake = Annotated[CardIntake, Depends(resource("card_intake", CardIntake))]
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
@@ -237,3 +257,70 @@ async def delete_list_entry(entry_id: str, admin: AdminUser, uow: Uow) -> Respon
         raise ListEntryNotFoundError("no such list entry") from None
     await handlers.remove_list_entry(uow, parsed)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/admin/orders/{order_id}/risk")
+async def get_risk_assessment(
+    order_id: uuid.UUID, admin: AdminUser, uow: Uow
+) -> RiskAssessmentView:
+    """Why the risk screening decided as it did on the order's charge: every rule that
+    matched, in precedence order, with its points and what it read (`counters`: the values
+    at decision time; null when the check could not run), and the review of a held order.
+    404 `risk_assessment_not_found` for an order never screened (it ended before its charge)."""
+    return await queries.risk_assessment(uow, order_id)
+
+
+@router.get("/admin/reviews")
+async def list_reviews(
+    admin: AdminUser,
+    uow: Uow,
+    status: ReviewStatus | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> RiskAssessmentPage:
+    """The review queue, oldest first: `?status=OPEN` for the orders awaiting a decision."""
+    return await queries.reviews(uow, status=status, limit=limit, cursor=cursor)
+
+
+@router.post("/admin/reviews/{order_id}/approve")
+async def approve_review(
+    order_id: uuid.UUID,
+    admin: AdminUser,
+    uow: Uow,
+    charging: ChargingDep,
+    body: ReviewIn | None = None,
+) -> RiskAssessmentView:
+    """Approve a held order: its card's authorisation is captured and the order goes on to
+    CONFIRMED. Approving again changes nothing (one capture); 409 `review_closed` once it was
+    rejected or expired, 404 `review_not_found` for an order never held."""
+    await handlers.decide_review(
+        uow,
+        charging,
+        order_id,
+        Verdict.APPROVE,
+        admin_id=admin.user_id,
+        note=None if body is None else body.note,
+    )
+    return await queries.risk_assessment(uow, order_id)
+
+
+@router.post("/admin/reviews/{order_id}/reject")
+async def reject_review(
+    order_id: uuid.UUID,
+    admin: AdminUser,
+    uow: Uow,
+    charging: ChargingDep,
+    body: ReviewIn | None = None,
+) -> RiskAssessmentView:
+    """Reject a held order: the authorisation is cancelled (nothing charged), the order is
+    cancelled (PAYMENT_FAILED, `review_rejected`), its stock released and the customer told.
+    Rejecting again changes nothing; 409 `review_closed` once it was approved."""
+    await handlers.decide_review(
+        uow,
+        charging,
+        order_id,
+        Verdict.REJECT,
+        admin_id=admin.user_id,
+        note=None if body is None else body.note,
+    )
+    return await queries.risk_assessment(uow, order_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import ClassVar, Self
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -9,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from choreo import dev_defaults
 from choreo.settings import ServiceSettings
+from payment_service.risk import RiskPolicy, RiskPolicyError
 
 
 class Settings(ServiceSettings):
@@ -45,10 +47,64 @@ class Settings(ServiceSettings):
     intent_sweep_interval_seconds: float = Field(default=60.0, gt=0)
     intent_sweep_grace_seconds: float = Field(default=60.0, ge=0)
 
+    # The risk screening before each charge (payment_service/risk.py, docs/architecture.md):
+    # windows in seconds, attempt counts that include the attempt itself, amounts in minor
+    # units. A policy that cannot hold anything for review (review score above the decline
+    # score, say) is refused at start-up.
+    risk_card_window_seconds: float = Field(default=600.0, gt=0)
+    risk_card_review_attempt: int = Field(default=6, ge=1)
+    risk_card_decline_attempt: int = Field(default=11, ge=1)
+    risk_address_window_seconds: float = Field(default=3600.0, gt=0)
+    risk_address_decline_attempt: int = Field(default=21, ge=1)
+    risk_card_testing_window_seconds: float = Field(default=3600.0, gt=0)
+    risk_card_testing_declines: int = Field(default=3, ge=1)
+    risk_anomaly_min_paid_orders: int = Field(default=3, ge=0)
+    risk_anomaly_factor: int = Field(default=3, ge=1)
+    risk_anomaly_points: int = Field(default=30, ge=0)
+    risk_new_account_seconds: float = Field(default=86400.0, ge=0)
+    risk_new_account_review_amount: int = Field(default=50_000, ge=0)
+    risk_review_score: int = Field(default=65, ge=0)
+    risk_decline_score: int = Field(default=75, ge=0)
+    # A check slower than this (its tables locked, the database slow) holds the order for
+    # review instead of deciding blind.
+    risk_timeout_seconds: float = Field(default=2.0, gt=0)
+    # A review no admin decided in this long is rejected (the card's hold released); the
+    # review sweep looks this often.
+    risk_review_expiry_seconds: float = Field(default=7 * 86400.0, gt=0)
+    risk_review_sweep_interval_seconds: float = Field(default=60.0, gt=0)
+
     # Fault injection for the never-charge-twice tests; refused in production.
     fault_kill_after_create: bool = False
     fault_kill_after_confirm: bool = False
     fault_delay_after_confirm_seconds: float = Field(default=0.0, ge=0)
+
+    @property
+    def risk_policy(self) -> RiskPolicy:
+        """The screening's policy. Raises RiskPolicyError for one that cannot be applied."""
+        return RiskPolicy(
+            card_window=timedelta(seconds=self.risk_card_window_seconds),
+            card_review_attempt=self.risk_card_review_attempt,
+            card_decline_attempt=self.risk_card_decline_attempt,
+            address_window=timedelta(seconds=self.risk_address_window_seconds),
+            address_decline_attempt=self.risk_address_decline_attempt,
+            card_testing_window=timedelta(seconds=self.risk_card_testing_window_seconds),
+            card_testing_declines=self.risk_card_testing_declines,
+            anomaly_min_paid_orders=self.risk_anomaly_min_paid_orders,
+            anomaly_factor=self.risk_anomaly_factor,
+            anomaly_points=self.risk_anomaly_points,
+            new_account_age=timedelta(seconds=self.risk_new_account_seconds),
+            new_account_review_amount=self.risk_new_account_review_amount,
+            review_score=self.risk_review_score,
+            decline_score=self.risk_decline_score,
+        )
+
+    @model_validator(mode="after")
+    def _risk_policy_applies(self) -> Self:
+        try:
+            self.risk_policy  # noqa: B018  # built to be checked
+        except RiskPolicyError as error:
+            raise ValueError(f"PAYMENT_RISK_*: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Self:

@@ -57,6 +57,12 @@ class ChargeStatus(StrEnum):
     REFUNDED = "REFUNDED"
     # Given up before any money moved: too late to charge (see `PaymentFacts.too_late`).
     EXPIRED = "EXPIRED"
+    # The risk screening held the order for review: the card is authorised (the intent
+    # `requires_capture`), no money moved yet. An admin's approval captures it (SUCCEEDED),
+    # a rejection or the review's expiry cancels it (FAILED).
+    HELD = "HELD"
+    # Held, then the order was cancelled: the authorisation was cancelled, no money moved.
+    VOIDED = "VOIDED"
 
 
 class Action(StrEnum):
@@ -64,6 +70,7 @@ class Action(StrEnum):
     RESUME_CHARGE = "RESUME_CHARGE"  # an intent was committed before: ask the provider
     REFUND = "REFUND"
     EXPIRE = "EXPIRE"  # record EXPIRED and why; nothing is published (see `settle`)
+    VOID = "VOID"  # cancel a held authorisation: the order was cancelled during its review
     NOTHING = "NOTHING"
 
 
@@ -103,11 +110,16 @@ def settle(facts: PaymentFacts, now: datetime, margin: timedelta) -> Action:
     and nothing is published: the order service's deadline sweep cancels it (TIMEOUT), the
     customer's true reason, whereas a PaymentFailed would cancel it as PAYMENT_FAILED and
     tell of a card that was never tried.
+
+    A HELD order waits for its review whatever its deadline (the order service moved it past
+    the review's expiry); only its cancellation acts on it (VOID).
     """
     if facts.status is ChargeStatus.CHARGING:
         return Action.RESUME_CHARGE if facts.order_known else Action.NOTHING
     if facts.cancelled and facts.status is ChargeStatus.SUCCEEDED:
         return Action.REFUND
+    if facts.cancelled and facts.status is ChargeStatus.HELD:
+        return Action.VOID
     if facts.status is not ChargeStatus.NONE or not facts.order_known:
         return Action.NOTHING
     if facts.too_late(now, margin):
@@ -135,6 +147,9 @@ class IntentState(StrEnum):
 
     UNCONFIRMED = "UNCONFIRMED"  # created, never confirmed: no money moved
     PROCESSING = "PROCESSING"  # confirmed, outcome not known yet
+    # Confirmed with manual capture: the card is authorised, no money moved until captured
+    # (Stripe's `requires_capture`). Only an intent held for review is made so.
+    AUTHORISED = "AUTHORISED"
     SUCCEEDED = "SUCCEEDED"
     DECLINED = "DECLINED"
     CANCELED = "CANCELED"  # abandoned before confirmation: no money moved
@@ -158,6 +173,8 @@ def resume(state: IntentState, *, gave_up: bool) -> Resume:
     """
     if state is IntentState.PROCESSING:
         return Resume.WAIT
+    if state is IntentState.AUTHORISED:
+        return Resume.RECORD  # HELD; a cancelled order's authorisation is then voided
     if state is IntentState.UNCONFIRMED:
         return Resume.ABANDON if gave_up else Resume.CONFIRM
     if state is IntentState.CANCELED and gave_up:
@@ -171,6 +188,7 @@ class OpenIntentStep(StrEnum):
     SETTLE = "SETTLE"  # the order's charge, its outcome never recorded: settle the order
     CANCEL = "CANCEL"  # moved no money and the order will never use it: cancel it
     LEAVE = "LEAVE"  # the provider has not decided, or it is no longer open
+    HELD = "HELD"  # the authorisation of an order under review: the review ends it
 
 
 def open_intent_step(
@@ -188,7 +206,9 @@ def open_intent_step(
     """
     if is_attempt and status is ChargeStatus.CHARGING:
         return OpenIntentStep.SETTLE
-    if state in (IntentState.UNCONFIRMED, IntentState.DECLINED):
+    if is_attempt and status is ChargeStatus.HELD and state is IntentState.AUTHORISED:
+        return OpenIntentStep.HELD
+    if state in (IntentState.UNCONFIRMED, IntentState.DECLINED, IntentState.AUTHORISED):
         return OpenIntentStep.CANCEL
     return OpenIntentStep.LEAVE
 
@@ -204,6 +224,12 @@ AUTHENTICATION_REQUIRED_MESSAGE = (
 )
 PAYMENT_CANCELED = "payment_intent_canceled"
 PAYMENT_CANCELED_MESSAGE = "The payment was cancelled at the payment provider."
+RISK_DECLINED = "risk_declined"
+RISK_DECLINED_MESSAGE = "The payment was declined by the shop's fraud screening."
+REVIEW_REJECTED = "review_rejected"
+REVIEW_REJECTED_MESSAGE = "The payment was not accepted after a review: nothing was charged."
+REVIEW_EXPIRED = "review_expired"
+REVIEW_EXPIRED_MESSAGE = "The payment's review was not completed in time: nothing was charged."
 
 
 # Where raw card numbers may reach the service: the demo and the tests add the provider's test

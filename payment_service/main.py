@@ -1,5 +1,5 @@
-"""Wiring of the payment service: settings -> app, subscriptions, the open-intent sweep (now,
-then periodically; replicas may all sweep)."""
+"""Wiring of the payment service: settings -> app, subscriptions, the open-intent sweep and
+the review sweep (now, then periodically; replicas may all sweep)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.OrderCreated, handlers.on_order_created),
         Subscription(records.StockReserved, handlers.on_stock_reserved),
         Subscription(records.OrderCancelled, handlers.on_order_cancelled),
+        Subscription(records.UserRegistered, handlers.on_user_registered),
+        Subscription(records.UserUpdated, handlers.on_user_updated),
     )
 
 
@@ -45,6 +47,12 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
             new_unit_of_work=service.independent_unit_of_work(),
             charge_margin=timedelta(seconds=settings.charge_margin_seconds),
             now=now,
+            screening=handlers.Screening(
+                policy=settings.risk_policy,
+                new_unit_of_work=service.independent_unit_of_work(),
+                timeout=timedelta(seconds=settings.risk_timeout_seconds),
+                review_expiry=timedelta(seconds=settings.risk_review_expiry_seconds),
+            ),
             faults=Faults(
                 kill_after_create=settings.fault_kill_after_create,
                 kill_after_confirm=settings.fault_kill_after_confirm,
@@ -72,6 +80,11 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         )
         sweep_from = swept.resume_from
 
+    async def expire_reviews() -> None:
+        await handlers.expire_reviews(
+            service.unit_of_work(), service.resource("charging", handlers.Charging)
+        )
+
     service = Service(
         settings,
         routers=[router],
@@ -80,7 +93,10 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         periodic=[
             PeriodicJob(
                 "the open-intent sweep", settings.intent_sweep_interval_seconds, settle_open_intents
-            )
+            ),
+            PeriodicJob(
+                "the review sweep", settings.risk_review_sweep_interval_seconds, expire_reviews
+            ),
         ],
         resources=resources,
     )

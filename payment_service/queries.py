@@ -1,5 +1,6 @@
 """Read side of the payment service: a user's saved cards and the payments of orders, as the API
-shows them (an admin also sees whose payment it is), and the risk lists.
+shows them (an admin also sees whose payment it is), the risk lists, and the screening's
+decisions and review queue.
 
 Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors. Cards and list
 entries come oldest first, payments newest first.
@@ -17,14 +18,19 @@ from sqlalchemy import ColumnElement, and_, case, or_, select, tuple_
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from choreo.sql import Row
-from payment_service.domain import ChargeStatus, PaymentMethodNotFoundError
+from payment_service.domain import ChargeStatus, PaymentError, PaymentMethodNotFoundError
 from payment_service.risk import ListAction, ListEntryNotFoundError, ListKind
 from payment_service.tables import (
     charge_attempts,
     order_payments,
     payment_methods,
+    risk_assessments,
     risk_list_entries,
 )
+
+
+class RiskAssessmentNotFoundError(PaymentError):
+    """The order was never screened (unknown, or it ended before its charge)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,4 +282,103 @@ def _list_entry(row: Row) -> ListEntryView:
         note=row.note,
         created_by=row.created_by,
         created_at=row.created_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RiskReasonView:
+    rule: str
+    points: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RiskAssessmentView:
+    """A screening decision and its explanation; the review of a REVIEW."""
+
+    order_id: str
+    user_id: str
+    decision: str
+    score: int
+    reasons: list[RiskReasonView]
+    counters: dict[str, int | None] | None
+    assessed_at: datetime
+    amount: int | None
+    currency: str | None
+    payment_status: str | None
+    review_status: str | None
+    review_opened_at: datetime | None
+    review_expires_at: datetime | None
+    review_closed_at: datetime | None
+    review_closed_by: str | None
+    review_note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RiskAssessmentPage:
+    items: list[RiskAssessmentView]
+    next_cursor: str | None
+
+
+def _assessments() -> Any:
+    return select(
+        risk_assessments,
+        order_payments.c.amount,
+        order_payments.c.currency,
+        order_payments.c.status.label("payment_status"),
+    ).outerjoin(order_payments, order_payments.c.order_id == risk_assessments.c.order_id)
+
+
+async def risk_assessment(uow: UnitOfWork, order_id: uuid.UUID) -> RiskAssessmentView:
+    """Raises RiskAssessmentNotFoundError when the order was never screened."""
+    async with uow:
+        row = (
+            await uow.session.execute(_assessments().where(risk_assessments.c.order_id == order_id))
+        ).first()
+    if row is None:
+        raise RiskAssessmentNotFoundError(f"order {order_id} was not screened")
+    return _assessment(row)
+
+
+async def reviews(
+    uow: UnitOfWork, *, status: str | None, limit: int, cursor: str | None
+) -> RiskAssessmentPage:
+    """The review queue, oldest first (the next to expire): orders held for review, of one
+    review status if given."""
+    query = _assessments().where(risk_assessments.c.review_status.is_not(None))
+    if status is not None:
+        query = query.where(risk_assessments.c.review_status == status)
+    if cursor is not None:
+        opened_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            tuple_(risk_assessments.c.review_opened_at, risk_assessments.c.order_id)
+            > (opened_at, last_id)
+        )
+    query = query.order_by(risk_assessments.c.review_opened_at, risk_assessments.c.order_id).limit(
+        limit + 1
+    )
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    page, next_cursor = split_page(rows, limit, lambda row: (row.review_opened_at, row.order_id))
+    return RiskAssessmentPage([_assessment(row) for row in page], next_cursor)
+
+
+def _assessment(row: Row) -> RiskAssessmentView:
+    return RiskAssessmentView(
+        order_id=str(row.order_id),
+        user_id=row.user_id,
+        decision=row.decision,
+        score=row.score,
+        reasons=[RiskReasonView(**reason) for reason in row.reasons],
+        counters=row.counters,
+        assessed_at=row.assessed_at,
+        amount=row.amount,
+        currency=row.currency,
+        payment_status=row.payment_status,
+        review_status=row.review_status,
+        review_opened_at=row.review_opened_at,
+        review_expires_at=row.review_expires_at,
+        review_closed_at=row.review_closed_at,
+        review_closed_by=row.review_closed_by,
+        review_note=row.review_note,
     )

@@ -166,8 +166,11 @@ class StripeGateway:
         customer_id: str,
         payment_method_id: str,
         metadata: Mapping[str, str],
+        manual_capture: bool = False,
     ) -> Intent:
-        """An unconfirmed intent: it moves no money until `confirm_intent`."""
+        """An unconfirmed intent: it moves no money until `confirm_intent`. With
+        `manual_capture`, confirming only authorises the card (AUTHORISED) and `capture_intent`
+        moves the money (Stripe's `capture_method=manual`, "Place a hold on a payment method")."""
         with _translated_errors():
             intent = await self._client.v1.payment_intents.create_async(
                 params={
@@ -177,8 +180,18 @@ class StripeGateway:
                     "payment_method": payment_method_id,
                     "metadata": dict(metadata),
                     "confirm": False,
+                    "capture_method": "manual" if manual_capture else "automatic",
                 }
             )
+        return _intent(intent)
+
+    async def capture_intent(self, intent_id: str) -> Intent:
+        """Capture an authorised intent (SUCCEEDED); one already captured is returned as it is,
+        so a capture retried after a crash captures once."""
+        with _translated_errors():
+            intent = await self._client.v1.payment_intents.retrieve_async(intent_id)
+            if intent.status == "requires_capture":
+                intent = await self._client.v1.payment_intents.capture_async(intent_id)
         return _intent(intent)
 
     async def confirm_intent(self, intent_id: str) -> Intent:
@@ -312,7 +325,9 @@ def _intent(intent: stripe.PaymentIntent) -> Intent:
         return Intent(intent.id, IntentState.SUCCEEDED)
     if status == "requires_confirmation":
         return Intent(intent.id, IntentState.UNCONFIRMED)
-    if status in ("processing", "requires_capture"):
+    if status == "requires_capture":
+        return Intent(intent.id, IntentState.AUTHORISED)
+    if status == "processing":
         return Intent(intent.id, IntentState.PROCESSING)
     if status == "canceled":
         return Intent(intent.id, IntentState.CANCELED, PAYMENT_CANCELED, PAYMENT_CANCELED_MESSAGE)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -70,6 +71,7 @@ order_payments = Table(
     Column("amount", BigInteger),
     Column("currency", Text),
     Column("payment_method_id", Text),  # as ordered; null: the user's default method
+    Column("client_ip", Text),  # OrderCreated v2: where the order was placed from, if known
     Column("stock_reserved", Boolean, nullable=False, server_default=text("false")),
     Column("cancelled", Boolean, nullable=False, server_default=text("false")),
     Column("deadline", DateTime(timezone=True)),  # from OrderCreated; null on older rows
@@ -88,7 +90,7 @@ order_payments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(
-        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED', 'EXPIRED')",
+        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED', 'EXPIRED', 'HELD', 'VOIDED')",
         name="order_payments_status",
     ),
     Index("order_payments_by_user", "user_id", "created_at", "order_id"),
@@ -128,4 +130,64 @@ risk_list_entries = Table(
     CheckConstraint("action IN ('allow', 'block')", name="risk_list_entries_action"),
     UniqueConstraint("kind", "value", name="risk_list_entries_one_list"),
     Index("risk_list_entries_by_time", "created_at", "id"),
+)
+
+# The risk screening's view of each customer, from UserRegistered and UserUpdated: the e-mail
+# the lists match and the account's age.
+risk_customers = Table(
+    "risk_customers",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("email", Text),
+    Column("registered_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per screened charge: the counters of the velocity rules are counts of these rows in
+# their windows, written in the transaction of the decision. `declined`: the charge was
+# declined (by the provider or the screening), which the card-testing rule counts.
+risk_attempts = Table(
+    "risk_attempts",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("card_fingerprint", Text),
+    Column("client_ip", Text),
+    Column("amount", BigInteger, nullable=False),
+    Column("declined", Boolean, nullable=False, server_default=text("false")),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Index("risk_attempts_by_card", "card_fingerprint", "attempted_at"),
+    Index("risk_attempts_by_ip", "client_ip", "attempted_at"),
+    Index("risk_attempts_by_user", "user_id", "attempted_at"),
+)
+
+# Every decision, with its explanation, and the review of a REVIEW: opened when the card is
+# authorised (HELD), closed once (approved, rejected, expired, or the order cancelled).
+risk_assessments = Table(
+    "risk_assessments",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("reasons", JSONB, nullable=False),  # [{rule, points, detail}], the decider first
+    Column("counters", JSONB),  # what the rules read; null when the check could not run
+    Column("assessed_at", DateTime(timezone=True), nullable=False),
+    Column("review_status", Text),  # null: no review; OPEN, APPROVED, REJECTED, EXPIRED, VOIDED
+    Column("review_expires_at", DateTime(timezone=True)),
+    Column("review_opened_at", DateTime(timezone=True)),
+    Column("review_closed_at", DateTime(timezone=True)),
+    Column("review_closed_by", Text),  # the admin's user id; null for the expiry sweep
+    Column("review_note", Text),
+    CheckConstraint("decision IN ('APPROVE', 'REVIEW', 'DECLINE')", name="risk_decision"),
+    CheckConstraint(
+        "review_status IN ('OPEN', 'APPROVED', 'REJECTED', 'EXPIRED', 'VOIDED')",
+        name="risk_review_status",
+    ),
+    Index(
+        "risk_reviews_open",
+        "review_expires_at",
+        postgresql_where=text("review_status = 'OPEN'"),
+    ),
+    Index("risk_assessments_by_time", "assessed_at", "order_id"),
 )

@@ -18,6 +18,14 @@ RAISED_LIMITS = {
     # Each customer is registered and signed in from that one address too.
     "USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS": "100000",
     "USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT": "1000",
+    # ... and the payment service's risk screening would hold or decline a customer's 6th
+    # order in 10 minutes, the address's 21st in an hour, a declined-card customer's 4th: the
+    # screening still runs on every charge (its cost is measured), its limits are out of reach.
+    "PAYMENT_RISK_CARD_REVIEW_ATTEMPT": "100000000",
+    "PAYMENT_RISK_CARD_DECLINE_ATTEMPT": "100000000",
+    "PAYMENT_RISK_ADDRESS_DECLINE_ATTEMPT": "100000000",
+    "PAYMENT_RISK_CARD_TESTING_DECLINES": "100000000",
+    "PAYMENT_RISK_NEW_ACCOUNT_REVIEW_AMOUNT": "100000000000",
 }
 """The limits `choreo bench` raises on the stack it starts (unless the environment sets them)."""
 
@@ -27,7 +35,9 @@ EXTERNAL_LIMITS_NOTE = (
     "GATEWAY_RATE_LIMIT_PER_SECOND/_BURST: 20/s, burst 40 by default; a refused order is a "
     "failed saga, HTTP 429) and the user service's sign-in attempts per address "
     "(USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS, 10 a minute: registering the customers waits for "
-    "it); `choreo bench` raises all of them on a stack it starts"
+    "it), and the payment service's risk screening, which holds or declines a card's 6th "
+    "order in 10 minutes and an address's 21st in an hour (PAYMENT_RISK_*: an order held for "
+    "review is a lost saga); `choreo bench` raises all of them on a stack it starts"
 )
 
 

@@ -254,6 +254,14 @@ def _event_summary(record_type: str, data: Mapping[str, Any]) -> str:
             return f"charged {charged} ({data.get('provider_payment_id')})"
         case "PaymentFailed":
             return f"{data.get('decline_code')}: {data.get('message')}"
+        case "RiskAssessed":
+            rules = ", ".join(str(r.get("rule")) for r in data.get("reasons") or [])
+            held = (
+                f", on hold until {data['review_expires_at']}"
+                if data.get("review_expires_at")
+                else ""
+            )
+            return f"{data.get('decision')}, score {data.get('score')} ({rules or 'no rule'}){held}"
         case "PaymentRefunded":
             refunded = money(data.get("amount"), data.get("currency"))
             return f"refunded {refunded} ({data.get('provider_refund_id')})"

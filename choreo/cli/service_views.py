@@ -109,6 +109,22 @@ QUERIES: Mapping[str, tuple[Query, ...]] = {
             ("provider_payment_id", "provider_payment_method_id", "created_at"),
             single=True,
         ),
+        Query(
+            "risk_assessments",
+            "order_id",
+            (
+                "decision",
+                "score",
+                "reasons",
+                "counters",
+                "assessed_at",
+                "review_status",
+                "review_expires_at",
+                "review_closed_at",
+                "review_closed_by",
+            ),
+            single=True,
+        ),
     ),
     "notification": (
         Query(

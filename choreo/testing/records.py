@@ -23,6 +23,8 @@ from choreo.records import (
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
+    RiskAssessed,
+    RiskReason,
     SessionsRevoked,
     StockLevelChanged,
     StockLine,
@@ -70,6 +72,7 @@ def order_created(
     payment_method_id: str | None = None,
     deadline: datetime | None = None,
     created_at: datetime | None = None,
+    client_ip: str | None = None,
 ) -> Event[OrderCreated]:
     """`total_amount` defaults to the sum of the lines."""
     lines = tuple(items) if items is not None else order_lines(1, 2)
@@ -88,6 +91,7 @@ def order_created(
             payment_method_id=payment_method_id,
             deadline=deadline or created + timedelta(minutes=15),
             created_at=created,
+            client_ip=client_ip,
         )
     )
 
@@ -282,6 +286,29 @@ def payment_refunded(
             amount=amount,
             currency=currency,
             refunded_at=refunded_at or _now(),
+        )
+    )
+
+
+def risk_assessed(
+    *,
+    order_id: str | None = None,
+    user_id: str | None = None,
+    decision: str = "APPROVE",
+    score: int = 0,
+    reasons: Sequence[RiskReason] = (),
+    review_expires_at: datetime | None = None,
+    assessed_at: datetime | None = None,
+) -> Event[RiskAssessed]:
+    return Event(
+        RiskAssessed(
+            order_id=order_id or new_id(),
+            user_id=user_id or new_id(),
+            decision=decision,
+            score=score,
+            reasons=tuple(reasons),
+            review_expires_at=review_expires_at,
+            assessed_at=assessed_at or _now(),
         )
     )
 

@@ -1,12 +1,24 @@
 """What the payment service does on each event (saga) and command (vault, risk lists)."""
 
 from payment_service.handlers.intents import settle_open_intents
+from payment_service.handlers.reviews import (
+    ReviewClosedError,
+    ReviewNotFoundError,
+    Verdict,
+    decide_review,
+    expire_reviews,
+)
 from payment_service.handlers.risk_lists import add_list_entry, remove_list_entry
 from payment_service.handlers.saga import (
     Charging,
     on_order_cancelled,
     on_order_created,
     on_stock_reserved,
+)
+from payment_service.handlers.screening import (
+    Screening,
+    on_user_registered,
+    on_user_updated,
 )
 from payment_service.handlers.vault import (
     add_payment_method,
@@ -16,13 +28,21 @@ from payment_service.handlers.vault import (
 
 __all__ = [
     "Charging",
+    "ReviewClosedError",
+    "ReviewNotFoundError",
+    "Screening",
+    "Verdict",
     "add_list_entry",
     "add_payment_method",
+    "decide_review",
     "delete_payment_method",
     "ensure_customer",
+    "expire_reviews",
     "on_order_cancelled",
     "on_order_created",
     "on_stock_reserved",
+    "on_user_registered",
+    "on_user_updated",
     "remove_list_entry",
     "settle_open_intents",
 ]

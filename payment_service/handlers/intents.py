@@ -103,8 +103,8 @@ async def _settle_open_intent(
         is_attempt=intent.id == payment.attempt_payment_id,
         status=payment.facts.status,
     )
-    if step is OpenIntentStep.LEAVE:
-        return step
+    if step in (OpenIntentStep.LEAVE, OpenIntentStep.HELD):
+        return step  # HELD: the next passes need not look again, the review sweep ends it
     log.warning(
         "order %s: open intent %s (%s, order %s): %s",
         order_id,

@@ -25,6 +25,8 @@ from payment_service.domain import (
     ACCOUNT_DELETED_MESSAGE,
     NO_PAYMENT_METHOD,
     NO_PAYMENT_METHOD_MESSAGE,
+    RISK_DECLINED,
+    RISK_DECLINED_MESSAGE,
     Action,
     ChargeStatus,
     IntentState,
@@ -36,8 +38,24 @@ from payment_service.domain import (
     settle,
 )
 from payment_service.faults import Faults
+from payment_service.handlers.screening import (
+    Charge,
+    Screened,
+    Screening,
+    mark_declined,
+    open_review,
+    screen,
+    stored_decision,
+)
+from payment_service.risk import RiskDecision
 from payment_service.stripe_client import Intent, StripeGateway
-from payment_service.tables import charge_attempts, customers, order_payments, payment_methods
+from payment_service.tables import (
+    charge_attempts,
+    customers,
+    order_payments,
+    payment_methods,
+    risk_assessments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +71,8 @@ class Charging:
     charge_margin: timedelta
     # The clock every decision about the deadline reads.
     now: Callable[[], datetime]
+    # The risk screening every charge goes through first.
+    screening: Screening
     faults: Faults = field(default_factory=Faults)
 
     def too_late(self, facts: PaymentFacts) -> bool:
@@ -70,6 +90,7 @@ class OrderTerms:
     amount: int
     currency: str
     payment_method_id: str | None  # the user's choice; None: their default method
+    client_ip: str | None  # where the order was placed from, if known
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,7 @@ async def on_order_created(
             amount=record.total_amount,
             currency=record.currency,
             payment_method_id=record.payment_method_id,
+            client_ip=record.client_ip,
             deadline=record.deadline,
             updated_at=func.now(),
         )
@@ -172,6 +194,8 @@ async def settle_order(
             await _charge(uow, payment, charging, traceparent)
         elif action is Action.RESUME_CHARGE:
             await _resume_charge(uow, payment, charging, traceparent)
+        elif action is Action.VOID:
+            await void_hold(uow, payment, charging, "VOIDED", None)
         elif action is Action.EXPIRE:
             reason = expiry_reason(payment.facts, now, charging.charge_margin)
             log.warning("order %s: %s", order_id, reason)
@@ -202,7 +226,9 @@ async def load_order_payment(session: Session, order_id: uuid.UUID) -> OrderPaym
         status = ChargeStatus.CHARGING
     terms = None
     if row.order_known:
-        terms = OrderTerms(row.user_id, row.amount, row.currency, row.payment_method_id)
+        terms = OrderTerms(
+            row.user_id, row.amount, row.currency, row.payment_method_id, row.client_ip
+        )
     return OrderPayment(
         order_id=row.order_id,
         payment_id=row.payment_id,
@@ -236,12 +262,28 @@ async def _charge(
         )
         return
     customer_id, payment_method_id, fingerprint = method
+    charge = Charge(
+        order_id=payment.order_id,
+        user_id=terms.user_id,
+        amount=terms.amount,
+        currency=terms.currency,
+        client_ip=terms.client_ip,
+        card_fingerprint=fingerprint,
+    )
+    screened = await screen(uow.session, charging.screening, charge, charging.now())
+    if screened.decision is RiskDecision.DECLINE:
+        await mark_declined(uow.session, payment.order_id)
+        _publish_assessment(uow, payment, screened, None, traceparent)
+        await _record_failure(uow, payment, None, RISK_DECLINED, RISK_DECLINED_MESSAGE, traceparent)
+        return
+    # Held for review: the card is only authorised, and captured if an admin approves.
     intent = await charging.gateway.create_intent(
         amount=terms.amount,
         currency=terms.currency,
         customer_id=customer_id,
         payment_method_id=payment_method_id,
         metadata={"order_id": str(payment.order_id), "payment_id": str(payment.payment_id)},
+        manual_capture=screened.decision is RiskDecision.REVIEW,
     )
     await charging.faults.after_create()
     # Phase one: from this commit on, a redelivered event finds the order CHARGING and asks
@@ -263,7 +305,7 @@ async def _charge(
         return
     confirmed = await charging.gateway.confirm_intent(intent.id)
     await charging.faults.after_confirm()
-    await _record_outcome(uow, payment, confirmed, traceparent)
+    await _record_outcome(uow, payment, confirmed, traceparent, charging)
 
 
 async def _resume_charge(
@@ -283,11 +325,11 @@ async def _resume_charge(
         step.value,
     )
     if step is Resume.RECORD:
-        await _record_outcome(uow, payment, intent, traceparent)
+        await _record_outcome(uow, payment, intent, traceparent, charging)
     elif step is Resume.CONFIRM:
         confirmed = await charging.gateway.confirm_intent(intent_id)
         await charging.faults.after_confirm()
-        await _record_outcome(uow, payment, confirmed, traceparent)
+        await _record_outcome(uow, payment, confirmed, traceparent, charging)
     elif step is Resume.ABANDON:
         if intent.state is IntentState.UNCONFIRMED:
             await charging.gateway.cancel_intent(intent_id)
@@ -299,8 +341,32 @@ async def _resume_charge(
 
 
 async def _record_outcome(
-    uow: UnitOfWork, payment: OrderPayment, intent: Intent, traceparent: str | None
+    uow: UnitOfWork,
+    payment: OrderPayment,
+    intent: Intent,
+    traceparent: str | None,
+    charging: Charging,
 ) -> None:
+    """Record the outcome of the order's charge (or of its capture, from HELD). The first
+    outcome of a screened charge publishes its RiskAssessed too, in the same transaction."""
+    screened = None
+    if payment.facts.status is not ChargeStatus.HELD:
+        screened = await stored_decision(uow.session, payment.order_id)
+    if intent.state is IntentState.AUTHORISED:
+        expires = await open_review(
+            uow.session, payment.order_id, charging.now(), charging.screening.review_expiry
+        )
+        await _update(
+            uow.session,
+            payment.order_id,
+            status=ChargeStatus.HELD.value,
+            provider_payment_id=intent.id,
+        )
+        if screened is not None:
+            _publish_assessment(uow, payment, screened, expires, traceparent)
+        return
+    if screened is not None:
+        _publish_assessment(uow, payment, screened, None, traceparent)
     if intent.state is IntentState.SUCCEEDED:
         terms = payment.require_terms()
         now = datetime.now(UTC)
@@ -321,11 +387,93 @@ async def _record_outcome(
         )
         uow.publish(succeeded, traceparent=traceparent)
     elif intent.state in (IntentState.DECLINED, IntentState.CANCELED):
+        if intent.state is IntentState.DECLINED:
+            await mark_declined(uow.session, payment.order_id)
         code = intent.decline_code or "card_declined"
         message = intent.decline_message or "The payment was declined."
         await _record_failure(uow, payment, intent.id, code, message, traceparent)
     else:
         raise ProviderUnavailableError(f"the provider has not decided on charge {intent.id} yet")
+
+
+def _publish_assessment(
+    uow: UnitOfWork,
+    payment: OrderPayment,
+    screened: Screened,
+    review_expires_at: datetime | None,
+    traceparent: str | None,
+) -> None:
+    terms = payment.require_terms()
+    uow.publish(
+        records.RiskAssessed(
+            order_id=str(payment.order_id),
+            user_id=terms.user_id,
+            decision=screened.decision.value,
+            score=screened.score,
+            reasons=tuple(
+                records.RiskReason(rule=reason.rule, points=reason.points, detail=reason.detail)
+                for reason in screened.reasons
+            ),
+            review_expires_at=review_expires_at,
+            assessed_at=screened.assessed_at,
+        ),
+        traceparent=traceparent,
+    )
+
+
+async def capture_hold(
+    uow: UnitOfWork, payment: OrderPayment, charging: Charging, traceparent: str | None
+) -> None:
+    """An admin approved the held order: capture its authorisation (once: `capture_intent`
+    returns an intent captured before as it is) and record the outcome."""
+    if payment.provider_payment_id is None:
+        raise PermanentError(f"order {payment.order_id} is HELD without an intent")
+    captured = await charging.gateway.capture_intent(payment.provider_payment_id)
+    await _record_outcome(uow, payment, captured, traceparent, charging)
+
+
+async def void_hold(
+    uow: UnitOfWork,
+    payment: OrderPayment,
+    charging: Charging,
+    status: str,
+    failure: tuple[str, str] | None,
+    traceparent: str | None = None,
+) -> None:
+    """Cancel a held authorisation (no money moved). With `failure` (code, message), the order
+    fails with it (PaymentFailed: a rejected or expired review); without, it was cancelled
+    already and nothing is published. `status` closes the review (REJECTED, EXPIRED, VOIDED)."""
+    if payment.provider_payment_id is not None:
+        intent = await charging.gateway.retrieve_intent(payment.provider_payment_id)
+        if intent.state is IntentState.AUTHORISED:
+            await charging.gateway.cancel_intent(payment.provider_payment_id)
+    await close_review(uow.session, payment.order_id, status, charging.now())
+    if failure is None:
+        await _update(uow.session, payment.order_id, status=ChargeStatus.VOIDED.value)
+        return
+    code, message = failure
+    await _record_failure(uow, payment, payment.provider_payment_id, code, message, traceparent)
+
+
+async def close_review(
+    session: Session,
+    order_id: uuid.UUID,
+    status: str,
+    now: datetime,
+    *,
+    admin_id: str | None = None,
+    note: str | None = None,
+) -> None:
+    await session.execute(
+        update(risk_assessments)
+        .where(risk_assessments.c.order_id == order_id, risk_assessments.c.review_status == "OPEN")
+        .values(
+            review_status=status,
+            review_closed_at=now,
+            review_closed_by=admin_id,
+            review_note=note,
+        )
+    )
 
 
 async def _record_failure(

@@ -99,6 +99,12 @@ def running(request: pytest.FixtureRequest) -> Iterator[Running]:
             # ... and one address for every sign-in: the user service limits those per address too.
             "USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS": "1000",
             "USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT": "1000",
+            # ... and the risk screening declines an address's 21st order in an hour, holds a
+            # card's 6th in 10 minutes.
+            "PAYMENT_RISK_ADDRESS_DECLINE_ATTEMPT": "100000",
+            "PAYMENT_RISK_CARD_REVIEW_ATTEMPT": "100000",
+            "PAYMENT_RISK_CARD_DECLINE_ATTEMPT": "100000",
+            "PAYMENT_RISK_CARD_TESTING_DECLINES": "100000",
         }
         config = StackConfig(
             data_dir=Path(scratch) / "choreo",

@@ -220,6 +220,11 @@ def choreo_up() -> Iterator[ChoreoUp]:
         # ... and one address for every sign-in: the user service limits those per address too.
         "USER_CREDENTIAL_ATTEMPTS_PER_ADDRESS": "1000",
         "USER_CREDENTIAL_ATTEMPTS_PER_ACCOUNT": "1000",
+        # ... and the risk screening declines an address's 21st order in an hour, and holds the
+        # 6th with one card in 10 minutes (every scenario's customer pays with Stripe's 4242).
+        "PAYMENT_RISK_ADDRESS_DECLINE_ATTEMPT": "100000",
+        "PAYMENT_RISK_CARD_REVIEW_ATTEMPT": "100000",
+        "PAYMENT_RISK_CARD_DECLINE_ATTEMPT": "100000",
     }
     # Not under pytest's numbered temp folders, which a concurrent pytest run may delete.
     with tempfile.TemporaryDirectory(prefix="choreo-e2e-") as scratch:

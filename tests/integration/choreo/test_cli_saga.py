@@ -109,6 +109,7 @@ async def test_saga_shows_each_orders_events_in_order_and_every_services_view(
     assert types_of(happy) == [
         "OrderCreated",
         "StockReserved",
+        "RiskAssessed",
         "PaymentSucceeded",
         "OrderConfirmed",
     ]
@@ -116,11 +117,13 @@ async def test_saga_shows_each_orders_events_in_order_and_every_services_view(
         "/order_service",
         "/inventory_service",
         "/payment_service",
+        "/payment_service",
         "/order_service",
     ]
     assert [r["topic"] for r in happy["timeline"]] == [
         f"{topics}order.create",
         f"{topics}stock.updated",
+        f"{topics}payment.event",
         f"{topics}payment.event",
         f"{topics}order.event",
     ]
@@ -128,13 +131,16 @@ async def test_saga_shows_each_orders_events_in_order_and_every_services_view(
     assert times == sorted(times)
     assert all(r["key"] == confirmed["id"] for r in happy["timeline"])
     assert happy["status"] == "CONFIRMED"
-    assert happy["timeline"][2]["summary"].startswith("charged 50.00 USD (pi_")
+    assert happy["timeline"][2]["summary"] == "APPROVE, score 0 (no rule)"
+    assert happy["timeline"][3]["summary"].startswith("charged 50.00 USD (pi_")
     (order_row,) = table(happy, "order", "orders")
     assert (order_row["status"], order_row["total_amount"]) == ("CONFIRMED", 5000)
     assert [line["quantity"] for line in table(happy, "order", "order_items")] == [2]
     seen_by_order = {row["event_type"] for row in table(happy, "order", "order_timeline")}
     assert {"StockReserved", "PaymentSucceeded", "OrderConfirmed"} <= seen_by_order
     assert [line["quantity"] for line in table(happy, "inventory", "reservation_lines")] == [2]
+    (screened,) = table(happy, "payment", "risk_assessments")
+    assert (screened["decision"], screened["counters"]["card_attempts"]) == ("APPROVE", 1)
     (charge,) = table(happy, "payment", "order_payments")
     assert (charge["status"], charge["amount"], charge["refunded_amount"]) == ("SUCCEEDED", 5000, 0)
     assert charge["provider_payment_id"].startswith("pi_")
@@ -152,9 +158,14 @@ async def test_saga_shows_each_orders_events_in_order_and_every_services_view(
     assert (untouched["status"], untouched["provider_payment_id"]) == ("NONE", None)
 
     # Inventory (release) and order (cancel) both react to PaymentFailed, in either order.
-    assert types_of(failed)[:3] == ["OrderCreated", "StockReserved", "PaymentFailed"]
-    assert sorted(types_of(failed)[3:]) == ["OrderCancelled", "StockReleased"]
-    assert failed["timeline"][2]["value"]["decline_code"] == "card_declined"
+    assert types_of(failed)[:4] == [
+        "OrderCreated",
+        "StockReserved",
+        "RiskAssessed",
+        "PaymentFailed",
+    ]
+    assert sorted(types_of(failed)[4:]) == ["OrderCancelled", "StockReleased"]
+    assert failed["timeline"][3]["value"]["decline_code"] == "card_declined"
     assert table(failed, "order", "orders")[0]["cancel_reason"] == "PAYMENT_FAILED"
     assert table(failed, "inventory", "reservations")[0]["status"] == "RELEASED"
     (refused,) = table(failed, "payment", "order_payments")

@@ -28,9 +28,15 @@ from .conftest import (
 
 
 async def settled_payment_events(
-    payment: ServiceProcess, kafka_bootstrap: str, topics: str, *, applied: int
+    payment: ServiceProcess,
+    kafka_bootstrap: str,
+    topics: str,
+    *,
+    applied: int,
+    screenings: dict[str, list[Event]] | None = None,
 ) -> dict[str, list[Event]]:
-    """Every payment event, by order, once `applied` events were consumed and all published."""
+    """Every payment outcome (PaymentSucceeded, Failed, Refunded), by order, once `applied`
+    events were consumed and all published; each order's RiskAssessed go to `screenings`."""
 
     async def all_applied() -> bool:
         rows = await query(payment.database_url, "SELECT count(*) FROM inbox")
@@ -50,6 +56,10 @@ async def settled_payment_events(
     )
     by_order: dict[str, list[Event]] = defaultdict(list)
     for event in events:
+        if event.type == "RiskAssessed":
+            if screenings is not None:
+                screenings.setdefault(event.subject, []).append(event)
+            continue
         by_order[event.subject].append(event)
     return by_order
 
@@ -101,7 +111,14 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
         order_created(without_card, cardless),
         stock_reserved(without_card),
     )
-    events = await settled_payment_events(payment, kafka_bootstrap, topics, applied=13)
+    screenings: dict[str, list[Event]] = {}
+    events = await settled_payment_events(
+        payment, kafka_bootstrap, topics, applied=13, screenings=screenings
+    )
+    # Every charged or declined card was screened once first; an order with no card was not.
+    assert {order: [e.record.decision for e in found] for order, found in screenings.items()} == {
+        order: ["APPROVE"] for order in (in_order, reversed_, duplicated, declined, unauthenticated)
+    }
 
     for order, amount in [(in_order, 1999), (reversed_, 2999), (duplicated, 3999)]:
         [succeeded] = events[order]

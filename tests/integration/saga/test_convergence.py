@@ -8,7 +8,10 @@ real PostgreSQL, localstripe); only the broker's delivery order is taken over by
 which picks the next (record, service) delivery from everything published so far, redelivers
 some, and throws in a customer cancel, a deadline sweep, and a service paused past the
 deadline (from then on its clock reads past it, and the order service's sweep is due) at
-arbitrary moments.
+arbitrary moments. Some orders are held for review by the payment service's risk screening (a
+new account's order, with the trio's threshold at one order's amount), and an admin's approval
+or rejection is thrown in at an arbitrary moment too (tried again until the order is held or
+decided otherwise).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from order_service import handlers as order_handlers
 from order_service.config import Settings as OrderSettings
 from order_service.domain import OrderLine, OrderNotCancellableError, Product
 from order_service.main import build as build_order
+from payment_service import handlers as payment_handlers
 from payment_service.config import Settings as PaymentSettings
 from payment_service.handlers import vault
 from payment_service.main import build as build_payment
@@ -90,6 +94,12 @@ class Trio:
                 {"key": key, "after": after},
             )
             return [tuple(row) for row in rows]
+
+    async def execute(self, name: str, sql: str, **params: object) -> None:
+        engine = self.services[name].engine
+        assert engine is not None
+        async with engine.begin() as connection:
+            await connection.execute(text(sql), params)
 
     async def one(self, name: str, sql: str, **params: object) -> tuple[Any, ...]:
         engine = self.services[name].engine
@@ -140,7 +150,14 @@ async def trio(
             now=clocks["inventory"],
         ),
         "payment": build_payment(
-            PaymentSettings(**shared, database_url=databases["payment"]), now=clocks["payment"]
+            PaymentSettings(
+                **shared,
+                database_url=databases["payment"],
+                # A new account's order of one unit or more is held for review (customers
+                # are new only when a test registers them: see `new_customer`).
+                risk_new_account_review_amount=1000,
+            ),
+            now=clocks["payment"],
         ),
         "order": build_order(OrderSettings(**shared, database_url=databases["order"])),
     }
@@ -183,8 +200,17 @@ async def new_product(trio: Trio, stock: int) -> str:
     )
 
 
-async def new_customer(trio: Trio, card: str) -> str:
+async def new_customer(trio: Trio, card: str, *, new_account: bool = False) -> str:
+    """A customer with a card; a `new_account` registered just now (its orders are held)."""
     user_id = str(uuid.uuid4())
+    if new_account:
+        await trio.execute(
+            "payment",
+            "INSERT INTO risk_customers (user_id, email, registered_at)"
+            " VALUES (:id, :email, now())",
+            id=user_id,
+            email=f"{user_id}@example.com",
+        )
     uow_factory = trio.services["payment"].unit_of_work()
     customer_id = await vault.ensure_customer(uow_factory(), trio.gateway, user_id)
     await vault.add_payment_method(
@@ -245,13 +271,22 @@ async def reservation_of(trio: Trio, order_id: str) -> str | None:
     # Which service is paused past the deadline, and before which step (if the saga gets
     # that far): hypothesis explores these directly, the seed only the deliveries.
     pause=st.none() | st.tuples(st.sampled_from(["payment", "inventory"]), st.integers(0, 8)),
+    # Held for review, then an admin's verdict at an arbitrary moment.
+    review=st.none() | st.sampled_from(list(payment_handlers.Verdict)),
 )
 # Always tried: a service paused past the deadline in deliveries that, without the rule, made
 # the payment service charge after the pause (then refund: issue 11), or the inventory
 # service reserve after it.
-@example(seed=7, stock=2, quantity=1, card=GOOD_CARD, pause=("payment", 0))
-@example(seed=2, stock=2, quantity=1, card=GOOD_CARD, pause=("payment", 2))
-@example(seed=0, stock=2, quantity=1, card=GOOD_CARD, pause=("inventory", 0))
+@example(seed=7, stock=2, quantity=1, card=GOOD_CARD, pause=("payment", 0), review=None)
+@example(seed=2, stock=2, quantity=1, card=GOOD_CARD, pause=("payment", 2), review=None)
+@example(seed=0, stock=2, quantity=1, card=GOOD_CARD, pause=("inventory", 0), review=None)
+# Always tried: a held order approved, and one rejected, at whatever moment the seed picks.
+@example(
+    seed=3, stock=2, quantity=1, card=GOOD_CARD, pause=None, review=payment_handlers.Verdict.APPROVE
+)
+@example(
+    seed=4, stock=2, quantity=1, card=GOOD_CARD, pause=None, review=payment_handlers.Verdict.REJECT
+)
 async def test_any_delivery_order_converges(
     trio: Trio,
     seed: int,
@@ -259,6 +294,7 @@ async def test_any_delivery_order_converges(
     quantity: int,
     card: str,
     pause: tuple[str, int] | None,
+    review: payment_handlers.Verdict | None,
 ) -> None:
     # One seed drives every delivery choice: how many choices there are depends on what the
     # services emitted, which hypothesis cannot see, so it draws the seed and not the choices.
@@ -266,11 +302,14 @@ async def test_any_delivery_order_converges(
     for clock in trio.clocks.values():
         clock.late = False
     product_id = await new_product(trio, stock)
-    user_id = await new_customer(trio, card)
+    user_id = await new_customer(trio, card, new_account=review is not None)
     order_id = await place(trio, user_id, product_id, quantity)
 
     seen = dict.fromkeys(SERVICES, 0)
     pending: list[tuple[str, Any]] = [("cancel", None), ("deadline", None)]
+    if review is not None:
+        pending.append(("review", review))
+    reviewed: list[str] = []  # the verdicts that decided the review
     paused, pause_step = pause or (None, -1)
     charged_before_the_pause: int | None = None
     reservation_before_the_pause = False
@@ -295,6 +334,26 @@ async def test_any_delivery_order_converges(
                 await order_handlers.cancel_order(
                     order_id, user_id, trio.services["order"].unit_of_work()()
                 )
+        elif kind == "review":
+            try:
+                decided = await payment_handlers.decide_review(
+                    trio.services["payment"].unit_of_work()(),
+                    trio.services["payment"].resource("charging", payment_handlers.Charging),
+                    uuid.UUID(order_id),
+                    what,
+                    admin_id="admin",
+                    note=None,
+                )
+            except payment_handlers.ReviewNotFoundError:
+                # Not held yet: the admin looks again later (while anything can still arrive).
+                if not draining or any(k == "deliver" for k, _ in pending):
+                    pending.append((kind, what))
+            except payment_handlers.ReviewClosedError:
+                pass  # voided: the order was cancelled while held
+            else:
+                if decided.decided_now:
+                    reviewed.append(what)
+                    await collect()
         elif kind == "pause":
             # The service resumes past the deadline: its clock says so from now on, and the
             # order service's sweep is due (it cancels the order unless it was confirmed).
@@ -309,6 +368,7 @@ async def test_any_delivery_order_converges(
                 now=lambda: datetime.now(UTC) + timedelta(hours=1),
             )
 
+    draining = False
     await collect()
     for step in range(80):
         if step == pause_step:
@@ -324,9 +384,10 @@ async def test_any_delivery_order_converges(
         await collect()
     if paused is not None and charged_before_the_pause is None:
         await act("pause", paused)  # the saga was shorter than the pause's step
+    draining = True
     while pending:  # let the rest arrive, in order, so the saga can finish
         kind, what = pending.pop(0)
-        if kind in ("deliver", "overdue"):
+        if kind in ("deliver", "overdue", "review"):
             await act(kind, what)
             await collect()
 
@@ -348,8 +409,13 @@ async def test_any_delivery_order_converges(
     else:
         assert refunded == charged, "a cancelled order's charge was not refunded"
         assert sold == 0
-    if paused == "payment":
+    if paused == "payment" and not reviewed:
         assert charged == charged_before_the_pause, "charged after the deadline"
+    if review is not None:
+        # Held orders are charged only by an approval, and never twice.
+        assert charged <= reviewed.count(payment_handlers.Verdict.APPROVE)
+        if status == "CONFIRMED":
+            assert reviewed == [payment_handlers.Verdict.APPROVE]
     # A step that gave up says nothing, so the order ends cancelled for its true reason.
     [payment] = await trio.one(
         "payment",

@@ -51,6 +51,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "payment_method_id": "pm_1Nw6QbLkdIwHu7ix",
         "deadline": LATER,
         "created_at": AT,
+        "client_ip": "203.0.113.7",
     },
     "StockReserved": {
         "order_id": ORDER,
@@ -108,6 +109,18 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "amount": 4498,
         "currency": "USD",
         "refunded_at": AT,
+    },
+    "RiskAssessed": {
+        "order_id": ORDER,
+        "user_id": USER,
+        "decision": "REVIEW",
+        "score": 30,
+        "reasons": [
+            {"rule": "card_velocity_review", "points": 0, "detail": "attempt 6 with this card"},
+            {"rule": "amount_anomaly", "points": 30, "detail": "4498 is over 3 times 1000"},
+        ],
+        "review_expires_at": LATER,
+        "assessed_at": AT,
     },
     "OrderConfirmed": {
         "order_id": ORDER,
@@ -200,13 +213,23 @@ def store() -> SchemaStore:
     return default_store()
 
 
+# OrderCreated as v1 wrote it (v2 added client_ip), for the tests of an evolution.
+ORDER_V1 = {k: v for k, v in SAMPLES["OrderCreated"].items() if k != "client_ip"}
+
 # Records evolved since the design: the versions stored of each.
-EVOLVED = {"PasswordResetRequested": [1, 2]}
+EVOLVED = {"PasswordResetRequested": [1, 2], "OrderCreated": [1, 2]}
 
 
 def test_every_record_of_the_design_is_stored_from_version_1() -> None:
     assert default_store().record_names() == sorted(SAMPLES)
     assert all(default_store().versions(name) == EVOLVED.get(name, [1]) for name in SAMPLES)
+
+
+def test_a_v1_order_is_read_by_v2_with_no_client_address(store: SchemaStore) -> None:
+    v1 = ORDER_V1
+    payload = store.encode("OrderCreated", v1, version=1)
+
+    assert store.decode(payload) == ("OrderCreated", {**v1, "client_ip": None})
 
 
 def test_a_clear_v1_reset_token_is_read_by_v2_as_not_sealed(store: SchemaStore) -> None:
@@ -310,20 +333,20 @@ def test_fingerprint_ignores_docs_defaults_and_logical_types() -> None:
 
 def test_v1_bytes_are_read_by_a_v2_reader_with_the_new_fields_default(evolved_dir: Path) -> None:
     store = SchemaStore.from_directory(evolved_dir)
-    payload = store.encode("OrderCreated", SAMPLES["OrderCreated"], version=1)
+    payload = store.encode("OrderCreated", ORDER_V1, version=1)
 
     record_name, datum = store.decode(payload)
 
     assert record_name == "OrderCreated"
-    assert datum == {**SAMPLES["OrderCreated"], "channel": "web"}
+    assert datum == {**ORDER_V1, "channel": "web"}
 
 
 def test_v2_bytes_are_read_by_a_v1_reader_without_the_new_field(evolved_dir: Path) -> None:
     store = SchemaStore.from_directory(evolved_dir)
-    payload = store.encode("OrderCreated", {**SAMPLES["OrderCreated"], "channel": "mobile"})
+    payload = store.encode("OrderCreated", {**ORDER_V1, "channel": "mobile"})
 
     assert payload[2:10] == fingerprint(store.schema("OrderCreated", 2))
-    assert store.decode(payload, reader_version=1) == ("OrderCreated", SAMPLES["OrderCreated"])
+    assert store.decode(payload, reader_version=1) == ("OrderCreated", ORDER_V1)
     assert store.decode(payload)[1]["channel"] == "mobile"
 
 
@@ -331,7 +354,7 @@ def test_a_consumer_that_only_knows_v1_reads_v2_bytes(evolved_dir: Path) -> None
     producer = SchemaStore.from_directory(evolved_dir)
     consumer = SchemaStore({"OrderCreated": {1: load("OrderCreated.v1.avsc")}})
 
-    payload = producer.encode("OrderCreated", {**SAMPLES["OrderCreated"], "channel": "mobile"})
+    payload = producer.encode("OrderCreated", {**ORDER_V1, "channel": "mobile"})
 
     with pytest.raises(UnknownSchemaError, match="fingerprint"):
         consumer.decode(payload)
@@ -346,7 +369,7 @@ def test_reading_with_an_incompatible_reader_is_an_incompatible_schema_error() -
     store = SchemaStore(
         {"OrderCreated": {1: load("OrderCreated.v1.avsc"), 2: order_created_v2(required)}}
     )
-    payload = store.encode("OrderCreated", SAMPLES["OrderCreated"], version=1)
+    payload = store.encode("OrderCreated", ORDER_V1, version=1)
 
     with pytest.raises(IncompatibleSchemaError, match="OrderCreated v2 cannot read v1"):
         store.decode(payload)
@@ -381,7 +404,7 @@ def test_a_truncated_body_is_undecodable(store: SchemaStore) -> None:
     payload = store.encode("OrderCreated", SAMPLES["OrderCreated"])
 
     for length in range(10, len(payload)):
-        with pytest.raises(UndecodableError, match="OrderCreated v1"):
+        with pytest.raises(UndecodableError, match="OrderCreated v2"):
             store.decode(payload[:length])
 
 

@@ -127,6 +127,7 @@ ON_THE_WIRE = {
     "PaymentSucceeded": ("payment.event", "order_id"),
     "PaymentFailed": ("payment.event", "order_id"),
     "PaymentRefunded": ("payment.event", "order_id"),
+    "RiskAssessed": ("payment.event", "order_id"),
     "OrderConfirmed": ("order.event", "order_id"),
     "OrderCancelled": ("order.event", "order_id"),
     "UserRegistered": ("user.event", "user_id"),

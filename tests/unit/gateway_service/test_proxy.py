@@ -152,6 +152,7 @@ def test_hop_by_hop_headers_stay_behind_and_the_gateway_adds_its_own() -> None:
         ("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"),
         ("X-Forwarded-For", "6.6.6.6"),
         ("X-Forwarded-Proto", "https"),
+        ("X-Real-IP", "7.7.7.7"),  # a client's claim: never passed on
     ]
     headers = dict(
         request_headers(
@@ -168,6 +169,7 @@ def test_hop_by_hop_headers_stay_behind_and_the_gateway_adds_its_own() -> None:
         "Content-Type": "application/json",
         "X-Forwarded-For": "10.1.2.3",
         "X-Forwarded-Proto": "http",
+        "X-Real-IP": "10.1.2.3",
         "X-Request-ID": "gateway-id",
         "traceparent": "00-" + "a" * 32 + "-" + "c" * 16 + "-01",
     }
@@ -184,6 +186,8 @@ def test_hop_by_hop_headers_stay_behind_and_the_gateway_adds_its_own() -> None:
     )
     assert trusted["X-Forwarded-For"] == "6.6.6.6, 10.1.2.3"
     assert trusted["X-Forwarded-Proto"] == "https"
+    # Behind a trusted proxy, the client is the address that proxy added (the last entry).
+    assert trusted["X-Real-IP"] == "6.6.6.6"
 
 
 def test_the_answer_keeps_its_end_to_end_headers() -> None:

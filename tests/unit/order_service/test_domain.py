@@ -37,6 +37,7 @@ CONFIRMED = OrderState(OrderStatus.CONFIRMED, charged=True)
 PROCESSING = OrderState(OrderStatus.PROCESSING, charged=True)
 COMPLETED = OrderState(OrderStatus.COMPLETED, charged=True)
 TIMED_OUT = OrderState(OrderStatus.CANCELLED, CancelReason.TIMEOUT)
+ON_HOLD = OrderState(OrderStatus.ON_HOLD)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,25 @@ TIMED_OUT = OrderState(OrderStatus.CANCELLED, CancelReason.TIMEOUT)
         ),
         # Late or duplicate events never move an order backwards.
         (RESERVED, SagaEvent.STOCK_RESERVED, RESERVED, ()),
+        (PENDING, SagaEvent.HELD_FOR_REVIEW, ON_HOLD, ()),
+        (RESERVED, SagaEvent.HELD_FOR_REVIEW, ON_HOLD, ()),
+        (ON_HOLD, SagaEvent.HELD_FOR_REVIEW, ON_HOLD, ()),
+        (ON_HOLD, SagaEvent.STOCK_RESERVED, ON_HOLD, ()),
+        (ON_HOLD, SagaEvent.PAYMENT_SUCCEEDED, CONFIRMED, (OrderConfirmed(),)),
+        (
+            ON_HOLD,
+            SagaEvent.PAYMENT_FAILED,
+            OrderState(OrderStatus.CANCELLED, CancelReason.PAYMENT_FAILED),
+            (OrderCancelled(CancelReason.PAYMENT_FAILED, OrderStatus.ON_HOLD, False),),
+        ),
+        (
+            ON_HOLD,
+            SagaEvent.DEADLINE_PASSED,
+            TIMED_OUT,
+            (OrderCancelled(CancelReason.TIMEOUT, OrderStatus.ON_HOLD, False),),
+        ),
+        (CONFIRMED, SagaEvent.HELD_FOR_REVIEW, CONFIRMED, ()),
+        (TIMED_OUT, SagaEvent.HELD_FOR_REVIEW, TIMED_OUT, ()),
         (CONFIRMED, SagaEvent.STOCK_RESERVED, CONFIRMED, ()),
         (CONFIRMED, SagaEvent.STOCK_REJECTED, CONFIRMED, ()),
         (CONFIRMED, SagaEvent.PAYMENT_FAILED, CONFIRMED, ()),
@@ -98,7 +118,7 @@ def test_saga_table(
     assert transition.emitted == emitted
 
 
-@pytest.mark.parametrize("state", [PENDING, RESERVED, CONFIRMED])
+@pytest.mark.parametrize("state", [PENDING, RESERVED, ON_HOLD, CONFIRMED])
 def test_the_customer_cancels_until_fulfilment_starts(state: OrderState) -> None:
     transition = cancel_by_customer(state)
     assert transition.state.status is OrderStatus.CANCELLED
@@ -169,7 +189,7 @@ def test_any_order_and_duplication_of_saga_events_decides_once(events: list[Saga
         assert cancellations[0].reason is state.cancel_reason
     else:
         assert emitted == []
-        assert state.status in {OrderStatus.PENDING, OrderStatus.RESERVED}
+        assert state.status in {OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.ON_HOLD}
 
 
 @given(
@@ -183,6 +203,32 @@ def test_a_reserved_and_paid_order_is_confirmed_whatever_the_arrival_order(
     state, emitted = _run(events)
     assert state == CONFIRMED
     assert emitted == [OrderConfirmed()]
+
+
+@given(
+    st.sampled_from([SagaEvent.PAYMENT_SUCCEEDED, SagaEvent.PAYMENT_FAILED]).flatmap(
+        lambda verdict: st.permutations(
+            [SagaEvent.STOCK_RESERVED, SagaEvent.HELD_FOR_REVIEW, verdict]
+        ).flatmap(
+            lambda order: st.lists(st.sampled_from(order), max_size=6).map(
+                lambda dups: (verdict, order + dups)
+            )
+        )
+    )
+)
+def test_a_review_decided_in_any_order_with_the_other_events_decides_the_order_once(
+    verdict_and_events: tuple[SagaEvent, list[SagaEvent]],
+) -> None:
+    """An approved review (its capture: PaymentSucceeded) confirms the order, a rejected or
+    expired one (PaymentFailed) cancels it, whatever came before or after, and duplicated."""
+    verdict, events = verdict_and_events
+    state, emitted = _run(events)
+    if verdict is SagaEvent.PAYMENT_SUCCEEDED:
+        assert (state, emitted) == (CONFIRMED, [OrderConfirmed()])
+    else:
+        assert state.status is OrderStatus.CANCELLED
+        assert state.cancel_reason is CancelReason.PAYMENT_FAILED
+        assert [type(e) for e in emitted] == [OrderCancelled]
 
 
 @given(st.lists(st.sampled_from(SagaEvent), max_size=30), st.integers(min_value=0, max_value=30))

@@ -56,6 +56,11 @@ TOO_LATE = replace(KNOWN_AND_RESERVED, deadline=NOW + timedelta(seconds=5))
             Action.REFUND,
         ),
         (PaymentFacts(cancelled=True, status=ChargeStatus.SUCCEEDED), Action.REFUND),
+        # Held for review: it waits for the admin whatever the deadline; cancelled, voided.
+        (replace(KNOWN_AND_RESERVED, status=ChargeStatus.HELD), Action.NOTHING),
+        (replace(TOO_LATE, status=ChargeStatus.HELD), Action.NOTHING),
+        (replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.HELD), Action.VOID),
+        (replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.VOIDED), Action.NOTHING),
         # Its OrderCreated rolled back after phase one: resumed once it is redelivered.
         (PaymentFacts(stock_reserved=True, status=ChargeStatus.CHARGING), Action.NOTHING),
         (
@@ -131,6 +136,9 @@ def test_the_expiry_reason_names_the_deadline_the_margin_and_the_moment() -> Non
         (IntentState.CANCELED, False, Resume.RECORD),
         (IntentState.PROCESSING, False, Resume.WAIT),
         (IntentState.PROCESSING, True, Resume.WAIT),
+        # Authorised for a review: recorded HELD (a cancelled order's hold is voided next).
+        (IntentState.AUTHORISED, False, Resume.RECORD),
+        (IntentState.AUTHORISED, True, Resume.RECORD),
     ],
 )
 def test_resume(state: IntentState, gave_up: bool, step: Resume) -> None:
@@ -151,6 +159,12 @@ def test_resume(state: IntentState, gave_up: bool, step: Resume) -> None:
         (IntentState.UNCONFIRMED, False, ChargeStatus.EXPIRED, OpenIntentStep.CANCEL),
         # The declined intent of a recorded failure.
         (IntentState.DECLINED, True, ChargeStatus.FAILED, OpenIntentStep.CANCEL),
+        # An authorisation: the hold of a review (the review ends it), its charge never
+        # recorded (settled), or an orphan (cancelled).
+        (IntentState.AUTHORISED, True, ChargeStatus.HELD, OpenIntentStep.HELD),
+        (IntentState.AUTHORISED, True, ChargeStatus.CHARGING, OpenIntentStep.SETTLE),
+        (IntentState.AUTHORISED, False, ChargeStatus.NONE, OpenIntentStep.CANCEL),
+        (IntentState.AUTHORISED, False, ChargeStatus.FAILED, OpenIntentStep.CANCEL),
         # Nothing to cancel: the provider is deciding, or it is no longer open.
         (IntentState.PROCESSING, False, ChargeStatus.NONE, OpenIntentStep.LEAVE),
         (IntentState.SUCCEEDED, True, ChargeStatus.SUCCEEDED, OpenIntentStep.LEAVE),
