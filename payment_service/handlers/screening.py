@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
@@ -40,11 +40,9 @@ from payment_service.risk import (
     unavailable,
 )
 from payment_service.tables import (
-    order_payments,
     risk_assessments,
     risk_attempts,
     risk_customers,
-    risk_list_entries,
 )
 
 log = logging.getLogger(__name__)
@@ -105,14 +103,7 @@ async def screen(session: Session, screening: Screening, charge: Charge, now: da
         return earlier
     try:
         async with screening.new_unit_of_work() as risk:
-            milliseconds = max(1, int(screening.timeout.total_seconds() * 1000))
-            # statement_timeout covers waiting for locks too (PostgreSQL 16 manual, 20.11.2).
-            await risk.session.execute(
-                text("SELECT set_config('statement_timeout', :ms, true)").bindparams(
-                    ms=str(milliseconds)
-                )
-            )
-            assessment = await _assess(risk.session, screening.policy, charge, now)
+            assessment = await _assess(risk.session, screening, charge, now)
             await risk.session.execute(
                 insert(risk_attempts)
                 .values(
@@ -126,17 +117,20 @@ async def screen(session: Session, screening: Screening, charge: Charge, now: da
                 )
                 .on_conflict_do_nothing()
             )
-            await _store(risk.session, charge, assessment, now)
+            stored = await _store(risk.session, charge, assessment, now)
     except (DBAPIError, OSError) as error:
         log.warning(
             "order %s: the risk check could not run (%s): held for review",
             charge.order_id,
             type(error).__name__,
         )
+        assessment = unavailable(_why(error))
         async with screening.new_unit_of_work() as fallback:
-            await _store(fallback.session, charge, unavailable(_why(error)), now)
-    decided = await stored_decision(session, charge.order_id)
-    assert decided is not None  # committed above (by this step, or a racing one)
+            stored = await _store(fallback.session, charge, assessment, now)
+    if stored:
+        return Screened(assessment.decision, assessment.score, assessment.reasons, now)
+    decided = await stored_decision(session, charge.order_id)  # a racing step's, committed
+    assert decided is not None
     return decided
 
 
@@ -193,94 +187,106 @@ async def remember_customer(
 
 
 async def _assess(
-    session: Session, policy: RiskPolicy, charge: Charge, now: datetime
+    session: Session, screening: Screening, charge: Charge, now: datetime
 ) -> Assessment:
+    policy = screening.policy
     # Two screenings of one card or one address at a time would both count the other's
     # attempt as not there yet: each takes a lock on the values it counts, in one order.
-    keys = [f"card:{charge.card_fingerprint}" if charge.card_fingerprint else None]
-    keys.append(f"ip:{charge.client_ip}" if charge.client_ip else None)
-    for key in keys:
-        if key is not None:
-            await session.execute(
-                select(func.pg_advisory_xact_lock(func.hashtextextended(literal(key), 0)))
-            )
-    customer = (
+    # statement_timeout bounds each later statement, lock waits included (PostgreSQL manual,
+    # 19.11); the advisory locks here are held only by other screenings, themselves bounded.
+    milliseconds = max(1, int(screening.timeout.total_seconds() * 1000))
+    locks = [
+        f"pg_advisory_xact_lock(hashtextextended(:{name}, 0))"
+        for name, value in (("card_key", charge.card_fingerprint), ("ip_key", charge.client_ip))
+        if value
+    ]
+    await session.execute(
+        text(", ".join(["SELECT set_config('statement_timeout', :ms, true)", *locks])),
+        {
+            "ms": str(milliseconds),
+            "card_key": f"card:{charge.card_fingerprint}",
+            "ip_key": f"ip:{charge.client_ip}",
+        },
+    )
+    widest = max(policy.card_window, policy.address_window, policy.card_testing_window)
+    row = (
         await session.execute(
-            select(risk_customers.c.email, risk_customers.c.registered_at).where(
-                risk_customers.c.user_id == charge.user_id
-            )
+            _SIGNALS,
+            {
+                "order_id": charge.order_id,
+                "user": charge.user_id,
+                "card": charge.card_fingerprint,
+                "ip": charge.client_ip,
+                "currency": charge.currency,
+                "widest_since": now - widest,
+                "card_since": now - policy.card_window,
+                "address_since": now - policy.address_window,
+                "testing_since": now - policy.card_testing_window,
+            },
         )
-    ).first()
-    counters = await _counters(session, policy, charge, now)
-    entries = await _entries(session, charge, None if customer is None else customer.email)
+    ).one()
+    counters = Counters(
+        card_attempts=row.card + 1 if charge.card_fingerprint else 0,
+        address_attempts=row.address + 1 if charge.client_ip else 0,
+        customer_declines=row.customer_declines,
+        address_declines=row.address_declines if charge.client_ip else 0,
+        paid_orders=row.paid_orders,
+        median_paid_amount=None if row.median is None else int(row.median),
+    )
+    entries = await _entries(session, charge, row.email)
     attempt = Attempt(
         customer_id=charge.user_id,
-        email=None if customer is None else customer.email,
+        email=row.email,
         address=charge.client_ip,
         card_fingerprint=charge.card_fingerprint,
         amount=charge.amount,
-        account_created_at=None if customer is None else customer.registered_at,
+        account_created_at=row.registered_at,
         at=now,
     )
     return assess(attempt, counters, entries, policy)
 
 
-async def _counters(
-    session: Session, policy: RiskPolicy, charge: Charge, now: datetime
-) -> Counters:
-    """The rules' counters in one statement over the attempts of the widest window, and the
-    customer's paid orders in another. Attempt counts include this one (not stored yet)."""
-    attempts = risk_attempts.c
-    card = attempts.card_fingerprint == charge.card_fingerprint
-    address = attempts.client_ip == charge.client_ip
-    customer = attempts.user_id == charge.user_id
-    widest = max(policy.card_window, policy.address_window, policy.card_testing_window)
-    testing_since = now - policy.card_testing_window
-
-    def counted(condition: Any) -> Any:
-        return func.count().filter(condition)
-
-    row = (
-        await session.execute(
-            select(
-                counted(and_(card, attempts.attempted_at > now - policy.card_window)).label("card"),
-                counted(and_(address, attempts.attempted_at > now - policy.address_window)).label(
-                    "address"
-                ),
-                counted(
-                    and_(customer, attempts.declined, attempts.attempted_at > testing_since)
-                ).label("customer_declines"),
-                counted(
-                    and_(address, attempts.declined, attempts.attempted_at > testing_since)
-                ).label("address_declines"),
-            ).where(
-                attempts.attempted_at > now - widest,
-                attempts.order_id != charge.order_id,
-                or_(card, address, customer),
-            )
-        )
-    ).one()
-    paid = (
-        await session.execute(
-            select(
-                func.count().label("orders"),
-                func.percentile_disc(0.5).within_group(order_payments.c.amount).label("median"),
-            ).where(
-                order_payments.c.user_id == charge.user_id,
-                order_payments.c.status == "SUCCEEDED",
-                order_payments.c.currency == charge.currency,
-                order_payments.c.order_id != charge.order_id,
-            )
-        )
-    ).one()
-    return Counters(
-        card_attempts=row.card + 1 if charge.card_fingerprint else 0,
-        address_attempts=row.address + 1 if charge.client_ip else 0,
-        customer_declines=row.customer_declines,
-        address_declines=row.address_declines if charge.client_ip else 0,
-        paid_orders=paid.orders,
-        median_paid_amount=None if paid.median is None else int(paid.median),
+# Every signal of the rules in one statement (plain SQL: building it with SQLAlchemy's
+# expression language cost more CPU than PostgreSQL spent running it, bench/risk.py): the
+# attempts of the widest window that share the card, the address or the customer (each
+# through its index), counted per rule; the customer's paid orders in this currency and their
+# median; the customer's e-mail and registration time.
+_SIGNALS = text(
+    """
+    WITH a AS (
+        SELECT card_fingerprint, client_ip, user_id, declined, attempted_at
+        FROM risk_attempts
+        WHERE attempted_at > :widest_since AND order_id <> :order_id
+            AND (card_fingerprint = :card OR client_ip = :ip OR user_id = :user)
     )
+    SELECT
+        (SELECT count(*) FROM a
+         WHERE card_fingerprint = :card AND attempted_at > :card_since) AS card,
+        (SELECT count(*) FROM a
+         WHERE client_ip = :ip AND attempted_at > :address_since) AS address,
+        (SELECT count(*) FROM a
+         WHERE user_id = :user AND declined AND attempted_at > :testing_since)
+            AS customer_declines,
+        (SELECT count(*) FROM a
+         WHERE client_ip = :ip AND declined AND attempted_at > :testing_since)
+            AS address_declines,
+        p.paid_orders, p.median, c.email, c.registered_at
+    FROM (
+        SELECT count(*) AS paid_orders,
+            percentile_disc(0.5) WITHIN GROUP (ORDER BY amount) AS median
+        FROM order_payments
+        WHERE user_id = :user AND status = 'SUCCEEDED' AND currency = :currency
+            AND order_id <> :order_id
+    ) p
+    LEFT JOIN risk_customers c ON c.user_id = :user
+    """
+)
+
+_ENTRIES = text(
+    "SELECT kind, value, action FROM risk_list_entries"
+    " WHERE (kind, value) IN (SELECT * FROM unnest(CAST(:kinds AS text[]),"
+    " CAST(:values AS text[])))"
+)
 
 
 async def _entries(session: Session, charge: Charge, email: str | None) -> list[ListEntry]:
@@ -291,34 +297,25 @@ async def _entries(session: Session, charge: Charge, email: str | None) -> list[
         ListKind.IP: charge.client_ip,
         ListKind.CUSTOMER: charge.user_id,
     }
-    pairs = []
+    kinds, values = [], []
     for kind, value in seen.items():
         if value is None:
             continue
         try:
-            pairs.append(
-                and_(
-                    risk_list_entries.c.kind == kind.value,
-                    risk_list_entries.c.value == normalized(kind, value),
-                )
-            )
+            values.append(normalized(kind, value))
         except InvalidListEntryError:
             continue  # nothing listed can match a value that is none of its kind
-    if not pairs:
+        kinds.append(kind.value)
+    if not kinds:
         return []
-    rows = (
-        await session.execute(
-            select(
-                risk_list_entries.c.kind, risk_list_entries.c.value, risk_list_entries.c.action
-            ).where(or_(*pairs))
-        )
-    ).all()
+    rows = (await session.execute(_ENTRIES, {"kinds": kinds, "values": values})).all()
     return [ListEntry(ListKind(row.kind), row.value, ListAction(row.action)) for row in rows]
 
 
-async def _store(session: Session, charge: Charge, assessment: Assessment, now: datetime) -> None:
+async def _store(session: Session, charge: Charge, assessment: Assessment, now: datetime) -> bool:
+    """Store the decision; False when the order had one already (a racing step's)."""
     counters = assessment.counters
-    await session.execute(
+    stored = await session.execute(
         insert(risk_assessments)
         .values(
             order_id=charge.order_id,
@@ -333,7 +330,9 @@ async def _store(session: Session, charge: Charge, assessment: Assessment, now: 
             assessed_at=now,
         )
         .on_conflict_do_nothing()
+        .returning(risk_assessments.c.order_id)
     )
+    return stored.first() is not None
 
 
 def _counters_json(counters: Counters) -> dict[str, int | None]:
