@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from choreo import records
 from choreo.auth import SigningKey
 from choreo.testing import ServiceProcess, StartService, eventually, publish, query
 from choreo.testing import records as make
@@ -259,3 +260,76 @@ async def test_a_day_is_a_calendar_day_of_the_time_zone_across_a_daylight_saving
         assert figures(new_york, "gross_sales") == {"2026-03-08": (100,), "2026-03-09": (200,)}
         utc = await report(api, "sales", **days)
         assert figures(utc, "gross_sales") == {"2026-03-08": (0,), "2026-03-09": (300,)}
+
+
+async def test_the_risk_report_counts_decisions_and_the_time_to_decide_a_review(
+    start_service: StartService, signing_key: SigningKey, kafka_bootstrap: str, topics: str
+) -> None:
+    orders = start_service("order")
+    gateway = start_service("gateway", ORDER_SERVICE_URL=orders.url, REDIS_URL="")
+    url = orders.database_url
+    assert url is not None
+    now = datetime.now(UTC)
+    placed = now.strftime("%Y-%m-%dT%H:%M:%S")  # deadlines 15 minutes on: none is swept
+    approved, held, declined = [
+        await order(orders, ANN, 2_500, placed, status="PENDING") for _ in range(3)
+    ]
+    reason = records.RiskReason(rule="card_velocity_review", points=0, detail="attempt 6")
+    await publish(
+        kafka_bootstrap,
+        topics,
+        make.risk_assessed(order_id=approved, user_id=ANN, assessed_at=now - timedelta(minutes=31)),
+        make.risk_assessed(
+            order_id=held,
+            user_id=ANN,
+            decision="REVIEW",
+            reasons=[reason],
+            review_expires_at=now + timedelta(days=7),
+            assessed_at=now - timedelta(minutes=30),
+        ),
+        make.risk_assessed(
+            order_id=declined,
+            user_id=ANN,
+            decision="DECLINE",
+            score=80,
+            assessed_at=now - timedelta(minutes=29),
+        ),
+    )
+
+    async def status_of(order_id: str) -> str:
+        return str((await query(url, "SELECT status FROM orders WHERE id = %s", order_id))[0][0])
+
+    async def on_hold() -> bool:
+        return await status_of(held) == "ON_HOLD"
+
+    await eventually(on_hold, "the held order ON_HOLD")
+    # Its deadline moved past the review's expiry: the deadline sweep leaves it alone.
+    [(deadline,)] = await query(url, "SELECT deadline FROM orders WHERE id = %s", held)
+    assert deadline > now + timedelta(days=7)
+    # An admin approved it: its capture's PaymentSucceeded ends the hold.
+    await publish(kafka_bootstrap, topics, make.payment_succeeded(order_id=held, amount=2_500))
+
+    async def confirmed_now() -> bool:
+        return await status_of(held) == "CONFIRMED"
+
+    await eventually(confirmed_now, "the held order CONFIRMED")
+    admin = {"Authorization": f"Bearer {signing_key.issue(str(uuid.uuid4()), roles=['admin'])}"}
+    today = now.date()
+    days = {"from": (today - timedelta(days=2)).isoformat(), "to": today.isoformat()}
+    async with gateway.client() as api:
+        api.headers.update(admin)
+        risk = await report(api, "risk", **days, tz="UTC")
+        counts = ("screened", "approved", "held_for_review", "declined", "reviews_decided")
+        quiet, *recent = risk["rows"]  # the last 31 minutes may reach into yesterday
+        assert [quiet[c] for c in counts] == [0, 0, 0, 0, 0]
+        assert (quiet["review_rate"], quiet["median_minutes_to_decision"]) == (None, None)
+        assert [sum(row[c] for row in recent) for c in counts] == [3, 1, 1, 1, 1]
+        (decided,) = [row for row in recent if row["reviews_decided"]]
+        # Held 30 minutes before the approval's PaymentSucceeded arrived.
+        assert 29.5 < decided["median_minutes_to_decision"] < 35, decided
+        if recent[-1]["screened"] == 3:  # all today: the rates of one day
+            assert (recent[-1]["review_rate"], recent[-1]["blocked_rate"]) == (0.3333, 0.3333)
+        response = await api.get(f"{REPORTS}/risk", params={**days, "format": "csv"})
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        as_text = [{k: "" if v is None else str(v) for k, v in row.items()} for row in risk["rows"]]
+        assert as_text == rows
