@@ -1,5 +1,6 @@
 """`choreo verify` on a running `choreo up` after a confirmed order, a declined card and an order
-out of stock: consistent, with every one of them judged."""
+out of stock: consistent, with every one of them judged; and an order held for review (its card
+authorised, not captured) is in time, its authorisation not an intent left open."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ async def test_verify_passes_after_a_confirmed_a_declined_and_an_out_of_stock_or
         ("CANCELLED", "PAYMENT_FAILED"),
         ("CANCELLED", "OUT_OF_STOCK"),
     ]
+    # A new account's order from 500.00 is held for review (the risk screening).
+    newcomer = await gateway.register()
+    await asyncio.sleep(1)  # its UserRegistered reaches the payment service first
+    held_id = await gateway.order(newcomer, await gateway.product(stock=2, price=60_000))
+    async with asyncio.timeout(30), gateway.client(newcomer.token) as client:
+        while (held := (await client.get(f"/orders/{held_id}")).json())["status"] != "ON_HOLD":
+            assert held["status"] in ("PENDING", "RESERVED"), held
+            await asyncio.sleep(0.2)
 
     # Every run must pass (`choreo()` asserts exit status 0); the orders are judged as soon as
     # their effects have landed (outboxes drained, no group lagging).
@@ -66,8 +75,9 @@ async def test_verify_passes_after_a_confirmed_a_declined_and_an_out_of_stock_or
         "consumer-lag": "ok",
         "dead-letters": "ok",
     }
-    assert checks["orders-terminal"]["facts"] == {"orders": 3, "ended": 3, "in_time": 0, "stuck": 0}
+    assert checks["orders-terminal"]["facts"] == {"orders": 4, "ended": 3, "in_time": 1, "stuck": 0}
     assert checks["emails"]["facts"]["judged"] == 3
     assert checks["emails"]["facts"]["source"] == "e-mails at the sink"
-    # The customer's charge and the declined card's attempt, neither left open.
-    assert (checks["stripe"]["facts"]["audited"], checks["stripe"]["facts"]["open"]) == (2, 0)
+    # The customer's charge and the declined card's attempt, neither left open; the held
+    # order's authorisation is open (requires_capture) and no violation: the review ends it.
+    assert (checks["stripe"]["facts"]["audited"], checks["stripe"]["facts"]["open"]) == (3, 1)

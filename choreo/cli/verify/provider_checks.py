@@ -22,7 +22,9 @@ from choreo.cli.verify.report import CheckResult
 
 OPEN = frozenset({"requires_confirmation", "processing", "requires_capture"})
 """Intent statuses in which money can still move without the customer: the payment service
-must confirm or cancel them. (A declined intent waits for a new card, which never comes.)"""
+must confirm or cancel them (or, for an order it holds for review, capture or cancel the
+authorisation once the review ends). A declined intent waits for a new card, which never
+comes."""
 ORDER_CONFIRMED_KIND = "order_confirmed"
 
 
@@ -43,10 +45,18 @@ def stripe_charges(facts: Facts) -> CheckResult:
         for i in intents
         if i.order_id is not None and (facts.in_scope(i.created) or i.order_id in orders)
     ]
+    payments = facts.payments or {}
     succeeded: dict[str, list[Intent]] = {}
     for intent in audited:
+        payment = payments.get(str(intent.order_id))
         if intent.status == "succeeded":
             succeeded.setdefault(str(intent.order_id), []).append(intent)
+        elif (
+            intent.status == "requires_capture"
+            and payment is not None
+            and (payment.status == "HELD")
+        ):
+            continue  # the authorisation of an order held for review: the review ends it
         elif intent.status in OPEN and facts.settled(intent.created):
             result.add(
                 intent.id,
