@@ -198,7 +198,10 @@ async def test_an_addresss_21st_attempt_in_an_hour_is_declined(
 async def test_after_3_declines_in_an_hour_the_next_attempt_is_held_even_with_a_good_card(
     screened: Callable[..., Screened],
 ) -> None:
-    risky = screened()
+    # The declined test card is one card for every customer: its velocity is not the point.
+    risky = screened(
+        PAYMENT_RISK_CARD_REVIEW_ATTEMPT="100", PAYMENT_RISK_CARD_DECLINE_ATTEMPT="100"
+    )
     product = await risky.saga.product(stock=50, price=1000)
     token = await risky.saga.customer(card=DECLINED_CARD)
     declined = [await risky.order(token, product) for _ in range(3)]
@@ -212,6 +215,20 @@ async def test_after_3_declines_in_an_hour_the_next_attempt_is_held_even_with_a_
     explained = await risky.risk(held["id"])
     assert rules(explained) == ["card_testing"]
     assert explained["counters"]["customer_declines"] == 3
+    # Three declines from one address, of three customers: the next customer there is held.
+    address = "192.0.2.77"
+    for _ in range(3):
+        tester = await risky.saga.customer(card=DECLINED_CARD)
+        assert (await risky.order(tester, product, address=address))["status"] == "CANCELLED"
+    honest = await risky.saga.customer(card="5555555555554444")
+    held = await risky.order(honest, product, address=address)
+    assert held["status"] == "ON_HOLD"
+    explained = await risky.risk(held["id"])
+    assert rules(explained) == ["card_testing"]
+    assert (
+        explained["counters"]["customer_declines"],
+        explained["counters"]["address_declines"],
+    ) == (0, 3)
 
 
 async def test_an_amount_over_3_times_the_median_of_3_paid_orders_scores_30(
@@ -248,6 +265,20 @@ async def test_an_amount_over_3_times_the_median_of_3_paid_orders_scores_30(
     assert held["status"] == "ON_HOLD"
     explained = await risky.risk(held["id"])
     assert rules(explained) == ["amount_anomaly", "score"]
+    assert explained["reasons"][1]["detail"] == "score 70 ≥ review threshold 65"
+    # With 80, over the decline threshold (75): declined.
+    risky.saga.payment.stop()
+    risky.saga.payment = start_service(
+        "payment",
+        PAYMENT_RISK_CARD_REVIEW_ATTEMPT="100",
+        PAYMENT_RISK_CARD_DECLINE_ATTEMPT="100",
+        PAYMENT_RISK_ANOMALY_POINTS="80",
+    )
+    declined = await risky.order(token, dear)
+    assert (declined["status"], declined["cancel_reason"]) == ("CANCELLED", "PAYMENT_FAILED")
+    explained = await risky.risk(declined["id"])
+    assert (explained["decision"], explained["score"]) == ("DECLINE", 80)
+    assert explained["reasons"][1]["detail"] == "score 80 ≥ decline threshold 75"
 
 
 async def test_a_new_accounts_order_from_500_is_held(screened: Callable[..., Screened]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -66,4 +68,34 @@ def test_production_refuses_fault_injection(
     assert Settings()  # accepted in dev and test
     monkeypatch.setenv("CHOREO_ENV", "prod")
     with pytest.raises(ValidationError, match="refused when CHOREO_ENV=prod"):
+        Settings()
+
+
+def test_the_risk_policy_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().risk_policy.card_review_attempt == 6  # the documented defaults
+    monkeypatch.setenv("PAYMENT_RISK_CARD_REVIEW_ATTEMPT", "3")
+    monkeypatch.setenv("PAYMENT_RISK_ADDRESS_WINDOW_SECONDS", "120")
+    policy = Settings().risk_policy
+    assert (policy.card_review_attempt, policy.address_window.total_seconds()) == (3, 120)
+
+
+@pytest.mark.parametrize(
+    ("variables", "said"),
+    [
+        (
+            {"PAYMENT_RISK_REVIEW_SCORE": "80", "PAYMENT_RISK_DECLINE_SCORE": "75"},
+            "the review score (80) must not be above the decline score (75)",
+        ),
+        (
+            {"PAYMENT_RISK_CARD_REVIEW_ATTEMPT": "12"},
+            "card_review_attempt (12) must not be above card_decline_attempt (11)",
+        ),
+    ],
+)
+def test_a_risk_policy_that_cannot_hold_anything_stops_the_service_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], said: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=re.escape(said)):
         Settings()
