@@ -157,6 +157,10 @@ def resolve_endpoints(config: StackConfig) -> Endpoints:
     )
 
 
+DEV_ADDRESS_ATTEMPTS = 1_000_000
+"""PAYMENT_RISK_ADDRESS_DECLINE_ATTEMPT on a dev stack unless the environment sets it."""
+
+
 def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, str]:
     """The environment every service runs with: this one, plus where everything is."""
     environment = dict(config.environment)
@@ -165,6 +169,10 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         # Set here so that the stack can print them: a service refuses defaults outside dev.
         environment.setdefault("CHOREO_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL)
         environment.setdefault("CHOREO_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD)
+        # Every request of a dev stack comes from 127.0.0.1: the risk screening's per-address
+        # rule (the 21st order in an hour declined) would stop whoever tries it for an hour.
+        # Its per-card rules stay as in production.
+        environment.setdefault("PAYMENT_RISK_ADDRESS_DECLINE_ATTEMPT", str(DEV_ADDRESS_ATTEMPTS))
     if endpoints.embedded_stripe:
         environment.setdefault("STRIPE_API_KEY", dev_defaults.STRIPE_API_KEY)
     if endpoints.embedded_sendgrid:
