@@ -9,6 +9,10 @@ from __future__ import annotations
 STRIPE_API_KEY = "sk_test_choreo"
 """The Stripe emulator's key (localstripe accepts any `sk_test_` key)."""
 
+STRIPE_WEBHOOK_SECRET = "whsec_choreo_dev"
+"""The secret `choreo up` registers its Stripe emulator's webhook endpoint with, and the payment
+service verifies `Stripe-Signature` against."""
+
 SENDGRID_API_KEY = "SG.choreo-dev"
 """The SendGrid sink's key (the sink accepts any bearer token)."""
 

@@ -47,6 +47,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/admin/risk", "payment"),
     ("/admin/reviews", "payment"),
     ("/admin/orders/*/risk", "payment"),
+    ("/webhooks/stripe", "payment"),
     ("/orders", "order"),
     ("/admin/orders", "order"),
     ("/admin/reports", "order"),
@@ -63,6 +64,7 @@ _PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/auth/jwks"),
         ("HEAD", "/auth/jwks"),
         ("POST", "/products/lookup"),
+        ("POST", "/webhooks/stripe"),  # Stripe signs it; the payment service verifies that
     }
 )
 _PUBLIC_READS = "/products"  # the catalog, and every product in it

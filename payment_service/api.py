@@ -8,12 +8,14 @@ being quoted back: an error names the field and what is wrong with it, never the
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, Self
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -36,7 +38,13 @@ from payment_service.domain import (
     ProviderUnavailableError,
     check_card,
 )
-from payment_service.handlers import ReviewClosedError, ReviewNotFoundError, Verdict
+from payment_service.handlers import (
+    InvalidWebhookError,
+    ReviewClosedError,
+    ReviewNotFoundError,
+    Verdict,
+    WebhooksNotConfiguredError,
+)
 from payment_service.queries import (
     AdminPaymentPage,
     ListEntryPage,
@@ -58,6 +66,8 @@ from payment_service.risk import (
 )
 from payment_service.stripe_client import NewCard, StripeGateway
 
+log = logging.getLogger(__name__)
+
 # Domain errors whose message says it all; main.py hands these to the kit's error handler.
 ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     PaymentMethodNotFoundError: (404, "payment_method_not_found"),
@@ -70,6 +80,8 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     RiskAssessmentNotFoundError: (404, "risk_assessment_not_found"),
     ReviewNotFoundError: (404, "review_not_found"),
     ReviewClosedError: (409, "review_closed"),
+    InvalidWebhookError: (400, "invalid_signature"),
+    WebhooksNotConfiguredError: (503, "webhooks_not_configured"),
 }
 
 
@@ -146,6 +158,23 @@ class ListEntryIn(BaseModel):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookAck:
+    """The webhook was verified: `outcome` is `settled` (it moved an order on), `ignored`
+    (not this service's, or already recorded) or `duplicate` (applied before)."""
+
+    received: bool
+    outcome: str
+
+
+@dataclass(frozen=True)
+class WebhookVerification:
+    """The endpoint's secret (None: not configured) and the clock tolerance, in seconds."""
+
+    secret: str | None
+    tolerance_seconds: int
+
+
 class ReviewIn(BaseModel):
     """An admin's verdict on a held order."""
 
@@ -160,6 +189,9 @@ ReviewStatus = Literal["OPEN", "APPROVED", "REJECTED", "EXPIRED", "VOIDED"]
 
 Gateway = Annotated[StripeGateway, Depends(resource("gateway", StripeGateway))]
 ChargingDep = Annotated[handlers.Charging, Depends(resource("charging", handlers.Charging))]
+Verification = Annotated[
+    WebhookVerification, Depends(resource("webhook_verification", WebhookVerification))
+]
 Intake = Annotated[CardIntake, Depends(resource("card_intake", CardIntake))]
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
@@ -324,3 +356,27 @@ async def reject_review(
         note=None if body is None else body.note,
     )
     return await queries.risk_assessment(uow, order_id)
+
+
+@router.post("/webhooks/stripe")
+async def stripe_webhook(
+    request: Request, uow: Uow, charging: ChargingDep, verification: Verification
+) -> WebhookAck:
+    """Stripe's webhook endpoint (no token: Stripe signs each delivery). The `Stripe-Signature`
+    is verified with the endpoint's secret (STRIPE_WEBHOOK_SECRET) and a clock tolerance;
+    400 `invalid_signature` otherwise, and nothing is applied; 503 `webhooks_not_configured`
+    without a secret. Each Stripe event is applied once; an intent's event settles its order
+    when the charge's answer never reached the service, and anything else is acknowledged."""
+    payload = await request.body()
+    try:
+        event = handlers.verified(
+            payload,
+            request.headers.get("stripe-signature"),
+            verification.secret,
+            verification.tolerance_seconds,
+        )
+    except InvalidWebhookError as error:
+        log.warning("webhook refused: %s", error)
+        raise
+    outcome = await handlers.apply_once(uow, charging, event)
+    return WebhookAck(received=True, outcome=outcome.value)

@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from choreo import dev_defaults
-from choreo.settings import ServiceSettings
+from choreo.settings import DEV_ENVIRONMENTS, ServiceSettings
 from payment_service.risk import RiskPolicy, RiskPolicyError
 
 
@@ -29,6 +29,13 @@ class Settings(ServiceSettings):
     stripe_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("STRIPE_API_KEY")
     )
+    # The webhook endpoint's signing secret (Stripe's `whsec_...`), shared with the stack, which
+    # registers its emulator's endpoint with it. Unset outside dev: the endpoint answers 503.
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET")
+    )
+    # How far a webhook's signed timestamp may be from this host's clock (Stripe's default).
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # A Stripe call is made while the order's row is locked: bound how long it may hang.
     stripe_timeout_seconds: float = Field(default=10.0, gt=0)
     # No charge is started later than this before the order's deadline (OrderCreated's
@@ -115,6 +122,14 @@ class Settings(ServiceSettings):
             what="key (the Stripe emulator's)",
             instead="set it to the Stripe account's secret key",
         )
+        if self.stripe_webhook_secret is not None:
+            self.refuse_dev_default(
+                "STRIPE_WEBHOOK_SECRET",
+                self.stripe_webhook_secret,
+                dev_defaults.STRIPE_WEBHOOK_SECRET,
+                what="webhook secret (the emulator's)",
+                instead="set it to the secret of the account's webhook endpoint (whsec_...)",
+            )
         if self.env == "prod" and (
             self.fault_kill_after_create
             or self.fault_kill_after_confirm
@@ -126,6 +141,13 @@ class Settings(ServiceSettings):
                 "are refused when CHOREO_ENV=prod"
             )
         return self
+
+    @property
+    def webhook_secret(self) -> str | None:
+        """The secret webhooks are verified with; outside prod, the emulator's by default."""
+        if self.stripe_webhook_secret is not None:
+            return self.stripe_webhook_secret.get_secret_value()
+        return dev_defaults.STRIPE_WEBHOOK_SECRET if self.env in DEV_ENVIRONMENTS else None
 
     @property
     def stripe_secret_key(self) -> str:

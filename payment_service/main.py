@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from choreo import records
 from choreo.service import PeriodicJob, Service, Subscription
 from payment_service import domain, handlers
-from payment_service.api import ERROR_STATUSES, router
+from payment_service.api import ERROR_STATUSES, WebhookVerification, router
 from payment_service.config import Settings
 from payment_service.faults import Faults
 from payment_service.stripe_client import StripeGateway
@@ -62,6 +62,10 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         return {
             "gateway": gateway,
             "charging": charging,
+            "webhook_verification": WebhookVerification(
+                secret=settings.webhook_secret,
+                tolerance_seconds=settings.stripe_webhook_tolerance_seconds,
+            ),
             "card_intake": domain.CardIntake.of_environment(settings.env),
         }
 

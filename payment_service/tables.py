@@ -191,3 +191,14 @@ risk_assessments = Table(
     ),
     Index("risk_assessments_by_time", "assessed_at", "order_id"),
 )
+
+# The Stripe events (webhooks) applied: one row per Stripe event id, written in the transaction
+# of its effects, so a webhook delivered twice is applied once (the webhooks' inbox).
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("outcome", Text, nullable=False),  # settled (it moved an order on) or ignored
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

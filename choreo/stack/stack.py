@@ -184,6 +184,9 @@ class Stack:
                 self.data_dir / "stripe.pickle",
                 python=config.python,
                 environment=environment,
+                # Its PaymentIntents' events reach the payment service as Stripe's would: at
+                # the gateway, signed with STRIPE_WEBHOOK_SECRET (the dev default unless set).
+                webhook_url=f"http://127.0.0.1:{ports.gateway}/api/v1/webhooks/stripe",
             )
             specs.append(dataclasses.replace(stripe.spec, restart=restart))
         if endpoints.embedded_sendgrid:

@@ -41,10 +41,12 @@ class LocalStripe(Part):
         python: str = sys.executable,
         environment: Mapping[str, str] | None = None,
         output: OutputSink = log_output,
+        webhook_url: str | None = None,
     ) -> None:
         super().__init__(output)
         self.port = port
         self.state_file = state_file
+        self.webhook_url = webhook_url
         self.python = python
         self.environment = environment
 
@@ -57,6 +59,8 @@ class LocalStripe(Part):
         command = [self.python, "-m", "choreo.stack.stripe", "--port", str(self.port)]
         if self.state_file is not None:
             command += ["--state-file", str(self.state_file.resolve())]
+        if self.webhook_url is not None:
+            command += ["--webhook-url", self.webhook_url]
         return ProcessSpec(
             name="stripe",
             command=command,
@@ -68,6 +72,10 @@ class LocalStripe(Part):
             environment=self.environment,
         )
 
+
+WEBHOOK_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed")
+"""The events the emulator sends to the payment service's endpoint (localstripe sends each
+once, a second after it happened, with no retry): the two of an intent's outcome it emits."""
 
 SAVE_SHARE = 0.05
 """The most of the emulator's time its saves may take: after a save that took d seconds, the
@@ -228,6 +236,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=8420)
     parser.add_argument("--state-file", type=Path, default=None)
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="send the PaymentIntents' events here, signed with STRIPE_WEBHOOK_SECRET from the "
+        "environment (the development default without it)",
+    )
     arguments = parser.parse_args(argv)
 
     state = _keep_state_in(arguments.state_file)
@@ -236,6 +250,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from localstripe.server import app
 
     app.cleanup_ctx.append(lambda _: state.keep_saving(store))
+    if arguments.webhook_url is not None:
+        # localstripe keeps its endpoints in memory only: registered at every start.
+        from localstripe.webhooks import register_webhook
+
+        secret = os.environ.get("STRIPE_WEBHOOK_SECRET") or dev_defaults.STRIPE_WEBHOOK_SECRET
+        register_webhook("choreo", arguments.webhook_url, secret, list(WEBHOOK_EVENTS))
 
     access_log = logging.getLogger("aiohttp.access")
     access_log.setLevel(logging.INFO)

@@ -25,15 +25,26 @@ from payment_service.handlers.vault import (
     delete_payment_method,
     ensure_customer,
 )
+from payment_service.handlers.webhooks import (
+    InvalidWebhookError,
+    WebhookEvent,
+    WebhooksNotConfiguredError,
+    apply_once,
+    verified,
+)
 
 __all__ = [
     "Charging",
+    "InvalidWebhookError",
     "ReviewClosedError",
     "ReviewNotFoundError",
     "Screening",
     "Verdict",
+    "WebhookEvent",
+    "WebhooksNotConfiguredError",
     "add_list_entry",
     "add_payment_method",
+    "apply_once",
     "decide_review",
     "delete_payment_method",
     "ensure_customer",
@@ -45,4 +56,5 @@ __all__ = [
     "on_user_updated",
     "remove_list_entry",
     "settle_open_intents",
+    "verified",
 ]

@@ -1,0 +1,150 @@
+"""Stripe's webhooks: each event verified (its `Stripe-Signature`, by the stripe SDK), applied
+once (`stripe_events`, keyed by the event id, in the transaction of its effects), and used to
+reconcile the synchronous path: an intent whose answer never reached the service (a timeout, a
+crash between confirm and commit) leaves its order CHARGING, and the intent's event settles the
+order as a redelivered saga event would (`settle_order`: the intent retrieved, its outcome
+recorded), so it is never charged twice. Events about anything else are acknowledged and
+ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from choreo.db import UnitOfWork
+from payment_service.domain import ChargeStatus, PaymentError
+from payment_service.handlers.saga import Charging, load_order_payment, settle_order
+from payment_service.tables import order_payments, stripe_events
+
+log = logging.getLogger(__name__)
+
+# The events of an intent's outcome (Stripe API reference, "Types of events").
+INTENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "payment_intent.amount_capturable_updated",
+    }
+)
+
+
+class InvalidWebhookError(PaymentError):
+    """A webhook whose signature, timestamp or body is not Stripe's."""
+
+
+class WebhooksNotConfiguredError(PaymentError):
+    """No webhook secret is configured (STRIPE_WEBHOOK_SECRET): nothing can be verified."""
+
+
+class Outcome(StrEnum):
+    SETTLED = "settled"  # it moved one of this service's orders on
+    IGNORED = "ignored"  # not this service's, or nothing left to do
+    DUPLICATE = "duplicate"  # applied before
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified Stripe event, as far as the service reads it."""
+
+    id: str
+    type: str
+    intent_id: str | None
+    order_id: str | None
+    payment_id: str | None
+
+
+def verified(
+    payload: bytes, signature: str | None, secret: str | None, tolerance_seconds: int
+) -> WebhookEvent:
+    """The event `payload` holds, once its `Stripe-Signature` is Stripe's (HMAC-SHA256 of
+    `timestamp.payload` with the endpoint's secret, the timestamp within `tolerance_seconds`;
+    Stripe's "Verify webhook signatures"). Raises WebhooksNotConfiguredError without a secret,
+    InvalidWebhookError otherwise."""
+    if secret is None:
+        raise WebhooksNotConfiguredError("no webhook secret is configured (STRIPE_WEBHOOK_SECRET)")
+    if not signature:
+        raise InvalidWebhookError("no Stripe-Signature header")
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, signature, secret, tolerance=tolerance_seconds
+        )
+    except stripe.SignatureVerificationError:
+        raise InvalidWebhookError("the Stripe-Signature does not match this endpoint") from None
+    except ValueError:
+        raise InvalidWebhookError("the body is not a Stripe event") from None
+    whole: dict[str, Any] = event.to_dict()
+    found: Any = (whole.get("data") or {}).get("object") or {}
+    metadata: Any = found.get("metadata") or {}
+    is_intent = found.get("object") == "payment_intent"
+    return WebhookEvent(
+        id=str(whole.get("id") or ""),
+        type=str(whole.get("type") or ""),
+        intent_id=str(found.get("id")) if is_intent else None,
+        order_id=metadata.get("order_id"),
+        payment_id=metadata.get("payment_id"),
+    )
+
+
+class _DuplicateError(Exception):
+    """The event was applied before: its unit of work rolls back."""
+
+
+async def apply_once(uow: UnitOfWork, charging: Charging, event: WebhookEvent) -> Outcome:
+    """Apply `event` once: what it changes and its `stripe_events` row commit together; an
+    event applied before (or by a concurrent delivery that committed first) changes nothing."""
+    if not event.id:
+        raise InvalidWebhookError("the event has no id")
+    try:
+        async with uow:
+            outcome = await _outcome(uow, charging, event)
+            recorded = await uow.session.execute(
+                insert(stripe_events)
+                .values(id=event.id, type=event.type, outcome=outcome.value)
+                .on_conflict_do_nothing()
+                .returning(stripe_events.c.id)
+            )
+            if recorded.first() is None:
+                raise _DuplicateError
+    except _DuplicateError:
+        return Outcome.DUPLICATE
+    log.info("stripe event %s (%s): %s", event.id, event.type, outcome.value)
+    return outcome
+
+
+async def _outcome(uow: UnitOfWork, charging: Charging, event: WebhookEvent) -> Outcome:
+    seen = await uow.session.execute(
+        select(stripe_events.c.id).where(stripe_events.c.id == event.id)
+    )
+    if seen.first() is not None:
+        raise _DuplicateError
+    if event.type not in INTENT_EVENTS or event.intent_id is None or event.order_id is None:
+        return Outcome.IGNORED
+    try:
+        order_id = uuid.UUID(event.order_id)
+    except ValueError:
+        return Outcome.IGNORED
+    ours = await uow.session.execute(
+        select(order_payments.c.payment_id)
+        .where(order_payments.c.order_id == order_id)
+        .with_for_update()
+    )
+    payment_id = ours.scalar_one_or_none()
+    if payment_id is None or str(payment_id) != event.payment_id:
+        return Outcome.IGNORED  # another system's intent on the same account
+    payment = await load_order_payment(uow.session, order_id)
+    if payment.facts.status is not ChargeStatus.CHARGING or (
+        payment.attempt_payment_id != event.intent_id
+    ):
+        return Outcome.IGNORED  # its outcome is recorded already (the usual case)
+    log.warning("order %s: charge %s settled by its webhook", order_id, event.intent_id)
+    await settle_order(uow, order_id, charging, None)
+    return Outcome.SETTLED
