@@ -54,12 +54,17 @@ def intent_event(
 def signed(
     event: dict[str, Any], secret: str = SECRET, at: int | None = None
 ) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of a delivery: `Stripe-Signature` as Stripe computes it
-    (t=timestamp, v1=HMAC-SHA256 of "timestamp.body" with the endpoint's secret)."""
+    """The body and headers of a delivery of `event`."""
     body = json.dumps(event).encode()
+    return body, signed_headers(body, secret, at)
+
+
+def signed_headers(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
+    """`Stripe-Signature` as Stripe computes it (t=timestamp, v1=HMAC-SHA256 of
+    "timestamp.body" with the endpoint's secret), for `body` as it is."""
     moment = at if at is not None else int(time.time())
     digest = hmac.new(secret.encode(), f"{moment}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, {"Stripe-Signature": f"t={moment},v1={digest}", "Content-Type": "application/json"}
+    return {"Stripe-Signature": f"t={moment},v1={digest}", "Content-Type": "application/json"}
 
 
 async def deliver(process: ServiceProcess, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -104,8 +109,13 @@ async def test_each_event_is_applied_once_and_one_about_another_systems_intent_i
     assert again.json() == {"received": True, "outcome": "duplicate"}
     other_kind = intent_event("pi_x", "not-an-order", "p", kind="customer.created")
     assert (await deliver(payment, *signed(other_kind))).json()["outcome"] == "ignored"
+    # Signed, but of a shape that names nothing: acknowledged (an object) or refused (not one).
+    odd = {"id": "evt_odd", "type": "payment_intent.succeeded", "data": ["not", "an", "object"]}
+    assert (await deliver(payment, *signed(odd))).json()["outcome"] == "ignored"
+    listed = await deliver(payment, b"[1, 2]", signed_headers(b"[1, 2]"))
+    assert (listed.status_code, listed.json()["error"]["code"]) == (400, "invalid_signature")
     assert await stripe_events(payment) == sorted(
-        [(event["id"], "ignored"), (other_kind["id"], "ignored")]
+        [(event["id"], "ignored"), (other_kind["id"], "ignored"), ("evt_odd", "ignored")]
     )
 
 
