@@ -212,6 +212,23 @@ class PaymentFailed(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentActionRequired(Record):
+    TOPIC: ClassVar[str] = "payment.event"
+    SUBJECT: ClassVar[str] = "order_id"
+
+    order_id: str
+    payment_id: str
+    amount: int
+    currency: str
+    provider_payment_id: str
+    client_secret: str = dataclasses.field(repr=False)
+    """Lets the order's customer authenticate this one intent: never logged."""
+    next_action_type: str
+    redirect_url: str | None = None
+    required_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RiskReason(Nested):
     rule: str
     points: int
@@ -309,6 +326,25 @@ class SessionsRevoked(Record):
     expires_at: datetime
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationPreference(Nested):
+    kind: str
+    email: bool
+    sms: bool
+    in_app: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationPreferencesChanged(Record):
+    TOPIC: ClassVar[str] = "user.event"
+    SUBJECT: ClassVar[str] = "user_id"
+
+    user_id: str
+    preferences: tuple[NotificationPreference, ...]
+    """Every kind's channels as they now are (not a diff)."""
+    changed_at: datetime
+
+
 RECORDS: Mapping[str, type[Record]] = {
     cls.__name__: cls
     for cls in (
@@ -322,6 +358,7 @@ RECORDS: Mapping[str, type[Record]] = {
         PaymentFailed,
         PaymentRefunded,
         RiskAssessed,
+        PaymentActionRequired,
         OrderConfirmed,
         OrderCancelled,
         UserRegistered,
@@ -329,6 +366,7 @@ RECORDS: Mapping[str, type[Record]] = {
         UserDeleted,
         PasswordResetRequested,
         SessionsRevoked,
+        NotificationPreferencesChanged,
     )
 }
 """Every event record class by its Avro record name (= CloudEvents type)."""
@@ -461,7 +499,9 @@ def _python_type(avro: Any) -> Any:
         return tuple[_python_type(avro["items"]), ...]  # type: ignore[misc]
     if avro["type"] == "record":
         nested = [
-            cls for cls in (OrderLine, StockLine, RiskReason) if avro["name"].endswith(cls.__name__)
+            cls
+            for cls in (OrderLine, StockLine, RiskReason, NotificationPreference)
+            if avro["name"].endswith(cls.__name__)
         ]
         return nested[0] if nested else object
     return _python_type(avro["type"])

@@ -25,9 +25,17 @@ sends it). `POST /auth/password-reset/confirm` (public) sets the password with t
 any of them ends with its access tokens (their `sid`): every service refuses them within
 seconds (choreo.revocations).
 
-Profile fields: `phone` is digits with spaces, ( ) . / - and an optional leading +, at most 32
-characters; `address` is free text (lines separated by newlines), at most 500 characters;
-null or an empty string removes either.
+Profile fields: `phone` is a valid number with its country code (a leading +, digits, optional
+spaces, ( ) . / -, at most 32 characters), stored and shown in E.164 (`+442079460018`);
+`address` is free text (lines separated by newlines), at most 500 characters; null or an empty
+string removes either.
+
+Notification preferences (`GET`/`PUT /users/me/notification-preferences`): per kind
+(order_updates, payment_updates, account_notices, low_stock) the channels (email, sms, in_app)
+it goes by; defaults e-mail and in-app on, SMS off. A PUT `{"preferences": {kind: {channel:
+bool}}}` changes the kinds and channels it names and keeps the others; an unknown kind or
+channel is 422 `validation_error`; security notices (a password reset, always by e-mail) are
+no settable kind: a PUT naming them is 422 `preference_not_settable`.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -70,12 +79,13 @@ from user_service.domain import (
     InvalidInputError,
     InvalidRefreshTokenError,
     InvalidResetTokenError,
+    NotSettableError,
     PasswordPolicyError,
     UserNotFoundError,
     WrongCurrentPasswordError,
 )
 from user_service.passwords import BUSY_RETRY_AFTER_SECONDS, HashingBusyError, Passwords
-from user_service.queries import UserPage, UserView
+from user_service.queries import NotificationPreferencesView, UserPage, UserView
 from user_service.tokens import TokenIssuer, TokenPair
 
 JWKS_MAX_AGE_SECONDS: Final = 300
@@ -92,6 +102,7 @@ ERROR_STATUSES: Final[dict[type[Exception], tuple[int, str]]] = {
     AccountClosedError: (401, "unauthenticated"),
     UserNotFoundError: (404, "user_not_found"),
     CannotDeleteSelfError: (409, "cannot_delete_self"),
+    NotSettableError: (422, "preference_not_settable"),
     InvalidInputError: (422, "validation_error"),
     InvalidCursorError: (422, "invalid_cursor"),
 }
@@ -222,6 +233,17 @@ class ProfileIn(BaseModel):
     def changes(self) -> dict[str, Any]:
         values: dict[str, Any] = self.model_dump(exclude_unset=True)
         return values
+
+
+class NotificationPreferencesIn(BaseModel):
+    """Per kind, the channels to change: `{"order_updates": {"email": false, "sms": true}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preferences: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        dict[Annotated[str, StringConstraints(max_length=64)], StrictBool],
+    ]
 
 
 class TokensOut(BaseModel):
@@ -455,6 +477,20 @@ async def get_me(user_id: OwnId, uow: Uow) -> UserView:
 async def update_me(body: ProfileIn, user_id: OwnId, uow: Uow) -> UserView:
     return await handlers.update_profile(
         uow, user_id, body.changes(), traceparent=current_traceparent()
+    )
+
+
+@router.get("/users/me/notification-preferences")
+async def get_notification_preferences(user_id: OwnId, uow: Uow) -> NotificationPreferencesView:
+    return await queries.notification_preferences_of(uow, user_id)
+
+
+@router.put("/users/me/notification-preferences")
+async def put_notification_preferences(
+    body: NotificationPreferencesIn, user_id: OwnId, uow: Uow
+) -> NotificationPreferencesView:
+    return await handlers.change_notification_preferences(
+        uow, user_id, body.preferences, traceparent=current_traceparent()
     )
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+import phonenumbers
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from choreo.errors import ChoreoError
@@ -43,10 +44,8 @@ _INVISIBLE: Final = frozenset(
     "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
     "\u2060\u2066\u2067\u2068\u2069\ufeff"
 )
-# Digits with the usual separators, an optional leading +: "+1 (555) 010-9999", "030/1234567".
-_PHONE: Final = re.compile(r"\+?[0-9 ()./-]+")
-_MIN_PHONE_DIGITS: Final = 4
-_MAX_PHONE_DIGITS: Final = 20
+# A leading +, then digits with the usual separators: "+1 (202) 555-0143", "+49 30/1234567".
+_PHONE: Final = re.compile(r"\+[0-9 ()./-]+")
 
 
 class UserError(ChoreoError):
@@ -279,24 +278,30 @@ def normalise_full_name(raw: str) -> str:
 
 
 def normalise_phone(raw: str | None) -> str | None:
-    """A phone number as given (trimmed), or None for none; InvalidInputError when it is not
-    digits with the usual separators (spaces, ( ) . / -), an optional leading +."""
+    """A phone number in E.164 (`+442079460018`), or None for none; InvalidInputError when it is
+    not a valid number written with its country code (a leading +, then digits and the usual
+    separators: spaces, ( ) . / -). A number without its country code is refused rather than
+    guessed: the same digits are another line in another country, and an SMS must reach this
+    user's."""
     if raw is None:
         return None
     phone = _text(raw, "phone number").strip()
     if not phone:
         return None
-    digits = sum(c.isdigit() for c in phone)
-    if (
-        len(phone) > MAX_PHONE_LENGTH
-        or not _PHONE.fullmatch(phone)
-        or not _MIN_PHONE_DIGITS <= digits <= _MAX_PHONE_DIGITS
-    ):
-        raise InvalidInputError(
-            f"the phone number must be {_MIN_PHONE_DIGITS} to {_MAX_PHONE_DIGITS} digits with "
-            f"optional spaces, ( ) . / - and a leading +, at most {MAX_PHONE_LENGTH} characters"
-        )
-    return phone
+    refusal = InvalidInputError(
+        "the phone number must be a valid number with its country code, such as "
+        f"+44 20 7946 0018 (a leading +, digits, optional spaces, ( ) . / -, at most "
+        f"{MAX_PHONE_LENGTH} characters)"
+    )
+    if len(phone) > MAX_PHONE_LENGTH or not _PHONE.fullmatch(phone):
+        raise refusal
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        raise refusal from None
+    if not phonenumbers.is_valid_number(number):
+        raise refusal
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def normalise_address(raw: str | None) -> str | None:
@@ -350,6 +355,89 @@ def change_profile(profile: Profile, changes: Mapping[str, str | None]) -> Profi
         address=normalised.get("address", profile.address),
     )
     return None if updated == profile else updated
+
+
+# Notification preferences: which channels each kind of notification goes by.
+
+
+class NotificationKind(StrEnum):
+    """The kinds of notification a user chooses channels for."""
+
+    ORDER_UPDATES = "order_updates"  # received, confirmed, cancelled
+    PAYMENT_UPDATES = "payment_updates"  # payment failed, refund issued
+    ACCOUNT_NOTICES = "account_notices"  # welcome
+    LOW_STOCK = "low_stock"  # to admins only
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    IN_APP = "in_app"
+
+
+# What no preference changes: a password-reset link always goes by e-mail (and only there: it
+# carries a secret). A change naming one of these is refused (NotSettableError), not ignored.
+SECURITY_NOTICES: Final = ("security", "password_reset", "password_changed")
+DEFAULT_CHANNELS: Final[Mapping[Channel, bool]] = {
+    Channel.EMAIL: True,
+    Channel.SMS: False,
+    Channel.IN_APP: True,
+}
+
+Preferences = dict[NotificationKind, dict[Channel, bool]]
+
+
+class NotSettableError(InvalidInputError):
+    """A preference change tried to turn security notices off (or on another channel)."""
+
+
+def default_preferences() -> Preferences:
+    return {kind: dict(DEFAULT_CHANNELS) for kind in NotificationKind}
+
+
+def stored_preferences(stored: Mapping[str, Mapping[str, bool]] | None) -> Preferences:
+    """Preferences as stored (JSON), over the defaults: a kind or channel added since they were
+    stored has its default."""
+    preferences = default_preferences()
+    for kind, channels in (stored or {}).items():
+        if kind in NotificationKind.__members__.values():
+            for channel, chosen in channels.items():
+                if channel in Channel.__members__.values():
+                    preferences[NotificationKind(kind)][Channel(channel)] = bool(chosen)
+    return preferences
+
+
+def change_preferences(
+    current: Preferences, changes: Mapping[str, Mapping[str, bool]]
+) -> Preferences | None:
+    """`current` with `changes` applied (kinds and channels left out keep their value), or None
+    when they change nothing. An unknown kind or channel is InvalidInputError; security notices
+    are NotSettableError."""
+    kinds = {kind.value for kind in NotificationKind}
+    channels = {channel.value for channel in Channel}
+    settable = [name for name in changes if name in SECURITY_NOTICES]
+    if settable:
+        raise NotSettableError(
+            f"{', '.join(settable)}: security notices (a password reset) always go by e-mail "
+            "and cannot be changed"
+        )
+    unknown_kinds = sorted(set(changes) - kinds)
+    if unknown_kinds:
+        raise InvalidInputError(
+            f"unknown notification kind {', '.join(unknown_kinds)}: the kinds are "
+            f"{', '.join(sorted(kinds))}"
+        )
+    updated = {kind: dict(chosen) for kind, chosen in current.items()}
+    for kind, chosen in changes.items():
+        unknown_channels = sorted(set(chosen) - channels)
+        if unknown_channels:
+            raise InvalidInputError(
+                f"unknown channel {', '.join(unknown_channels)} of {kind}: the channels are "
+                f"{', '.join(sorted(channels))}"
+            )
+        for channel, on in chosen.items():
+            updated[NotificationKind(kind)][Channel(channel)] = on
+    return None if updated == current else updated
 
 
 class RefreshOutcome(StrEnum):

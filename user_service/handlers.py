@@ -46,8 +46,19 @@ from user_service.domain import (
     WrongCurrentPasswordError,
 )
 from user_service.passwords import HashingBusyError, Passwords
-from user_service.queries import VIEW_COLUMNS, UserView, user_view
-from user_service.tables import password_reset_tokens, refresh_tokens, users
+from user_service.queries import (
+    VIEW_COLUMNS,
+    NotificationPreferencesView,
+    UserView,
+    preferences_view,
+    user_view,
+)
+from user_service.tables import (
+    notification_preferences,
+    password_reset_tokens,
+    refresh_tokens,
+    users,
+)
 from user_service.tokens import RefreshSecret, TokenIssuer, TokenPair, new_refresh_secret
 from user_service.tokens import refresh_digest as digest_of
 
@@ -464,6 +475,67 @@ async def update_profile(
         )
         uow.publish(user_updated, traceparent=traceparent)
     return user_view(row)
+
+
+async def change_notification_preferences(
+    uow: UnitOfWork,
+    user_id: str,
+    changes: Mapping[str, Mapping[str, bool]],
+    *,
+    traceparent: str | None = None,
+) -> NotificationPreferencesView:
+    """Apply the caller's preference changes → NotificationPreferencesChanged (all of them, as
+    they now are) when anything changed, in the same transaction as the row."""
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(
+                    users.c.id,
+                    notification_preferences.c.preferences,
+                    notification_preferences.c.changed_at,
+                )
+                .select_from(users.outerjoin(notification_preferences))
+                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+                .with_for_update(of=users)
+            )
+        ).first()
+        if row is None:
+            raise AccountClosedError()
+        current = domain.stored_preferences(row.preferences)
+        updated = domain.change_preferences(current, changes)
+        if updated is None:
+            return preferences_view(current, row.changed_at)
+        now = datetime.now(UTC)
+        stored = {
+            kind.value: {channel.value: on for channel, on in channels.items()}
+            for kind, channels in updated.items()
+        }
+        statement = insert(notification_preferences).values(
+            user_id=user_id, preferences=stored, changed_at=now
+        )
+        await uow.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[notification_preferences.c.user_id],
+                set_={"preferences": stored, "changed_at": now},
+            )
+        )
+        uow.publish(
+            records.NotificationPreferencesChanged(
+                user_id=str(user_id),
+                preferences=tuple(
+                    records.NotificationPreference(
+                        kind=kind.value,
+                        email=channels[domain.Channel.EMAIL],
+                        sms=channels[domain.Channel.SMS],
+                        in_app=channels[domain.Channel.IN_APP],
+                    )
+                    for kind, channels in updated.items()
+                ),
+                changed_at=now,
+            ),
+            traceparent=traceparent,
+        )
+    return preferences_view(updated, now)
 
 
 async def delete_user(

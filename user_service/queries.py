@@ -11,8 +11,16 @@ from sqlalchemy import and_, or_, select
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from choreo.sql import Row
-from user_service.domain import AccountClosedError, Role
-from user_service.tables import users
+from user_service.domain import (
+    SECURITY_NOTICES,
+    AccountClosedError,
+    Channel,
+    NotificationKind,
+    Preferences,
+    Role,
+    stored_preferences,
+)
+from user_service.tables import notification_preferences, users
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,46 @@ VIEW_COLUMNS = (
     users.c.address,
     users.c.created_at,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationPreferencesView:
+    """Per kind, the channels chosen (`{"order_updates": {"email": true, "sms": false,
+    "in_app": true}, ...}`); `always_on`: the notices no preference changes, and their channels;
+    `changed_at`: when the user last changed them (null: the defaults, never changed)."""
+
+    preferences: dict[NotificationKind, dict[Channel, bool]]
+    always_on: dict[str, list[Channel]]
+    changed_at: datetime | None
+
+
+def preferences_view(
+    preferences: Preferences, changed_at: datetime | None
+) -> NotificationPreferencesView:
+    return NotificationPreferencesView(
+        preferences=preferences,
+        always_on={notice: [Channel.EMAIL] for notice in SECURITY_NOTICES[1:]},
+        changed_at=changed_at.astimezone(UTC) if changed_at is not None else None,
+    )
+
+
+async def notification_preferences_of(uow: UnitOfWork, user_id: str) -> NotificationPreferencesView:
+    """The caller's notification preferences (the defaults until changed)."""
+    async with uow:
+        row = (
+            await uow.session.execute(
+                select(
+                    users.c.id,
+                    notification_preferences.c.preferences,
+                    notification_preferences.c.changed_at,
+                )
+                .select_from(users.outerjoin(notification_preferences))
+                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+            )
+        ).first()
+    if row is None:
+        raise AccountClosedError()
+    return preferences_view(stored_preferences(row.preferences), row.changed_at)
 
 
 def user_view(row: Row) -> UserView:

@@ -4,7 +4,8 @@
 address stays taken); `refresh_tokens` the digest of every refresh token handed out, grouped
 in families (one per login, carried over by each rotation) so that a replayed token can
 revoke every token descended from the same login; `password_reset_tokens` the digest of every
-password-reset token e-mailed, each used at most once.
+password-reset token e-mailed, each used at most once; `notification_preferences` the
+channels a user chose per kind of notification (no row: the defaults).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -82,4 +84,14 @@ password_reset_tokens = Table(
     Column("revoked_at", DateTime(timezone=True)),
     Index("password_reset_tokens_user", "user_id"),
     Index("password_reset_tokens_expiry", "expires_at"),
+)
+
+# Only what the user set: domain.stored_preferences lays it over the defaults when read.
+notification_preferences = Table(
+    "notification_preferences",
+    metadata,
+    Column("user_id", Uuid(as_uuid=False), ForeignKey("users.id"), primary_key=True),
+    # {kind: {channel: bool}}, every kind and channel (domain.Preferences).
+    Column("preferences", JSONB, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
 )

@@ -15,11 +15,14 @@ from datetime import UTC, datetime, timedelta
 from choreo.events import Event
 from choreo.records import (
     LowStockDetected,
+    NotificationPreference,
+    NotificationPreferencesChanged,
     OrderCancelled,
     OrderConfirmed,
     OrderCreated,
     OrderLine,
     PasswordResetRequested,
+    PaymentActionRequired,
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
@@ -313,6 +316,30 @@ def risk_assessed(
     )
 
 
+def payment_action_required(
+    *,
+    order_id: str | None = None,
+    payment_id: str | None = None,
+    amount: int = UNIT_PRICE,
+    currency: str = "USD",
+    provider_payment_id: str = "pi_test_3ds",
+    client_secret: str = "pi_test_3ds_secret_test",
+    required_at: datetime | None = None,
+) -> Event[PaymentActionRequired]:
+    return Event(
+        PaymentActionRequired(
+            order_id=order_id or new_id(),
+            payment_id=payment_id or new_id(),
+            amount=amount,
+            currency=currency,
+            provider_payment_id=provider_payment_id,
+            client_secret=client_secret,
+            next_action_type="use_stripe_sdk",
+            required_at=required_at or _now(),
+        )
+    )
+
+
 def user_registered(
     *,
     user_id: str | None = None,
@@ -394,5 +421,28 @@ def sessions_revoked(
             reason=reason,
             revoked_at=revoked,
             expires_at=expires_at or revoked + timedelta(minutes=15),
+        )
+    )
+
+
+def notification_preferences_changed(
+    *,
+    user_id: str | None = None,
+    preferences: Sequence[NotificationPreference] | None = None,
+    changed_at: datetime | None = None,
+) -> Event[NotificationPreferencesChanged]:
+    """Preferences as the user service publishes them: by default every kind by e-mail and in
+    the app, none by SMS (the defaults)."""
+    kinds = ("order_updates", "payment_updates", "account_notices", "low_stock")
+    return Event(
+        NotificationPreferencesChanged(
+            user_id=user_id or new_id(),
+            preferences=tuple(preferences)
+            if preferences is not None
+            else tuple(
+                NotificationPreference(kind=kind, email=True, sms=False, in_app=True)
+                for kind in kinds
+            ),
+            changed_at=changed_at or _now(),
         )
     )

@@ -203,7 +203,7 @@ async def test_accounts_tokens_profiles_and_administration(
             profile = {
                 **ada,
                 "full_name": "Augusta Ada King",
-                "phone": "+44 20 7946 0018",
+                "phone": "+442079460018",
                 "address": "12 Analytical Row\nLondon",
             }
             assert changed.json() == profile
@@ -349,7 +349,7 @@ async def test_accounts_tokens_profiles_and_administration(
     assert (updated.record.email, updated.record.full_name, updated.record.phone) == (
         "ada@example.com",
         "Augusta Ada King",
-        "+44 20 7946 0018",
+        "+442079460018",
     )
     [deleted] = of_user(events, ada["id"], "UserDeleted")
     assert str(deleted.record.user_id) == ada["id"]

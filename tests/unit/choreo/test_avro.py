@@ -122,6 +122,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "review_expires_at": LATER,
         "assessed_at": AT,
     },
+    "PaymentActionRequired": {
+        "order_id": ORDER,
+        "payment_id": PAYMENT,
+        "amount": 4498,
+        "currency": "USD",
+        "provider_payment_id": "pi_3Nw6QbLkdIwHu7ix0",
+        "client_secret": "pi_3Nw6QbLkdIwHu7ix0_secret_Yk2x9",
+        "next_action_type": "redirect_to_url",
+        "redirect_url": "https://hooks.stripe.com/3d_secure_2/hosted?merchant=acct_1",
+        "required_at": AT,
+    },
     "OrderConfirmed": {
         "order_id": ORDER,
         "user_id": USER,
@@ -169,6 +180,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reason": "password_changed",
         "revoked_at": AT,
         "expires_at": AT,
+    },
+    "NotificationPreferencesChanged": {
+        "user_id": USER,
+        "preferences": [
+            {"kind": "order_updates", "email": False, "sms": True, "in_app": True},
+            {"kind": "low_stock", "email": True, "sms": False, "in_app": False},
+        ],
+        "changed_at": AT,
     },
 }
 

@@ -128,6 +128,7 @@ ON_THE_WIRE = {
     "PaymentFailed": ("payment.event", "order_id"),
     "PaymentRefunded": ("payment.event", "order_id"),
     "RiskAssessed": ("payment.event", "order_id"),
+    "PaymentActionRequired": ("payment.event", "order_id"),
     "OrderConfirmed": ("order.event", "order_id"),
     "OrderCancelled": ("order.event", "order_id"),
     "UserRegistered": ("user.event", "user_id"),
@@ -135,6 +136,7 @@ ON_THE_WIRE = {
     "UserDeleted": ("user.event", "user_id"),
     "PasswordResetRequested": ("user.event", "user_id"),
     "SessionsRevoked": ("user.event", "user_id"),
+    "NotificationPreferencesChanged": ("user.event", "user_id"),
 }
 
 
