@@ -19,6 +19,10 @@ class Settings(ServiceSettings):
     port: int = 8002
     # An order not CONFIRMED this long after it was placed is cancelled (TIMEOUT).
     saga_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How long a customer has to authenticate a payment (3-D Secure) once the card asked for
+    # it: the order's deadline moves to then, unless it is later already. A challenge takes a
+    # minute or two; an abandoned one ends TIMEOUT, its stock released.
+    payment_action_timeout_seconds: float = Field(default=600.0, gt=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_batch_size: int = Field(default=100, ge=1)
     # Shared by the stack (`choreo up` sets every <SERVICE>_SERVICE_URL), so unprefixed.

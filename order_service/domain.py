@@ -25,6 +25,10 @@ class OrderStatus(StrEnum):
     # not charged, until an admin approves (CONFIRMED) or rejects it, or the review expires
     # (CANCELLED, PAYMENT_FAILED).
     ON_HOLD = "ON_HOLD"
+    # The card asked for authentication (3-D Secure): the order waits for its customer to
+    # authenticate (the order's view carries what their client needs) until the payment's
+    # outcome arrives (CONFIRMED, or CANCELLED PAYMENT_FAILED) or the deadline passes (TIMEOUT).
+    AWAITING_PAYMENT_ACTION = "AWAITING_PAYMENT_ACTION"
     CONFIRMED = "CONFIRMED"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
@@ -46,12 +50,23 @@ class SagaEvent(StrEnum):
     PAYMENT_SUCCEEDED = "PaymentSucceeded"
     PAYMENT_FAILED = "PaymentFailed"
     HELD_FOR_REVIEW = "RiskAssessed"  # a RiskAssessed that opened a review
+    PAYMENT_ACTION_REQUIRED = "PaymentActionRequired"
     DEADLINE_PASSED = "DeadlinePassed"
 
 
 # The saga has not decided these orders yet: only they can be confirmed, or cancelled by it.
-OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.ON_HOLD})
+OPEN_STATUSES = frozenset(
+    {
+        OrderStatus.PENDING,
+        OrderStatus.RESERVED,
+        OrderStatus.ON_HOLD,
+        OrderStatus.AWAITING_PAYMENT_ACTION,
+    }
+)
 CUSTOMER_CANCELLABLE_STATUSES = OPEN_STATUSES | {OrderStatus.CONFIRMED}
+_BEFORE_REVIEW = frozenset(
+    {OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.AWAITING_PAYMENT_ACTION}
+)
 _NEXT_FULFILMENT_STATUS = {
     OrderStatus.CONFIRMED: OrderStatus.PROCESSING,
     OrderStatus.PROCESSING: OrderStatus.COMPLETED,
@@ -182,10 +197,17 @@ def apply_saga_event(state: OrderState, event: SagaEvent) -> Transition:
         if state.status is OrderStatus.PENDING:
             return Transition(replace(state, status=OrderStatus.RESERVED))
         return Transition(state)
+    if event is SagaEvent.PAYMENT_ACTION_REQUIRED:
+        # Stock reserved or not yet read: the payment service charges only orders whose stock
+        # it saw reserved. A held or decided order stays so: the action came before.
+        if state.status in (OrderStatus.PENDING, OrderStatus.RESERVED):
+            return Transition(replace(state, status=OrderStatus.AWAITING_PAYMENT_ACTION))
+        return Transition(state)
     if event is SagaEvent.HELD_FOR_REVIEW:
         # Stock reserved or not yet read: held either way (the payment service holds only
-        # orders whose stock it saw reserved); a decided order stays decided.
-        if state.status in (OrderStatus.PENDING, OrderStatus.RESERVED):
+        # orders whose stock it saw reserved; a card that asked for authentication is held once
+        # the customer authenticated); a decided order stays decided.
+        if state.status in _BEFORE_REVIEW:
             return Transition(replace(state, status=OrderStatus.ON_HOLD))
         return Transition(state)
     if state.status in OPEN_STATUSES:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from choreo import records
@@ -42,7 +42,14 @@ from order_service.domain import (
     price_lines,
     request_fingerprint,
 )
-from order_service.tables import order_items, order_refunds, order_risk, order_timeline, orders
+from order_service.tables import (
+    order_items,
+    order_payment_actions,
+    order_refunds,
+    order_risk,
+    order_timeline,
+    orders,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +277,49 @@ async def on_risk_assessed(
     )
 
 
+async def on_payment_action_required(
+    record: records.PaymentActionRequired,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    payment_action_timeout: timedelta,
+) -> None:
+    """The card asked for authentication (3-D Secure): the order waits for its customer
+    (AWAITING_PAYMENT_ACTION), its view shows what their client needs, and its deadline moves
+    to the end of the time they have (unless it is later already). The payment's outcome
+    arrives as PaymentSucceeded or PaymentFailed; the deadline sweep ends an abandoned one."""
+    summary = f"payment of {record.amount} {record.currency} awaits the customer's authentication"
+    check = _payment_of_the_order(record.amount, record.currency)
+    await _apply(
+        record.order_id, event, uow, SagaEvent.PAYMENT_ACTION_REQUIRED, summary, check=check
+    )
+    waiting = await uow.session.execute(
+        update(orders)
+        .where(
+            orders.c.id == record.order_id,
+            orders.c.status == OrderStatus.AWAITING_PAYMENT_ACTION.value,
+        )
+        .values(
+            deadline=func.greatest(orders.c.deadline, record.required_at + payment_action_timeout)
+        )
+        .returning(orders.c.id)
+    )
+    if waiting.first() is None:
+        return  # decided, held or cancelled meanwhile: nothing for the customer to do
+    await uow.session.execute(
+        pg_insert(order_payment_actions)
+        .values(
+            order_id=record.order_id,
+            provider_payment_id=record.provider_payment_id,
+            client_secret=record.client_secret,
+            next_action_type=record.next_action_type,
+            redirect_url=record.redirect_url,
+            required_at=record.required_at,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
 def _payment_of_the_order(amount: int, currency: str) -> Callable[[Row], None]:
     def check(order: Row) -> None:
         check_payment_result(order.total_amount, order.currency, amount, currency)
@@ -376,6 +426,12 @@ async def _write(
 ) -> None:
     """Store the transition's new facts and emit its events (timeline included)."""
     state = transition.state
+    waiting = OrderStatus.AWAITING_PAYMENT_ACTION
+    if order.status == waiting.value and state.status is not waiting:
+        # The customer's action is no longer of use: its client secret goes.
+        await uow.session.execute(
+            delete(order_payment_actions).where(order_payment_actions.c.order_id == order.id)
+        )
     if order.status == OrderStatus.ON_HOLD.value and state.status is not OrderStatus.ON_HOLD:
         # The hold ended: approved, rejected or expired (the payment's outcome), cancelled.
         await uow.session.execute(

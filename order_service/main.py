@@ -22,6 +22,7 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.PaymentFailed, handlers.on_payment_failed),
         Subscription(records.PaymentRefunded, handlers.on_payment_refunded),
         Subscription(records.RiskAssessed, handlers.on_risk_assessed),
+        Subscription(records.PaymentActionRequired, handlers.on_payment_action_required),
     )
 
 
@@ -50,6 +51,7 @@ def build(settings: Settings | None = None) -> Service:
                 inventory.http_client(settings.inventory_service_url)
             ),
             "saga_timeout": timedelta(seconds=settings.saga_timeout_seconds),
+            "payment_action_timeout": timedelta(seconds=settings.payment_action_timeout_seconds),
         },
     )
     return service

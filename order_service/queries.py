@@ -16,7 +16,7 @@ from choreo.pagination import decode_cursor, split_page
 from choreo.sql import Row
 from order_service.domain import CancelReason, OrderNotFoundError, OrderStatus
 from order_service.handlers import NewOrder
-from order_service.tables import order_items, order_timeline, orders
+from order_service.tables import order_items, order_payment_actions, order_timeline, orders
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,21 @@ class OrderItemView:
     quantity: int
     unit_price: int
     line_total: int
+
+
+@dataclass(frozen=True)
+class PaymentActionView:
+    """What the customer's client needs to authenticate the order's payment (3-D Secure):
+    Stripe.js `stripe.handleNextAction({clientSecret})` (or a mobile SDK) with the shop's
+    publishable key runs the challenge; with `redirect_url`, the customer may be sent there."""
+
+    type: Annotated[str, Field(description="Stripe's next_action.type, e.g. use_stripe_sdk")]
+    provider_payment_id: Annotated[str, Field(description="The PaymentIntent (pi_...)")]
+    client_secret: Annotated[
+        str, Field(description="The PaymentIntent's client secret, for this customer only")
+    ]
+    redirect_url: str | None
+    required_at: datetime
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,13 @@ class OrderView:
     created_at: datetime
     updated_at: datetime
     deadline: datetime
+    payment_action: Annotated[
+        PaymentActionView | None,
+        Field(
+            description="While the order is AWAITING_PAYMENT_ACTION, shown to its customer "
+            "only: what their client needs to authenticate the payment (3-D Secure)."
+        ),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,7 @@ async def get_order(uow: UnitOfWork, order_id: str, *, user_id: str | None) -> O
         row = (await uow.session.execute(query)).first()
         if row is None:
             raise OrderNotFoundError(order_id)
-        return (await _views(uow, [row]))[0]
+        return (await _views(uow, [row], for_customer=user_id is not None))[0]
 
 
 async def list_orders(
@@ -110,7 +132,7 @@ async def list_orders(
     async with uow:
         rows = (await uow.session.execute(query.limit(limit + 1))).all()
         page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
-        views = await _views(uow, page)
+        views = await _views(uow, page, for_customer=user_id is not None)
     return OrderPage(views, next_cursor)
 
 
@@ -169,9 +191,29 @@ def new_order_view(new: NewOrder) -> OrderView:
     )
 
 
-async def _views(uow: UnitOfWork, rows: Sequence[Row]) -> list[OrderView]:
+async def _views(
+    uow: UnitOfWork, rows: Sequence[Row], *, for_customer: bool = False
+) -> list[OrderView]:
+    """The orders' views; `for_customer`: their customer reads them (a payment action, whose
+    client secret is theirs only, is shown)."""
     if not rows:
         return []
+    actions = {}
+    waiting = [row.id for row in rows if row.status == OrderStatus.AWAITING_PAYMENT_ACTION]
+    if for_customer and waiting:
+        found = await uow.session.execute(
+            select(order_payment_actions).where(order_payment_actions.c.order_id.in_(waiting))
+        )
+        actions = {
+            str(action.order_id): PaymentActionView(
+                type=action.next_action_type,
+                provider_payment_id=action.provider_payment_id,
+                client_secret=action.client_secret,
+                redirect_url=action.redirect_url,
+                required_at=action.required_at.astimezone(UTC),
+            )
+            for action in found
+        }
     lines = await uow.session.execute(
         select(order_items)
         .where(order_items.c.order_id.in_([row.id for row in rows]))
@@ -202,6 +244,7 @@ async def _views(uow: UnitOfWork, rows: Sequence[Row]) -> list[OrderView]:
             created_at=row.created_at.astimezone(UTC),
             updated_at=row.updated_at.astimezone(UTC),
             deadline=row.deadline.astimezone(UTC),
+            payment_action=actions.get(str(row.id)),
         )
         for row in rows
     ]

@@ -43,8 +43,8 @@ orders = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     CheckConstraint(
-        "status IN ('PENDING', 'RESERVED', 'ON_HOLD', 'CONFIRMED', 'PROCESSING', 'COMPLETED', "
-        "'CANCELLED')",
+        "status IN ('PENDING', 'RESERVED', 'ON_HOLD', 'AWAITING_PAYMENT_ACTION', 'CONFIRMED', "
+        "'PROCESSING', 'COMPLETED', 'CANCELLED')",
         name="orders_status_known",
     ),
     CheckConstraint(
@@ -57,7 +57,9 @@ orders = Table(
     Index(
         "orders_open_deadline",
         "deadline",
-        postgresql_where=text("status IN ('PENDING', 'RESERVED', 'ON_HOLD')"),
+        postgresql_where=text(
+            "status IN ('PENDING', 'RESERVED', 'ON_HOLD', 'AWAITING_PAYMENT_ACTION')"
+        ),
     ),
 )
 
@@ -120,4 +122,18 @@ order_risk = Table(
     Column("review_decided_at", DateTime(timezone=True)),
     Index("order_risk_by_time", "assessed_at"),
     Index("order_risk_by_decision_time", "review_decided_at"),
+)
+
+# What the customer's client needs to authenticate the order's payment (PaymentActionRequired),
+# kept while the order is AWAITING_PAYMENT_ACTION and deleted when it leaves it: the client
+# secret is shown to the order's customer only, and only while it is of use.
+order_payment_actions = Table(
+    "order_payment_actions",
+    metadata,
+    Column("order_id", Uuid(as_uuid=False), ForeignKey("orders.id"), primary_key=True),
+    Column("provider_payment_id", Text, nullable=False),
+    Column("client_secret", Text, nullable=False),
+    Column("next_action_type", Text, nullable=False),
+    Column("redirect_url", Text),
+    Column("required_at", DateTime(timezone=True), nullable=False),
 )

@@ -61,7 +61,11 @@ class ChargeStatus(StrEnum):
     # `requires_capture`), no money moved yet. An admin's approval captures it (SUCCEEDED),
     # a rejection or the review's expiry cancels it (FAILED).
     HELD = "HELD"
-    # Held, then the order was cancelled: the authorisation was cancelled, no money moved.
+    # The card asked for authentication (3-D Secure): the intent `requires_action` and waits
+    # for the customer; its outcome arrives as a Stripe webhook (handlers/webhooks.py).
+    AWAITING_ACTION = "AWAITING_ACTION"
+    # Held or awaiting the customer, then the order was cancelled: the intent was cancelled,
+    # no money moved.
     VOIDED = "VOIDED"
 
 
@@ -70,7 +74,8 @@ class Action(StrEnum):
     RESUME_CHARGE = "RESUME_CHARGE"  # an intent was committed before: ask the provider
     REFUND = "REFUND"
     EXPIRE = "EXPIRE"  # record EXPIRED and why; nothing is published (see `settle`)
-    VOID = "VOID"  # cancel a held authorisation: the order was cancelled during its review
+    # Cancel the intent of a held or awaiting charge: the order was cancelled meanwhile.
+    VOID = "VOID"
     NOTHING = "NOTHING"
 
 
@@ -112,13 +117,15 @@ def settle(facts: PaymentFacts, now: datetime, margin: timedelta) -> Action:
     tell of a card that was never tried.
 
     A HELD order waits for its review whatever its deadline (the order service moved it past
-    the review's expiry); only its cancellation acts on it (VOID).
+    the review's expiry), and an AWAITING_ACTION one for its customer (the order service moved
+    it by the time allowed to authenticate): only the order's cancellation acts on either
+    (VOID); the customer's authentication reaches the service as a webhook, not as a fact.
     """
     if facts.status is ChargeStatus.CHARGING:
         return Action.RESUME_CHARGE if facts.order_known else Action.NOTHING
     if facts.cancelled and facts.status is ChargeStatus.SUCCEEDED:
         return Action.REFUND
-    if facts.cancelled and facts.status is ChargeStatus.HELD:
+    if facts.cancelled and facts.status in (ChargeStatus.HELD, ChargeStatus.AWAITING_ACTION):
         return Action.VOID
     if facts.status is not ChargeStatus.NONE or not facts.order_known:
         return Action.NOTHING
@@ -150,6 +157,9 @@ class IntentState(StrEnum):
     # Confirmed with manual capture: the card is authorised, no money moved until captured
     # (Stripe's `requires_capture`). Only an intent held for review is made so.
     AUTHORISED = "AUTHORISED"
+    # The card asked for authentication (Stripe's `requires_action`, 3-D Secure): no money
+    # moved; the customer authenticates with the intent's client secret, or it is cancelled.
+    REQUIRES_ACTION = "REQUIRES_ACTION"
     SUCCEEDED = "SUCCEEDED"
     DECLINED = "DECLINED"
     CANCELED = "CANCELED"  # abandoned before confirmation: no money moved
@@ -177,6 +187,8 @@ def resume(state: IntentState, *, gave_up: bool) -> Resume:
         return Resume.RECORD  # HELD; a cancelled order's authorisation is then voided
     if state is IntentState.UNCONFIRMED:
         return Resume.ABANDON if gave_up else Resume.CONFIRM
+    if state is IntentState.REQUIRES_ACTION and gave_up:
+        return Resume.ABANDON  # never ask a customer to authenticate a charge given up
     if state is IntentState.CANCELED and gave_up:
         return Resume.ABANDON  # cancelled by an earlier ABANDON that did not commit
     return Resume.RECORD
@@ -189,6 +201,8 @@ class OpenIntentStep(StrEnum):
     CANCEL = "CANCEL"  # moved no money and the order will never use it: cancel it
     LEAVE = "LEAVE"  # the provider has not decided, or it is no longer open
     HELD = "HELD"  # the authorisation of an order under review: the review ends it
+    # The charge of an order AWAITING_ACTION has an outcome (its webhook lost, say): record it.
+    RESOLVE = "RESOLVE"
 
 
 def open_intent_step(
@@ -208,7 +222,18 @@ def open_intent_step(
         return OpenIntentStep.SETTLE
     if is_attempt and status is ChargeStatus.HELD and state is IntentState.AUTHORISED:
         return OpenIntentStep.HELD
-    if state in (IntentState.UNCONFIRMED, IntentState.DECLINED, IntentState.AUTHORISED):
+    if is_attempt and status is ChargeStatus.AWAITING_ACTION:
+        # Still waiting for the customer (the order's deadline ends it) or being processed;
+        # anything else is an outcome its webhook should have brought.
+        if state in (IntentState.REQUIRES_ACTION, IntentState.PROCESSING):
+            return OpenIntentStep.LEAVE
+        return OpenIntentStep.RESOLVE
+    if state in (
+        IntentState.UNCONFIRMED,
+        IntentState.DECLINED,
+        IntentState.AUTHORISED,
+        IntentState.REQUIRES_ACTION,
+    ):
         return OpenIntentStep.CANCEL
     return OpenIntentStep.LEAVE
 
@@ -218,10 +243,6 @@ ACCOUNT_DELETED = "account_deleted"
 ACCOUNT_DELETED_MESSAGE = "The customer's account was deleted: nothing is charged."
 NO_PAYMENT_METHOD = "no_payment_method"
 NO_PAYMENT_METHOD_MESSAGE = "No saved payment method to charge: add a card and order again."
-AUTHENTICATION_REQUIRED = "authentication_required"
-AUTHENTICATION_REQUIRED_MESSAGE = (
-    "The card asks for authentication (3-D Secure), which cannot be done for this payment."
-)
 PAYMENT_CANCELED = "payment_intent_canceled"
 PAYMENT_CANCELED_MESSAGE = "The payment was cancelled at the payment provider."
 RISK_DECLINED = "risk_declined"

@@ -19,8 +19,6 @@ from stripe import _util as stripe_util
 from stripe.params import PaymentIntentListParams
 
 from payment_service.domain import (
-    AUTHENTICATION_REQUIRED,
-    AUTHENTICATION_REQUIRED_MESSAGE,
     PAYMENT_CANCELED,
     PAYMENT_CANCELED_MESSAGE,
     CardDeclinedError,
@@ -59,6 +57,17 @@ class SavedCard:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerAction:
+    """What the customer must do for an intent that `requires_action` (Stripe's
+    `next_action`): the client passes `client_secret` to Stripe.js (`handleNextAction`) or a
+    mobile SDK, which runs the 3-D Secure challenge, or sends the customer to `redirect_url`."""
+
+    client_secret: str = field(repr=False)
+    type: str  # next_action.type: use_stripe_sdk, redirect_to_url, ...
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Intent:
     """A payment intent: the provider's id and where it stands."""
 
@@ -66,6 +75,7 @@ class Intent:
     state: IntentState
     decline_code: str | None = None
     decline_message: str | None = None
+    action: CustomerAction | None = None  # REQUIRES_ACTION only
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,13 +342,7 @@ def _intent(intent: stripe.PaymentIntent) -> Intent:
     if status == "canceled":
         return Intent(intent.id, IntentState.CANCELED, PAYMENT_CANCELED, PAYMENT_CANCELED_MESSAGE)
     if status == "requires_action":
-        # 3-D Secure needs the customer at the keyboard; the saga charges off-session.
-        return Intent(
-            intent.id,
-            IntentState.DECLINED,
-            AUTHENTICATION_REQUIRED,
-            AUTHENTICATION_REQUIRED_MESSAGE,
-        )
+        return Intent(intent.id, IntentState.REQUIRES_ACTION, action=_customer_action(intent))
     # requires_payment_method: the last attempt failed.
     error = getattr(intent, "last_payment_error", None)
     return Intent(
@@ -346,4 +350,14 @@ def _intent(intent: stripe.PaymentIntent) -> Intent:
         IntentState.DECLINED,
         getattr(error, "code", None) or _DECLINED,
         getattr(error, "message", None) or _DECLINED_MESSAGE,
+    )
+
+
+def _customer_action(intent: stripe.PaymentIntent) -> CustomerAction:
+    next_action = intent.next_action
+    redirect = getattr(next_action, "redirect_to_url", None) if next_action else None
+    return CustomerAction(
+        client_secret=intent.client_secret or "",
+        type=getattr(next_action, "type", None) or "use_stripe_sdk",
+        redirect_url=getattr(redirect, "url", None),
     )

@@ -90,7 +90,8 @@ order_payments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(
-        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED', 'EXPIRED', 'HELD', 'VOIDED')",
+        "status IN ('NONE', 'SUCCEEDED', 'FAILED', 'REFUNDED', 'EXPIRED', 'HELD', "
+        "'AWAITING_ACTION', 'VOIDED')",
         name="order_payments_status",
     ),
     Index("order_payments_by_user", "user_id", "created_at", "order_id"),

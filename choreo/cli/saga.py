@@ -262,6 +262,12 @@ def _event_summary(record_type: str, data: Mapping[str, Any]) -> str:
                 else ""
             )
             return f"{data.get('decision')}, score {data.get('score')} ({rules or 'no rule'}){held}"
+        case "PaymentActionRequired":
+            waits = money(data.get("amount"), data.get("currency"))
+            return (
+                f"{waits} awaits the customer's authentication "
+                f"({data.get('next_action_type')}, {data.get('provider_payment_id')})"
+            )
         case "PaymentRefunded":
             refunded = money(data.get("amount"), data.get("currency"))
             return f"refunded {refunded} ({data.get('provider_refund_id')})"

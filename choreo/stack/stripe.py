@@ -196,6 +196,30 @@ def _keep_state_in(state_file: Path | None) -> _StateFile:
     return state
 
 
+def _report_failed_authentication() -> None:
+    """Send `payment_intent.payment_failed` when a customer fails 3-D Secure, as Stripe does
+    ("Types of events"); localstripe's `_authenticate` sends nothing then, so an order waiting
+    for its customer would learn of the failure only from its deadline.
+
+    Replaces the route's entry in localstripe's table before its server module reads it."""
+    from localstripe import resources
+    from localstripe.webhooks import schedule_webhook
+
+    path = "/v1/payment_intents/{id}/_authenticate"
+    original = resources.PaymentIntent._api_authenticate
+
+    def authenticate(**data: Any) -> Any:
+        intent = original(**data)
+        if intent._authentication_failed:
+            schedule_webhook(resources.Event("payment_intent.payment_failed", intent))
+        return intent
+
+    resources.extra_apis[:] = [
+        (method, url, authenticate if url == path else handler)
+        for method, url, handler in resources.extra_apis
+    ]
+
+
 _COMPARISONS: dict[str, Callable[[int, int], bool]] = {
     "gt": operator.gt,
     "gte": operator.ge,
@@ -245,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
 
     state = _keep_state_in(arguments.state_file)
+    _report_failed_authentication()
     from aiohttp import web
     from localstripe.resources import store
     from localstripe.server import app

@@ -14,7 +14,12 @@ from sqlalchemy import select
 
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from payment_service.domain import OpenIntentStep, open_intent_step
-from payment_service.handlers.saga import Charging, load_order_payment, settle_order
+from payment_service.handlers.saga import (
+    Charging,
+    load_order_payment,
+    resolve_action,
+    settle_order,
+)
 from payment_service.stripe_client import OpenIntent
 from payment_service.tables import order_payments
 
@@ -67,7 +72,7 @@ async def settle_open_intents(
             log.exception("intent %s of order %s: not settled", listed.intent.id, listed.order_id)
             again.append(listed.created)
             continue
-        if step in (OpenIntentStep.SETTLE, OpenIntentStep.CANCEL):
+        if step in (OpenIntentStep.SETTLE, OpenIntentStep.CANCEL, OpenIntentStep.RESOLVE):
             acted += 1
         elif step is OpenIntentStep.LEAVE:
             again.append(listed.created)
@@ -115,6 +120,8 @@ async def _settle_open_intent(
     )
     if step is OpenIntentStep.SETTLE:
         await settle_order(uow, order_id, charging, None)
+    elif step is OpenIntentStep.RESOLVE:
+        await resolve_action(uow, order_id, charging)
     else:
         await charging.gateway.cancel_intent(intent.id)
     return step

@@ -31,6 +31,7 @@ from payment_service.domain import (
     ChargeStatus,
     IntentState,
     PaymentFacts,
+    ProviderError,
     ProviderUnavailableError,
     Resume,
     expiry_reason,
@@ -331,7 +332,7 @@ async def _resume_charge(
         await charging.faults.after_confirm()
         await _record_outcome(uow, payment, confirmed, traceparent, charging)
     elif step is Resume.ABANDON:
-        if intent.state is IntentState.UNCONFIRMED:
+        if intent.state in (IntentState.UNCONFIRMED, IntentState.REQUIRES_ACTION):
             await charging.gateway.cancel_intent(intent_id)
         await uow.session.execute(
             delete(charge_attempts).where(charge_attempts.c.order_id == payment.order_id)
@@ -348,7 +349,13 @@ async def _record_outcome(
     charging: Charging,
 ) -> None:
     """Record the outcome of the order's charge (or of its capture, from HELD). The first
-    outcome of a screened charge publishes its RiskAssessed too, in the same transaction."""
+    outcome of a screened charge publishes its RiskAssessed too, in the same transaction; a
+    charge that waits for the customer (AWAITING_ACTION) publishes it with its outcome, once
+    the customer authenticated: a review, if any, opens only then."""
+    if intent.state is IntentState.REQUIRES_ACTION:
+        if payment.facts.status is not ChargeStatus.AWAITING_ACTION:
+            await _await_customer(uow, payment, intent, traceparent, charging)
+        return
     screened = None
     if payment.facts.status is not ChargeStatus.HELD:
         screened = await stored_decision(uow.session, payment.order_id)
@@ -396,6 +403,64 @@ async def _record_outcome(
         raise ProviderUnavailableError(f"the provider has not decided on charge {intent.id} yet")
 
 
+async def _await_customer(
+    uow: UnitOfWork,
+    payment: OrderPayment,
+    intent: Intent,
+    traceparent: str | None,
+    charging: Charging,
+) -> None:
+    """The card asked for authentication (3-D Secure): the charge waits for the customer
+    (AWAITING_ACTION), and PaymentActionRequired tells the order service what the customer's
+    client needs. The outcome comes by webhook (`resolve_action`); the order's deadline, moved
+    by the order service, cancels an abandoned one (VOID)."""
+    if intent.action is None:
+        raise PermanentError(f"charge {intent.id} requires an action the provider did not name")
+    terms = payment.require_terms()
+    await _update(
+        uow.session,
+        payment.order_id,
+        status=ChargeStatus.AWAITING_ACTION.value,
+        provider_payment_id=intent.id,
+    )
+    uow.publish(
+        records.PaymentActionRequired(
+            order_id=str(payment.order_id),
+            payment_id=str(payment.payment_id),
+            amount=terms.amount,
+            currency=terms.currency,
+            provider_payment_id=intent.id,
+            client_secret=intent.action.client_secret,
+            next_action_type=intent.action.type,
+            redirect_url=intent.action.redirect_url,
+            required_at=charging.now(),
+        ),
+        traceparent=traceparent,
+    )
+
+
+async def resolve_action(
+    uow: UnitOfWork, order_id: uuid.UUID, charging: Charging, traceparent: str | None = None
+) -> bool:
+    """Record the outcome of an order's charge that waited for the customer, now that the
+    provider has one (a webhook said so, or the open-intent sweep saw it), then settle the order
+    (a cancelled one is refunded). False when there is nothing to record: the order is not
+    AWAITING_ACTION, or its intent still waits for the customer or is being processed.
+
+    Locks the order's row until the caller's unit of work ends."""
+    payment = await load_order_payment(uow.session, order_id)
+    intent_id = payment.provider_payment_id
+    if payment.facts.status is not ChargeStatus.AWAITING_ACTION or intent_id is None:
+        return False
+    intent = await charging.gateway.retrieve_intent(intent_id)
+    if intent.state in (IntentState.REQUIRES_ACTION, IntentState.PROCESSING):
+        return False
+    log.info("order %s: the customer's action on %s ended %s", order_id, intent_id, intent.state)
+    await _record_outcome(uow, payment, intent, traceparent, charging)
+    await settle_order(uow, order_id, charging, traceparent)
+    return True
+
+
 def _publish_assessment(
     uow: UnitOfWork,
     payment: OrderPayment,
@@ -440,19 +505,57 @@ async def void_hold(
     failure: tuple[str, str] | None,
     traceparent: str | None = None,
 ) -> None:
-    """Cancel a held authorisation (no money moved). With `failure` (code, message), the order
-    fails with it (PaymentFailed: a rejected or expired review); without, it was cancelled
-    already and nothing is published. `status` closes the review (REJECTED, EXPIRED, VOIDED)."""
+    """Cancel a held authorisation, or a charge awaiting the customer (no money moved). With
+    `failure` (code, message), the order fails with it (PaymentFailed: a rejected or expired
+    review); without, it was cancelled already and nothing is published. `status` closes the
+    review (REJECTED, EXPIRED, VOIDED).
+
+    A customer may authenticate just before the cancellation reaches the service: the intent
+    then succeeded, its charge is recorded (PaymentSucceeded) and the caller's next step
+    refunds it, as for any charge that lands after its order was cancelled."""
     if payment.provider_payment_id is not None:
-        intent = await charging.gateway.retrieve_intent(payment.provider_payment_id)
-        if intent.state is IntentState.AUTHORISED:
-            await charging.gateway.cancel_intent(payment.provider_payment_id)
+        intent = await _cancel_open_intent(charging, payment.provider_payment_id)
+        if payment.facts.status is ChargeStatus.AWAITING_ACTION:
+            if intent.state is IntentState.SUCCEEDED:
+                await _record_outcome(uow, payment, intent, traceparent, charging)
+                return
+            screened = await stored_decision(uow.session, payment.order_id)
+            if screened is not None:
+                _publish_assessment(uow, payment, screened, None, traceparent)
     await close_review(uow.session, payment.order_id, status, charging.now())
     if failure is None:
         await _update(uow.session, payment.order_id, status=ChargeStatus.VOIDED.value)
         return
     code, message = failure
     await _record_failure(uow, payment, payment.provider_payment_id, code, message, traceparent)
+
+
+_OPEN_STATES = frozenset(
+    {
+        IntentState.UNCONFIRMED,
+        IntentState.REQUIRES_ACTION,
+        IntentState.AUTHORISED,
+        IntentState.DECLINED,
+    }
+)
+
+
+async def _cancel_open_intent(charging: Charging, intent_id: str) -> Intent:
+    """Cancel the intent if it is still open; where it stands afterwards. One the provider
+    refuses to cancel (the customer's authentication won the race) is read again."""
+    intent = await charging.gateway.retrieve_intent(intent_id)
+    if intent.state is IntentState.PROCESSING:
+        raise ProviderUnavailableError(f"charge {intent_id} is still processing at the provider")
+    if intent.state not in _OPEN_STATES:
+        return intent
+    try:
+        await charging.gateway.cancel_intent(intent_id)
+    except ProviderError:
+        intent = await charging.gateway.retrieve_intent(intent_id)
+        if intent.state in _OPEN_STATES or intent.state is IntentState.PROCESSING:
+            raise
+        return intent
+    return Intent(intent_id, IntentState.CANCELED)
 
 
 async def close_review(

@@ -1,10 +1,15 @@
 """Stripe's webhooks: each event verified (its `Stripe-Signature`, by the stripe SDK), applied
-once (`stripe_events`, keyed by the event id, in the transaction of its effects), and used to
-reconcile the synchronous path: an intent whose answer never reached the service (a timeout, a
-crash between confirm and commit) leaves its order CHARGING, and the intent's event settles the
-order as a redelivered saga event would (`settle_order`: the intent retrieved, its outcome
-recorded), so it is never charged twice. Events about anything else are acknowledged and
-ignored.
+once (`stripe_events`, keyed by the event id, in the transaction of its effects), and used
+
+- to learn the outcome of a charge that waited for the customer (3-D Secure: the order's
+  charge AWAITING_ACTION): `resolve_action` reads the intent and records what it says;
+- to reconcile the synchronous path: an intent whose answer never reached the service (a
+  timeout, a crash between confirm and commit) leaves its order CHARGING, and the intent's event
+  settles the order as a redelivered saga event would (`settle_order`: the intent retrieved,
+  its outcome recorded), so it is never charged twice.
+
+The event's own body is never trusted for the outcome: the intent is read from Stripe. Events
+about anything else are acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ from sqlalchemy.dialects.postgresql import insert
 
 from choreo.db import UnitOfWork
 from payment_service.domain import ChargeStatus, PaymentError
-from payment_service.handlers.saga import Charging, load_order_payment, settle_order
+from payment_service.handlers.saga import (
+    Charging,
+    load_order_payment,
+    resolve_action,
+    settle_order,
+)
 from payment_service.tables import charge_attempts, order_payments, stripe_events
 
 log = logging.getLogger(__name__)
@@ -151,6 +161,7 @@ async def _outcome(uow: UnitOfWork, charging: Charging, event: WebhookEvent) -> 
             select(
                 order_payments.c.payment_id,
                 order_payments.c.status,
+                order_payments.c.provider_payment_id,
                 charge_attempts.c.provider_payment_id.label("attempt"),
             )
             .outerjoin(charge_attempts, charge_attempts.c.order_id == order_payments.c.order_id)
@@ -159,6 +170,13 @@ async def _outcome(uow: UnitOfWork, charging: Charging, event: WebhookEvent) -> 
     ).first()
     if row is None or str(row.payment_id) != event.payment_id:
         return Outcome.IGNORED  # another system's intent on the same account
+    if row.status == ChargeStatus.AWAITING_ACTION.value:
+        if row.provider_payment_id != event.intent_id:
+            return Outcome.IGNORED
+        # The customer authenticated, or failed to: `resolve_action` locks the row, reads the
+        # intent from Stripe and records its outcome (nothing if it still waits).
+        resolved = await resolve_action(uow, order_id, charging)
+        return Outcome.SETTLED if resolved else Outcome.IGNORED
     if row.status != ChargeStatus.NONE.value or row.attempt != event.intent_id:
         return Outcome.IGNORED  # its outcome is recorded (the usual case), or not its charge
     # CHARGING with this intent: look again under the row's lock (a handler may hold it,

@@ -57,6 +57,12 @@ def stripe_charges(facts: Facts) -> CheckResult:
             and (payment.status == "HELD")
         ):
             continue  # the authorisation of an order held for review: the review ends it
+        elif (
+            intent.status == "requires_action"
+            and payment is not None
+            and payment.status == "AWAITING_ACTION"
+        ):
+            continue  # waits for its customer (3-D Secure): the order's deadline ends it
         elif intent.status in OPEN and facts.settled(intent.created):
             result.add(
                 intent.id,

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from order_service.domain import (
+    OPEN_STATUSES,
     CancelReason,
     Emitted,
     MixedCurrenciesError,
@@ -38,6 +39,7 @@ PROCESSING = OrderState(OrderStatus.PROCESSING, charged=True)
 COMPLETED = OrderState(OrderStatus.COMPLETED, charged=True)
 TIMED_OUT = OrderState(OrderStatus.CANCELLED, CancelReason.TIMEOUT)
 ON_HOLD = OrderState(OrderStatus.ON_HOLD)
+AWAITING = OrderState(OrderStatus.AWAITING_PAYMENT_ACTION)
 
 
 @pytest.mark.parametrize(
@@ -98,6 +100,33 @@ ON_HOLD = OrderState(OrderStatus.ON_HOLD)
         ),
         (CONFIRMED, SagaEvent.HELD_FOR_REVIEW, CONFIRMED, ()),
         (TIMED_OUT, SagaEvent.HELD_FOR_REVIEW, TIMED_OUT, ()),
+        # 3-D Secure: the order waits for its customer until the payment's outcome or its
+        # deadline; a review opened once they authenticated holds it.
+        (PENDING, SagaEvent.PAYMENT_ACTION_REQUIRED, AWAITING, ()),
+        (RESERVED, SagaEvent.PAYMENT_ACTION_REQUIRED, AWAITING, ()),
+        (AWAITING, SagaEvent.PAYMENT_ACTION_REQUIRED, AWAITING, ()),
+        (AWAITING, SagaEvent.STOCK_RESERVED, AWAITING, ()),
+        (AWAITING, SagaEvent.PAYMENT_SUCCEEDED, CONFIRMED, (OrderConfirmed(),)),
+        (
+            AWAITING,
+            SagaEvent.PAYMENT_FAILED,
+            OrderState(OrderStatus.CANCELLED, CancelReason.PAYMENT_FAILED),
+            (
+                OrderCancelled(
+                    CancelReason.PAYMENT_FAILED, OrderStatus.AWAITING_PAYMENT_ACTION, False
+                ),
+            ),
+        ),
+        (
+            AWAITING,
+            SagaEvent.DEADLINE_PASSED,
+            TIMED_OUT,
+            (OrderCancelled(CancelReason.TIMEOUT, OrderStatus.AWAITING_PAYMENT_ACTION, False),),
+        ),
+        (AWAITING, SagaEvent.HELD_FOR_REVIEW, ON_HOLD, ()),
+        (ON_HOLD, SagaEvent.PAYMENT_ACTION_REQUIRED, ON_HOLD, ()),
+        (CONFIRMED, SagaEvent.PAYMENT_ACTION_REQUIRED, CONFIRMED, ()),
+        (TIMED_OUT, SagaEvent.PAYMENT_ACTION_REQUIRED, TIMED_OUT, ()),
         (CONFIRMED, SagaEvent.STOCK_RESERVED, CONFIRMED, ()),
         (CONFIRMED, SagaEvent.STOCK_REJECTED, CONFIRMED, ()),
         (CONFIRMED, SagaEvent.PAYMENT_FAILED, CONFIRMED, ()),
@@ -118,7 +147,7 @@ def test_saga_table(
     assert transition.emitted == emitted
 
 
-@pytest.mark.parametrize("state", [PENDING, RESERVED, ON_HOLD, CONFIRMED])
+@pytest.mark.parametrize("state", [PENDING, RESERVED, ON_HOLD, AWAITING, CONFIRMED])
 def test_the_customer_cancels_until_fulfilment_starts(state: OrderState) -> None:
     transition = cancel_by_customer(state)
     assert transition.state.status is OrderStatus.CANCELLED
@@ -189,7 +218,7 @@ def test_any_order_and_duplication_of_saga_events_decides_once(events: list[Saga
         assert cancellations[0].reason is state.cancel_reason
     else:
         assert emitted == []
-        assert state.status in {OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.ON_HOLD}
+        assert state.status in OPEN_STATUSES
 
 
 @given(

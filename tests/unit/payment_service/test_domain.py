@@ -61,6 +61,14 @@ TOO_LATE = replace(KNOWN_AND_RESERVED, deadline=NOW + timedelta(seconds=5))
         (replace(TOO_LATE, status=ChargeStatus.HELD), Action.NOTHING),
         (replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.HELD), Action.VOID),
         (replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.VOIDED), Action.NOTHING),
+        # Awaiting the customer (3-D Secure): the webhook brings the outcome, not a fact;
+        # only the order's cancellation acts on it, whatever the deadline.
+        (replace(KNOWN_AND_RESERVED, status=ChargeStatus.AWAITING_ACTION), Action.NOTHING),
+        (replace(TOO_LATE, status=ChargeStatus.AWAITING_ACTION), Action.NOTHING),
+        (
+            replace(KNOWN_AND_RESERVED, cancelled=True, status=ChargeStatus.AWAITING_ACTION),
+            Action.VOID,
+        ),
         # Its OrderCreated rolled back after phase one: resumed once it is redelivered.
         (PaymentFacts(stock_reserved=True, status=ChargeStatus.CHARGING), Action.NOTHING),
         (
@@ -139,6 +147,9 @@ def test_the_expiry_reason_names_the_deadline_the_margin_and_the_moment() -> Non
         # Authorised for a review: recorded HELD (a cancelled order's hold is voided next).
         (IntentState.AUTHORISED, False, Resume.RECORD),
         (IntentState.AUTHORISED, True, Resume.RECORD),
+        # Asks for the customer: recorded AWAITING_ACTION, unless the saga gave up.
+        (IntentState.REQUIRES_ACTION, False, Resume.RECORD),
+        (IntentState.REQUIRES_ACTION, True, Resume.ABANDON),
     ],
 )
 def test_resume(state: IntentState, gave_up: bool, step: Resume) -> None:
@@ -165,6 +176,14 @@ def test_resume(state: IntentState, gave_up: bool, step: Resume) -> None:
         (IntentState.AUTHORISED, True, ChargeStatus.CHARGING, OpenIntentStep.SETTLE),
         (IntentState.AUTHORISED, False, ChargeStatus.NONE, OpenIntentStep.CANCEL),
         (IntentState.AUTHORISED, False, ChargeStatus.FAILED, OpenIntentStep.CANCEL),
+        # The order's charge awaits the customer: left while it waits or is processed, its
+        # outcome recorded once it has one (its webhook lost); an orphan's challenge cancelled.
+        (IntentState.REQUIRES_ACTION, True, ChargeStatus.AWAITING_ACTION, OpenIntentStep.LEAVE),
+        (IntentState.PROCESSING, True, ChargeStatus.AWAITING_ACTION, OpenIntentStep.LEAVE),
+        (IntentState.DECLINED, True, ChargeStatus.AWAITING_ACTION, OpenIntentStep.RESOLVE),
+        (IntentState.AUTHORISED, True, ChargeStatus.AWAITING_ACTION, OpenIntentStep.RESOLVE),
+        (IntentState.REQUIRES_ACTION, False, ChargeStatus.NONE, OpenIntentStep.CANCEL),
+        (IntentState.REQUIRES_ACTION, True, ChargeStatus.VOIDED, OpenIntentStep.CANCEL),
         # Nothing to cancel: the provider is deciding, or it is no longer open.
         (IntentState.PROCESSING, False, ChargeStatus.NONE, OpenIntentStep.LEAVE),
         (IntentState.SUCCEEDED, True, ChargeStatus.SUCCEEDED, OpenIntentStep.LEAVE),
