@@ -1,6 +1,7 @@
 """Every FastAPI dependency of the kit, as `Annotated` aliases: the unit of work, the caller
-(required, an admin, or optional), the token verifier, and `resource` for a service's own
-resources on `app.state` (`Service(resources=...)`).
+(required, an admin, or optional), the token verifier, `resource` for a service's own
+resources on `app.state` (`Service(resources=...)`), `listener` for its listeners
+(`Service(listeners=...)`), and `Draining`, set when the service starts shutting down.
 
 They only read `app.state`, so they are `async def`: FastAPI runs a plain `def` dependency in a
 worker thread, a thread hop per request for nothing.
@@ -8,6 +9,7 @@ worker thread, a thread hop per request for nothing.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -17,6 +19,7 @@ from fastapi import Depends, Request
 from choreo.auth import AuthError, Principal, SigningKeysUnavailableError, TokenVerifier
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.errors import ChoreoError
+from choreo.listener import Listener
 from choreo.web import ApiError
 
 if TYPE_CHECKING:
@@ -52,6 +55,32 @@ def optional_resource(name: str, kind: type[T]) -> Callable[[Request], Awaitable
         return await required(request)
 
     return dependency
+
+
+def listener(channel: str) -> Callable[[Request], Awaitable[Listener]]:
+    """A dependency answering the service's listener on `channel` (`Service(listeners=...)`):
+    `Notified = Annotated[Listener, Depends(listener("notification_stream"))]`. A missing one
+    is a wiring bug: `ChoreoError`, a 500."""
+
+    async def dependency(request: Request) -> Listener:
+        listeners: dict[str, Listener] = getattr(request.app.state, "listeners", {})
+        found = listeners.get(channel)
+        if found is None:
+            raise ChoreoError(f"the service does not listen on {channel!r}")
+        return found
+
+    return dependency
+
+
+async def _draining(request: Request) -> asyncio.Event:
+    draining: asyncio.Event | None = getattr(request.app.state, "draining", None)
+    # An app served without the kit's lifespan (a test's transport) never drains.
+    return draining if draining is not None else asyncio.Event()
+
+
+# Set when the service starts shutting down: a response that stays open (a stream) ends then,
+# rather than holding the shutdown for its whole grace period.
+Draining = Annotated[asyncio.Event, Depends(_draining)]
 
 
 async def _unit_of_work(request: Request) -> UnitOfWork:
@@ -129,11 +158,13 @@ OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
 __all__ = [
     "AdminUser",
     "CurrentUser",
+    "Draining",
     "OptionalUser",
     "Uow",
     "Verifier",
     "admin_principal",
     "current_principal",
+    "listener",
     "optional_principal",
     "optional_resource",
     "resource",

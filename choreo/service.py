@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +24,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
+from uvicorn.config import STARTUP_FAILURE
 
 from choreo import kafka
 from choreo.auth import TokenVerifier, verifier_from_settings
@@ -38,6 +41,7 @@ from choreo.db import (
 from choreo.dead_letters import dlq_topic, retry_topic
 from choreo.errors import ChoreoError
 from choreo.events import OWNER_OF_TOPIC, Event, source_of
+from choreo.listener import Listener
 from choreo.logs import configure_logging
 from choreo.migrate import migrate
 from choreo.outbox import OutboxWriter, Relay
@@ -160,6 +164,7 @@ class Service:
         readiness: Mapping[str, ReadinessCheck] | None = None,
         docs: ApiDocs | None = None,
         start_up_warnings: Sequence[str] = (),
+        listeners: Sequence[Listener] = (),
     ) -> None:
         """`resources` are the service's named parts: attributes of `app.state` for the routes'
         dependencies, and the keyword-only parameters of its handlers (`Subscription`); those
@@ -169,11 +174,15 @@ class Service:
 
         `periodic` jobs run on their timers while the service runs; `on_start` hooks run once,
         before it serves. `middleware` wraps the app in the order given (the last outermost,
-        around the kit's own). `server_options` are passed to `uvicorn.run` over the kit's
+        around the kit's own). `server_options` are passed to uvicorn's `Config` over the kit's
         (`{"proxy_headers": False}`, say). A route of the service's routers whose path the kit
         also serves (`/readyz`, `/metrics`) replaces the kit's.
         `start_up_warnings` are logged when the service starts: how it runs weaker than
         production would let it (a key it was not given, say).
+        `listeners` (`choreo.listener`) listen on the service's database while it runs, and
+        stop as soon as it starts shutting down, before uvicorn waits for open responses: the
+        streams they wake end then (`app.state.listeners`, by channel, for the routes).
+        `app.state.draining` is set at that moment too, for any other response that stays open.
 
         The API's docs are public in dev and test, internal in prod (`/openapi.json` for the
         ops token's holders: the gateway merges it), unless `docs` says otherwise.
@@ -192,6 +201,10 @@ class Service:
         self._server_options = dict(server_options or {})
         self._extra_readiness = dict(readiness or {})
         self._start_up_warnings = tuple(start_up_warnings)
+        self._listeners = tuple(listeners)
+        if listeners and settings.database_dsn is None:
+            raise ConfigurationError(f"{self.name} listens but has no database")
+        self._draining: asyncio.Event | None = None
         self.token_verifier = token_verifier or verifier_from_settings(
             settings.jwks_url, settings.jwks_json
         )
@@ -259,6 +272,7 @@ class Service:
             docs=self._docs,
         )
         app.state.uow_factory = self.uow_factory
+        app.state.listeners = {listener.channel: listener for listener in self._listeners}
         app.state.token_verifier = self.token_verifier
         if self.engine is not None:
             app.state.revocations = Revocations(self.engine)
@@ -288,7 +302,20 @@ class Service:
             "log_config": None,
             "timeout_graceful_shutdown": 10,
         }
-        uvicorn.run(self.app(), **(options | self._server_options))
+        config = uvicorn.Config(self.app(), **(options | self._server_options))
+        server = _Server(config, on_shutdown=self.drain)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)  # as `uvicorn.run` does: the app's start-up failed
+
+    def drain(self) -> None:
+        """The service is shutting down: stop the listeners (ending the streams they wake) and
+        set `app.state.draining`. Called by the server before it waits for open responses."""
+        for listener in self._listeners:
+            listener.stop()
+        if self._draining is not None:
+            self._draining.set()
 
     def _readiness(self) -> dict[str, ReadinessCheck]:
         """Database and broker, for a service that has them (the gateway has neither)."""
@@ -337,7 +364,7 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        del app
+        self._draining = app.state.draining = asyncio.Event()
         settings = self.settings
         dsn = settings.database_dsn
         if dsn is None:
@@ -366,6 +393,10 @@ class Service:
         )
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-relay")]
+        tasks += [
+            asyncio.create_task(listener.run(sync_dsn(dsn)), name=f"{self.name}-listener")
+            for listener in self._listeners
+        ]
         if self._subscriptions:
             tasks.append(asyncio.create_task(self._consume(producer, stopping)))
         await self._start_up()
@@ -375,6 +406,7 @@ class Service:
         finally:
             stopping.set()
             relay.stop()
+            self.drain()
             for result in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(result, BaseException):
                     log.error("%s: a background task failed: %r", self.name, result)
@@ -488,6 +520,20 @@ class Service:
             ),
             event_keys=self.event_keys,
         )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the service when it starts shutting down: uvicorn then waits
+    (up to `timeout_graceful_shutdown`) for open responses to end, and the app's own shutdown
+    comes only after, too late for a response that never ends by itself (a stream)."""
+
+    def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
 
 
 def _ops_token(settings: ServiceSettings) -> str | None:

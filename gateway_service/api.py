@@ -11,9 +11,9 @@ from typing import Annotated, Final
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from choreo.deps import resource
+from choreo.deps import Draining, resource
 from choreo.web import ApiError, current_request_id, current_traceparent
 from gateway_service.domain import API_PREFIX, retry_after_seconds, route_for
 from gateway_service.edge import Gatekeeper, limit_headers
@@ -24,6 +24,8 @@ from gateway_service.proxy import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    is_event_stream,
+    relay,
     request_headers,
     response_headers,
 )
@@ -76,8 +78,11 @@ async def docs_asset(name: str, request: Request, gatekeeper: GatekeeperDep) -> 
 
 
 @router.api_route(f"{API_PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)
-async def forward(request: Request, proxy: ProxyDep, gatekeeper: GatekeeperDep) -> Response:
-    """Send the request to the service that serves its path, and its answer back."""
+async def forward(
+    request: Request, proxy: ProxyDep, gatekeeper: GatekeeperDep, draining: Draining
+) -> Response:
+    """Send the request to the service that serves its path, and its answer back (an event
+    stream as it comes)."""
     method, path = request.method, request.scope["path"]
     route = route_for(method, path)
     # Unknown paths are counted too: scanning for them is limited like anything else.
@@ -111,7 +116,11 @@ async def forward(request: Request, proxy: ProxyDep, gatekeeper: GatekeeperDep) 
         raise ApiError(504, "upstream_timeout", str(error)) from None
     except UpstreamProtocolError as error:
         raise ApiError(502, "bad_gateway", str(error)) from None
-    response = Response(content=answer.content, status_code=answer.status_code)
+    response: Response
+    if is_event_stream(answer):
+        response = StreamingResponse(relay(answer, draining), status_code=answer.status_code)
+    else:
+        response = Response(content=answer.content, status_code=answer.status_code)
     for name, value in response_headers(answer.headers.raw):
         response.headers.append(name, value)
     for name, value in limit_headers(admission).items():

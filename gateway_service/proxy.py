@@ -1,19 +1,27 @@
 """Forwarding one request to the service behind the gateway: which headers travel each way,
-retries of idempotent requests, and each upstream's circuit breaker.
+retries of idempotent requests, each upstream's circuit breaker, and event streams relayed as
+they come.
 
 All upstreams share one pooled `httpx.AsyncClient` (made and closed by the service, see
 main.py). A request is retried only when repeating it cannot do anything twice: idempotent
 methods, after a connection failure or a 502/503/504 answer. No answer hands a client an
 upstream's address: a `Location` or `Content-Location` on an upstream's origin becomes the
 gateway's own path.
+
+An answer of type `text/event-stream` (server-sent events) is not read in full: the gateway
+relays it chunk by chunk until either side closes it or the gateway shuts down. A request
+that accepts one waits up to STREAM_IDLE_SECONDS for each chunk instead of the upstream
+timeout (a live stream is quiet between heartbeats), and once its answer has begun it is
+never sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import SplitResult, urlsplit
@@ -39,6 +47,10 @@ RETRIED_STATUSES: Final = frozenset({502, 503, 504})
 # Short: the gateway's /readyz asks every upstream, and must answer within its prober's timeout
 # (1 s in `choreo up`) whatever state they are in.
 HEALTH_TIMEOUT_SECONDS: Final = 0.5
+EVENT_STREAM: Final = "text/event-stream"
+# How long a relayed event stream may stay silent: the services' streams send a heartbeat
+# every 15 s, so this is several missed in a row (the upstream or the path to it is gone).
+STREAM_IDLE_SECONDS: Final = 60.0
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP: Final = frozenset(
@@ -267,6 +279,40 @@ def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     }
 
 
+def is_event_stream(response: httpx.Response) -> bool:
+    """A successful answer of server-sent events, relayed as it comes rather than read."""
+    media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return response.is_success and media_type == EVENT_STREAM
+
+
+async def relay(answer: httpx.Response, stopping: asyncio.Event) -> AsyncIterator[bytes]:
+    """The chunks of an event stream from upstream, as they arrive, until the upstream ends
+    it, the connection to it breaks or goes quiet too long, or `stopping` is set (the gateway
+    shuts down); the answer is closed then. A client that goes away cancels the iteration."""
+    chunks = aiter(answer.aiter_bytes())
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(chunks))
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                    await step
+                return
+            try:
+                chunk = step.result()
+            except StopAsyncIteration:
+                return
+            except httpx.TransportError as error:
+                log.info("an event stream from %s ended: %s", answer.url.path, _outcome(error))
+                return
+            yield chunk
+    finally:
+        stop.cancel()
+        await answer.aclose()
+
+
 def _outcome(error: httpx.TransportError) -> str:
     """What went wrong, as the metrics and the breaker's log name it."""
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
@@ -296,13 +342,16 @@ class Proxy:
             CIRCUIT_OPEN.labels(name).set(0)
 
     async def forward(self, upstream: str, request: OutgoingRequest) -> httpx.Response:
-        """The upstream's answer, read in full; raises an `UpstreamError` when there is none.
+        """The upstream's answer, read in full, except an event stream (`is_event_stream`):
+        that is returned unread, for the caller to relay (`relay`) and close. Raises an
+        `UpstreamError` when there is no answer.
 
         A 502/503/504 answer that is still one after the retries is returned as it is: the
         upstream's own error says more than the gateway could.
         """
         target = self.upstreams[upstream]
         attempts = 1 + (self._retries if request.method in IDEMPOTENT_METHODS else 0)
+        timeout = self._timeout_of(request)
         for attempt in range(1, attempts + 1):
             can_retry = attempt < attempts
             if not target.breaker.allow():
@@ -313,15 +362,7 @@ class Proxy:
                     retry_after=target.breaker.retry_after(),
                 )
             try:
-                response = await self._client.request(
-                    request.method,
-                    target.url(request.raw_path, request.query),
-                    headers=[
-                        (name.encode("latin-1"), value.encode("latin-1"))
-                        for name, value in request.headers
-                    ],
-                    content=request.body,
-                )
+                response = await self._send(target, request, timeout)
             except httpx.PoolTimeout:
                 # The gateway's own connection pool is exhausted: nothing is wrong upstream.
                 UPSTREAM_REQUESTS.labels(upstream, "pool_timeout").inc()
@@ -343,6 +384,42 @@ class Proxy:
             self._succeeded(target)
             return self._without_upstream_addresses(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send(
+        self, target: Upstream, request: OutgoingRequest, timeout: httpx.Timeout
+    ) -> httpx.Response:
+        """One attempt: the answer, read in full unless it is an event stream."""
+        outgoing = self._client.build_request(
+            request.method,
+            target.url(request.raw_path, request.query),
+            headers=[
+                (name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers
+            ],
+            content=request.body,
+            timeout=timeout,
+        )
+        response = await self._client.send(outgoing, stream=True)
+        if is_event_stream(response):
+            return response
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    def _timeout_of(self, request: OutgoingRequest) -> httpx.Timeout:
+        """The client's timeouts; for a request that accepts an event stream, a read timeout
+        of STREAM_IDLE_SECONDS (each chunk of a stream is a read)."""
+        accepts = ",".join(value for name, value in request.headers if name.lower() == "accept")
+        if EVENT_STREAM not in accepts.lower():
+            return self._client.timeout
+        timeout = self._client.timeout
+        return httpx.Timeout(
+            connect=timeout.connect,
+            read=max(timeout.read or 0.0, STREAM_IDLE_SECONDS),
+            write=timeout.write,
+            pool=timeout.pool,
+        )
 
     def _without_upstream_addresses(self, response: httpx.Response) -> httpx.Response:
         """The answer, its location headers rewritten by `public_location` (raw bytes read

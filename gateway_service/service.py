@@ -32,6 +32,7 @@ CORS_REQUEST_HEADERS: Final = [
     "Authorization",
     "Content-Type",
     "Idempotency-Key",
+    "Last-Event-ID",  # a reconnecting notification stream's
     REQUEST_ID_HEADER,
     "traceparent",
 ]

@@ -1,8 +1,10 @@
-"""Wiring of the notification service: settings -> app, subscriptions, relay."""
+"""Wiring of the notification service: settings -> app, subscriptions, relay, the listener of
+the live notification stream."""
 
 from __future__ import annotations
 
 from choreo import records
+from choreo.listener import Listener
 from choreo.service import Service, Subscription
 from notification_service import handlers
 from notification_service.api import ERROR_STATUSES, router
@@ -11,6 +13,7 @@ from notification_service.deliveries import Postman
 from notification_service.keys import NO_KEY_WARNING, load_sealing_key
 from notification_service.messages import Renderer
 from notification_service.sendgrid_mailer import SendGridMailer
+from notification_service.stream import CHANNEL
 
 
 def subscriptions() -> tuple[Subscription, ...]:
@@ -57,6 +60,7 @@ def build(settings: Settings | None = None) -> Service:
         subscriptions=subscriptions(),
         error_statuses=ERROR_STATUSES,
         resources=resources,
+        listeners=[Listener(CHANNEL)],
         start_up_warnings=[] if reset_token_opener else [NO_KEY_WARNING],
     )
 

@@ -1,7 +1,8 @@
 """Read side of the notification service: a user's in-app notifications, newest first, as the
 API shows them.
 
-Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors.
+Pages are keyset-paginated on (created_at, id) with `choreo.pagination` cursors; the live
+stream reads a user's notifications oldest first, after the last `seq` it sent.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
@@ -65,3 +66,56 @@ async def notifications_of(
         for row in page
     ]
     return NotificationPage(items, next_cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedNotification:
+    """A notification and its place in the user's stream (its SSE event id)."""
+
+    seq: int
+    notification: NotificationView
+
+
+async def notifications_after(
+    uow: UnitOfWork, user_id: str, after: int, *, limit: int
+) -> list[StreamedNotification]:
+    """The user's notifications with `seq` above `after`, oldest first, at most `limit`."""
+    query = (
+        select(
+            notifications.c.seq,
+            notifications.c.id,
+            notifications.c.kind,
+            notifications.c.title,
+            notifications.c.body,
+            notifications.c.created_at,
+            notifications.c.read_at,
+        )
+        .where(notifications.c.user_id == user_id, notifications.c.seq > after)
+        .order_by(notifications.c.seq)
+        .limit(limit)
+    )
+    async with uow:
+        rows = (await uow.session.execute(query)).all()
+    return [
+        StreamedNotification(
+            row.seq,
+            NotificationView(
+                id=str(row.id),
+                kind=row.kind,
+                title=row.title,
+                body=row.body,
+                created_at=row.created_at,
+                read_at=row.read_at,
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def last_seq(uow: UnitOfWork, user_id: str) -> int:
+    """The `seq` of the user's latest notification; 0 when there is none."""
+    query = select(func.coalesce(func.max(notifications.c.seq), 0)).where(
+        notifications.c.user_id == user_id
+    )
+    async with uow:
+        return int((await uow.session.execute(query)).scalar_one())

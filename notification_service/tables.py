@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -86,6 +87,9 @@ deliveries = Table(
     CheckConstraint("status IN ('claimed', 'sent', 'failed')", name="deliveries_status"),
 )
 
+# `seq` orders a user's notifications for the live stream (its SSE event ids): a trigger
+# (migration notification_0004) reassigns it when the inserting transaction commits, under a
+# lock, so seq order is commit order, and NOTIFYs `notification_stream` with `user_id:seq`.
 notifications = Table(
     "notifications",
     metadata,
@@ -97,6 +101,8 @@ notifications = Table(
     Column("event_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("read_at", DateTime(timezone=True)),
+    Column("seq", BigInteger, Identity(always=False), nullable=False),
     UniqueConstraint("event_id", "user_id", "kind", name="notifications_once"),
     Index("notifications_by_user", "user_id", "created_at", "id"),
+    Index("notifications_stream", "user_id", "seq", unique=True),
 )

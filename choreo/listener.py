@@ -1,0 +1,116 @@
+"""One PostgreSQL `LISTEN` connection per process, fanned out in-process: each NOTIFY on the
+channel wakes the subscribers of the key its payload names.
+
+A payload reads `KEY:...` (or just `KEY`): the part before its last colon is the key. A wake-up
+carries nothing but "look again": subscribers read what changed from the database, so a
+notification missed while the connection was down loses nothing, since every subscriber is
+woken when the connection is made again. `Service(listeners=...)` runs and stops listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import psycopg
+from prometheus_client import Gauge
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 1.0
+"""The wait before connecting again after the listening connection failed."""
+
+SUBSCRIBERS = Gauge(
+    "choreo_listener_subscribers",
+    "Subscribers a listener wakes (open streams, say), by channel.",
+    ("channel",),
+)
+
+
+class Listener:
+    """Listens on `channel` for the whole process; `subscribe(key)` for a wake-up event."""
+
+    def __init__(self, channel: str) -> None:
+        if not channel.isidentifier():
+            raise ValueError(f"{channel!r} is not a plain channel name")
+        self.channel = channel
+        self._subscribers: dict[str, set[asyncio.Event]] = {}
+        self._stopping = asyncio.Event()
+        SUBSCRIBERS.labels(channel).set(0)
+
+    @property
+    def stopped(self) -> bool:
+        """True once `stop()` was called: subscribers should end what they serve."""
+        return self._stopping.is_set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(events) for events in self._subscribers.values())
+
+    @contextlib.contextmanager
+    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
+        """An event set by every NOTIFY for `key` (clear it before reading), at reconnection,
+        and at `stop()`; dropped when the block ends."""
+        woken = asyncio.Event()
+        self._subscribers.setdefault(key, set()).add(woken)
+        SUBSCRIBERS.labels(self.channel).inc()
+        try:
+            yield woken
+        finally:
+            SUBSCRIBERS.labels(self.channel).dec()
+            events = self._subscribers.get(key)
+            if events is not None:
+                events.discard(woken)
+                if not events:
+                    del self._subscribers[key]
+
+    def stop(self) -> None:
+        """End `run()` and wake every subscriber (which then sees `stopped`)."""
+        self._stopping.set()
+        self._wake_all()
+
+    async def run(self, conninfo: str) -> None:
+        """Listen until `stop()`, connecting again (and waking everyone) after a failure."""
+        while not self._stopping.is_set():
+            try:
+                await self._listen(conninfo)
+            except (psycopg.OperationalError, OSError) as error:
+                log.warning("listener on %s lost its connection: %s", self.channel, error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), RECONNECT_SECONDS)
+
+    async def _listen(self, conninfo: str) -> None:
+        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+        async with conn:
+            await conn.execute(f"LISTEN {self.channel}")
+            # Whatever was notified while no connection listened is read now.
+            self._wake_all()
+            receiving = asyncio.ensure_future(self._receive(conn))
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (receiving, stopping):
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopping
+                if receiving.done() and not receiving.cancelled():
+                    receiving.result()  # the connection's failure, for run() to handle
+                else:
+                    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                        await receiving
+
+    async def _receive(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        async for notify in conn.notifies():
+            key = notify.payload.rpartition(":")[0] or notify.payload
+            for woken in self._subscribers.get(key, ()):
+                woken.set()
+        # notifies() ends only when the connection is closed
+        raise psycopg.OperationalError("the listening connection was closed")
+
+    def _wake_all(self) -> None:
+        for events in self._subscribers.values():
+            for woken in events:
+                woken.set()
