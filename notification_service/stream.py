@@ -34,7 +34,7 @@ BATCH: Final = 100
 RETRY_MILLISECONDS: Final = 1000
 """How long an EventSource waits before reconnecting (its default is ~3 s)."""
 
-MAX_LAST_EVENT_ID_LENGTH: Final = 19  # digits of the largest bigint
+MAX_SEQ: Final = 2**63 - 1  # a bigint
 
 _as_json = TypeAdapter(NotificationView)
 
@@ -49,7 +49,11 @@ def resume_after(last_event_id: str | None) -> int | None:
     if last_event_id is None:
         return None
     value = last_event_id.strip()
-    if not (value.isascii() and value.isdigit()) or len(value) > MAX_LAST_EVENT_ID_LENGTH:
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > len(str(MAX_SEQ))
+        or int(value) > MAX_SEQ
+    ):
         raise InvalidLastEventIdError(
             f"Last-Event-ID must be the id of an event this stream sent (digits), not "
             f"{last_event_id[:40]!r}"
