@@ -16,6 +16,11 @@ service verifies `Stripe-Signature` against."""
 SENDGRID_API_KEY = "SG.choreo-dev"
 """The SendGrid sink's key (the sink accepts any bearer token)."""
 
+TWILIO_ACCOUNT_SID = "AC0000000000000000000000000000c0de"
+"""The Twilio sink's account (the sink accepts any account and token)."""
+TWILIO_AUTH_TOKEN = "choreo-dev-twilio-token"
+"""The Twilio sink's auth token."""
+
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "choreo-admin"
 """The admin account `choreo up` seeds in dev and prints (CHOREO_ADMIN_EMAIL/_PASSWORD)."""

@@ -1,16 +1,21 @@
-"""E-mail delivery: at most one e-mail per (event, recipient, kind), whatever is redelivered.
+"""Delivery of e-mails and SMS: at most one message per (event, recipient, kind, channel),
+whatever is redelivered. The channel is part of a delivery's identity, so the e-mail and the
+SMS of one event are each sent once, and each fails, is dead-lettered and replayed on its own.
 
-SendGrid's mail send has no idempotency key: a message sent twice arrives twice. So each
-e-mail is first *claimed* — a `deliveries` row with status `claimed`, committed in a
-transaction of its own — and only then sent. What the row says afterwards decides what a
-redelivery of the event (a retry, a duplicate record, a dead letter replayed) does:
+Neither SendGrid's mail send nor Twilio's Messages API has an idempotency key: a message sent
+twice arrives twice. So each message is first *claimed* — a `deliveries` row with status
+`claimed`, committed in a transaction of its own — and only then sent. What the row says
+afterwards decides what a redelivery of the event (a retry, a duplicate record, a dead letter
+replayed) does:
 
-- `sent`: SendGrid accepted it (2xx). Skipped.
-- `failed`: SendGrid answered that it did not take it (429, 5xx, any other 4xx) or could not
-  be reached at all. Nothing went out, so it is claimed again and sent again.
+- `sent`: the provider accepted it (2xx). Skipped.
+- `failed`: the provider answered that it did not take it (429, 5xx, any other 4xx) or could
+  not be reached at all. Nothing went out, so it is claimed again and sent again.
 - `claimed`: the send started and no outcome was recorded — the process died while sending,
   or the request went out and no answer came within `NOTIFICATION_SEND_TIMEOUT_SECONDS`.
-  SendGrid may or may not have it. It is *not* sent again; a WARNING names it.
+  The provider may or may not have it. It is *not* sent again; a WARNING names it.
+- `skipped`: never sent on purpose (an SMS chosen by a user with no valid phone number);
+  `last_error` says why. A redelivery tries it again (the number may have been given since).
 
 The trade-off is at most once over at least once: a crash or a timeout in the middle of a
 send can lose that one e-mail (the in-app notification is still written), but no customer
@@ -34,44 +39,53 @@ from sqlalchemy.dialects.postgresql import insert
 
 from choreo.db import UnitOfWorkFactory
 from notification_service.domain import (
+    Channel,
     DeliveryStatus,
     EmailRefusedError,
     EmailUnavailableError,
     Kind,
     Outcome,
+    SendResult,
+    SmsRefusedError,
+    SmsUnavailableError,
     Step,
     next_step,
     status_after,
 )
 from notification_service.sendgrid_mailer import Email, SendGridMailer
 from notification_service.tables import deliveries
+from notification_service.twilio_sender import Sms, TwilioSender
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One e-mail of one event to one recipient (a contact's user id)."""
+    """One message of one event to one recipient (a contact's user id) on one channel."""
 
     event_id: str
     recipient: str
     kind: Kind
+    channel: Channel = Channel.EMAIL
 
     def __str__(self) -> str:
-        return f"{self.kind} e-mail of event {self.event_id} to user {self.recipient}"
+        what = "e-mail" if self.channel is Channel.EMAIL else self.channel.value.upper()
+        return f"{self.kind} {what} of event {self.event_id} to user {self.recipient}"
 
 
 @dataclass(frozen=True)
 class Postman:
-    """Sends e-mails at most once each; see the module's docstring."""
+    """Sends e-mails and SMS at most once each; see the module's docstring."""
 
     mailer: SendGridMailer
     # Commits claims and outcomes, apart from the handler's transaction.
     new_unit_of_work: UnitOfWorkFactory
+    sms_sender: TwilioSender | None = None
 
-    async def deliver(self, delivery: Delivery, email: Email) -> None:
-        """Send `email` unless this delivery was sent or may have been; raise
-        EmailUnavailableError (retriable) or EmailRefusedError when SendGrid did not take it."""
+    async def deliver(self, delivery: Delivery, message: Email | Sms) -> None:
+        """Send `message` unless this delivery was sent or may have been; raise
+        EmailUnavailableError / SmsUnavailableError (retriable) or EmailRefusedError /
+        SmsRefusedError when the provider did not take it."""
         step = await self._claim(delivery)
         if step is Step.SKIP_SENT:
             log.info("%s was sent before; not sending it again", delivery)
@@ -83,7 +97,7 @@ class Postman:
                 delivery,
             )
             return
-        result = await self.mailer.send(email)
+        result = await self._send(message)
         status = status_after(result.outcome)
         await self._record(delivery, status, result.detail, result.message_id)
         if result.outcome is Outcome.ACCEPTED:
@@ -93,9 +107,39 @@ class Postman:
                 "%s: %s; it may have been sent, so it is not sent again", delivery, result.detail
             )
         elif result.outcome is Outcome.REFUSED_FOR_NOW:
-            raise EmailUnavailableError(f"{delivery} not sent: {result.detail}")
+            unavailable = SmsUnavailableError if isinstance(message, Sms) else EmailUnavailableError
+            raise unavailable(f"{delivery} not sent: {result.detail}")
         else:
-            raise EmailRefusedError(f"{delivery} refused: {result.detail}")
+            refused = SmsRefusedError if isinstance(message, Sms) else EmailRefusedError
+            raise refused(f"{delivery} refused: {result.detail}")
+
+    async def skip(self, delivery: Delivery, reason: str) -> None:
+        """Record that `delivery` is not sent, on purpose, and why (unless it was sent, or may
+        have been, already)."""
+        log.info("%s skipped: %s", delivery, reason)
+        async with self.new_unit_of_work() as uow:
+            statement = insert(deliveries).values(
+                event_id=delivery.event_id,
+                recipient=delivery.recipient,
+                kind=delivery.kind.value,
+                channel=delivery.channel.value,
+                status=DeliveryStatus.SKIPPED.value,
+                last_error=reason,
+            )
+            await uow.session.execute(
+                statement.on_conflict_do_update(
+                    constraint="deliveries_once",
+                    set_={"last_error": reason, "updated_at": func.now()},
+                    where=deliveries.c.status == DeliveryStatus.SKIPPED.value,
+                )
+            )
+
+    async def _send(self, message: Email | Sms) -> SendResult:
+        if isinstance(message, Email):
+            return await self.mailer.send(message)
+        if self.sms_sender is None:
+            return SendResult(Outcome.REFUSED, "no SMS sender configured")
+        return await self.sms_sender.send(message)
 
     async def _claim(self, delivery: Delivery) -> Step:
         async with self.new_unit_of_work() as uow:
@@ -106,6 +150,7 @@ class Postman:
                     event_id=delivery.event_id,
                     recipient=delivery.recipient,
                     kind=delivery.kind.value,
+                    channel=delivery.channel.value,
                     status=DeliveryStatus.CLAIMED.value,
                 )
                 .on_conflict_do_nothing(constraint="deliveries_once")
@@ -154,4 +199,5 @@ def _is(delivery: Delivery) -> tuple[ColumnElement[bool], ...]:
         deliveries.c.event_id == delivery.event_id,
         deliveries.c.recipient == delivery.recipient,
         deliveries.c.kind == delivery.kind.value,
+        deliveries.c.channel == delivery.channel.value,
     )

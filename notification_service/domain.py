@@ -1,12 +1,16 @@
-"""What the notification service decides, as pure rules: which notifications exist, whether a
-delivery is sent, what SendGrid's answer means, and how codes read in words. No I/O."""
+"""What the notification service decides, as pure rules: which notifications exist, on which
+channels each goes (the user's preferences), whether a delivery is sent, what SendGrid's and
+Twilio's answers mean, and how codes read in words. No I/O."""
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
+
+import phonenumbers
 
 from choreo.errors import ChoreoError, NotReadyError, PermanentError, TransientError
 
@@ -31,6 +35,15 @@ class EmailUnavailableError(NotificationError, TransientError):
 
 class EmailRefusedError(NotificationError, PermanentError):
     """SendGrid refused the e-mail and always will as it is (a 4xx other than 429)."""
+
+
+class SmsUnavailableError(NotificationError, TransientError):
+    """Twilio did not take the SMS, in a way that may pass (429, 5xx, no connection)."""
+
+
+class SmsRefusedError(NotificationError, PermanentError):
+    """Twilio refused the SMS and always will as it is (a 4xx other than 429): dead-lettered,
+    to be replayed once the cause is fixed."""
 
 
 class ResetTokenUnreadableError(NotificationError, PermanentError):
@@ -71,6 +84,7 @@ class Contact:
     full_name: str | None
     role: str | None
     deleted: bool
+    phone: str | None = None
 
     @property
     def reachable(self) -> bool:
@@ -112,13 +126,116 @@ def printable_name(raw: str | None) -> str:
     return " ".join(text.split())[:MAX_NAME_LENGTH].rstrip()
 
 
-# Delivery of one e-mail: at most once per (event, recipient, kind). See deliveries.py.
+# Channels and preferences: which ways each notification goes.
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    IN_APP = "in_app"
+
+
+class PreferenceKind(StrEnum):
+    """The kinds a user chooses channels for (the user service's settable kinds)."""
+
+    ORDER_UPDATES = "order_updates"
+    PAYMENT_UPDATES = "payment_updates"
+    ACCOUNT_NOTICES = "account_notices"
+    LOW_STOCK = "low_stock"
+
+
+# Each notification's kind of preference; a password reset has none: it is a security notice,
+# always by e-mail and by nothing else (its body carries the reset token).
+PREFERENCE_OF: Final[Mapping[Kind, PreferenceKind]] = {
+    Kind.WELCOME: PreferenceKind.ACCOUNT_NOTICES,
+    Kind.ORDER_RECEIVED: PreferenceKind.ORDER_UPDATES,
+    Kind.ORDER_CONFIRMED: PreferenceKind.ORDER_UPDATES,
+    Kind.ORDER_CANCELLED: PreferenceKind.ORDER_UPDATES,
+    Kind.PAYMENT_FAILED: PreferenceKind.PAYMENT_UPDATES,
+    Kind.REFUND_ISSUED: PreferenceKind.PAYMENT_UPDATES,
+    Kind.LOW_STOCK: PreferenceKind.LOW_STOCK,
+}
+DEFAULT_CHANNELS: Final = frozenset({Channel.EMAIL, Channel.IN_APP})
+
+ChosenChannels = Mapping[PreferenceKind, frozenset[Channel]]
+
+
+def chosen_channels(preferences: Mapping[str, Mapping[str, bool]] | None) -> ChosenChannels:
+    """A user's preferences (as the replica stores them: kind -> channel -> on) over the
+    defaults: a kind or channel not in them has its default; unknown ones are ignored."""
+    chosen = dict.fromkeys(PreferenceKind, DEFAULT_CHANNELS)
+    for kind, channels in (preferences or {}).items():
+        if kind not in PreferenceKind.__members__.values():
+            continue
+        current = set(chosen[PreferenceKind(kind)])
+        for channel, on in channels.items():
+            if channel in Channel.__members__.values():
+                (current.add if on else current.discard)(Channel(channel))
+        chosen[PreferenceKind(kind)] = frozenset(current)
+    return chosen
+
+
+def sms_number(phone: str | None) -> str | None:
+    """The number an SMS goes to (E.164), or None when the user has none that is valid (the
+    user service stores E.164; a number stored before it checked may be anything)."""
+    if not phone:
+        return None
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+NO_PHONE: Final = "no valid phone number in the user's profile"
+NO_SMS: Final = "SMS is not set up here (no TWILIO_AUTH_TOKEN)"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPlan:
+    """The channels one notification goes by, and why an SMS chosen does not go (or None)."""
+
+    channels: frozenset[Channel]
+    sms_skipped: str | None = None
+
+
+def plan_channels(
+    kind: Kind, chosen: ChosenChannels, *, phone: str | None, sms_available: bool = True
+) -> ChannelPlan:
+    """Where a notification of `kind` goes: the channels chosen for its kind of preference. An
+    SMS chosen with no valid phone number (or where SMS is not set up) is skipped, and said so;
+    when it was the only way chosen outside the app, the notice goes by e-mail instead, so that
+    a user who asked to be told outside the app is. A password reset goes by e-mail, whatever
+    is chosen."""
+    preference = PREFERENCE_OF.get(kind)
+    if preference is None:
+        return ChannelPlan(frozenset({Channel.EMAIL}))
+    channels = set(chosen.get(preference, DEFAULT_CHANNELS))
+    if Channel.SMS not in channels:
+        return ChannelPlan(frozenset(channels))
+    if not sms_available:
+        reason = NO_SMS
+    elif sms_number(phone) is None:
+        reason = NO_PHONE
+    else:
+        return ChannelPlan(frozenset(channels))
+    channels.discard(Channel.SMS)
+    if Channel.EMAIL in channels:
+        return ChannelPlan(frozenset(channels), f"{reason}; sent by e-mail as chosen too")
+    channels.add(Channel.EMAIL)
+    return ChannelPlan(frozenset(channels), f"{reason}; sent by e-mail instead")
+
+
+# Delivery of one message: at most once per (event, recipient, kind, channel). See deliveries.py.
 
 
 class DeliveryStatus(StrEnum):
     CLAIMED = "claimed"  # committed before the send; still so afterwards: outcome unknown
-    SENT = "sent"  # SendGrid accepted it
-    FAILED = "failed"  # SendGrid refused it (or was unreachable): it was not sent
+    SENT = "sent"  # the provider accepted it
+    FAILED = "failed"  # the provider refused it (or was unreachable): it was not sent
+    SKIPPED = "skipped"  # never sent, on purpose (an SMS with no phone number): last_error says why
 
 
 class Step(StrEnum):
@@ -129,10 +246,11 @@ class Step(StrEnum):
 
 
 def next_step(status: DeliveryStatus | None) -> Step:
-    """What to do with a delivery found in `status` (None: never claimed)."""
+    """What to do with a delivery found in `status` (None: never claimed). A skipped one is
+    tried again: the phone number may have been given since."""
     if status is None:
         return Step.SEND
-    if status is DeliveryStatus.FAILED:
+    if status in (DeliveryStatus.FAILED, DeliveryStatus.SKIPPED):
         return Step.SEND_AGAIN
     if status is DeliveryStatus.SENT:
         return Step.SKIP_SENT
@@ -140,7 +258,7 @@ def next_step(status: DeliveryStatus | None) -> Step:
 
 
 class Outcome(StrEnum):
-    """What became of one send, as SendGrid's answer (or its absence) tells."""
+    """What became of one send, as the provider's answer (or its absence) tells."""
 
     ACCEPTED = "accepted"  # 2xx
     REFUSED_FOR_NOW = "refused_for_now"  # 429, 5xx, or no connection: not sent, may pass
@@ -154,6 +272,13 @@ def outcome_of_status(status: int) -> Outcome:
     if status == 429 or status >= 500:
         return Outcome.REFUSED_FOR_NOW
     return Outcome.REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    detail: str  # what happened, for logs and the delivery row: never the message or the key
+    message_id: str | None = None
 
 
 def status_after(outcome: Outcome) -> DeliveryStatus:

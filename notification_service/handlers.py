@@ -9,8 +9,10 @@ A cancellation is committed the same way before its e-mail, and a notification i
 
 Then each notification finds its recipient — raising NotKnownYetError, which the consumer
 retries, while the contact or order has not arrived (topics are consumed concurrently) —
-renders its message, delivers the e-mail at most once (deliveries.py), and writes the in-app
-notification in the handler's transaction. A deleted user gets neither.
+renders its message, and goes by the channels the recipient chose for its kind (the
+`preferences` replica, the defaults until a NotificationPreferencesChanged is seen;
+domain.plan_channels): the e-mail and the SMS each at most once (deliveries.py), the in-app
+notification in the handler's transaction. A deleted user gets none of them.
 
 A password reset is e-mail only, to the address its event names: the body carries the reset
 token, so no in-app notification keeps it, `deliveries` holds no body, and no log line names it.
@@ -39,21 +41,33 @@ from notification_service.deliveries import Delivery, Postman
 from notification_service.domain import (
     ADMIN_ROLE,
     CONTRADICTED_BY_CANCELLATION,
+    Channel,
+    ChosenChannels,
     Contact,
     Kind,
     NotificationNotFoundError,
     NotKnownYetError,
     ResetTokenUnreadableError,
     cancel_reason_in_words,
+    chosen_channels,
     count_of,
     decline_reason_in_words,
     format_money,
     order_reference,
+    plan_channels,
     printable_name,
+    sms_number,
 )
 from notification_service.messages import Renderer
 from notification_service.sendgrid_mailer import Email
-from notification_service.tables import contacts, notifications, order_cancellations, orders
+from notification_service.tables import (
+    contacts,
+    notifications,
+    order_cancellations,
+    orders,
+    preferences,
+)
+from notification_service.twilio_sender import Sms
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +107,7 @@ async def on_user_registered(
             full_name=record.full_name,
             details_at=record.registered_at,
             role=record.role,
+            phone=None,
         )
     await _notify_user(uow, notifier, event, record.user_id, Kind.WELCOME, {})
 
@@ -105,6 +120,36 @@ async def on_user_updated(record: records.UserUpdated, uow: UnitOfWork) -> None:
         full_name=record.full_name,
         details_at=record.updated_at,
         role=None,
+        phone=record.phone,
+    )
+
+
+async def on_notification_preferences_changed(
+    record: records.NotificationPreferencesChanged, uow: UnitOfWork
+) -> None:
+    """Keep the user's preferences as the newest event says (they arrive whole, not as diffs:
+    an older one, redelivered or late, changes nothing)."""
+    channels = {
+        preference.kind: {
+            Channel.EMAIL.value: preference.email,
+            Channel.SMS.value: preference.sms,
+            Channel.IN_APP.value: preference.in_app,
+        }
+        for preference in record.preferences
+    }
+    statement = insert(preferences).values(
+        user_id=record.user_id, channels=channels, changed_at=record.changed_at
+    )
+    await uow.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[preferences.c.user_id],
+            set_={
+                "channels": statement.excluded.channels,
+                "changed_at": statement.excluded.changed_at,
+                "updated_at": func.now(),
+            },
+            where=statement.excluded.changed_at > preferences.c.changed_at,
+        )
     )
 
 
@@ -206,17 +251,24 @@ async def _remember_contact(
     full_name: str,
     details_at: datetime,
     role: str | None,
+    phone: str | None,
 ) -> None:
     """Insert or update a contact; details older than those held, and deleted contacts, are
     left alone. `role` (known from UserRegistered only) is set when given."""
     statement = insert(contacts).values(
-        user_id=user_id, email=email, full_name=full_name, role=role, details_at=details_at
+        user_id=user_id,
+        email=email,
+        full_name=full_name,
+        role=role,
+        phone=phone,
+        details_at=details_at,
     )
     new = statement.excluded
     newer = or_(contacts.c.details_at.is_(None), new.details_at >= contacts.c.details_at)
     changes = {
         "email": case((newer, new.email), else_=contacts.c.email),
         "full_name": case((newer, new.full_name), else_=contacts.c.full_name),
+        "phone": case((newer, new.phone), else_=contacts.c.phone),
         "details_at": func.greatest(contacts.c.details_at, new.details_at),
         "updated_at": func.now(),
     }
@@ -408,30 +460,51 @@ async def _notify(
     kind: Kind,
     context: Mapping[str, object],
 ) -> None:
-    """E-mail `contact` (at most once) and write the in-app notification."""
+    """Notify `contact` on the channels chosen for this kind: the e-mail and the SMS each at
+    most once, the in-app notification in the handler's transaction."""
     if contact.email is None:
         return
-    message = notifier.renderer.render(kind, {"name": contact.greeting_name, **context})
-    email = Email(
-        to_email=contact.email,
-        to_name=contact.display_name,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
-        custom_args={"event_id": event.id, "notification": kind.value},
-    )
-    await notifier.postman.deliver(Delivery(event.id, contact.user_id, kind), email)
-    await uow.session.execute(
-        insert(notifications)
-        .values(
-            user_id=contact.user_id,
-            kind=kind.value,
-            title=message.subject,
-            body=message.text,
-            event_id=event.id,
+    context = {"name": contact.greeting_name, **context}
+    message = notifier.renderer.render(kind, context)
+    chosen = await _chosen_channels(uow.session, contact.user_id)
+    sms_available = notifier.postman.sms_sender is not None
+    plan = plan_channels(kind, chosen, phone=contact.phone, sms_available=sms_available)
+    if Channel.EMAIL in plan.channels:
+        email = Email(
+            to_email=contact.email,
+            to_name=contact.display_name,
+            subject=message.subject,
+            text=message.text,
+            html=message.html,
+            custom_args={"event_id": event.id, "notification": kind.value},
         )
-        .on_conflict_do_nothing(constraint="notifications_once")
+        await notifier.postman.deliver(Delivery(event.id, contact.user_id, kind), email)
+    sms_delivery = Delivery(event.id, contact.user_id, kind, Channel.SMS)
+    if plan.sms_skipped is not None:
+        await notifier.postman.skip(sms_delivery, plan.sms_skipped)
+    number = sms_number(contact.phone)
+    if Channel.SMS in plan.channels and number is not None:
+        sms = Sms(to=number, body=notifier.renderer.render_sms(kind, context))
+        await notifier.postman.deliver(sms_delivery, sms)
+    if Channel.IN_APP in plan.channels:
+        await uow.session.execute(
+            insert(notifications)
+            .values(
+                user_id=contact.user_id,
+                kind=kind.value,
+                title=message.subject,
+                body=message.text,
+                event_id=event.id,
+            )
+            .on_conflict_do_nothing(constraint="notifications_once")
+        )
+
+
+async def _chosen_channels(session: Session, user_id: str) -> ChosenChannels:
+    stored = await session.scalar(
+        select(preferences.c.channels).where(preferences.c.user_id == user_id)
     )
+    return chosen_channels(stored)
 
 
 _CONTACT_COLUMNS = (
@@ -440,6 +513,7 @@ _CONTACT_COLUMNS = (
     contacts.c.full_name,
     contacts.c.role,
     contacts.c.deleted_at.is_not(None),
+    contacts.c.phone,
 )
 
 

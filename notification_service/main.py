@@ -14,6 +14,7 @@ from notification_service.keys import NO_KEY_WARNING, load_sealing_key
 from notification_service.messages import Renderer
 from notification_service.sendgrid_mailer import SendGridMailer
 from notification_service.stream import CHANNEL
+from notification_service.twilio_sender import TwilioSender
 
 
 def subscriptions() -> tuple[Subscription, ...]:
@@ -21,6 +22,9 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.UserRegistered, handlers.on_user_registered),
         Subscription(records.UserUpdated, handlers.on_user_updated),
         Subscription(records.UserDeleted, handlers.on_user_deleted),
+        Subscription(
+            records.NotificationPreferencesChanged, handlers.on_notification_preferences_changed
+        ),
         Subscription(records.PasswordResetRequested, handlers.on_password_reset_requested),
         Subscription(records.OrderCreated, handlers.on_order_created),
         Subscription(records.OrderConfirmed, handlers.on_order_confirmed),
@@ -40,6 +44,17 @@ def build(settings: Settings | None = None) -> Service:
         settings.from_email,
         timeout_seconds=settings.send_timeout_seconds,
     )
+    sms_sender = (
+        None
+        if not settings.sms_enabled
+        else TwilioSender(
+            settings.twilio_account_sid,
+            settings.twilio_token,
+            settings.twilio_api_base,
+            settings.sms_from,
+            timeout_seconds=settings.send_timeout_seconds,
+        )
+    )
 
     def resources(service: Service) -> dict[str, object]:
         # Claims, outcomes and replica facts commit on the independent pool: a handler holding
@@ -47,12 +62,12 @@ def build(settings: Settings | None = None) -> Service:
         new_unit_of_work = service.independent_unit_of_work()
         notifier = handlers.Notifier(
             renderer=Renderer(),
-            postman=Postman(mailer, new_unit_of_work),
+            postman=Postman(mailer, new_unit_of_work, sms_sender),
             new_unit_of_work=new_unit_of_work,
             password_reset_url=settings.password_reset_url,
             reset_token_opener=reset_token_opener,
         )
-        return {"notifier": notifier}
+        return {"notifier": notifier, "sms_sender": sms_sender}
 
     return Service(
         settings,

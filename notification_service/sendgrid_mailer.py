@@ -19,7 +19,7 @@ from python_http_client.exceptions import (
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, From, Mail, To
 
-from notification_service.domain import Outcome, outcome_of_status
+from notification_service.domain import Outcome, SendResult, outcome_of_status
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,6 @@ class Email:
     html: str
     # Tags SendGrid keeps with the message and returns in its event webhooks.
     custom_args: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    outcome: Outcome
-    detail: str  # what happened, for logs and the delivery row: never the message or the key
-    message_id: str | None = None
 
 
 class SendGridMailer:

@@ -2,8 +2,9 @@
 
 `contacts`, `orders` and `order_cancellations` are replicas built from events (`user.event`,
 `order.create`, `order.event`): the service never asks the user or order service.
-`deliveries` makes each e-mail go out at most once; `notifications` are what users read in the
-app.
+`preferences` is a replica too (`user.event`): the channels each user chose.
+`deliveries` makes each e-mail and SMS go out at most once; `notifications` are what users
+read in the app.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -36,6 +38,7 @@ contacts = Table(
     Column("email", Text),
     Column("full_name", Text),
     Column("role", Text),  # from UserRegistered; null while only a UserUpdated was seen
+    Column("phone", Text),  # from UserUpdated (E.164); where an SMS goes
     # When the details held were current (the event's own time): older events do not
     # overwrite newer details, whatever order they arrive in.
     Column("details_at", DateTime(timezone=True)),
@@ -68,7 +71,19 @@ order_cancellations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# One row per e-mail, claimed (committed) before SendGrid is called. See deliveries.py.
+# A user's notification preferences, as NotificationPreferencesChanged last said (kind ->
+# channel -> on); no row: the defaults (domain.chosen_channels). Newer changed_at wins.
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("channels", JSONB, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per message (an e-mail or an SMS), claimed (committed) before the provider is called.
+# See deliveries.py.
 deliveries = Table(
     "deliveries",
     metadata,
@@ -76,6 +91,7 @@ deliveries = Table(
     Column("event_id", Text, nullable=False),
     Column("recipient", Text, nullable=False),  # the contact's user id
     Column("kind", Text, nullable=False),
+    Column("channel", Text, nullable=False, server_default=text("'email'")),  # email or sms
     Column("status", Text, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("1")),
     Column("last_error", Text),
@@ -83,8 +99,8 @@ deliveries = Table(
     Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("event_id", "recipient", "kind", name="deliveries_once"),
-    CheckConstraint("status IN ('claimed', 'sent', 'failed')", name="deliveries_status"),
+    UniqueConstraint("event_id", "recipient", "kind", "channel", name="deliveries_once"),
+    CheckConstraint("status IN ('claimed', 'sent', 'failed', 'skipped')", name="deliveries_status"),
 )
 
 # `seq` orders a user's notifications for the live stream (its SSE event ids): a trigger

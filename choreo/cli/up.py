@@ -56,12 +56,13 @@ def register(app: typer.Typer) -> None:
 _UP_EPILOG = (
     "Parts given by the environment are used instead of the embedded ones: DATABASE_URL "
     "(a PostgreSQL server URL) or <SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, "
-    "STRIPE_API_BASE, SENDGRID_HOST. The services get <SERVICE>_PORT, <SERVICE>_SERVICE_URL, "
-    "<SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, STRIPE_API_BASE, SENDGRID_HOST, "
-    "JWT_JWKS_URL (the user service's keys, unless JWT_JWKS is set), CHOREO_ENV (default dev) "
-    "and, in dev, CHOREO_ADMIN_EMAIL / CHOREO_ADMIN_PASSWORD defaults; STRIPE_API_KEY and "
-    "SENDGRID_API_KEY default to test keys of the emulators. Ctrl-C (or SIGTERM) stops "
-    "everything; exit status 0 then, 1 when a part fails."
+    "STRIPE_API_BASE, SENDGRID_HOST, TWILIO_API_BASE. The services get <SERVICE>_PORT, "
+    "<SERVICE>_SERVICE_URL, <SERVICE>_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, STRIPE_API_BASE, "
+    "SENDGRID_HOST, TWILIO_API_BASE, JWT_JWKS_URL (the user service's keys, unless JWT_JWKS is "
+    "set), CHOREO_ENV (default dev) and, in dev, CHOREO_ADMIN_EMAIL / CHOREO_ADMIN_PASSWORD "
+    "defaults; STRIPE_API_KEY, SENDGRID_API_KEY, TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN "
+    "default to test keys of the emulators. Ctrl-C (or SIGTERM) stops everything; exit status 0 "
+    "then, 1 when a part fails."
 )
 
 
@@ -96,9 +97,9 @@ def up(
         ),
     ] = LogFormat.AUTO,
 ) -> None:
-    """Start PostgreSQL, the broker, the Stripe and SendGrid emulators and the six services,
-    print their URLs, and keep them running until Ctrl-C: a part that exits, or stops answering
-    for 15 s, is restarted on its own."""
+    """Start PostgreSQL, the broker, the Stripe, SendGrid and Twilio emulators and the six
+    services, print their URLs, and keep them running until Ctrl-C: a part that exits, or stops
+    answering for 15 s, is restarted on its own."""
     console = _console()
     ports = stack_ports(base_port, port or [])
     # The services write to a pipe, so `choreo up` chooses for them by its own output.

@@ -59,6 +59,7 @@ class StackPorts:
     broker: int = 9092
     stripe: int = 8420
     sendgrid: int = 8025
+    twilio: int = 8026
     s3: int = 9000
 
     @classmethod
@@ -117,6 +118,8 @@ class Endpoints:
     embedded_stripe: bool
     sendgrid_host: str
     embedded_sendgrid: bool
+    twilio_api_base: str
+    embedded_twilio: bool
 
 
 def resolve_endpoints(config: StackConfig) -> Endpoints:
@@ -143,6 +146,7 @@ def resolve_endpoints(config: StackConfig) -> Endpoints:
     kafka = environment.get("KAFKA_BOOTSTRAP_SERVERS")
     stripe = environment.get("STRIPE_API_BASE")
     sendgrid = environment.get("SENDGRID_HOST")
+    twilio = environment.get("TWILIO_API_BASE")
     return Endpoints(
         database_urls=database_urls,
         database_server=(shared_server or embedded_server) if to_create else None,
@@ -154,6 +158,8 @@ def resolve_endpoints(config: StackConfig) -> Endpoints:
         embedded_stripe=not stripe,
         sendgrid_host=sendgrid or f"http://127.0.0.1:{ports.sendgrid}",
         embedded_sendgrid=not sendgrid,
+        twilio_api_base=twilio or f"http://127.0.0.1:{ports.twilio}",
+        embedded_twilio=not twilio,
     )
 
 
@@ -177,6 +183,9 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         environment.setdefault("STRIPE_API_KEY", dev_defaults.STRIPE_API_KEY)
     if endpoints.embedded_sendgrid:
         environment.setdefault("SENDGRID_API_KEY", dev_defaults.SENDGRID_API_KEY)
+    if endpoints.embedded_twilio:
+        environment.setdefault("TWILIO_ACCOUNT_SID", dev_defaults.TWILIO_ACCOUNT_SID)
+        environment.setdefault("TWILIO_AUTH_TOKEN", dev_defaults.TWILIO_AUTH_TOKEN)
     # The user service signs tokens with a key generated once per data directory in dev.
     environment.setdefault(
         "USER_JWT_KEY_FILE", str(config.data_dir.resolve() / "jwt-signing-key.pem")
@@ -203,6 +212,7 @@ def service_environment(config: StackConfig, endpoints: Endpoints) -> dict[str, 
         KAFKA_BOOTSTRAP_SERVERS=endpoints.kafka_bootstrap_servers,
         STRIPE_API_BASE=endpoints.stripe_api_base,
         SENDGRID_HOST=endpoints.sendgrid_host,
+        TWILIO_API_BASE=endpoints.twilio_api_base,
         PYTHONUNBUFFERED="1",  # their log lines reach the terminal as they are written
     )
     # A password-reset e-mail links to this stack's gateway, wherever its ports are.

@@ -28,6 +28,7 @@ from choreo.stack.s3 import MotoS3
 from choreo.stack.sendgrid_sink import SendGridSink
 from choreo.stack.stripe import LocalStripe
 from choreo.stack.supervisor import Progress, Supervisor
+from choreo.stack.twilio_sink import TwilioSink
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ class Stack:
                 endpoints.embedded_sendgrid,
                 "the e-mails sent",
             ),
+            Link(
+                "twilio",
+                f"{endpoints.twilio_api_base}/messages",
+                endpoints.embedded_twilio,
+                "the SMS sent",
+            ),
         ]
         return links
 
@@ -192,6 +199,9 @@ class Stack:
         if endpoints.embedded_sendgrid:
             sendgrid = SendGridSink(ports.sendgrid, python=config.python, environment=environment)
             specs.append(dataclasses.replace(sendgrid.spec, restart=restart))
+        if endpoints.embedded_twilio:
+            twilio = TwilioSink(ports.twilio, python=config.python, environment=environment)
+            specs.append(dataclasses.replace(twilio.spec, restart=restart))
         return specs
 
     def _services(self) -> list[ProcessSpec]:

@@ -27,6 +27,7 @@ PUBLISHED = {
     "gateway": "CHOREO_GATEWAY_PORT",
     "stripe": "CHOREO_STRIPE_PORT",
     "sendgrid": "CHOREO_SENDGRID_PORT",
+    "twilio": "CHOREO_TWILIO_PORT",
 }
 
 # Every scenario comes from one address (this machine): its buckets are raised, as in tests/e2e.

@@ -30,7 +30,13 @@ from choreo.stack.config import StackPorts
 from choreo.testing import free_port, repository_root
 
 UP_BANNER = "Choreo is up"
-EXTERNAL_PARTS = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "STRIPE_API_BASE", "SENDGRID_HOST")
+EXTERNAL_PARTS = (
+    "DATABASE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "STRIPE_API_BASE",
+    "SENDGRID_HOST",
+    "TWILIO_API_BASE",
+)
 
 
 @dataclass

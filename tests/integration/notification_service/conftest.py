@@ -1,5 +1,6 @@
-"""Helpers of the notification service's integration tests: a SendGrid sink, events as the
-other services publish them, the service's own database, and the dead-letter topic."""
+"""Helpers of the notification service's integration tests: a SendGrid sink and a Twilio sink,
+events as the other services publish them, the service's own database, and the dead-letter
+topic."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aiokafka.partitioner import murmur2
 from choreo import records
 from choreo.events import Event
 from choreo.stack.sendgrid_sink import SINK_API_KEY, SendGridSink
+from choreo.stack.twilio_sink import TwilioSink
 from choreo.testing import ServiceProcess, StartService, free_port, query
 from choreo.testing import records as make
 
@@ -65,10 +67,61 @@ async def sink(sendgrid_sink: SendGridSink) -> Sink:
     return mailbox
 
 
-def start_notification(start_service: StartService, sink: Sink, **env: str) -> ServiceProcess:
+class Phones:
+    """The Twilio sink, read the way a test reads the SMS a phone received."""
+
+    def __init__(self, api_base: str) -> None:
+        self.api_base = api_base
+
+    async def texts(self, to: str) -> list[str]:
+        async with httpx.AsyncClient(base_url=self.api_base) as client:
+            response = await client.get("/messages", params={"to": to})
+        response.raise_for_status()
+        return [message["body"] for message in response.json()]
+
+    async def fail(self, status: int, count: int | None) -> None:
+        async with httpx.AsyncClient(base_url=self.api_base) as client:
+            response = await client.post("/_control/fail", json={"status": status, "count": count})
+        response.raise_for_status()
+
+    async def heal(self) -> None:
+        async with httpx.AsyncClient(base_url=self.api_base) as client:
+            (await client.delete("/_control/fail")).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def twilio_sink() -> Iterator[TwilioSink]:
+    sink = TwilioSink(free_port())
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+async def phones(twilio_sink: TwilioSink) -> Phones:
+    reader = Phones(twilio_sink.api_base)
+    await reader.heal()
+    return reader
+
+
+def start_notification(
+    start_service: StartService, sink: Sink, phones: Phones | None = None, **env: str
+) -> ServiceProcess:
+    if phones is not None:
+        env = {"TWILIO_API_BASE": phones.api_base, **env}
     return start_service(
         "notification", SENDGRID_HOST=sink.host, SENDGRID_API_KEY=SINK_API_KEY, **env
     )
+
+
+_phone_numbers = iter(range(100_000))
+
+
+def phone_number() -> str:
+    """A unique valid number (E.164), so tests sharing the sink never read each other's SMS."""
+    return f"+1202555{next(_phone_numbers) % 10_000:04d}"
 
 
 def new_id() -> str:
@@ -101,8 +154,31 @@ def user_registered(
     return make.user_registered(user_id=user_id, email=email, full_name=full_name, role=role)
 
 
-def user_updated(user_id: str, email: str, full_name: str) -> Event[records.UserUpdated]:
-    return make.user_updated(user_id=user_id, email=email, full_name=full_name)
+def user_updated(
+    user_id: str, email: str, full_name: str, phone: str | None = None
+) -> Event[records.UserUpdated]:
+    return make.user_updated(user_id=user_id, email=email, full_name=full_name, phone=phone)
+
+
+def preferences_changed(
+    user_id: str, **kinds: tuple[bool, bool, bool]
+) -> Event[records.NotificationPreferencesChanged]:
+    """Preferences as the user service publishes them: the defaults, but for `kinds`, each
+    given as (email, sms, in_app)."""
+    chosen = {
+        "order_updates": (True, False, True),
+        "payment_updates": (True, False, True),
+        "account_notices": (True, False, True),
+        "low_stock": (True, False, True),
+        **kinds,
+    }
+    return make.notification_preferences_changed(
+        user_id=user_id,
+        preferences=[
+            records.NotificationPreference(kind=kind, email=email, sms=sms, in_app=in_app)
+            for kind, (email, sms, in_app) in chosen.items()
+        ],
+    )
 
 
 def user_deleted(user_id: str) -> Event[records.UserDeleted]:
@@ -158,6 +234,18 @@ async def applied(process: ServiceProcess, event: Event[records.Record]) -> bool
     """Whether the service consumed `event` (its inbox holds it)."""
     rows = await query(process.database_url, "SELECT 1 FROM inbox WHERE event_id = %s", event.id)
     return bool(rows)
+
+
+async def records_handled(service: ServiceProcess, topic: str) -> dict[str, int]:
+    """The service's consumer's records of `topic` by outcome, from its /metrics."""
+    async with service.client() as client:
+        metrics = (await client.get("/metrics")).text
+    found: dict[str, int] = {}
+    for line in metrics.splitlines():
+        if line.startswith("choreo_consumer_records_total{") and f'topic="{topic}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = int(float(line.rsplit(" ", 1)[1]))
+    return found
 
 
 async def read_records(

@@ -28,6 +28,7 @@ from .conftest import (
     payment_refunded,
     query,
     read_records,
+    records_handled,
     start_notification,
     user_deleted,
     user_registered,
@@ -286,18 +287,6 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     async with notification.client(signing_key.issue(dana)) as client:
         page = (await client.get("/api/v1/notifications", params={"limit": 100})).json()
     assert Counter(n["title"] for n in page["items"]) == Counter(expected[dana_email])
-
-
-async def records_handled(service: ServiceProcess, topic: str) -> dict[str, int]:
-    """The service's consumer's records of `topic` by outcome, from its /metrics."""
-    async with service.client() as client:
-        metrics = (await client.get("/metrics")).text
-    found: dict[str, int] = {}
-    for line in metrics.splitlines():
-        if line.startswith("choreo_consumer_records_total{") and f'topic="{topic}"' in line:
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            found[outcome] = int(float(line.rsplit(" ", 1)[1]))
-    return found
 
 
 async def _inbox_holds(notification: ServiceProcess, count: int) -> bool:
