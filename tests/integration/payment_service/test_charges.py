@@ -115,9 +115,10 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
     events = await settled_payment_events(
         payment, kafka_bootstrap, topics, applied=13, screenings=screenings
     )
-    # Every charged or declined card was screened once first; an order with no card was not.
+    # Every charged or declined card was screened once first; an order with no card was not,
+    # and one waiting for its customer's authentication publishes its decision with its outcome.
     assert {order: [e.record.decision for e in found] for order, found in screenings.items()} == {
-        order: ["APPROVE"] for order in (in_order, reversed_, duplicated, declined, unauthenticated)
+        order: ["APPROVE"] for order in (in_order, reversed_, duplicated, declined)
     }
 
     for order, amount in [(in_order, 1999), (reversed_, 2999), (duplicated, 3999)]:
@@ -129,9 +130,17 @@ async def test_each_order_is_charged_once_whatever_the_order_of_its_events(
         assert charge.payment_intent == succeeded.record.provider_payment_id
         assert len(await localstripe.intents_of(order)) == 1
 
+    # 3-D Secure: the charge waits for the customer, and says what their client needs.
+    [waiting] = events[unauthenticated]
+    assert waiting.type == "PaymentActionRequired"
+    [intent] = await localstripe.intents_of(unauthenticated)
+    assert waiting.record.provider_payment_id == intent.id
+    assert waiting.record.client_secret == intent.client_secret
+    assert waiting.record.next_action_type == "use_stripe_sdk"
+    assert intent.status == "requires_action"
+
     for order, code in [
         (declined, "card_declined"),
-        (unauthenticated, "authentication_required"),
         (without_card, "no_payment_method"),
     ]:
         [failed] = events[order]

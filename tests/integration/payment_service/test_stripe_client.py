@@ -29,7 +29,7 @@ async def charge(gateway: StripeGateway, number: str, order_id: str) -> Intent:
     return await gateway.confirm_intent(intent.id)
 
 
-async def test_confirm_answers_success_decline_or_authentication_required(
+async def test_confirm_answers_success_decline_or_the_customers_action(
     stripe_api_base: str,
 ) -> None:
     gateway = StripeGateway(TEST_SECRET_KEY, stripe_api_base)
@@ -43,10 +43,12 @@ async def test_confirm_answers_success_decline_or_authentication_required(
     assert (retrieved.state, retrieved.decline_code) == (IntentState.DECLINED, "card_declined")
 
     unauthenticated = await charge(gateway, NEEDS_AUTHENTICATION, new_id())
-    assert (unauthenticated.state, unauthenticated.decline_code) == (
-        IntentState.DECLINED,
-        "authentication_required",
-    )
+    assert unauthenticated.state is IntentState.REQUIRES_ACTION
+    assert unauthenticated.action is not None
+    assert unauthenticated.action.type == "use_stripe_sdk"
+    assert unauthenticated.action.client_secret.startswith(f"{unauthenticated.id}_secret_")
+    retrieved = await gateway.retrieve_intent(unauthenticated.id)
+    assert retrieved.action == unauthenticated.action
 
 
 async def test_a_refund_asked_twice_is_made_once(
