@@ -112,8 +112,10 @@ def verify(
     an order the order service does not know; per product, available + reserved + sold equals
     the stock received through admin adjustments (and reserved and sold match the
     reservations); at Stripe, no order charged twice, no intent left open, every succeeded
-    charge of a confirmed order or refunded in full; exactly one order-confirmed e-mail per
-    confirmed order (at the e-mail sink, else from the notification service's deliveries);
+    charge of a confirmed order or refunded in full; exactly one order-confirmed notice per
+    confirmed order on each channel the customer chose for order updates (e-mail by default,
+    SMS, or e-mail instead of an SMS skipped for want of a phone number; e-mails counted at the
+    e-mail sink, else from the notification service's deliveries; SMS from its deliveries);
     each outbox's backlog, each service consumer group's lag, and each dead-letter topic's
     size.
 

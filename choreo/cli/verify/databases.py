@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -95,10 +95,14 @@ class Payment:
 
 @dataclass(frozen=True)
 class NotificationFacts:
-    confirmed_deliveries: Mapping[str, tuple[str, ...]]
-    """OrderConfirmed event id -> the statuses of its order-confirmed e-mail deliveries."""
+    confirmed_deliveries: Mapping[str, tuple[tuple[str, str], ...]]
+    """OrderConfirmed event id -> (channel, status) of its order-confirmed deliveries (e-mail
+    and SMS)."""
     unreachable_users: frozenset[str]
     """Users the service knows to have no e-mail address to write to (deleted, or none)."""
+    order_update_channels: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """User id -> the channels outside the app (email, sms) chosen for order updates, for the
+    users who changed their preferences; the others have the default, e-mail."""
 
 
 class ServiceDatabases:
@@ -290,9 +294,15 @@ def notifications_reader(
     async def read(connection: Connection) -> NotificationFacts:
         deliveries = await _rows(
             connection,
-            "SELECT event_id, status FROM deliveries"
+            "SELECT event_id, channel, status FROM deliveries"
             " WHERE kind = 'order_confirmed' AND event_id = ANY(%s)",
             sorted(event_ids),
+        )
+        preferences = await _rows(
+            connection,
+            "SELECT user_id, channels -> 'order_updates' AS chosen FROM preferences"
+            " WHERE user_id = ANY(%s)",
+            sorted(user_ids),
         )
         contacts = await _rows(
             connection,
@@ -300,12 +310,21 @@ def notifications_reader(
             " AND (email IS NULL OR deleted_at IS NOT NULL)",
             sorted(user_ids),
         )
-        statuses: dict[str, list[str]] = {}
+        statuses: dict[str, list[tuple[str, str]]] = {}
         for row in deliveries:
-            statuses.setdefault(row["event_id"], []).append(row["status"])
+            statuses.setdefault(row["event_id"], []).append((row["channel"], row["status"]))
+        chosen = {
+            row["user_id"]: frozenset(
+                channel
+                for channel, default in (("email", True), ("sms", False))
+                if (row["chosen"] or {}).get(channel, default)
+            )
+            for row in preferences
+        }
         return NotificationFacts(
             {event_id: tuple(found) for event_id, found in statuses.items()},
             frozenset(row["user_id"] for row in contacts),
+            chosen,
         )
 
     return read

@@ -1,5 +1,5 @@
 """The invariants only the outside systems can prove: what Stripe charged and refunded, and the
-order-confirmed e-mails the customers got."""
+order-confirmed notices (e-mail, SMS) the customers got."""
 
 from __future__ import annotations
 
@@ -155,14 +155,30 @@ def _recorded_charges(result: CheckResult, facts: Facts, intents: dict[str, Inte
 
 
 def confirmation_emails(facts: Facts) -> CheckResult:
-    """Exactly one order-confirmed e-mail per confirmed order, none for an order never
-    confirmed: counted at the e-mail sink where it can be read, else from the notification
-    service's deliveries."""
-    result = CheckResult("emails", "one confirmation e-mail per confirmed order")
+    """Exactly one order-confirmed notice per confirmed order on each channel outside the app
+    the customer chose for order updates (e-mail by default; SMS, or e-mail instead when the
+    SMS was skipped for want of a phone number), none for an order never confirmed. E-mails are
+    counted at the e-mail sink where it can be read, else from the notification service's
+    deliveries; SMS from its deliveries."""
+    result = CheckResult(
+        "emails", "one confirmation notice per confirmed order, on the channels chosen"
+    )
     if not facts.require(result, ORDER_DB, NOTIFICATION_DB) or facts.notifications is None:
         return result
     orders = facts.orders or {}
-    sent: Counter[str] = Counter()
+    deliveries = facts.notifications.confirmed_deliveries
+    mailed: Counter[str] = Counter()
+    texted: Counter[str] = Counter()
+    sms_skipped: set[str] = set()
+    for order in orders.values():
+        for event in order.confirmed_event_ids:
+            for channel, status in deliveries.get(event, ()):
+                if channel == "sms":
+                    texted[order.id] += status == "sent"
+                    if status == "skipped":
+                        sms_skipped.add(order.id)
+                elif facts.emails is None:
+                    mailed[order.id] += status == "sent"
     if facts.emails is not None:
         source = "e-mails at the sink"
         order_of_event = {
@@ -172,39 +188,53 @@ def confirmation_emails(facts: Facts) -> CheckResult:
             if email.kind == ORDER_CONFIRMED_KIND:
                 order_id = order_of_event.get(email.event_id or "") or email.order_id
                 if order_id is not None:
-                    sent[order_id] += 1
+                    mailed[order_id] += 1
     else:
         source = f"the notification service's deliveries ({SINK}: {facts.skipped.get(SINK)})"
-        deliveries = facts.notifications.confirmed_deliveries
-        for order in orders.values():
-            statuses = [s for event in order.confirmed_event_ids for s in deliveries.get(event, ())]
-            sent[order.id] = statuses.count("sent")
+    chosen_by = facts.notifications.order_update_channels
     judged = 0
     for order in orders.values():
         if order.status not in TERMINAL or not facts.settled(order.updated_at):
             continue
         judged += 1
-        count = sent[order.id]
+        emails, texts = mailed[order.id], texted[order.id]
+        chosen = chosen_by.get(str(order.user_id), frozenset({"email"}))
+        by_sms = "sms" in chosen and order.id not in sms_skipped
+        by_email = "email" in chosen or ("sms" in chosen and not by_sms)
+        wanted = {"e-mail": (emails, by_email), "SMS": (texts, by_sms)}
         if order.status in CONFIRMED and order.user_id in facts.notifications.unreachable_users:
-            expected, fine = "at most one (the customer has no address to write to)", count <= 1
+            expected = "at most one (the customer has no address to write to)"
+            fine = emails <= 1 and texts <= 1
         elif order.status in CONFIRMED:
-            expected, fine = "exactly one", count == 1
-        elif order.confirmed_event_ids:
-            expected, fine = "at most one (confirmed, then cancelled)", count <= 1
-        else:
-            expected, fine = "none (never confirmed)", count == 0
-        if not fine:
-            what = f"order-confirmed e-mail sent {count} times"
-            if count == 0:
-                what = "order-confirmed e-mail missing"
-            elif count == 1:
-                what = "order-confirmed e-mail for an order never confirmed"
-            result.add(
-                order.id,
-                f"{what} ({order.status})",
-                f"{expected} order-confirmed e-mail",
-                f"{count} e-mail(s)",
+            expected = (
+                " and ".join(f"exactly one {name}" for name, (_, on) in wanted.items() if on)
+                or "none (the customer turned order updates off outside the app)"
             )
+            fine = all(count == (1 if on else 0) for count, on in wanted.values())
+        elif order.confirmed_event_ids:
+            expected = "at most one (confirmed, then cancelled)"
+            fine = emails <= 1 and texts <= 1
+        else:
+            expected, fine = "none (never confirmed)", emails == 0 and texts == 0
+        if fine:
+            continue
+        shown = {name: count for name, (count, on) in wanted.items() if count or on}
+        worst = max(shown.values(), default=0)
+        what = f"order-confirmed notice sent {worst} times"
+        if worst == 0:
+            what = "order-confirmed notice missing"
+        elif order.status not in CONFIRMED and not order.confirmed_event_ids:
+            what = "order-confirmed notice for an order never confirmed"
+        actual = ", ".join(
+            f"{count} e-mail(s)" if name == "e-mail" else f"{count} SMS"
+            for name, count in shown.items()
+        )
+        result.add(
+            order.id,
+            f"{what} ({order.status})",
+            f"{expected} order-confirmed notice",
+            actual or "0 e-mail(s)",
+        )
     confirmed = sum(1 for order in orders.values() if order.status in CONFIRMED)
     result.summary = f"{judged} ended order(s) judged ({confirmed} confirmed), from {source}"
     result.facts = {"judged": judged, "confirmed": confirmed, "source": source}

@@ -245,6 +245,32 @@ class History:
         )
         assert response.status_code == 202, response.text
 
+    async def chose_sms_only(self) -> None:
+        """The customer chose SMS only for order updates (their preferences, replicated)."""
+        await self.sql(
+            "notification",
+            "INSERT INTO contacts (user_id, email, full_name, role, phone)"
+            " VALUES (%s, 'texter@example.com', 'T', 'customer', '+12025550143')",
+            self.customer,
+        )
+        await self.sql(
+            "notification",
+            "INSERT INTO preferences (user_id, channels, changed_at) VALUES (%s, %s, %s)",
+            self.customer,
+            json.dumps({"order_updates": {"email": False, "sms": True, "in_app": False}}),
+            self.now - LONG_AGO,
+        )
+
+    async def sms(self, event_id: str) -> None:
+        """The order-confirmed SMS, as the notification service records it."""
+        await self.sql(
+            "notification",
+            "INSERT INTO deliveries (event_id, recipient, kind, channel, status)"
+            " VALUES (%s, %s, 'order_confirmed', 'sms', 'sent')",
+            event_id,
+            self.customer,
+        )
+
     async def confirmed(self, product_id: str, *, email: bool = True) -> str:
         """A confirmed order as every service leaves it: stock committed, charged once."""
         event = str(uuid.uuid4())
@@ -280,6 +306,15 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
         "customer@example.com",
     )
     await sink_client.delete("/messages")
+    # A customer who chose SMS only for order updates, and got the SMS of their order.
+    texter = History(databases, stripe_client, sink_client)
+    await texter.chose_sms_only()
+    teapot = await texter.product(received=1, available=0, sold=1)
+    texted_event = str(uuid.uuid4())
+    texted = await texter.order("CONFIRMED", confirmed_event=texted_event)
+    await texter.reservation(texted, "COMMITTED", teapot, 1)
+    await texter.payment(texted, "SUCCEEDED", await texter.intent(texted))
+    await texter.sms(texted_event)
 
     # A healthy history on one product (20 received): confirmed, declined, out of stock,
     # confirmed then cancelled and refunded, and one still in progress holding a unit.
@@ -338,7 +373,7 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
         "dead-letters": "warnings",
     }
     # Nothing was in flight (outboxes drained, no lag): every ended order was judged.
-    assert checks["services-agree"]["facts"] == {"judged": 5, "in_flight": 0}
+    assert checks["services-agree"]["facts"] == {"judged": 6, "in_flight": 0}
     assert checks["emails"]["facts"]["source"] == "e-mails at the sink"
     assert checks["orders-terminal"]["facts"]["in_time"] == 1
     assert checks["dead-letters"]["facts"]["sizes"][f"{topics}notification.dlq"] == 1
@@ -364,6 +399,13 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
     await history.payment(doubled, "SUCCEEDED", await history.intent(doubled))
     await history.email(doubled_event, doubled)
     await history.email(doubled_event, doubled)
+    # The SMS-only customer got an e-mail and no SMS.
+    mistexted_event = str(uuid.uuid4())
+    mistexted = await texter.order("CONFIRMED", confirmed_event=mistexted_event)
+    mug = await texter.product(received=1, available=0, sold=1)
+    await texter.reservation(mistexted, "COMMITTED", mug, 1)
+    await texter.payment(mistexted, "SUCCEEDED", await texter.intent(mistexted))
+    await texter.email(mistexted_event, mistexted)
     disagreed = await history.order("CANCELLED", cancel_reason="TIMEOUT")
     await history.reservation(disagreed, "RELEASED", kettle, 1)
     await history.payment(disagreed, "SUCCEEDED", await history.intent(disagreed), cancelled=True)
@@ -404,6 +446,7 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
         ("stock-conserved", lost),
         ("emails", unmailed),
         ("emails", doubled),
+        ("emails", mistexted),
         ("services-agree", disagreed),
         ("stripe", left_open),
         ("consumer-lag", f"{topics}inventory_service:{topics}order.create:0"),
@@ -420,6 +463,8 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
     assert by_id[("stock-conserved", lost)]["actual"] == "9 + 0 + 0 = 9"
     assert by_id[("emails", doubled)]["actual"] == "2 e-mail(s)"
     assert by_id[("emails", unmailed)]["actual"] == "0 e-mail(s)"
+    assert by_id[("emails", mistexted)]["actual"] == "1 e-mail(s), 0 SMS"
+    assert by_id[("emails", mistexted)]["expected"] == "exactly one SMS order-confirmed notice"
     disagreement = by_id[("services-agree", disagreed)]
     assert disagreement["what"] == "CANCELLED(TIMEOUT) order charged and not refunded"
     assert disagreement["expected"] == "no charge, or a full refund"
@@ -428,7 +473,7 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
     assert beyond["actual"] == "committed 5, ahead of the log by 5"
     assert by_id[("orders-terminal", stuck)]["actual"].startswith("PENDING, ")
     # No false alarms: the healthy orders stay out of it.
-    for order_id in (declined, sold_out, regretted, in_progress):
+    for order_id in (declined, sold_out, regretted, in_progress, texted):
         assert not any(order_id in (v["id"], v["actual"]) for v in report["violations"])
 
     # For people: the summary table, then one line per violation.
