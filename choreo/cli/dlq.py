@@ -216,7 +216,7 @@ def replay(
     (dlq.replayed.from) and when (dlq.replayed.at). A replay that fails again becomes one new
     entry of that service, its attempts added up; one that the consumer's inbox already holds
     (same ce_id) is skipped, so replaying an entry twice never applies it twice and never
-    sends a second e-mail.
+    sends a second e-mail or SMS.
 
     --all skips entries replayed before (see --include-replayed); named entries are replayed
     as asked. The "expect" column says what the consumer would do: apply, skip (already
