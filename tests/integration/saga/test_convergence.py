@@ -11,7 +11,9 @@ deadline (from then on its clock reads past it, and the order service's sweep is
 arbitrary moments. Some orders are held for review by the payment service's risk screening (a
 new account's order, with the trio's threshold at one order's amount), and an admin's approval
 or rejection is thrown in at an arbitrary moment too (tried again until the order is held or
-decided otherwise).
+decided otherwise). Some cards ask for 3-D Secure: the customer authenticates (or fails to) at
+an arbitrary moment once their order shows the action, or never (the order's deadline ends
+it), and the emulator's webhook is delivered at an arbitrary moment, perhaps twice.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from payment_service.main import build as build_payment
 from payment_service.stripe_client import NewCard, StripeGateway
 
 from .conftest import DECLINED_CARD, GOOD_CARD
+
+THREE_D_SECURE_CARD = "4000000000003220"
 
 SERVICES = ("inventory", "payment", "order")
 PAST_THE_DEADLINE = timedelta(hours=1)  # orders here have ten minutes
@@ -100,6 +104,12 @@ class Trio:
         assert engine is not None
         async with engine.begin() as connection:
             await connection.execute(text(sql), params)
+
+    async def rows(self, name: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
+        engine = self.services[name].engine
+        assert engine is not None
+        async with engine.connect() as connection:
+            return [tuple(row) for row in await connection.execute(text(sql), params)]
 
     async def one(self, name: str, sql: str, **params: object) -> tuple[Any, ...]:
         engine = self.services[name].engine
@@ -156,6 +166,12 @@ async def trio(
                 # A new account's order of one unit or more is held for review (customers
                 # are new only when a test registers them: see `new_customer`).
                 risk_new_account_review_amount=1000,
+                # Every example's customer pays with one of three card numbers, each one
+                # fingerprint: the velocity limits would hold or decline whatever the seed.
+                risk_card_review_attempt=1_000_000,
+                risk_card_decline_attempt=1_000_000,
+                risk_card_testing_declines=1_000_000,
+                risk_address_decline_attempt=1_000_000,
             ),
             now=clocks["payment"],
         ),
@@ -250,6 +266,36 @@ async def stripe_outcome(trio: Trio, order_id: str) -> tuple[int, int]:
     return len(succeeded), len([r for r in refunds if r.get("payment_intent") in mine])
 
 
+async def authenticate(trio: Trio, intent_id: str, client_secret: str, success: bool) -> bool:
+    """The customer completes (or fails) the 3-D Secure challenge; False when Stripe no longer
+    asks for it (the payment service cancelled the intent: the order was cancelled)."""
+    async with httpx.AsyncClient(base_url=trio.stripe_api_base) as client:
+        response = await client.post(
+            f"/v1/payment_intents/{intent_id}/_authenticate",
+            data={
+                "client_secret": client_secret,
+                "success": "true" if success else "false",
+                "key": "pk_test_choreo",
+            },
+        )
+    return response.status_code == 200
+
+
+async def webhook_of(trio: Trio, order_id: str, intent_id: str) -> payment_handlers.WebhookEvent:
+    """The Stripe event the emulator sends for the intent's outcome, as the webhook endpoint
+    reads it once its signature is verified."""
+    [payment_id] = await trio.one(
+        "payment", "SELECT payment_id FROM order_payments WHERE order_id = :id", id=order_id
+    )
+    return payment_handlers.WebhookEvent(
+        id=f"evt_{uuid.uuid4().hex[:24]}",
+        type="payment_intent.succeeded",
+        intent_id=intent_id,
+        order_id=order_id,
+        payment_id=str(payment_id),
+    )
+
+
 async def reservation_of(trio: Trio, order_id: str) -> str | None:
     """The status of the inventory service's reservation of the order (None: no row)."""
     [status] = await trio.one(
@@ -267,25 +313,91 @@ async def reservation_of(trio: Trio, order_id: str) -> str | None:
     seed=st.integers(0, 2**32 - 1),
     stock=st.integers(0, 2),
     quantity=st.integers(1, 2),
-    card=st.sampled_from([GOOD_CARD, DECLINED_CARD]),
+    card=st.sampled_from([GOOD_CARD, DECLINED_CARD, THREE_D_SECURE_CARD]),
     # Which service is paused past the deadline, and before which step (if the saga gets
     # that far): hypothesis explores these directly, the seed only the deliveries.
     pause=st.none() | st.tuples(st.sampled_from(["payment", "inventory"]), st.integers(0, 8)),
     # Held for review, then an admin's verdict at an arbitrary moment.
     review=st.none() | st.sampled_from(list(payment_handlers.Verdict)),
+    # A 3-D Secure card's customer: authenticates (True), fails (False), or never acts (None).
+    authentication=st.none() | st.booleans(),
 )
 # Always tried: a service paused past the deadline in deliveries that, without the rule, made
 # the payment service charge after the pause (then refund: issue 11), or the inventory
 # service reserve after it.
-@example(seed=7, stock=2, quantity=1, card=GOOD_CARD, pause=("payment", 0), review=None)
-@example(seed=2, stock=2, quantity=1, card=GOOD_CARD, pause=("payment", 2), review=None)
-@example(seed=0, stock=2, quantity=1, card=GOOD_CARD, pause=("inventory", 0), review=None)
-# Always tried: a held order approved, and one rejected, at whatever moment the seed picks.
 @example(
-    seed=3, stock=2, quantity=1, card=GOOD_CARD, pause=None, review=payment_handlers.Verdict.APPROVE
+    seed=7,
+    stock=2,
+    quantity=1,
+    card=GOOD_CARD,
+    pause=("payment", 0),
+    review=None,
+    authentication=None,
 )
 @example(
-    seed=4, stock=2, quantity=1, card=GOOD_CARD, pause=None, review=payment_handlers.Verdict.REJECT
+    seed=2,
+    stock=2,
+    quantity=1,
+    card=GOOD_CARD,
+    pause=("payment", 2),
+    review=None,
+    authentication=None,
+)
+@example(
+    seed=0,
+    stock=2,
+    quantity=1,
+    card=GOOD_CARD,
+    pause=("inventory", 0),
+    review=None,
+    authentication=None,
+)
+# Always tried: a held order approved, and one rejected, at whatever moment the seed picks.
+@example(
+    seed=3,
+    stock=2,
+    quantity=1,
+    card=GOOD_CARD,
+    pause=None,
+    review=payment_handlers.Verdict.APPROVE,
+    authentication=None,
+)
+@example(
+    seed=4,
+    stock=2,
+    quantity=1,
+    card=GOOD_CARD,
+    pause=None,
+    review=payment_handlers.Verdict.REJECT,
+    authentication=None,
+)
+# Always tried: a 3-D Secure customer who authenticates, one who fails, one who never acts.
+@example(
+    seed=11,
+    stock=2,
+    quantity=1,
+    card=THREE_D_SECURE_CARD,
+    pause=None,
+    review=None,
+    authentication=True,
+)
+@example(
+    seed=11,
+    stock=2,
+    quantity=1,
+    card=THREE_D_SECURE_CARD,
+    pause=None,
+    review=None,
+    authentication=False,
+)
+@example(
+    seed=6,
+    stock=2,
+    quantity=1,
+    card=THREE_D_SECURE_CARD,
+    pause=None,
+    review=None,
+    authentication=None,
 )
 async def test_any_delivery_order_converges(
     trio: Trio,
@@ -295,6 +407,7 @@ async def test_any_delivery_order_converges(
     card: str,
     pause: tuple[str, int] | None,
     review: payment_handlers.Verdict | None,
+    authentication: bool | None,
 ) -> None:
     # One seed drives every delivery choice: how many choices there are depends on what the
     # services emitted, which hypothesis cannot see, so it draws the seed and not the choices.
@@ -309,6 +422,11 @@ async def test_any_delivery_order_converges(
     pending: list[tuple[str, Any]] = [("cancel", None), ("deadline", None)]
     if review is not None:
         pending.append(("review", review))
+    if card == THREE_D_SECURE_CARD:
+        # The customer acts once their order shows the action; or never, and the order's
+        # deadline passes (the sweep, at an arbitrary moment).
+        pending.append(("overdue", None) if authentication is None else ("authenticate", None))
+    authenticated: list[bool] = []  # the customer's authentications that reached Stripe
     reviewed: list[str] = []  # the verdicts that decided the review
     paused, pause_step = pause or (None, -1)
     charged_before_the_pause: int | None = None
@@ -354,6 +472,27 @@ async def test_any_delivery_order_converges(
                 if decided.decided_now:
                     reviewed.append(what)
                     await collect()
+        elif kind == "authenticate":
+            action = await trio.rows(
+                "order",
+                "SELECT provider_payment_id, client_secret FROM order_payment_actions"
+                " WHERE order_id = :id",
+                id=order_id,
+            )
+            if not action:
+                # Not shown yet: the customer looks again later (while anything can arrive).
+                if not draining or any(k == "deliver" for k, _ in pending):
+                    pending.append((kind, what))
+                return
+            [(intent_id, client_secret)] = action
+            if await authenticate(trio, intent_id, client_secret, bool(authentication)):
+                authenticated.append(bool(authentication))
+                pending.append(("webhook", await webhook_of(trio, order_id, intent_id)))
+        elif kind == "webhook":
+            charging = trio.services["payment"].resource("charging", payment_handlers.Charging)
+            await payment_handlers.apply_once(
+                trio.services["payment"].unit_of_work()(), charging, what
+            )
         elif kind == "pause":
             # The service resumes past the deadline: its clock says so from now on, and the
             # order service's sweep is due (it cancels the order unless it was confirmed).
@@ -379,7 +518,7 @@ async def test_any_delivery_order_converges(
         if kind in ("cancel", "deadline") and chance.random() < 0.5:
             continue
         await act(kind, what)
-        if kind == "deliver" and chance.random() < 0.4:
+        if kind in ("deliver", "webhook") and chance.random() < 0.4:
             pending.append((kind, what))
         await collect()
     if paused is not None and charged_before_the_pause is None:
@@ -387,7 +526,7 @@ async def test_any_delivery_order_converges(
     draining = True
     while pending:  # let the rest arrive, in order, so the saga can finish
         kind, what = pending.pop(0)
-        if kind in ("deliver", "overdue", "review"):
+        if kind in ("deliver", "overdue", "review", "authenticate", "webhook"):
             await act(kind, what)
             await collect()
 
@@ -411,6 +550,11 @@ async def test_any_delivery_order_converges(
         assert sold == 0
     if paused == "payment" and not reviewed:
         assert charged == charged_before_the_pause, "charged after the deadline"
+    if card == THREE_D_SECURE_CARD:
+        # Charged only by the customer's authentication; a confirmed order had one.
+        assert charged <= authenticated.count(True)
+        if status == "CONFIRMED":
+            assert authenticated == [True]
     if review is not None:
         # Held orders are charged only by an approval, and never twice.
         assert charged <= reviewed.count(payment_handlers.Verdict.APPROVE)
