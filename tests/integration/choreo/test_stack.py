@@ -52,7 +52,7 @@ MAIL = {
     "content": [{"type": "text/plain", "value": "Thank you."}],
 }
 SENDGRID_AUTH = {"Authorization": "Bearer SG.test"}
-EXTERNAL = ("postgres", "broker", "stripe", "sendgrid")
+EXTERNAL = ("postgres", "broker", "stripe", "sendgrid", "twilio")
 
 
 def _gone(pids: list[int]) -> bool:
@@ -227,7 +227,7 @@ def test_stack_runs_the_embedded_parts_with_databases_and_topics(tmp_path: Path)
     with Stack(config, lambda part, line: None) as stack:
         stack.start_infrastructure()
         names = sorted(child.name for child in stack.supervisor.children)
-        assert names == ["broker", "postgres", "sendgrid", "stripe"]
+        assert names == ["broker", "postgres", "sendgrid", "stripe", "twilio"]
         for database in ("users", "orders", "payments", "inventory", "notifications"):
             url = f"postgresql://postgres@127.0.0.1:{config.ports.postgres}/{database}"
             with psycopg.connect(url) as connection:
@@ -241,6 +241,7 @@ def test_stack_runs_the_embedded_parts_with_databases_and_topics(tmp_path: Path)
         assert stripe.status_code == 200
         links = {link.part: link for link in stack.links()}
         assert links["sendgrid"].url == f"http://127.0.0.1:{config.ports.sendgrid}/messages"
+        assert links["twilio"].url == f"http://127.0.0.1:{config.ports.twilio}/messages"
         gateway = f"http://127.0.0.1:{config.ports.gateway}"
         assert (links["gateway"].url, links["docs"].url) == (f"{gateway}/api/v1", f"{gateway}/docs")
         assert all(link.embedded for link in links.values())
@@ -261,6 +262,7 @@ def test_stack_uses_the_parts_the_environment_gives(
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "STRIPE_API_BASE": "https://stripe.example.com",
         "SENDGRID_HOST": "https://sendgrid.example.com",
+        "TWILIO_API_BASE": "https://twilio.example.com",
     }
     config = StackConfig(data_dir=tmp_path / "choreo", ports=_free_ports(), environment=environment)
     with Stack(config, lambda part, line: None) as stack:
@@ -278,6 +280,7 @@ def test_stack_uses_the_parts_the_environment_gives(
     assert variables["KAFKA_BOOTSTRAP_SERVERS"] == kafka_bootstrap
     assert variables["STRIPE_API_BASE"] == "https://stripe.example.com"
     assert variables["SENDGRID_HOST"] == "https://sendgrid.example.com"
+    assert variables["TWILIO_API_BASE"] == "https://twilio.example.com"
 
 
 def test_services_learn_where_everything_is() -> None:
