@@ -38,8 +38,9 @@ class TwilioSender:
         *,
         timeout_seconds: float = 10.0,
     ) -> None:
-        # The library logs each request (URL and body: the phone number, the text) at INFO.
-        logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+        # The library logs each request (URL and body: the phone number, the text) and each
+        # response's headers at INFO, from `twilio.http_client` and `twilio.async_http_client`.
+        logging.getLogger("twilio").setLevel(logging.WARNING)
         self._account_sid = account_sid
         self._auth_token = auth_token
         self._api_base = api_base.rstrip("/")
