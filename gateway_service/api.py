@@ -19,6 +19,7 @@ from gateway_service.domain import API_PREFIX, retry_after_seconds, route_for
 from gateway_service.edge import Gatekeeper, limit_headers
 from gateway_service.openapi import ApiCatalog
 from gateway_service.proxy import (
+    InvalidRequestError,
     OutgoingRequest,
     Proxy,
     UpstreamProtocolError,
@@ -116,6 +117,8 @@ async def forward(
         raise ApiError(504, "upstream_timeout", str(error)) from None
     except UpstreamProtocolError as error:
         raise ApiError(502, "bad_gateway", str(error)) from None
+    except InvalidRequestError as error:
+        raise ApiError(400, "invalid_request", str(error)) from None
     response: Response
     if is_event_stream(answer):
         response = StreamingResponse(relay(answer, draining), status_code=answer.status_code)

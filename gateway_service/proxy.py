@@ -139,6 +139,10 @@ class UpstreamUnavailableError(UpstreamError, RetriableError):
         self.retry_after = retry_after
 
 
+class InvalidRequestError(UpstreamError):
+    """The client's request cannot be sent on as HTTP (a header value HTTP/1.1 forbids)."""
+
+
 class UpstreamTimeoutError(UpstreamError):
     """Reached, but it did not answer in time (the request may still have been applied)."""
 
@@ -225,7 +229,10 @@ def request_headers(
     and where the request came from: `X-Forwarded-*`, and `X-Real-IP`, the one client address
     the gateway counts the request against (`client_address`), which the order service keeps
     for the payment service's risk screening. A client's own `X-Real-IP` is dropped."""
-    incoming = list(incoming)
+    # A field value has no leading or trailing whitespace (RFC 9110 §5.5: the OWS around it is
+    # not part of it); sent on as received, `Name: a ` made the upstream connection refuse the
+    # request, and the breaker count a client's header as the upstream failing.
+    incoming = [(name, value.strip(" \t")) for name, value in incoming]
     named_by_connection = _connection_tokens(incoming)
     headers = [
         (name, value)
@@ -294,6 +301,9 @@ async def relay(answer: httpx.Response, stopping: asyncio.Event) -> AsyncIterato
     try:
         while True:
             step = asyncio.ensure_future(anext(chunks))
+            # A client that goes away cancels this relay mid-read: the read then fails as the
+            # answer is closed, and its error is expected, not "never retrieved".
+            step.add_done_callback(_retrieve)
             await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
                 step.cancel()
@@ -311,6 +321,11 @@ async def relay(answer: httpx.Response, stopping: asyncio.Event) -> AsyncIterato
     finally:
         stop.cancel()
         await answer.aclose()
+
+
+def _retrieve(task: asyncio.Future[bytes]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _outcome(error: httpx.TransportError) -> str:
@@ -363,6 +378,13 @@ class Proxy:
                 )
             try:
                 response = await self._send(target, request, timeout)
+            except httpx.LocalProtocolError as error:
+                # The request could not be written as HTTP/1.1: the client's doing (a header
+                # value h11 refuses), never the upstream's, so the breaker does not count it.
+                UPSTREAM_REQUESTS.labels(upstream, "invalid_request").inc()
+                raise InvalidRequestError(
+                    upstream, f"cannot be sent this request: {error}"
+                ) from None
             except httpx.PoolTimeout:
                 # The gateway's own connection pool is exhausted: nothing is wrong upstream.
                 UPSTREAM_REQUESTS.labels(upstream, "pool_timeout").inc()

@@ -26,9 +26,11 @@ from notification_service.queries import NotificationView
 CHANNEL: Final = "notification_stream"
 """What the notifications table's trigger NOTIFYs at commit, with `user_id:seq`."""
 
-HEARTBEAT_SECONDS: Final = 15.0
+HEARTBEAT_SECONDS: Final = 5.0
 """A comment sent on a quiet stream, so that proxies keep it open and a dead client is found;
-the database is read again then too."""
+the database is read again then too. Under the gateway's read timeout (10 s): a client that
+does not say `Accept: text/event-stream` (curl) gets no longer one, and a quiet stream must not
+look dead to it."""
 
 BATCH: Final = 100
 RETRY_MILLISECONDS: Final = 1000
@@ -68,8 +70,12 @@ async def server_sent_events(
     the client goes away (the response cancels the iteration then)."""
     with listener.subscribe(user_id) as woken:
         # Subscribed first: whatever commits from here on wakes this stream.
-        if after is None:
-            after = await queries.last_seq(uow, user_id)
+        latest = await queries.last_seq(uow, user_id)
+        # Every id this user's stream sent is at most their latest seq: a higher one was not
+        # (a client remembering another installation's), and resuming after it would hide
+        # every notification until the sequence caught up. Such a stream starts from now.
+        if after is None or after > latest:
+            after = latest
         yield f"retry: {RETRY_MILLISECONDS}\nid: {after}\n\n"
         while not listener.stopped:
             woken.clear()

@@ -166,3 +166,30 @@ async def test_with_the_user_service_down_the_gateway_serves_and_verifies_tokens
             await asyncio.sleep(int(answer.headers["retry-after"]))
         assert answer.status_code == 200, answer.text
         assert (await api.get("/readyz")).json()["signing_keys"] == "ok"
+
+
+async def test_a_clients_header_never_counts_against_the_upstream(
+    upstreams: Upstreams, start_gateway: StartGateway
+) -> None:
+    """A header value with whitespace around it (which HTTP/1.1 clients like curl send as
+    given, and h11 refuses to send on) reaches the upstream trimmed (RFC 9110 §5.5), and can
+    never open the upstream's circuit for everyone else."""
+    gateway = await start_gateway(upstreams, GATEWAY_BREAKER_FAILURE_THRESHOLD="2")
+    port = int(gateway.url.rsplit(":", 1)[1])
+
+    async def raw_get(header: str) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /api/v1/products HTTP/1.1\r\nHost: gateway\r\n{header}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        return int(status_line.split()[1])
+
+    assert [await raw_get("X-Anything: a ") for _ in range(6)] == [200] * 6
+    assert upstreams["inventory"].seen[-1].headers["x-anything"] == "a"
+    async with gateway.client() as api:
+        assert (await api.get("/api/v1/products")).status_code == 200
+        assert circuit_open((await api.get("/metrics")).text, "inventory") == 0
