@@ -103,6 +103,8 @@ class NotificationFacts:
     order_update_channels: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """User id -> the channels outside the app (email, sms) chosen for order updates, for the
     users who changed their preferences; the others have the default, e-mail."""
+    preferences_changed_at: Mapping[str, datetime] = field(default_factory=dict)
+    """User id -> when those preferences were chosen."""
 
 
 class ServiceDatabases:
@@ -300,7 +302,7 @@ def notifications_reader(
         )
         preferences = await _rows(
             connection,
-            "SELECT user_id, channels -> 'order_updates' AS chosen FROM preferences"
+            "SELECT user_id, channels -> 'order_updates' AS chosen, changed_at FROM preferences"
             " WHERE user_id = ANY(%s)",
             sorted(user_ids),
         )
@@ -325,6 +327,7 @@ def notifications_reader(
             {event_id: tuple(found) for event_id, found in statuses.items()},
             frozenset(row["user_id"] for row in contacts),
             chosen,
+            {row["user_id"]: row["changed_at"] for row in preferences},
         )
 
     return read

@@ -159,7 +159,11 @@ def confirmation_emails(facts: Facts) -> CheckResult:
     the customer chose for order updates (e-mail by default; SMS, or e-mail instead when the
     SMS was skipped for want of a phone number), none for an order never confirmed. E-mails are
     counted at the e-mail sink where it can be read, else from the notification service's
-    deliveries; SMS from its deliveries."""
+    deliveries; SMS from its deliveries.
+
+    The channels chosen are the customer's preferences of today, unless they changed them after
+    the order's last change: then those the notification service chose at the time (the
+    channels of its deliveries for the order's confirmation)."""
     result = CheckResult(
         "emails", "one confirmation notice per confirmed order, on the channels chosen"
     )
@@ -170,9 +174,11 @@ def confirmation_emails(facts: Facts) -> CheckResult:
     mailed: Counter[str] = Counter()
     texted: Counter[str] = Counter()
     sms_skipped: set[str] = set()
+    recorded: dict[str, set[str]] = {}  # order id -> the channels its deliveries went by
     for order in orders.values():
         for event in order.confirmed_event_ids:
             for channel, status in deliveries.get(event, ()):
+                recorded.setdefault(order.id, set()).add(channel)
                 if channel == "sms":
                     texted[order.id] += status == "sent"
                     if status == "skipped":
@@ -198,7 +204,11 @@ def confirmation_emails(facts: Facts) -> CheckResult:
             continue
         judged += 1
         emails, texts = mailed[order.id], texted[order.id]
-        chosen = chosen_by.get(str(order.user_id), frozenset({"email"}))
+        user = str(order.user_id)
+        chosen = chosen_by.get(user, frozenset({"email"}))
+        changed_at = facts.notifications.preferences_changed_at.get(user)
+        if changed_at is not None and changed_at > order.updated_at and order.id in recorded:
+            chosen = frozenset(recorded[order.id])
         by_sms = "sms" in chosen and order.id not in sms_skipped
         by_email = "email" in chosen or ("sms" in chosen and not by_sms)
         wanted = {"e-mail": (emails, by_email), "SMS": (texts, by_sms)}

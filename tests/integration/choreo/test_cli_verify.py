@@ -315,6 +315,22 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
     await texter.reservation(texted, "COMMITTED", teapot, 1)
     await texter.payment(texted, "SUCCEEDED", await texter.intent(texted))
     await texter.sms(texted_event)
+    # One who was texted while SMS-only, then went back to e-mail: judged as they chose then.
+    switcher = History(databases, stripe_client, sink_client)
+    await switcher.chose_sms_only()
+    cup = await switcher.product(received=1, available=0, sold=1)
+    switched_event = str(uuid.uuid4())
+    switched = await switcher.order("CONFIRMED", confirmed_event=switched_event)
+    await switcher.reservation(switched, "COMMITTED", cup, 1)
+    await switcher.payment(switched, "SUCCEEDED", await switcher.intent(switched))
+    await switcher.sms(switched_event)
+    await switcher.sql(
+        "notification",
+        "UPDATE preferences SET channels = %s, changed_at = %s WHERE user_id = %s",
+        json.dumps({"order_updates": {"email": True, "sms": False, "in_app": True}}),
+        switcher.now,
+        switcher.customer,
+    )
 
     # A healthy history on one product (20 received): confirmed, declined, out of stock,
     # confirmed then cancelled and refunded, and one still in progress holding a unit.
@@ -373,7 +389,7 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
         "dead-letters": "warnings",
     }
     # Nothing was in flight (outboxes drained, no lag): every ended order was judged.
-    assert checks["services-agree"]["facts"] == {"judged": 6, "in_flight": 0}
+    assert checks["services-agree"]["facts"] == {"judged": 7, "in_flight": 0}
     assert checks["emails"]["facts"]["source"] == "e-mails at the sink"
     assert checks["orders-terminal"]["facts"]["in_time"] == 1
     assert checks["dead-letters"]["facts"]["sizes"][f"{topics}notification.dlq"] == 1
@@ -473,7 +489,7 @@ async def test_a_healthy_history_passes_and_every_planted_violation_is_named(
     assert beyond["actual"] == "committed 5, ahead of the log by 5"
     assert by_id[("orders-terminal", stuck)]["actual"].startswith("PENDING, ")
     # No false alarms: the healthy orders stay out of it.
-    for order_id in (declined, sold_out, regretted, in_progress, texted):
+    for order_id in (declined, sold_out, regretted, in_progress, texted, switched):
         assert not any(order_id in (v["id"], v["actual"]) for v in report["violations"])
 
     # For people: the summary table, then one line per violation.
