@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -55,6 +56,7 @@ class Principal:
     roles: frozenset[str] = frozenset()
     email: str | None = None
     session_id: str | None = None
+    expires_at: datetime | None = None  # the token's `exp`: a long-lived response ends then
 
     @property
     def is_admin(self) -> bool:
@@ -288,7 +290,14 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         raise AuthError("the token names a role that does not exist")
     if email is not None and not isinstance(email, str):
         raise AuthError("the token's email is not a string")
-    return Principal(user_id=user_id, roles=frozenset(roles), email=email, session_id=session_id)
+    expires = claims.get("exp")
+    return Principal(
+        user_id=user_id,
+        roles=frozenset(roles),
+        email=email,
+        session_id=session_id,
+        expires_at=datetime.fromtimestamp(expires, UTC) if isinstance(expires, int) else None,
+    )
 
 
 def _canonical_uuid(value: object) -> str | None:

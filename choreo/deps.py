@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -129,6 +130,28 @@ async def current_principal(request: Request) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+async def _authorisation_check(
+    request: Request, principal: CurrentUser
+) -> Callable[[], Awaitable[bool]]:
+    """For a long-lived response (a stream): whether the caller's token still holds, asked
+    again now and then. A token expires, and a logout or a password change revokes its session,
+    while a stream that began with it is open; the stream ends then, and its client reconnects
+    with a fresh token (or is refused)."""
+
+    async def still_authorised() -> bool:
+        if principal.expires_at is not None and datetime.now(UTC) >= principal.expires_at:
+            return False
+        revocations: Revocations | None = getattr(request.app.state, "revocations", None)
+        if revocations is None:
+            return True
+        return await revocations.refusal(principal.user_id, principal.session_id) is None
+
+    return still_authorised
+
+
+StillAuthorised = Annotated[Callable[[], Awaitable[bool]], Depends(_authorisation_check)]
 
 
 async def admin_principal(principal: CurrentUser) -> Principal:

@@ -8,7 +8,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from choreo.deps import CurrentUser, Uow, listener
+from choreo.deps import CurrentUser, StillAuthorised, Uow, listener
 from choreo.listener import Listener
 from choreo.pagination import InvalidCursorError
 from notification_service import handlers, queries, stream
@@ -47,13 +47,17 @@ async def stream_notifications(
     user: CurrentUser,
     uow: Uow,
     notified: StreamListener,
+    authorised: StillAuthorised,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Server-sent events: each new notification of the caller's, as `GET /notifications`
-    shows it, with its `seq` as the event id; `Last-Event-ID` resumes after that one."""
+    shows it, with its `seq` as the event id; `Last-Event-ID` resumes after that one. The
+    stream ends when the caller's token expires or its session is revoked."""
     after = stream.resume_after(last_event_id)
     return StreamingResponse(
-        stream.server_sent_events(user.user_id, after, uow=uow, listener=notified),
+        stream.server_sent_events(
+            user.user_id, after, uow=uow, listener=notified, authorised=authorised
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

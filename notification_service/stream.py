@@ -12,7 +12,7 @@ database, so a missed wake-up delays nothing past the next heartbeat and loses n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 from pydantic import TypeAdapter
@@ -64,10 +64,16 @@ def resume_after(last_event_id: str | None) -> int | None:
 
 
 async def server_sent_events(
-    user_id: str, after: int | None, *, uow: UnitOfWork, listener: Listener
+    user_id: str,
+    after: int | None,
+    *,
+    uow: UnitOfWork,
+    listener: Listener,
+    authorised: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
-    """The user's stream, from after `after` (None: from now) until the listener stops or
-    the client goes away (the response cancels the iteration then)."""
+    """The user's stream, from after `after` (None: from now) until the listener stops, the
+    client goes away (the response cancels the iteration then), or `authorised()`, asked at
+    each wake-up and heartbeat, says the caller's token no longer holds."""
     with listener.subscribe(user_id) as woken:
         # Subscribed first: whatever commits from here on wakes this stream.
         latest = await queries.last_seq(uow, user_id)
@@ -78,6 +84,8 @@ async def server_sent_events(
             after = latest
         yield f"retry: {RETRY_MILLISECONDS}\nid: {after}\n\n"
         while not listener.stopped:
+            if not await authorised():
+                return
             woken.clear()
             batch = await queries.notifications_after(uow, user_id, after, limit=BATCH)
             for item in batch:

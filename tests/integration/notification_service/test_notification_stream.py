@@ -247,6 +247,33 @@ async def test_stream_refusals_and_cleanup(
         await eventually(none_left, "the closed streams' subscriptions gone")
 
 
+async def test_a_stream_ends_with_its_token_and_a_foreign_id_resumes_from_now(
+    start_service: StartService,
+    sink: Sink,
+    signing_key: SigningKey,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    """A stream lives no longer than the token it began with (its client reconnects with a
+    fresh one); an id this user's stream never sent (higher than their latest) does not hide
+    what comes next."""
+    notification = start_notification(start_service, sink)
+    ada = await user_with_welcome(notification, kafka_bootstrap, topics, "ada")
+    short_lived = notification.client(signing_key.issue(ada, ttl_seconds=2))
+    async with short_lived, open_stream(short_lived) as stream:
+        await stream.next()
+        await asyncio.wait_for(stream.ended.wait(), TIMEOUT)
+    client = notification.client(signing_key.issue(ada))
+    async with client, open_stream(client, last_event_id="9000000000") as stream:
+        first = await stream.next()
+        assert first.event is None
+        assert first.id is not None
+        assert int(first.id) < 9000000000  # the user's latest, not the foreign id
+        await confirm_orders(notification, kafka_bootstrap, topics, ada, 1)
+        [arrived] = await stream.notifications(1)
+        assert arrived.notification()["kind"] == "order_confirmed"
+
+
 async def test_service_stop_ends_open_streams(
     start_service: StartService,
     sink: Sink,

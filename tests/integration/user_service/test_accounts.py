@@ -9,6 +9,7 @@ import logging
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import argon2
@@ -126,8 +127,14 @@ async def test_accounts_tokens_profiles_and_administration(
         principal = await verify(jwks, tokens["access_token"])
         assert principal.session_id is not None  # the session: this login's refresh tokens
         assert principal == Principal(
-            ada["id"], frozenset({"user"}), "ada@example.com", principal.session_id
+            ada["id"],
+            frozenset({"user"}),
+            "ada@example.com",
+            principal.session_id,
+            principal.expires_at,
         )
+        assert principal.expires_at is not None  # the token's exp: 900 s from now
+        assert 880 <= (principal.expires_at - datetime.now(UTC)).total_seconds() <= 905
         assert tokens["refresh_token"] not in tokens["access_token"]
 
         # Wrong password and unknown address: the same answer, in a similar time.
