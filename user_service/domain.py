@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -418,13 +418,13 @@ def change_preferences(
     settable = [name for name in changes if name in SECURITY_NOTICES]
     if settable:
         raise NotSettableError(
-            f"{', '.join(settable)}: security notices (a password reset) always go by e-mail "
-            "and cannot be changed"
+            f"{', '.join(settable)}: security notices (a password reset or change) always go "
+            "by e-mail and cannot be changed"
         )
     unknown_kinds = sorted(set(changes) - kinds)
     if unknown_kinds:
         raise InvalidInputError(
-            f"unknown notification kind {', '.join(unknown_kinds)}: the kinds are "
+            f"unknown notification kind {_named(unknown_kinds)}: the kinds are "
             f"{', '.join(sorted(kinds))}"
         )
     updated = {kind: dict(chosen) for kind, chosen in current.items()}
@@ -432,12 +432,18 @@ def change_preferences(
         unknown_channels = sorted(set(chosen) - channels)
         if unknown_channels:
             raise InvalidInputError(
-                f"unknown channel {', '.join(unknown_channels)} of {kind}: the channels are "
+                f"unknown channel {_named(unknown_channels)} of {kind}: the channels are "
                 f"{', '.join(sorted(channels))}"
             )
         for channel, on in chosen.items():
             updated[NotificationKind(kind)][Channel(channel)] = on
     return None if updated == current else updated
+
+
+def _named(names: Sequence[str], most: int = 5) -> str:
+    """The first few of `names`, as sent (each cut to 64 characters), and how many more."""
+    shown = ", ".join(name if len(name) <= 64 else name[:64] + "…" for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 class RefreshOutcome(StrEnum):

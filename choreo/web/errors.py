@@ -154,10 +154,25 @@ async def _on_http_exception(request: Request, exc: HTTPException) -> Response:
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     # Location, message and type only: the rejected input may be a password or a card number.
-    details = [
-        {"loc": list(error["loc"]), "message": error["msg"], "type": error["type"]}
-        for error in exc.errors()
+    # A location names a mapping's keys as sent, so each part is cut short, and so is the list:
+    # a body of 20,000 bad keys, or one key of 900 KB, is not echoed back whole.
+    errors = exc.errors()
+    details: list[dict[str, Any]] = [
+        {
+            "loc": [_short(part) for part in error["loc"]],
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in errors[:MAX_VALIDATION_DETAILS]
     ]
+    if len(errors) > MAX_VALIDATION_DETAILS:
+        details.append(
+            {
+                "loc": [],
+                "message": f"and {len(errors) - MAX_VALIDATION_DETAILS} more",
+                "type": "truncated",
+            }
+        )
     message = "The request is not valid."
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     whole_body = any(tuple(error["loc"]) == ("body",) for error in exc.errors())
@@ -170,6 +185,16 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
             f" Content-Type: application/json (this request's: {shown})."
         )
     return _error_response(422, "validation_error", message, details)
+
+
+MAX_VALIDATION_DETAILS = 20
+MAX_LOCATION_PART = 64
+
+
+def _short(part: int | str) -> int | str:
+    if isinstance(part, str) and len(part) > MAX_LOCATION_PART:
+        return part[:MAX_LOCATION_PART] + "…"
+    return part
 
 
 def _mapped_error_handler(

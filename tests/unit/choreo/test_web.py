@@ -66,6 +66,10 @@ def build_router() -> APIRouter:
     async def register(account: NewAccount) -> dict[str, str]:
         return {"email": account.email}
 
+    @router.post("/tallies")
+    async def tally(counts: dict[str, int]) -> int:
+        return sum(counts.values())
+
     @router.post("/orders/{order_id}/cancel")
     async def cancel(order_id: str) -> None:
         raise ApiError(
@@ -426,6 +430,23 @@ async def test_validation_error_lists_fields_without_echoing_input(
     assert set(locations) == {("body", "email"), ("body", "password")}
     assert locations[("body", "password")]["message"]
     assert "hunter2-secret" not in response.text
+
+
+async def test_validation_error_cuts_long_locations_and_long_lists(
+    client: httpx.AsyncClient,
+) -> None:
+    """A location names what the client sent (a mapping's keys): neither a huge key nor a
+    thousand bad fields come back whole."""
+    bad = {"x" * 100_000: "one"} | {f"count{n}": "many" for n in range(1000)}
+    response = await client.post("/tallies", json=bad)
+
+    assert response.status_code == 422
+    assert len(response.content) < 10_000
+    details = error_of(response)["details"]
+    assert isinstance(details, list)
+    assert len(details) == 21
+    assert details[-1] == {"loc": [], "message": "and 981 more", "type": "truncated"}
+    assert details[0]["loc"] == ["body", "x" * 64 + "…"]
 
 
 @pytest.mark.parametrize(

@@ -63,3 +63,14 @@ def test_stored_preferences_lie_over_the_defaults_and_unknown_entries_are_ignore
     assert stored[NotificationKind.ORDER_UPDATES][Channel.SMS] is True
     assert stored[NotificationKind.ORDER_UPDATES][Channel.EMAIL] is True
     assert stored_preferences(None) == default_preferences()
+
+
+def test_a_flood_of_unknown_kinds_is_named_in_short() -> None:
+    flood = {f"kind{n:05}": {"email": True} for n in range(20_000)}
+    flood["x" * 900_000] = {"email": True}
+    with pytest.raises(InvalidInputError) as refused:
+        change_preferences(default_preferences(), flood)
+    message = str(refused.value)
+    assert "kind00000, kind00001" in message
+    assert "and 19996 more" in message
+    assert len(message) < 500
