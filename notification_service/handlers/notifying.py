@@ -1,0 +1,172 @@
+"""Notifying one recipient: the channels they chose for the kind (the `preferences` replica,
+the defaults until a NotificationPreferencesChanged is seen; domain.plan_channels), the e-mail
+and the SMS each at most once (deliveries.py), the in-app notification in the handler's
+transaction; and the recipients, from the `contacts` replica. A deleted user gets nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from choreo import records
+from choreo.db import UnitOfWork, UnitOfWorkFactory
+from choreo.events import Event
+from choreo.sealing import Opener
+from choreo.sql import Session
+from notification_service.deliveries import Delivery, Postman
+from notification_service.domain import (
+    ADMIN_ROLE,
+    Channel,
+    ChosenChannels,
+    Contact,
+    Kind,
+    NotificationNotFoundError,
+    NotKnownYetError,
+    chosen_channels,
+    plan_channels,
+    sms_number,
+)
+from notification_service.messages import Renderer
+from notification_service.sendgrid_mailer import Email
+from notification_service.tables import contacts, notifications, preferences
+from notification_service.twilio_sender import Sms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """What notifying needs besides the handler's own unit of work."""
+
+    renderer: Renderer
+    postman: Postman
+    # Commits the replicas' facts apart from the handler's transaction (see the docstring).
+    new_unit_of_work: UnitOfWorkFactory
+    # The reset link, to which a password-reset token is appended.
+    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token="
+    # Opens the reset tokens the user service seals to this service's key; None without one.
+    reset_token_opener: Opener | None = None
+
+
+async def notify_user(
+    uow: UnitOfWork,
+    notifier: Notifier,
+    event: Event[records.Record],
+    user_id: str,
+    kind: Kind,
+    context: Mapping[str, object],
+) -> None:
+    contact = await contact_of(uow.session, user_id)
+    if contact is None:
+        raise NotKnownYetError(f"contact of user {user_id} not known yet")
+    if not contact.reachable:
+        log.info("no %s notification of event %s: user %s was deleted", kind, event.id, user_id)
+        return
+    await notify(uow, notifier, event, contact, kind, context)
+
+
+async def notify(
+    uow: UnitOfWork,
+    notifier: Notifier,
+    event: Event[records.Record],
+    contact: Contact,
+    kind: Kind,
+    context: Mapping[str, object],
+) -> None:
+    """Notify `contact` on the channels chosen for this kind: the e-mail and the SMS each at
+    most once, the in-app notification in the handler's transaction."""
+    if contact.email is None:
+        return
+    context = {"name": contact.greeting_name, **context}
+    message = notifier.renderer.render(kind, context)
+    chosen = await _chosen_channels(uow.session, contact.user_id)
+    sms_available = notifier.postman.sms_sender is not None
+    plan = plan_channels(kind, chosen, phone=contact.phone, sms_available=sms_available)
+    if Channel.EMAIL in plan.channels:
+        email = Email(
+            to_email=contact.email,
+            to_name=contact.display_name,
+            subject=message.subject,
+            text=message.text,
+            html=message.html,
+            custom_args={"event_id": event.id, "notification": kind.value},
+        )
+        await notifier.postman.deliver(Delivery(event.id, contact.user_id, kind), email)
+    sms_delivery = Delivery(event.id, contact.user_id, kind, Channel.SMS)
+    if plan.sms_skipped is not None:
+        await notifier.postman.skip(sms_delivery, plan.sms_skipped)
+    number = sms_number(contact.phone)
+    if Channel.SMS in plan.channels and number is not None:
+        sms = Sms(to=number, body=notifier.renderer.render_sms(kind, context))
+        await notifier.postman.deliver(sms_delivery, sms)
+    if Channel.IN_APP in plan.channels:
+        await uow.session.execute(
+            insert(notifications)
+            .values(
+                user_id=contact.user_id,
+                kind=kind.value,
+                title=message.subject,
+                body=message.text,
+                event_id=event.id,
+            )
+            .on_conflict_do_nothing(constraint="notifications_once")
+        )
+
+
+async def _chosen_channels(session: Session, user_id: str) -> ChosenChannels:
+    stored = await session.scalar(
+        select(preferences.c.channels).where(preferences.c.user_id == user_id)
+    )
+    return chosen_channels(stored)
+
+
+CONTACT_COLUMNS = (
+    contacts.c.user_id,
+    contacts.c.email,
+    contacts.c.full_name,
+    contacts.c.role,
+    contacts.c.deleted_at.is_not(None),
+    contacts.c.phone,
+)
+
+
+async def contact_of(session: Session, user_id: str) -> Contact | None:
+    row = (
+        await session.execute(select(*CONTACT_COLUMNS).where(contacts.c.user_id == user_id))
+    ).first()
+    return None if row is None else Contact(*row)
+
+
+async def admins_of(session: Session) -> list[Contact]:
+    rows = await session.execute(
+        select(*CONTACT_COLUMNS)
+        .where(
+            contacts.c.role == ADMIN_ROLE,
+            contacts.c.deleted_at.is_(None),
+            contacts.c.email.is_not(None),
+        )
+        .order_by(contacts.c.user_id)
+    )
+    return [Contact(*row) for row in rows]
+
+
+# Commands (the API): each opens the unit of work it is given.
+
+
+async def mark_read(uow: UnitOfWork, user_id: str, notification_id: uuid.UUID) -> None:
+    """Mark one of the user's notifications read (the first time counts)."""
+    async with uow:
+        marked = await uow.session.execute(
+            update(notifications)
+            .where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
+            .values(read_at=func.coalesce(notifications.c.read_at, func.now()))
+            .returning(notifications.c.id)
+        )
+        if marked.first() is None:
+            raise NotificationNotFoundError(f"no notification {notification_id}")
