@@ -17,6 +17,7 @@ from aiokafka.partitioner import murmur2
 from choreo import records
 from choreo.events import Event
 from choreo.stack.sendgrid_sink import SINK_API_KEY, SendGridSink
+from choreo.stack.sink import SinkPart
 from choreo.stack.twilio_sink import TwilioSink
 from choreo.testing import ServiceProcess, StartService, free_port, query
 from choreo.testing import records as make
@@ -24,84 +25,75 @@ from choreo.testing import records as make
 PARTITIONS = 3  # what the `topics` fixture creates
 
 
-class Sink:
-    """The SendGrid sink, read the way a test reads a mailbox."""
+class _SinkReader:
+    """A provider sink of the stack, read and controlled the way a test does."""
 
-    def __init__(self, host: str) -> None:
-        self.host = host
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
 
     async def messages(self, to: str) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=self.host) as client:
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
             response = await client.get("/messages", params={"to": to})
         response.raise_for_status()
         messages: list[dict[str, Any]] = response.json()
         return messages
 
-    async def subjects(self, to: str) -> list[str]:
-        return [message["subject"] for message in await self.messages(to)]
-
     async def fail(self, status: int, count: int | None) -> None:
-        async with httpx.AsyncClient(base_url=self.host) as client:
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
             response = await client.post("/_control/fail", json={"status": status, "count": count})
         response.raise_for_status()
 
     async def heal(self) -> None:
-        async with httpx.AsyncClient(base_url=self.host) as client:
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
             (await client.delete("/_control/fail")).raise_for_status()
 
 
-@pytest.fixture(scope="module")
-def sendgrid_sink() -> Iterator[SendGridSink]:
-    sink = SendGridSink(free_port())
-    sink.start()
+class Sink(_SinkReader):
+    """The SendGrid sink, read the way a test reads a mailbox."""
+
+    @property
+    def host(self) -> str:
+        return self.base_url
+
+    async def subjects(self, to: str) -> list[str]:
+        return [message["subject"] for message in await self.messages(to)]
+
+
+class Phones(_SinkReader):
+    """The Twilio sink, read the way a test reads the SMS a phone received."""
+
+    async def texts(self, to: str) -> list[str]:
+        return [message["body"] for message in await self.messages(to)]
+
+
+def _running(part: SinkPart) -> Iterator[SinkPart]:
+    part.start()
     try:
-        yield sink
+        yield part
     finally:
-        sink.stop()
+        part.stop()
+
+
+@pytest.fixture(scope="module")
+def sendgrid_sink() -> Iterator[SinkPart]:
+    yield from _running(SendGridSink(free_port()))
 
 
 @pytest.fixture
-async def sink(sendgrid_sink: SendGridSink) -> Sink:
-    mailbox = Sink(sendgrid_sink.host)
+async def sink(sendgrid_sink: SinkPart) -> Sink:
+    mailbox = Sink(sendgrid_sink.base_url)
     await mailbox.heal()
     return mailbox
 
 
-class Phones:
-    """The Twilio sink, read the way a test reads the SMS a phone received."""
-
-    def __init__(self, api_base: str) -> None:
-        self.api_base = api_base
-
-    async def texts(self, to: str) -> list[str]:
-        async with httpx.AsyncClient(base_url=self.api_base) as client:
-            response = await client.get("/messages", params={"to": to})
-        response.raise_for_status()
-        return [message["body"] for message in response.json()]
-
-    async def fail(self, status: int, count: int | None) -> None:
-        async with httpx.AsyncClient(base_url=self.api_base) as client:
-            response = await client.post("/_control/fail", json={"status": status, "count": count})
-        response.raise_for_status()
-
-    async def heal(self) -> None:
-        async with httpx.AsyncClient(base_url=self.api_base) as client:
-            (await client.delete("/_control/fail")).raise_for_status()
-
-
 @pytest.fixture(scope="module")
-def twilio_sink() -> Iterator[TwilioSink]:
-    sink = TwilioSink(free_port())
-    sink.start()
-    try:
-        yield sink
-    finally:
-        sink.stop()
+def twilio_sink() -> Iterator[SinkPart]:
+    yield from _running(TwilioSink(free_port()))
 
 
 @pytest.fixture
-async def phones(twilio_sink: TwilioSink) -> Phones:
-    reader = Phones(twilio_sink.api_base)
+async def phones(twilio_sink: SinkPart) -> Phones:
+    reader = Phones(twilio_sink.base_url)
     await reader.heal()
     return reader
 
@@ -110,7 +102,7 @@ def start_notification(
     start_service: StartService, sink: Sink, phones: Phones | None = None, **env: str
 ) -> ServiceProcess:
     if phones is not None:
-        env = {"TWILIO_API_BASE": phones.api_base, **env}
+        env = {"TWILIO_API_BASE": phones.base_url, **env}
     return start_service(
         "notification", SENDGRID_HOST=sink.host, SENDGRID_API_KEY=SINK_API_KEY, **env
     )

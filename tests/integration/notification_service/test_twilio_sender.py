@@ -36,7 +36,7 @@ def silent_server() -> Iterator[str]:
 
 
 async def test_an_accepted_sms_is_on_the_phone_once(phones: Phones) -> None:
-    twilio, to = sender(phones.api_base), phone_number()
+    twilio, to = sender(phones.base_url), phone_number()
     try:
         result = await twilio.send(Sms(to=to, body="Choreo: your order #1A2B3C4D is confirmed."))
     finally:
@@ -57,7 +57,7 @@ async def test_an_accepted_sms_is_on_the_phone_once(phones: Phones) -> None:
     ],
 )
 async def test_refusals(phones: Phones, status: int, outcome: Outcome) -> None:
-    twilio, to = sender(phones.api_base), phone_number()
+    twilio, to = sender(phones.base_url), phone_number()
     await phones.fail(status, count=1)
     try:
         result = await twilio.send(Sms(to=to, body="hello"))
@@ -71,7 +71,7 @@ async def test_refusals(phones: Phones, status: int, outcome: Outcome) -> None:
 
 
 async def test_a_number_twilio_cannot_text_is_refused(phones: Phones) -> None:
-    twilio = sender(phones.api_base)
+    twilio = sender(phones.base_url)
     try:
         result = await twilio.send(Sms(to="12345", body="hello"))
     finally:
