@@ -60,6 +60,9 @@ class Kind(StrEnum):
     ORDER_CONFIRMED = "order_confirmed"
     ORDER_CANCELLED = "order_cancelled"
     PAYMENT_FAILED = "payment_failed"
+    # The card asked for 3-D Secure: the customer must confirm the payment in the shop's app
+    # (the client secret is on their order's view, never in a message).
+    PAYMENT_ACTION_REQUIRED = "payment_action_required"
     REFUND_ISSUED = "refund_issued"
     LOW_STOCK = "low_stock"
     # E-mail only: its body holds a secret, so it is no in-app notification.
@@ -72,7 +75,9 @@ ADMIN_ROLE = "admin"
 # the order is confirmed", and "your order is confirmed". Handled after the cancellation (topics
 # are consumed concurrently; a dead letter is replayed later), they are not sent: the customer
 # is never told "cancelled", then "confirmed". The other notifications stay true.
-CONTRADICTED_BY_CANCELLATION = frozenset({Kind.ORDER_RECEIVED, Kind.ORDER_CONFIRMED})
+CONTRADICTED_BY_CANCELLATION = frozenset(
+    {Kind.ORDER_RECEIVED, Kind.ORDER_CONFIRMED, Kind.PAYMENT_ACTION_REQUIRED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,7 @@ PREFERENCE_OF: Final[Mapping[Kind, PreferenceKind]] = {
     Kind.ORDER_CONFIRMED: PreferenceKind.ORDER_UPDATES,
     Kind.ORDER_CANCELLED: PreferenceKind.ORDER_UPDATES,
     Kind.PAYMENT_FAILED: PreferenceKind.PAYMENT_UPDATES,
+    Kind.PAYMENT_ACTION_REQUIRED: PreferenceKind.PAYMENT_UPDATES,
     Kind.REFUND_ISSUED: PreferenceKind.PAYMENT_UPDATES,
     Kind.LOW_STOCK: PreferenceKind.LOW_STOCK,
 }

@@ -30,6 +30,7 @@ def subscriptions() -> tuple[Subscription, ...]:
         Subscription(records.OrderConfirmed, handlers.on_order_confirmed),
         Subscription(records.OrderCancelled, handlers.on_order_cancelled),
         Subscription(records.PaymentFailed, handlers.on_payment_failed),
+        Subscription(records.PaymentActionRequired, handlers.on_payment_action_required),
         Subscription(records.PaymentRefunded, handlers.on_payment_refunded),
         Subscription(records.LowStockDetected, handlers.on_low_stock_detected),
     )

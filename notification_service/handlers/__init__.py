@@ -9,6 +9,7 @@ from notification_service.handlers.orders import (
     on_order_cancelled,
     on_order_confirmed,
     on_order_created,
+    on_payment_action_required,
     on_payment_failed,
     on_payment_refunded,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "on_order_confirmed",
     "on_order_created",
     "on_password_reset_requested",
+    "on_payment_action_required",
     "on_payment_failed",
     "on_payment_refunded",
     "on_user_deleted",

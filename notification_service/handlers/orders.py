@@ -128,6 +128,26 @@ async def on_payment_failed(
     await notify_user(uow, notifier, event, user_id, Kind.PAYMENT_FAILED, context)
 
 
+async def on_payment_action_required(
+    record: records.PaymentActionRequired,
+    uow: UnitOfWork,
+    *,
+    event: Event[records.Record],
+    notifier: Notifier,
+) -> None:
+    """Ask the customer to confirm the payment (3-D Secure) in the shop's app, where their
+    order's view holds what their client needs; the message carries no secret and no link.
+    Not sent once the order is known cancelled."""
+    if await _contradicts_cancellation(uow.session, record.order_id, Kind.PAYMENT_ACTION_REQUIRED):
+        return
+    user_id = await _customer_of(uow.session, record.order_id)
+    context = {
+        **_order_context(record.order_id),
+        "amount": format_money(record.amount, record.currency),
+    }
+    await notify_user(uow, notifier, event, user_id, Kind.PAYMENT_ACTION_REQUIRED, context)
+
+
 async def on_payment_refunded(
     record: records.PaymentRefunded,
     uow: UnitOfWork,

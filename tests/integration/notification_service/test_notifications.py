@@ -13,6 +13,7 @@ from choreo.dead_letters import replay_headers
 from choreo.events import Event
 from choreo.records import Record
 from choreo.testing import ServiceProcess, StartService, eventually, publish
+from choreo.testing import records as make
 
 from .conftest import (
     Sink,
@@ -287,6 +288,50 @@ async def test_each_saga_notification_is_sent_once_whatever_the_order_of_events(
     async with notification.client(signing_key.issue(dana)) as client:
         page = (await client.get("/api/v1/notifications", params={"limit": 100})).json()
     assert Counter(n["title"] for n in page["items"]) == Counter(expected[dana_email])
+
+
+async def test_a_payment_awaiting_3ds_asks_the_customer_to_confirm_it_without_a_secret(
+    start_service: StartService,
+    sink: Sink,
+    signing_key: SigningKey,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    """PaymentActionRequired tells the customer to confirm the payment in the app: once, with
+    the amount and no client secret or link; not at all once the order is known cancelled."""
+    fay, fay_email = new_id(), address("fay")
+    waiting, abandoned = new_id(), new_id()
+    secret = "pi_3ds_secret_never_in_a_message"
+    cancelled = order_cancelled(abandoned, fay, "TIMEOUT", charged=False)
+    await publish(
+        kafka_bootstrap,
+        topics,
+        user_registered(fay, fay_email, "Fay Wray"),
+        order_created(waiting, fay),
+        order_created(abandoned, fay),
+        cancelled,
+    )
+    notification = start_notification(start_service, sink)
+    await eventually(lambda: applied(notification, cancelled), "the cancellation applied")
+    action = make.payment_action_required(order_id=waiting, client_secret=secret, amount=2499)
+    late = make.payment_action_required(order_id=abandoned, client_secret=secret)
+    await publish(kafka_bootstrap, topics, action, action, late)
+
+    reference = "#" + waiting.replace("-", "")[:8].upper()
+    await wait_for_mail(sink, fay_email, f"Confirm the payment for your order {reference}")
+    await eventually(lambda: applied(notification, late), "the late action applied")
+    await asyncio.sleep(1.0)  # a second e-mail would be here by now
+    confirms = [m for m in await sink.messages(fay_email) if "Confirm the payment" in m["subject"]]
+    assert len(confirms) == 1
+    body = " ".join(confirms[0]["content"][0]["value"].split())
+    assert "confirm the payment of 24.99 USD" in body
+    assert secret not in str(confirms[0])
+    assert "http" not in body
+    async with notification.client(signing_key.issue(fay)) as client:
+        page = (await client.get("/api/v1/notifications", params={"limit": 100})).json()
+    assert [n["title"] for n in page["items"] if "Confirm" in n["title"]] == [
+        f"Confirm the payment for your order {reference}"
+    ]
 
 
 async def _inbox_holds(notification: ServiceProcess, count: int) -> bool:

@@ -17,6 +17,7 @@ SAMPLES: dict[Kind, dict[str, object]] = {
     Kind.ORDER_CONFIRMED: {**ORDER, "total": "42.50 USD"},
     Kind.ORDER_CANCELLED: {**ORDER, "reason": "you asked us to cancel it", "refund": True},
     Kind.PAYMENT_FAILED: {**ORDER, "amount": "42.50 USD", "reason": "your card was declined"},
+    Kind.PAYMENT_ACTION_REQUIRED: {**ORDER, "amount": "42.50 USD"},
     Kind.REFUND_ISSUED: {**ORDER, "amount": "42.50 USD"},
     Kind.LOW_STOCK: {
         "product": "Burr grinder",
@@ -37,6 +38,7 @@ SAYS: dict[Kind, tuple[str, ...]] = {
     Kind.ORDER_CONFIRMED: ("#1A2B3C4D", "confirmed", "42.50 USD"),
     Kind.ORDER_CANCELLED: ("cancelled because you asked us to cancel it", "refunded"),
     Kind.PAYMENT_FAILED: ("42.50 USD", "because your card was declined"),
+    Kind.PAYMENT_ACTION_REQUIRED: ("confirm the payment of 42.50 USD", "#1A2B3C4D", "3-D Secure"),
     Kind.REFUND_ISSUED: ("refunded 42.50 USD", "#1A2B3C4D"),
     Kind.LOW_STOCK: ("Burr grinder", "2 available", "threshold of 3"),
     Kind.PASSWORD_RESET: (
