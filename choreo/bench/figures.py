@@ -12,8 +12,9 @@ from choreo.bench.counters import BENCH_PROCESS, Snapshot
 from choreo.bench.load import Driver, Kind, Saga, Verdict
 
 SERVICES = ("gateway", "user", "order", "payment", "inventory", "notification")
-INFRASTRUCTURE = ("postgres", "broker")
-EMULATORS = ("stripe", "sendgrid", "s3")
+INFRASTRUCTURE = ("postgres", "broker", "s3")
+"""The broker counts with its storage: with --durable-broker, the S3 store holds its records."""
+EMULATORS = ("stripe", "sendgrid", "twilio")
 STRIPE_CALLS_PER_CHARGE = 2
 """The payment service creates a PaymentIntent, then confirms it (payment_service.handlers.saga);
 localstripe counts no requests, so this is stated, not measured."""

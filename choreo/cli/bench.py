@@ -130,7 +130,7 @@ def bench(
         bool,
         typer.Option(
             "--durable-broker",
-            help="The broker keeps its records in S3 on moto "
+            help="The broker keeps its records in S3 on SeaweedFS "
             "(passed to the stack the bench starts; say it of a running one).",
         ),
     ] = False,

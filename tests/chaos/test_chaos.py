@@ -11,8 +11,8 @@ the durable one) size the run and `CHAOS_BROKERS` picks the broker modes (`memor
 default `memory`); `make chaos` runs 1,000 orders in both modes and prints the figures. With the
 memory broker, a broker kill loses every record in flight: the relays publish their recent
 outbox rows again, consumers re-read the new log, and order deadlines cancel what still cannot
-finish. The durable broker loses nothing, so no order may end by its deadline; it is slow
-(Tansu's S3 storage on moto, docs/architecture.md), so orders get 15 minutes.
+finish. The durable broker loses nothing, so no order may end by its deadline, and orders get
+15 minutes: every order must finish the normal way, however long a restart takes.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ BROKERS = os.environ.get("CHAOS_BROKERS", "memory").split(",")
 RATES = {"memory": 5.0, "durable": 2.0}
 # Order deadlines: with the memory broker a killed broker loses records and the deadline ends
 # what cannot finish, so it is short; with the durable broker nothing may need its deadline to
-# end, and its stand-in falls behind as its log grows (moto saturates: docs/architecture.md),
-# so the deadline is long enough for every order to finish the normal way.
+# end, so the deadline is long enough for every order to finish the normal way.
 DEADLINES = {
     "memory": {"ORDER_SAGA_TIMEOUT_SECONDS": "30", "PAYMENT_CHARGE_MARGIN_SECONDS": "5"},
     "durable": {"ORDER_SAGA_TIMEOUT_SECONDS": "900"},
