@@ -103,6 +103,7 @@ class SeaweedS3(Part):
             # Its informational lines (a lock ring update every 10 s) go to rotated files in
             # the data directory; warnings and errors to the part's output.
             "-logtostderr=false",
+            "-alsologtostderr=false",
             f"-logdir={log_dir}",
             "-stderrthreshold=WARNING",
             "-log_max_size_mb=16",
@@ -124,10 +125,15 @@ class SeaweedS3(Part):
             "-volume.preStopSeconds=0",
             *internal,
         ]
+        gateway_answers = http_ok(f"{self.endpoint}/healthz")
+        master = f"http://127.0.0.1:{ports['master.port']}"
         return ProcessSpec(
             name="s3",
             command=command,
-            ready=http_ok(f"{self.endpoint}/healthz"),
+            # Its S3 gateway answers before its volume server has told the master which volumes
+            # it holds (~1 s later); until then a read of an existing object fails ("volume 3
+            # not found"), and a broker started then exits on its first read.
+            ready=lambda: gateway_answers() and _volume_server_registered(master),
             port=self.port,
             environment=self.environment,
             prepare=lambda: log_dir.mkdir(parents=True, exist_ok=True),
@@ -148,6 +154,20 @@ class SeaweedS3(Part):
             if response.status_code not in (httpx.codes.OK, httpx.codes.CONFLICT):
                 raise StackError(f"cannot create bucket {BUCKET}: {response.status_code}")
             client.put(f"/{BUCKET}/choreo-ready", content=b"ready").raise_for_status()
+
+
+def _volume_server_registered(master: str) -> bool:
+    """True when SeaweedFS's master at `master` knows a volume server (its `/dir/status`)."""
+    try:
+        response = httpx.get(f"{master}/dir/status", timeout=1.0, trust_env=False)
+        topology = response.json()["Topology"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
+    return any(
+        rack.get("DataNodes")
+        for centre in topology.get("DataCenters") or []
+        for rack in centre.get("Racks") or []
+    )
 
 
 def _remove_sockets(s3_port: int, ports: Mapping[str, int]) -> None:
