@@ -112,6 +112,12 @@ class SeaweedS3(Part):
             f"-dir={self.data_dir}",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
+            # No usage statistics sent anywhere (SeaweedFS reports them by default).
+            "-master.telemetry=false",
+            # Its master's only state is which volume server holds which volume, told again
+            # by every heartbeat; resuming its Raft log after a kill, on the same ports, made
+            # it wait ~20 s for an election it alone takes part in.
+            "-master.resumeState=false",
             "-filer",
             "-s3",
             f"-s3.port={self.port}",
@@ -178,6 +184,7 @@ def _remove_sockets(s3_port: int, ports: Mapping[str, int]) -> None:
         f"seaweedfs-volume-grpc-{ports['volume.port.grpc']}.sock",
         f"seaweedfs-s3-grpc-{ports['s3.port.grpc']}.sock",
         f"seaweedfs-filer-{ports['filer.port']}.sock",
+        f"seaweedfs-filer-grpc-{ports['filer.port.grpc']}.sock",
         f"seaweedfs-s3-{s3_port}.sock",
     ]
     for name in names:

@@ -76,11 +76,8 @@ class Stack:
         """Start the embedded parts the environment does not give, and create the databases and
         topics (on the embedded parts or on those given)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        infrastructure = self._infrastructure()
-        if infrastructure:
-            self.supervisor.start(
-                infrastructure, timeout=self.config.readiness_timeout, progress=progress
-            )
+        for group in self._infrastructure():
+            self.supervisor.start(group, timeout=self.config.readiness_timeout, progress=progress)
         if not self.endpoints.embedded_postgres:
             self._create_databases()
         if not self.endpoints.embedded_broker:
@@ -161,10 +158,14 @@ class Stack:
             return f"records in S3 (SeaweedFS, {self.data_dir / 's3'}) at http://127.0.0.1:{self.config.ports.s3}"
         return "records in memory: lost when it stops"
 
-    def _infrastructure(self) -> list[ProcessSpec]:
+    def _infrastructure(self) -> list[list[ProcessSpec]]:
+        """The embedded parts in groups, each started once the one before is ready (and
+        stopped after the ones after it): the durable broker's S3 store comes first, since a
+        broker that writes to a store not ready yet loses what it wrote (topics, seen)."""
         config, endpoints, ports = self.config, self.endpoints, self.config.ports
         restart = config.restart
         environment = dict(config.environment)
+        first: list[ProcessSpec] = []
         specs: list[ProcessSpec] = []
         if endpoints.embedded_postgres:
             postgres = EmbeddedPostgres(self.data_dir / "pg", ports.postgres)
@@ -178,7 +179,7 @@ class Stack:
             storage_url = "memory://tansu/"
             if config.durable_broker:
                 s3 = SeaweedS3(ports.s3, self.data_dir / "s3", environment=environment)
-                specs.append(dataclasses.replace(s3.spec, restart=restart))
+                first.append(dataclasses.replace(s3.spec, restart=restart))
                 broker_environment = {**environment, **s3.client_environment()}
                 storage_url = s3.storage_url
             broker = TansuBroker(ports.broker, storage_url, environment=broker_environment)
@@ -202,7 +203,7 @@ class Stack:
         if endpoints.embedded_twilio:
             twilio = TwilioSink(ports.twilio, python=config.python, environment=environment)
             specs.append(dataclasses.replace(twilio.spec, restart=restart))
-        return specs
+        return [group for group in (first, specs) if group]
 
     def _services(self) -> list[ProcessSpec]:
         environment = service_environment(self.config, self.endpoints)
