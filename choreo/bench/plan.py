@@ -65,6 +65,8 @@ class Plan:
     """The gateway of a running stack; None: start one."""
     data_dir: Path | None = None
     durable_broker: bool = False
+    partitions: int = 6
+    """Partitions of each topic the stack the bench starts creates."""
     ports: StackPorts | None = None
     """Where the parts are (a running stack) or go (one the bench starts); None: free ports for
     a stack the bench starts, `choreo up`'s defaults for a running one."""

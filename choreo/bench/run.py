@@ -92,6 +92,7 @@ def _run_facts(plan: Plan, target: Target) -> dict[str, Any]:
         "outcome_timeout_s": plan.outcome_timeout,
         "stack": "started by the bench" if target.started else f"running, gateway {target.gateway}",
         "broker": "durable (S3 on SeaweedFS)" if plan.durable_broker else "memory",
+        "partitions": plan.partitions,
         "limits_raised": dict(target.limits),
         "cpu_source": "/proc/<pid>/stat: utime+stime+cutime+cstime of each part's process tree",
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},

@@ -78,6 +78,7 @@ def own_stack(plan: Plan, progress: Callable[[str], None]) -> Iterator[Target]:
             data_dir=data_dir,
             ports=ports,
             durable_broker=plan.durable_broker,
+            partitions=plan.partitions,
             environment=environment,
         )
         log_path = data_dir / "bench-stack.log"

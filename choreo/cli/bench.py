@@ -134,6 +134,14 @@ def bench(
             "(passed to the stack the bench starts; say it of a running one).",
         ),
     ] = False,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            help="Partitions of each topic the stack the bench starts creates (choreo up's"
+            " --partitions).",
+            min=1,
+        ),
+    ] = 6,
     port: PortOption = None,
     base_port: BasePortOption = None,
     topic_prefix: PrefixOption = "",
@@ -227,6 +235,7 @@ def bench(
         gateway=gateway,
         data_dir=data_dir,
         durable_broker=durable_broker,
+        partitions=partitions,
         ports=ports,
         topic_prefix=topic_prefix,
         admin=(admin_email, admin_password) if admin_email and admin_password else None,
