@@ -15,7 +15,7 @@ from choreo.kafka import FAST_FETCH_MAX_WAIT_MS
 from choreo.sealing import key_in
 from choreo.signing import keys_in
 from choreo.stack.errors import StackError
-from choreo.stack.postgres import database_url
+from choreo.stack.postgres import database_url, socket_url
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,10 @@ def resolve_endpoints(config: StackConfig) -> Endpoints:
             database_urls[service.name] = given
             continue
         needs_embedded = needs_embedded or not shared_server
-        database_urls[service.name] = database_url(
-            shared_server or embedded_server, service.database
+        database_urls[service.name] = (
+            database_url(shared_server, service.database)
+            if shared_server
+            else socket_url(ports.postgres, service.database)
         )
         to_create.append(service.database)
     kafka = environment.get("KAFKA_BOOTSTRAP_SERVERS")

