@@ -21,7 +21,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from choreo import kafka
@@ -437,9 +437,31 @@ def test_the_durable_store_keeps_every_concurrent_record_across_a_restart_of_bot
     with s3, broker:
         asyncio.run(ensure_topics(broker.bootstrap_servers, ["raced"], partitions=1))
         asyncio.run(_produce_concurrently(broker.bootstrap_servers, "raced", 4, 250))
+        asyncio.run(_commit_offset(broker.bootstrap_servers, "raced", "keeper", 640))
     with s3, broker:  # both stopped, then started on the same data directory
         values = asyncio.run(_consume_all(broker.bootstrap_servers, "raced", 1000))
+        committed = asyncio.run(_committed_offset(broker.bootstrap_servers, "raced", "keeper"))
     assert sorted(values) == sorted(f"{p}-{n}".encode() for p in range(4) for n in range(250))
+    assert committed == 640
+
+
+async def _commit_offset(bootstrap_servers: str, topic: str, group: str, offset: int) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.commit({TopicPartition(topic, 0): offset})
+    finally:
+        await consumer.stop()
+
+
+async def _committed_offset(bootstrap_servers: str, topic: str, group: str) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group)
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0))
+    finally:
+        await consumer.stop()
 
 
 def test_a_reset_email_links_to_the_stacks_own_gateway() -> None:
