@@ -4,15 +4,16 @@ The stack is the one `choreo up` runs (`choreo.stack.Stack`, its supervisor rest
 dies), on free ports. Orders go through the gateway at a steady rate (declined cards and
 out-of-stock lines among them) while the chaos schedule SIGKILLs services (two at once now and
 then), restarts PostgreSQL with SIGKILL and with SIGTERM (a "smart" shutdown), and kills the
-broker. Every order must then end, within a bounded time, and `choreo verify` must pass.
+broker (and the durable broker's S3 store). Every order must then end, within a bounded time,
+and `choreo verify` must pass.
 
-`CHAOS_ORDERS` (default 150) and `CHAOS_RATE` (orders/s; default 5 on the memory broker, 2 on
-the durable one) size the run and `CHAOS_BROKERS` picks the broker modes (`memory`, `durable`;
-default `memory`); `make chaos` runs 1,000 orders in both modes and prints the figures. With the
-memory broker, a broker kill loses every record in flight: the relays publish their recent
-outbox rows again, consumers re-read the new log, and order deadlines cancel what still cannot
-finish. The durable broker loses nothing, so no order may end by its deadline, and orders get
-15 minutes: every order must finish the normal way, however long a restart takes.
+`CHAOS_ORDERS` (default 150) and `CHAOS_RATE` (orders/s; default 5) size the run and
+`CHAOS_BROKERS` picks the broker modes (`memory`, `durable`; default `memory`); `make chaos`
+runs 1,000 orders in both modes and prints the figures. With the memory broker, a broker kill
+loses every record in flight: the relays publish their recent outbox rows again, consumers
+re-read the new log, and order deadlines cancel what still cannot finish. The durable broker
+loses nothing, so no order may end by its deadline, and orders get 15 minutes: every order must
+finish the normal way, however long a restart takes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .load import Load
 
 ORDERS = int(os.environ.get("CHAOS_ORDERS", "150"))
 BROKERS = os.environ.get("CHAOS_BROKERS", "memory").split(",")
-RATES = {"memory": 5.0, "durable": 2.0}
+RATES = {"memory": 5.0, "durable": 5.0}
 # Order deadlines: with the memory broker a killed broker loses records and the deadline ends
 # what cannot finish, so it is short; with the durable broker nothing may need its deadline to
 # end, so the deadline is long enough for every order to finish the normal way.
@@ -144,6 +145,8 @@ async def chaos(running: Running, load: Load, seed: int) -> list[str]:
         (0.70, [(chance.choice(SERVICES), signal.SIGKILL)]),
         (0.80, [(name, signal.SIGKILL) for name in chance.sample(SERVICES, 2)]),
     ]
+    if running.stack.config.durable_broker:  # its S3 store too, while the broker runs
+        steps.insert(4, (0.52, [("s3", signal.SIGKILL)]))
     done: list[str] = []
     for share, kills in steps:
         while len(load.orders) < share * ORDERS:
