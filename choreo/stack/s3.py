@@ -12,8 +12,8 @@ replaced, spent ~130 ms of Python per 1,000 objects and saturated a core at 3 or
 
 from __future__ import annotations
 
+import random
 import shutil
-import socket
 import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,9 +23,10 @@ import httpx
 from choreo.stack.errors import StackError
 from choreo.stack.part import Part
 from choreo.stack.probes import http_ok
-from choreo.stack.process import OutputSink, ProcessSpec, log_output
+from choreo.stack.process import OutputSink, ProcessSpec, log_output, port_is_free
 
 BUCKET = "tansu"
+_PORT_RANGE = range(20_000, 32_768)
 
 _INTERNAL_PORTS = (
     "master.port",
@@ -95,7 +96,9 @@ class SeaweedS3(Part):
 
     @property
     def spec(self) -> ProcessSpec:
-        ports = dict(zip(_INTERNAL_PORTS, _free_ports(len(_INTERNAL_PORTS)), strict=True))
+        ports = dict(
+            zip(_INTERNAL_PORTS, _free_ports(len(_INTERNAL_PORTS), besides=self.port), strict=True)
+        )
         internal = [f"-{name}={port}" for name, port in ports.items()]
         log_dir = self.data_dir / "log"
         command = [
@@ -191,15 +194,15 @@ def _remove_sockets(s3_port: int, ports: Mapping[str, int]) -> None:
         (Path("/tmp") / name).unlink(missing_ok=True)
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports free now (bound together, so never the same one)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(probe)
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
+def _free_ports(count: int, *, besides: int) -> list[int]:
+    """`count` distinct loopback ports free now, other than `besides`, below Linux's ephemeral
+    range (32768-60999): a port there may be taken by an outgoing connection before `weed`
+    binds it."""
+    chance = random.SystemRandom()
+    chosen: list[int] = []
+    for port in chance.sample(_PORT_RANGE, len(_PORT_RANGE)):
+        if len(chosen) == count:
+            return chosen
+        if port != besides and port_is_free(port):
+            chosen.append(port)
+    raise StackError(f"fewer than {count} free ports in {_PORT_RANGE.start}-{_PORT_RANGE.stop - 1}")

@@ -95,12 +95,16 @@ def sealing_key_environment() -> dict[str, str]:
 # Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 is
 # also one it hands to outgoing connections, which can take it before the part binds it.
 _TEST_PORTS = range(20_000, 32_768)
+_PORT_CHOICE = random.SystemRandom()
+"""Independent of the `random` module's shared state, which a test (or Hypothesis, between
+examples) may seed: seeded, every worker's next port is the same one, and two fixtures that
+pick before either binds collide (seen once: eight tests of one worker on 127.0.0.1:25156)."""
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing uses right now, outside the ephemeral range."""
     for _ in range(100):
-        port = random.choice(_TEST_PORTS)
+        port = _PORT_CHOICE.choice(_TEST_PORTS)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
