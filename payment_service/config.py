@@ -68,6 +68,7 @@ class Settings(ServiceSettings):
     risk_anomaly_min_paid_orders: int = Field(default=3, ge=0)
     risk_anomaly_factor: int = Field(default=3, ge=1)
     risk_anomaly_points: int = Field(default=30, ge=0)
+    risk_anomaly_history: int = Field(default=100, ge=1)
     risk_new_account_seconds: float = Field(default=86400.0, ge=0)
     risk_new_account_review_amount: int = Field(default=50_000, ge=0)
     risk_review_score: int = Field(default=65, ge=0)
@@ -99,6 +100,7 @@ class Settings(ServiceSettings):
             anomaly_min_paid_orders=self.risk_anomaly_min_paid_orders,
             anomaly_factor=self.risk_anomaly_factor,
             anomaly_points=self.risk_anomaly_points,
+            anomaly_history=self.risk_anomaly_history,
             new_account_age=timedelta(seconds=self.risk_new_account_seconds),
             new_account_review_amount=self.risk_new_account_review_amount,
             review_score=self.risk_review_score,

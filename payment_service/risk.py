@@ -112,6 +112,27 @@ class RiskPolicy:
     """Minor units (500.00 in a two-decimal currency) from which a new account's order is held."""
     review_score: int = 65
     decline_score: int = 75
+    anomaly_history: int = 100
+    """How many of the customer's latest paid orders (in the charge's currency) the median is
+    taken over: the customer's usual spend now, read in time that does not grow with history."""
+
+    @property
+    def card_attempts_counted(self) -> int:
+        """Attempts with one card counted at most, this one included: one past the decline
+        attempt (a larger count decides nothing more, and the explanation can still tell the
+        decline attempt itself from a later one), so a card's history never slows a
+        screening."""
+        return self.card_decline_attempt + 1
+
+    @property
+    def address_attempts_counted(self) -> int:
+        """Attempts from one address counted at most, this one included (as for cards)."""
+        return self.address_decline_attempt + 1
+
+    @property
+    def declines_counted(self) -> int:
+        """Declines of one customer or address counted at most (as for cards)."""
+        return self.card_testing_declines + 1
 
     def __post_init__(self) -> None:
         counts = {
@@ -120,6 +141,7 @@ class RiskPolicy:
             "address_decline_attempt": self.address_decline_attempt,
             "card_testing_declines": self.card_testing_declines,
             "anomaly_factor": self.anomaly_factor,
+            "anomaly_history": self.anomaly_history,
         }
         for name, count in counts.items():
             if count < 1:
@@ -164,17 +186,22 @@ class Counters:
     """The signals at decision time, read in the decision's transaction."""
 
     card_attempts: int
-    """Attempts with this card in `card_window`, this one included."""
+    """Attempts with this card in `card_window`, this one included, counted up to
+    `RiskPolicy.card_attempts_counted`."""
     address_attempts: int
-    """Attempts from this IP address in `address_window`, this one included."""
+    """Attempts from this IP address in `address_window`, this one included, counted up to
+    `RiskPolicy.address_attempts_counted`."""
     customer_declines: int
-    """The customer's declined attempts in `card_testing_window` before this one."""
+    """The customer's declined attempts in `card_testing_window` before this one, counted up
+    to `RiskPolicy.declines_counted`."""
     address_declines: int
-    """Declined attempts from this IP address in `card_testing_window` before this one."""
+    """Declined attempts from this IP address in `card_testing_window` before this one,
+    counted up to `RiskPolicy.declines_counted`."""
     paid_orders: int
-    """The customer's orders paid before this one."""
+    """The customer's orders paid before this one, in this currency, counted up to
+    `RiskPolicy.anomaly_history`."""
     median_paid_amount: int | None
-    """The median amount of those orders, minor units."""
+    """The median amount of those orders (the latest `anomaly_history`), minor units."""
 
 
 @dataclass(frozen=True)
@@ -271,11 +298,10 @@ def _decisive_rules(
     attempt: Attempt, counters: Counters, policy: RiskPolicy
 ) -> list[tuple[RiskDecision, Reason | None]]:
     """Rules that decide by themselves, the declining ones first."""
-    card = f"attempt {counters.card_attempts} with this card in {_span(policy.card_window)}"
-    address = (
-        f"attempt {counters.address_attempts} from {attempt.address} in "
-        f"{_span(policy.address_window)}"
-    )
+    card_attempts = _at_least(counters.card_attempts, policy.card_attempts_counted)
+    card = f"attempt {card_attempts} with this card in {_span(policy.card_window)}"
+    address_attempts = _at_least(counters.address_attempts, policy.address_attempts_counted)
+    address = f"attempt {address_attempts} from {attempt.address} in {_span(policy.address_window)}"
     declines = max(counters.customer_declines, counters.address_declines)
     account_age = (
         attempt.at - attempt.account_created_at if attempt.account_created_at is not None else None
@@ -304,8 +330,9 @@ def _decisive_rules(
             Reason(
                 "card_testing",
                 0,
-                f"{counters.customer_declines} declines of this customer and "
-                f"{counters.address_declines} from this IP address in "
+                f"{_at_least(counters.customer_declines, policy.declines_counted)} declines of "
+                f"this customer and {_at_least(counters.address_declines, policy.declines_counted)}"
+                " from this IP address in "
                 f"{_span(policy.card_testing_window)}",
             )
             if declines >= policy.card_testing_declines
@@ -343,6 +370,11 @@ def _scoring_rules(attempt: Attempt, counters: Counters, policy: RiskPolicy) -> 
         if anomalous
         else None
     ]
+
+
+def _at_least(count: int, counted: int) -> str:
+    """A count as the rules read it: one that reached the most counted may be larger."""
+    return f"{count} or more" if count >= counted else str(count)
 
 
 def _span(span: timedelta) -> str:

@@ -160,6 +160,18 @@ risk_attempts = Table(
     Index("risk_attempts_by_card", "card_fingerprint", "attempted_at"),
     Index("risk_attempts_by_ip", "client_ip", "attempted_at"),
     Index("risk_attempts_by_user", "user_id", "attempted_at"),
+    Index(
+        "risk_attempts_declined_by_user",
+        "user_id",
+        "attempted_at",
+        postgresql_where=text("declined"),
+    ),
+    Index(
+        "risk_attempts_declined_by_ip",
+        "client_ip",
+        "attempted_at",
+        postgresql_where=text("declined"),
+    ),
 )
 
 # Every decision, with its explanation, and the review of a REVIEW: opened when the card is

@@ -172,6 +172,12 @@ async def test_a_cards_6th_attempt_in_10_minutes_is_held_and_its_11th_declined(
     assert rules(explained)[0] == "card_velocity_decline"
     # Declined by the screening: no intent was ever made for it.
     assert await risky.saga.payment_intents(eleventh["id"]) == []
+    # Past the decline limit the card's attempts are no longer counted (a hot card's history
+    # never slows its screening), and the explanation says so.
+    await risky.order(token, product)  # the 12th
+    thirteenth = await risky.risk((await risky.order(token, product))["id"])
+    assert (thirteenth["decision"], thirteenth["counters"]["card_attempts"]) == ("DECLINE", 12)
+    assert "attempt 12 or more with this card in 10 min" in thirteenth["reasons"][0]["detail"]
 
 
 async def test_an_addresss_21st_attempt_in_an_hour_is_declined(
@@ -279,6 +285,32 @@ async def test_an_amount_over_3_times_the_median_of_3_paid_orders_scores_30(
     explained = await risky.risk(declined["id"])
     assert (explained["decision"], explained["score"]) == ("DECLINE", 80)
     assert explained["reasons"][1]["detail"] == "score 80 ≥ decline threshold 75"
+
+
+async def test_the_median_is_of_the_customers_latest_paid_orders(
+    screened: Callable[..., Screened],
+) -> None:
+    risky = screened(
+        PAYMENT_RISK_CARD_REVIEW_ATTEMPT="100",
+        PAYMENT_RISK_CARD_DECLINE_ATTEMPT="100",
+        PAYMENT_RISK_ANOMALY_HISTORY="3",
+    )
+    token = await risky.saga.customer()
+    prices = (1000, 3000, 9001)
+    cheap, usual, dear = [await risky.saga.product(stock=5, price=price) for price in prices]
+    for product in (cheap, cheap, cheap, usual, usual, usual):
+        assert (await risky.order(token, product))["status"] == "CONFIRMED"
+    scored = await risky.order(token, dear)
+    assert scored["status"] == "CONFIRMED"
+    explained = await risky.risk(scored["id"])
+    # Over all six paid orders the median would be 1000; over the latest three it is 3000.
+    assert explained["reasons"] == [
+        {
+            "rule": "amount_anomaly",
+            "points": 30,
+            "detail": "9001 is over 3 times the median 3000 of 3 paid orders",
+        }
+    ]
 
 
 async def test_a_new_accounts_order_from_500_is_held(screened: Callable[..., Screened]) -> None:
