@@ -76,6 +76,7 @@ def test_a_short_run_reports_every_figure_and_loses_no_saga(tmp_path: Path) -> N
     for part in ("order", "inventory", "payment", "notification", "postgres", "broker"):
         assert cpu["ms_per_saga"][part] > 0, part
     assert cpu["services_broker_postgres_ms"] > 0
+    assert figures["settle"]["settled"] is True  # a fresh stack is quiet after its set-up
     assert figures["idle"]["total_cores"] > 0
 
     costs = figures["costs_per_saga"]
