@@ -167,6 +167,22 @@ def decode_record(
     )
 
 
+def event_id_of(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """The `ce_id` a record's headers carry once, as text; None when it has none, more than
+    one, a null one or one that is not UTF-8 (decoding such a record fails: `decode_record`)."""
+    found: str | None = None
+    for name, raw in headers:
+        if name != "ce_id":
+            continue
+        if found is not None or raw is None:
+            return None
+        try:
+            found = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return found
+
+
 def _envelope_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
     """The envelope's headers as text; the others are not the envelope's business."""
     text: dict[str, str] = {}

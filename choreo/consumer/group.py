@@ -280,7 +280,9 @@ class Consumer:
 
     def _worker(self, tp: TopicPartition) -> PartitionWorker:
         if tp not in self._workers:
-            self._workers[tp] = PartitionWorker(tp, self._records.handle, self._stopping)
+            self._workers[tp] = PartitionWorker(
+                tp, self._records.handle, self._stopping, self._records.applied_among
+            )
         return self._workers[tp]
 
     async def _drain(self, partitions: list[TopicPartition]) -> None:

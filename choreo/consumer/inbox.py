@@ -4,6 +4,8 @@ transaction as the event's effects (the exactly-once tracking record; the table 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from choreo.db import UnitOfWork
 
 
@@ -19,3 +21,13 @@ _CLAIM = (
     "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) "
     "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
 )
+
+
+async def applied_among(uow: UnitOfWork, consumer: str, event_ids: Sequence[str]) -> set[str]:
+    """Which of `event_ids` `consumer` has applied (committed inbox rows), in one query."""
+    connection = await uow.driver_connection()
+    found = await connection.execute(_APPLIED_AMONG, (consumer, list(event_ids)))
+    return {row[0] for row in await found.fetchall()}
+
+
+_APPLIED_AMONG = "SELECT event_id FROM inbox WHERE consumer = %s AND event_id = ANY(%s)"

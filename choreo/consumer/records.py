@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 
+import psycopg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -28,7 +30,7 @@ from tenacity import (
 
 from choreo import kafka
 from choreo.avro import SchemaStore
-from choreo.consumer.inbox import claim
+from choreo.consumer.inbox import applied_among, claim
 from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.dead_letters import Origin, dead_letter_headers, replayed_origin
 from choreo.errors import ChoreoError, Failure, RejectedEventError, failure_of
@@ -113,12 +115,31 @@ class RecordHandler:
         self.outages: dict[str, Outage] = {}
         """Records waiting out an outage now, by where they are (`topic[partition]@offset`)."""
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def applied_among(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of `event_ids` this consumer has applied: one query on its inbox, for a worker
+        with many records in hand (a log read again after a restart or a rebalance). When the
+        query fails (an outage), none: each record then takes its own claim, which waits the
+        outage out."""
+        if not event_ids:
+            return set()
+        try:
+            async with self._uow_factory() as uow:
+                return await applied_among(uow, self.name, event_ids)
+        except (DBAPIError, psycopg.Error, OSError) as error:
+            log.debug("consumer %s: the inbox could not be read in bulk: %s", self.name, error)
+            return set()
+
+    async def handle(
+        self, record: ConsumerRecord[bytes, bytes], applied: Container[str] = frozenset()
+    ) -> None:
         """Apply one record, or dead-letter it; returns once it needs no more work.
 
         Whatever a record holds (any headers, key or value), it is applied or dead-lettered
         with its original bytes: it never stops the partition or crashes the consumer.
-        Raises StoppingError when the consumer stops while the record waits out an outage.
+        `applied`: event ids this consumer is known to have applied (`applied_among`); such a
+        record, once decoded and checked like any other, is a duplicate without a transaction
+        of its own. Raises StoppingError when the consumer stops while the record waits out
+        an outage.
         """
         origin = Origin(record.topic, record.partition, record.offset)
         try:
@@ -144,6 +165,10 @@ class RecordHandler:
                 self._event_keys.verify(event.topic, record.headers, record.value)
         except RejectedEventError as error:
             await self._dead_letter(record, origin, error, attempts=1)
+            return
+        if event.id in applied:
+            RECORDS.labels(self.name, record.topic, "duplicate").inc()
+            log_saga_step(log, event, "duplicate", ())
             return
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         published = collect_published()

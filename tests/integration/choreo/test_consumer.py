@@ -139,6 +139,53 @@ async def test_a_record_delivered_twice_is_applied_once(
     assert sorted(a for _, a in await applied_rows(applied_table)) == [1, 2]
 
 
+async def test_a_log_read_again_skips_what_was_applied_in_bulk_and_applies_the_rest(
+    producer: AIOKafkaProducer,
+    applied_table: AsyncEngine,
+    kafka_bootstrap: str,
+    topics: str,
+) -> None:
+    topic = f"{topics}stock.updated"
+    key = new_key()  # one key: one partition, whose worker gets the records in bulk
+    for seq in range(60):
+        await send(producer, topic, stock_event(key, seq))
+    opened = 0
+
+    def counted_units_of_work() -> UnitOfWork:
+        nonlocal opened
+        opened += 1
+        return unit_of_work_factory(applied_table)()
+
+    async def read_from_the_start(group_id: str) -> None:
+        consumer = Consumer(
+            name="test_service",
+            consumer=kafka.consumer(kafka_bootstrap, group_id=group_id),
+            producer=producer,
+            handlers={topic: {"StockLevelChanged": record_applied}},
+            uow_factory=counted_units_of_work,
+            store=default_store(),
+            dlq_topic=f"{topics}test.dlq",
+            retry=QUICK_RETRY,
+        )
+        running = asyncio.create_task(consumer.run())
+        await wait_for_rows(applied_table, 63 if group_id.endswith("again") else 60)
+        await asyncio.sleep(1.0)  # a second application would land by now
+        consumer.stop()
+        await asyncio.wait_for(running, 10)
+
+    await read_from_the_start(f"{topics}first")
+    first_time = opened
+    assert first_time >= 60  # a transaction per record applied
+    # A group with no committed offsets (as after a memory broker's restart) reads the whole
+    # log again: the 60 applied records cost a query or a few, the 3 new ones are applied.
+    for seq in range(60, 63):
+        await send(producer, topic, stock_event(key, seq))
+    opened = 0
+    await read_from_the_start(f"{topics}again")
+    assert sorted(a for _, a in await applied_rows(applied_table)) == list(range(63))
+    assert opened < 20, f"{opened} units of work to read 60 applied and 3 new records"
+
+
 async def test_a_retriable_failure_is_retried_then_succeeds(
     run_consumer: Callable[[Handler], Consumer],
     producer: AIOKafkaProducer,

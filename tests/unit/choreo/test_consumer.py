@@ -8,9 +8,10 @@ choreo.errors and its tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +22,7 @@ from prometheus_client import REGISTRY
 from choreo.avro import default_store
 from choreo.consumer import Consumer, group
 from choreo.consumer.group import _named
-from choreo.consumer.partitions import PartitionWorker
+from choreo.consumer.partitions import BULK_CHECK_AT, PartitionWorker
 from choreo.consumer.records import Outage, StoppingError
 from choreo.testing import eventually
 
@@ -59,7 +60,38 @@ class Gate:
 
 
 def worker(handle: Callable[[Record], Awaitable[None]]) -> PartitionWorker:
-    return PartitionWorker(TP0, handle, asyncio.Event())
+    async def each(record: Record, applied: Container[str]) -> None:
+        await handle(record)
+
+    return PartitionWorker(TP0, each, asyncio.Event())
+
+
+def with_id(record: Record, event_id: str) -> Record:
+    return dataclasses.replace(record, headers=(("ce_id", event_id.encode()),))
+
+
+async def test_a_worker_with_many_records_in_hand_asks_the_inbox_once_for_them() -> None:
+    asked: list[list[str]] = []
+    seen: list[tuple[int, bool]] = []
+
+    async def applied_among(ids: Sequence[str]) -> set[str]:
+        asked.append(list(ids))
+        return {i for i in ids if int(i) % 2 == 0}  # the even ones were applied before
+
+    async def handle(record: Record, applied: Container[str]) -> None:
+        seen.append((record.offset, str(record.offset) in applied))
+
+    working = PartitionWorker(TP0, handle, asyncio.Event(), applied_among)
+    many = [with_id(r, str(r.offset)) for r in records(TP0, range(BULK_CHECK_AT + 4))]
+    working.feed(many)
+    await eventually(lambda: len(seen) == len(many), "every record handled", timeout=5)
+
+    assert asked == [[str(n) for n in range(len(many))]]  # one question for all of them
+    assert seen == [(n, n % 2 == 0) for n in range(len(many))]  # in order, each told
+    # A few records in hand (the steady state under load): no question, nothing known.
+    working.feed([with_id(r, "100") for r in records(TP0, [100])])
+    await eventually(lambda: len(seen) == len(many) + 1, "the last record handled", timeout=5)
+    assert (len(asked), seen[-1]) == (1, (100, False))
 
 
 async def test_a_worker_applies_its_records_in_order_and_offers_the_next_offset_once() -> None:
@@ -234,8 +266,17 @@ def consumer_of(kafka: Kafka, handle: Callable[[Record], Awaitable[None]]) -> Co
         store=default_store(),
         dlq_topic="test.dlq",
     )
+
     # Each record goes to `handle` instead of decode, inbox and handler (test_records' concern).
-    consumer._records = SimpleNamespace(handle=handle, outages={})  # type: ignore[assignment]
+    async def each(record: Record, applied: Container[str]) -> None:
+        await handle(record)
+
+    async def none_applied(ids: Sequence[str]) -> set[str]:
+        return set()
+
+    consumer._records = SimpleNamespace(  # type: ignore[assignment]
+        handle=each, applied_among=none_applied, outages={}
+    )
     return consumer
 
 
