@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
@@ -291,6 +291,29 @@ def consumer(
         fetch_max_wait_ms=fetch_max_wait_ms,
         **security.client_options(),
     )
+
+
+async def end_offsets(
+    bootstrap_servers: str,
+    partitions: Iterable[TopicPartition],
+    *,
+    client_id: str = "choreo",
+    security: KafkaSecurity = PLAINTEXT,
+) -> dict[TopicPartition, int]:
+    """Where each partition's log ends now (the offset its next record will take), asked of
+    the broker by a consumer of no group (Kafka's ListOffsets, latest). Raises aiokafka's
+    errors (KafkaError) when the broker cannot say, for instance of a partition it lacks."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        enable_auto_commit=False,
+        **security.client_options(),
+    )
+    await reader.start()
+    try:
+        return dict(await reader.end_offsets(list(partitions)))
+    finally:
+        await reader.stop()
 
 
 async def send_record(

@@ -14,11 +14,12 @@ import functools
 import logging
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg.types.json import Jsonb
@@ -31,6 +32,12 @@ from choreo.signing import SIGNATURE_HEADER, EventSigner
 from choreo.tables import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
+
+EndOffsets = Callable[[Sequence[TopicPartition]], Awaitable[Mapping[TopicPartition, int]]]
+"""Where each partition's log ends now, the offset its next record takes
+(`choreo.kafka.end_offsets`)."""
+LOG_ENDS_TIMEOUT_SECONDS = 10.0
+"""How long a relay that becomes active waits for the broker to say where its logs end."""
 
 PUBLISHED = Counter("choreo_relay_published_total", "Outbox rows published", ["relay"])
 BATCH_SECONDS = Histogram(
@@ -133,11 +140,18 @@ class Relay:
         republish_window_seconds: float = 900.0,
         backlog_interval_seconds: float = 10.0,
         name: str = "relay",
+        end_offsets: EndOffsets | None = None,
     ) -> None:
         """Published rows are kept `retention_seconds` (for `choreo saga` and audits). When
         the broker acknowledges a record at an offset below one it acknowledged before on the
         same partition, its log was lost (a broker back empty, a re-created topic): the rows
         published in the last `republish_window_seconds` are published again.
+
+        With `end_offsets` (where each partition's log ends now, asked of the broker), a
+        relay that becomes active also compares the broker's log ends with the ones it
+        recorded, and refills a lost log at once instead of at its next publish (a service
+        that publishes nothing for a while would otherwise refill nothing meanwhile, and the
+        first event after a broker restart waits behind the whole refill).
 
         The active relay counts the rows still unpublished after a batch at most every
         `backlog_interval_seconds` (the backlog gauge; Prometheus scrapes every 15 s), so a
@@ -151,6 +165,7 @@ class Relay:
         self._retention_seconds = retention_seconds
         self._republish_window_seconds = republish_window_seconds
         self._backlog_interval_seconds = backlog_interval_seconds
+        self._end_offsets = end_offsets
         self._next_backlog_count = 0.0
         self._log_ends: dict[TopicPartition, int] = {}  # highest offset acknowledged so far
         self._next_cleanup = 0.0
@@ -182,6 +197,7 @@ class Relay:
             log.info("relay %s is the active relay of database %s", self._name, database)
             cursor = await conn.execute("SELECT topic, partition, end_offset FROM outbox_log_ends")
             self._log_ends = {TopicPartition(t, p): o for t, p, o in await cursor.fetchall()}
+            await self._check_log_ends(conn)
             try:
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 while not self._stopping.is_set():
@@ -273,6 +289,45 @@ class Relay:
         cursor = await conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         row = await cursor.fetchone()
         BACKLOG.labels(self._name).set(row[0] if row and isinstance(row[0], int) else 0)
+
+    async def _check_log_ends(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        """On becoming active: a partition whose log now ends at or below the highest offset
+        acknowledged there before lost its records; refill every log (as `_log_lost` does
+        when an acknowledgement shows it). When the broker cannot say (unreachable, a topic
+        not created yet), the acknowledgements of the next publish still will."""
+        if self._end_offsets is None or not self._log_ends:
+            return
+        try:
+            async with asyncio.timeout(LOG_ENDS_TIMEOUT_SECONDS):
+                ends = await self._end_offsets(list(self._log_ends))
+        except (KafkaError, OSError, TimeoutError) as error:
+            log.warning(
+                "relay %s: could not ask the broker where its logs end (%s): a lost log is "
+                "noticed at the next publish",
+                self._name,
+                type(error).__name__,
+            )
+            return
+        shrunk = {
+            tp: ends[tp]
+            for tp, recorded in self._log_ends.items()
+            if tp in ends and ends[tp] <= recorded
+        }
+        if not shrunk:
+            return
+        for tp, end in shrunk.items():
+            log.error(
+                "relay %s: %s[%d] ends at offset %d, at or below the %d acknowledged before:"
+                " the broker lost its log",
+                self._name,
+                tp.topic,
+                tp.partition,
+                end,
+                self._log_ends[tp],
+            )
+        self._log_ends = {}
+        await conn.execute("DELETE FROM outbox_log_ends")
+        await self._republish_recent(conn)
 
     def _log_lost(self, acknowledged: Sequence[RecordMetadata]) -> bool:
         """Whether a partition's log restarted below what this relay wrote to it before: an

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import socket
@@ -390,6 +391,12 @@ class Service:
             poll_interval=settings.relay_poll_interval_seconds,
             republish_window_seconds=settings.relay_republish_window_seconds,
             name=self.name,
+            end_offsets=functools.partial(
+                kafka.end_offsets,
+                settings.kafka_bootstrap_servers,
+                client_id=self.name,
+                security=self.kafka_security,
+            ),
         )
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(relay.run(), name=f"{self.name}-relay")]

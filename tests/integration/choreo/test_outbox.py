@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -241,6 +242,55 @@ async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
         # the relay publishes the last window again, so the new log holds all 25 events.
         received = await read_until(broker.bootstrap_servers, topic, 25, timeout=60)
         assert sorted(set(received.by_key[key])) == list(range(25))
+    finally:
+        relay.stop()
+        await running
+        await producer.stop()
+        broker.stop()
+
+
+async def test_a_relay_starting_after_the_broker_lost_its_log_refills_it_at_once(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    port = free_port()
+    broker = TansuBroker(port)
+    broker.start()
+    topic = "stock.updated"
+    writer = OutboxWriter(default_store(), "/test_service", lambda name: name)
+    factory = unit_of_work_factory(engine, writer)
+    await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+    producer = kafka.producer(broker.bootstrap_servers)
+    await producer.start()
+
+    def start() -> tuple[Relay, asyncio.Task[None]]:
+        relay = Relay(
+            sync_dsn(database_url),
+            producer,
+            poll_interval=0.2,
+            lock_retry_interval=0.2,
+            end_offsets=functools.partial(kafka.end_offsets, broker.bootstrap_servers),
+        )
+        return relay, asyncio.create_task(relay.run())
+
+    relay, running = start()
+    key = new_key()
+    try:
+        await write_streams(factory, [key], 20, writers=1, per_txn=5)
+        async with asyncio.timeout(30):
+            while await unpublished(engine):
+                await asyncio.sleep(0.1)
+        relay.stop()
+        await running
+
+        broker.stop()
+        broker = TansuBroker(port)
+        broker.start()
+        await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+        # Nothing new is written: the relay sees the log's end below the one it recorded
+        # as soon as it becomes active, and publishes the last window again.
+        relay, running = start()
+        received = await read_until(broker.bootstrap_servers, topic, 20, timeout=60)
+        assert sorted(set(received.by_key[key])) == list(range(20))
     finally:
         relay.stop()
         await running
