@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -10,10 +11,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreo import kafka
 from choreo.avro import default_store
 from choreo.db import UnitOfWorkFactory, sync_dsn, unit_of_work_factory
-from choreo.outbox import OutboxWriter, Relay
+from choreo.outbox import EndOffsets, OutboxWriter, Relay
 from choreo.stack.broker import TansuBroker
 from choreo.tables import outbox_table
 from choreo.testing import eventually, free_port
@@ -203,99 +206,92 @@ async def test_a_relay_killed_mid_run_loses_nothing_after_restart(
     assert await unpublished(engine) == 0
 
 
-async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
-    database_url: str, engine: AsyncEngine
-) -> None:
-    # A broker of this test's own, to restart empty (memory storage).
+@dataclass
+class LostLog:
+    """A broker of the test's own (memory storage) whose only partition of `topic` held 20
+    events of `key`, all published by a relay that then stopped, and that came back empty."""
+
+    broker: TansuBroker
+    producer: AIOKafkaProducer
+    factory: UnitOfWorkFactory
+    key: str
+    topic: str = "stock.updated"
+
+
+@pytest_asyncio.fixture
+async def lost_log(database_url: str, engine: AsyncEngine) -> AsyncIterator[LostLog]:
     port = free_port()
     broker = TansuBroker(port)
     broker.start()
-    topic = "stock.updated"
     writer = OutboxWriter(default_store(), "/test_service", lambda name: name)
-    factory = unit_of_work_factory(engine, writer)
-    await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
-    producer = kafka.producer(broker.bootstrap_servers)
-    await producer.start()
-
-    def start() -> tuple[Relay, asyncio.Task[None]]:
-        relay = Relay(sync_dsn(database_url), producer, poll_interval=0.2, lock_retry_interval=0.2)
-        return relay, asyncio.create_task(relay.run())
-
-    relay, running = start()
-    key = new_key()
+    rig = LostLog(
+        broker,
+        kafka.producer(broker.bootstrap_servers),
+        unit_of_work_factory(engine, writer),
+        new_key(),
+    )
+    await kafka.ensure_topics(broker.bootstrap_servers, [rig.topic], partitions=1)
+    await rig.producer.start()
     try:
-        await write_streams(factory, [key], 20, writers=1, per_txn=5)
+        relay = Relay(sync_dsn(database_url), rig.producer, poll_interval=0.2)
+        running = asyncio.create_task(relay.run())
+        await write_streams(rig.factory, [rig.key], 20, writers=1, per_txn=5)
         async with asyncio.timeout(30):
             while await unpublished(engine):
                 await asyncio.sleep(0.1)
         relay.stop()  # the service restarts too: the new relay remembers nothing in memory
         await running
-
         broker.stop()  # every record is gone with it
-        broker = TansuBroker(port)
-        broker.start()
-        await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
-        relay, running = start()
-        await write_streams(factory, [key], 5, writers=1, per_txn=5, first=20)
+        rig.broker = TansuBroker(port)
+        rig.broker.start()
+        await kafka.ensure_topics(rig.broker.bootstrap_servers, [rig.topic], partitions=1)
+        yield rig
+    finally:
+        await rig.producer.stop()
+        rig.broker.stop()
 
-        # The first acknowledgement on the new log is below the end the last relay recorded:
-        # the relay publishes the last window again, so the new log holds all 25 events.
-        received = await read_until(broker.bootstrap_servers, topic, 25, timeout=60)
-        assert sorted(set(received.by_key[key])) == list(range(25))
+
+@contextlib.asynccontextmanager
+async def relaying(
+    database_url: str, producer: AIOKafkaProducer, end_offsets: EndOffsets | None = None
+) -> AsyncIterator[None]:
+    relay = Relay(
+        sync_dsn(database_url),
+        producer,
+        poll_interval=0.2,
+        lock_retry_interval=0.2,
+        end_offsets=end_offsets,
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        yield
     finally:
         relay.stop()
         await running
-        await producer.stop()
-        broker.stop()
+
+
+async def test_a_broker_that_lost_its_log_is_refilled_from_the_outbox(
+    database_url: str, lost_log: LostLog
+) -> None:
+    async with relaying(database_url, lost_log.producer):
+        await write_streams(lost_log.factory, [lost_log.key], 5, writers=1, per_txn=5, first=20)
+        # The first acknowledgement on the new log is below the end the last relay recorded:
+        # the relay publishes the last window again, so the new log holds all 25 events.
+        bootstrap = lost_log.broker.bootstrap_servers
+        received = await read_until(bootstrap, lost_log.topic, 25, timeout=60)
+    assert sorted(set(received.by_key[lost_log.key])) == list(range(25))
 
 
 async def test_a_relay_starting_after_the_broker_lost_its_log_refills_it_at_once(
-    database_url: str, engine: AsyncEngine
+    database_url: str, lost_log: LostLog
 ) -> None:
-    port = free_port()
-    broker = TansuBroker(port)
-    broker.start()
-    topic = "stock.updated"
-    writer = OutboxWriter(default_store(), "/test_service", lambda name: name)
-    factory = unit_of_work_factory(engine, writer)
-    await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
-    producer = kafka.producer(broker.bootstrap_servers)
-    await producer.start()
-
-    def start() -> tuple[Relay, asyncio.Task[None]]:
-        relay = Relay(
-            sync_dsn(database_url),
-            producer,
-            poll_interval=0.2,
-            lock_retry_interval=0.2,
-            end_offsets=functools.partial(kafka.end_offsets, broker.bootstrap_servers),
-        )
-        return relay, asyncio.create_task(relay.run())
-
-    relay, running = start()
-    key = new_key()
-    try:
-        await write_streams(factory, [key], 20, writers=1, per_txn=5)
-        async with asyncio.timeout(30):
-            while await unpublished(engine):
-                await asyncio.sleep(0.1)
-        relay.stop()
-        await running
-
-        broker.stop()
-        broker = TansuBroker(port)
-        broker.start()
-        await kafka.ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+    bootstrap = lost_log.broker.bootstrap_servers
+    end_offsets = functools.partial(kafka.end_offsets, bootstrap)
+    async with relaying(database_url, lost_log.producer, end_offsets):
         # Nothing new is written: the relay sees the log's end below the one it recorded
         # as soon as it becomes active, and publishes the last window again.
-        relay, running = start()
-        received = await read_until(broker.bootstrap_servers, topic, 20, timeout=60)
-        assert sorted(set(received.by_key[key])) == list(range(20))
-    finally:
-        relay.stop()
-        await running
-        await producer.stop()
-        broker.stop()
+        received = await read_until(bootstrap, lost_log.topic, 20, timeout=60)
+    assert sorted(set(received.by_key[lost_log.key])) == list(range(20))
 
 
 async def test_the_active_relay_reports_its_backlog_and_a_stopped_one_none(
