@@ -186,6 +186,11 @@ async def test_sms_chosen_without_a_phone_number_goes_by_email_and_says_so(
         return any("is confirmed" in subject for subject in await sink.subjects(dan_email))
 
     await eventually(mailed, "Dan's e-mail instead of the SMS")
+
+    async def both_recorded() -> bool:  # the SMS's skip is recorded after the e-mail is sent
+        return {"email", "sms"} <= set(await deliveries_of(notification, dan, "order_confirmed"))
+
+    await eventually(both_recorded, "the e-mail's and the skipped SMS's deliveries recorded")
     deliveries = await deliveries_of(notification, dan, "order_confirmed")
     assert deliveries["email"] == ("sent", None)
     status, reason = deliveries["sms"]
