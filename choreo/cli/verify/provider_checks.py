@@ -159,7 +159,9 @@ def confirmation_emails(facts: Facts) -> CheckResult:
     the customer chose for order updates (e-mail by default; SMS, or e-mail instead when the
     SMS was skipped for want of a phone number), none for an order never confirmed. E-mails are
     counted at the e-mail sink where it can be read, else from the notification service's
-    deliveries; SMS from its deliveries.
+    deliveries; SMS from its deliveries. An order the sink has no e-mail of, whose e-mail the
+    deliveries record as sent, counts that one: the sink keeps its messages in memory, so after
+    a restart of the stack it holds none of the e-mails sent before.
 
     The channels chosen are the customer's preferences of today, unless they changed them after
     the order's last change: then those the notification service chose at the time (the
@@ -172,6 +174,7 @@ def confirmation_emails(facts: Facts) -> CheckResult:
     orders = facts.orders or {}
     deliveries = facts.notifications.confirmed_deliveries
     mailed: Counter[str] = Counter()
+    delivered: Counter[str] = Counter()  # e-mails the deliveries record as sent
     texted: Counter[str] = Counter()
     sms_skipped: set[str] = set()
     recorded: dict[str, set[str]] = {}  # order id -> the channels its deliveries went by
@@ -183,9 +186,11 @@ def confirmation_emails(facts: Facts) -> CheckResult:
                     texted[order.id] += status == "sent"
                     if status == "skipped":
                         sms_skipped.add(order.id)
-                elif facts.emails is None:
-                    mailed[order.id] += status == "sent"
-    if facts.emails is not None:
+                else:
+                    delivered[order.id] += status == "sent"
+    if facts.emails is None:
+        mailed = delivered
+    else:
         source = "e-mails at the sink"
         order_of_event = {
             event: order.id for order in orders.values() for event in order.confirmed_event_ids
@@ -195,7 +200,10 @@ def confirmation_emails(facts: Facts) -> CheckResult:
                 order_id = order_of_event.get(email.event_id or "") or email.order_id
                 if order_id is not None:
                     mailed[order_id] += 1
-    else:
+        for order_id, sent in delivered.items():  # sent before the sink (re)started
+            if not mailed[order_id]:
+                mailed[order_id] = sent
+    if facts.emails is None:
         source = f"the notification service's deliveries ({SINK}: {facts.skipped.get(SINK)})"
     chosen_by = facts.notifications.order_update_channels
     judged = 0
