@@ -215,7 +215,8 @@ def _what_a_restart_keeps(data_dir: Path, durable_broker: bool) -> str:
         )
     return (
         f"kept in {data_dir}: {databases}; gone: every topic, dead letter and committed offset "
-        f"(the embedded broker held them in memory)"
+        f"(the embedded broker held them in memory), except the events of the last 15 minutes, "
+        f"which the services publish again from their outboxes when they start"
     )
 
 
