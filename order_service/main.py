@@ -47,9 +47,7 @@ def build(settings: Settings | None = None) -> Service:
             )
         ],
         resources={
-            "inventory": inventory.InventoryClient(
-                inventory.http_client(settings.inventory_service_url)
-            ),
+            "inventory": inventory.InventoryClient(settings.inventory_service_url),
             "saga_timeout": timedelta(seconds=settings.saga_timeout_seconds),
             "payment_action_timeout": timedelta(seconds=settings.payment_action_timeout_seconds),
         },

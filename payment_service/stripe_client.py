@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiohttp
 import stripe
 from stripe import _util as stripe_util
 from stripe.params import PaymentIntentListParams
@@ -96,14 +97,21 @@ class ProviderRefund:
 
 
 class StripeGateway:
-    """Stripe (or localstripe) at `api_base`, called with the SDK's async HTTP client."""
+    """Stripe (or localstripe) at `api_base`, called with the SDK's aiohttp client.
+
+    aiohttp rather than the SDK's httpx client: the same request costs the service ~65 µs of
+    CPU through aiohttp against ~550 µs through httpx (a loopback POST, 4,000 requests, 8 at a
+    time, measured in session 14), and a charge makes two.
+    """
 
     def __init__(self, api_key: str, api_base: str, *, timeout_seconds: float = 10.0) -> None:
         # The SDK logs request bodies at DEBUG, and prints them to stderr when STRIPE_LOG is
         # set: a card number must never reach a log.
         logging.getLogger("stripe").setLevel(logging.WARNING)
         stripe_util.STRIPE_LOG = None
-        self._http_client = stripe.HTTPXClient(timeout=timeout_seconds)
+        self._http_client = stripe.AIOHTTPClient(
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds)
+        )
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
@@ -289,6 +297,12 @@ def _translated_errors(invalid_code: str | None = None) -> Iterator[None]:
         ) from None
     except (stripe.APIConnectionError, stripe.RateLimitError) as error:
         raise ProviderUnavailableError(f"Stripe is unreachable: {_summary(error)}") from None
+    except (aiohttp.ClientError, TimeoutError) as error:
+        # The SDK wraps what fails while sending; an answer whose body breaks off or times out
+        # fails after that, as aiohttp's own error.
+        raise ProviderUnavailableError(
+            f"Stripe's answer did not arrive: {type(error).__name__}"
+        ) from None
     except stripe.StripeError as error:
         status = error.http_status or 0
         if status >= 500 or status == 429:

@@ -19,7 +19,7 @@ import httpx
 
 from choreo.auth import SigningKey
 from choreo.testing import StartService
-from order_service.inventory import LOOKUP_PATH, InventoryClient, http_client
+from order_service.inventory import LOOKUP_PATH, InventoryClient
 
 from .conftest import StandInInventory
 
@@ -73,7 +73,7 @@ async def answers(url: str, ids: dict[str, str], token: str) -> list[Any]:
         for headers in ({}, {"Authorization": f"Bearer {token}"}):
             response = await client.post(LOOKUP_PATH, json={"ids": asked}, headers=headers)
             seen.append((response.status_code, named(response.json(), names)))
-    inventory = InventoryClient(http_client(url))
+    inventory = InventoryClient(url)
     try:
         products = await inventory.lookup(asked, authorization=f"Bearer {token}")
     finally:
