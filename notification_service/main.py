@@ -68,7 +68,8 @@ def build(settings: Settings | None = None) -> Service:
             password_reset_url=settings.password_reset_url,
             reset_token_opener=reset_token_opener,
         )
-        return {"notifier": notifier, "sms_sender": sms_sender}
+        # The mailer is listed so that the service closes its connections when it stops.
+        return {"notifier": notifier, "sms_sender": sms_sender, "mailer": mailer}
 
     return Service(
         settings,
