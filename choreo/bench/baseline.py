@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import psycopg
 import stripe
 
@@ -148,12 +148,11 @@ async def run_baseline(
         async with bench_server("baseline", port, arguments, output) as child:
             assert child.pid is not None
             roots = {**processes(), "baseline server": child.pid}
-            async with httpx.AsyncClient(
+            async with aiohttp.ClientSession(
                 base_url=f"http://127.0.0.1:{port}",
-                timeout=30,
-                limits=httpx.Limits(
-                    max_connections=concurrency, max_keepalive_connections=concurrency
-                ),
+                connector=aiohttp.TCPConnector(limit=concurrency),
+                timeout=aiohttp.ClientTimeout(total=30),
+                trust_env=False,
             ) as client:
                 await _order(client, product_ids[0], None)  # warm the pools
                 before = cpu_seconds(roots)
@@ -172,7 +171,7 @@ async def run_baseline(
 
 
 async def _worker(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     product_ids: list[str],
     number: int,
     deadline: float,
@@ -187,12 +186,19 @@ async def _worker(
         count += 1
 
 
-async def _order(client: httpx.AsyncClient, product_id: str, result: BaselineResult | None) -> bool:
+async def _order(
+    client: aiohttp.ClientSession, product_id: str, result: BaselineResult | None
+) -> bool:
+    status: int | None = None
     try:
-        response = await client.post("/orders", json={"product_id": product_id, "quantity": 1})
-    except httpx.HTTPError:
-        response = None
-    if response is not None and response.status_code == 201:
+        async with client.post(
+            "/orders", json={"product_id": product_id, "quantity": 1}
+        ) as response:
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+    if status == 201:
         return True
     if result is not None:
         result.refused += 1

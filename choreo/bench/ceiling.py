@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import psycopg
 import sqlalchemy
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -282,19 +282,19 @@ async def bare_requests(port: int, clients: int, seconds: float, output: OutputS
     as each service has), from `clients` concurrent requests of the bench's HTTP client."""
     async with (
         bench_server("bare", port, [], output),
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=clients), raise_for_status=True, trust_env=False
         ) as client,
     ):
+        url = f"http://127.0.0.1:{port}/ping"
         started = time.perf_counter()
         deadline = started + seconds
 
         async def requester() -> int:
             count = 0
             while time.perf_counter() < deadline:
-                response = await client.get("/ping")
-                response.raise_for_status()
+                async with client.get(url) as response:
+                    await response.read()
                 count += 1
             return count
 

@@ -5,7 +5,8 @@
 
 `bare` is a FastAPI app with one route and nothing else (the HTTP ceiling). `baseline` is the
 synchronous baseline: the saga's work as one request that calls each step in turn (SQL on each
-service's database, the Stripe emulator, the SendGrid sink), no broker and no outbox.
+service's database, the Stripe emulator, the SendGrid sink), no broker and no outbox. Its
+HTTP calls go through aiohttp, as the services' do.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 import stripe
 import uvicorn
 from fastapi import FastAPI
@@ -66,25 +67,25 @@ class Baseline:
         self.engines: dict[str, AsyncEngine] = {
             name: create_engine(url, pool_size=pool_size) for name, url in databases.items()
         }
-        self._stripe_http = stripe.HTTPXClient(timeout=10)
+        self._stripe_http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=10))
         self.stripe = stripe.StripeClient(
             stripe_api_key,
             base_addresses={"api": stripe_api_base},
             http_client=self._stripe_http,
             max_network_retries=0,
         )
-        self.mail = httpx.AsyncClient(
-            base_url=sendgrid_host,
-            headers={"Authorization": f"Bearer {sendgrid_api_key}"},
-            timeout=10,
-        )
+        self._mail_url = sendgrid_host.rstrip("/") + "/v3/mail/send"
+        self._mail_headers = {"Authorization": f"Bearer {sendgrid_api_key}"}
+        # Made inside the running event loop, at the first e-mail (aiohttp binds it to the loop).
+        self._mail: aiohttp.ClientSession | None = None
         self.customer = customer
 
     async def aclose(self) -> None:
         for engine in self.engines.values():
             await engine.dispose()
         await self._stripe_http.close_async()  # type: ignore[no-untyped-call]  # untyped in the SDK
-        await self.mail.aclose()
+        if self._mail is not None:
+            await self._mail.close()
 
     async def place(self, order: BaselineOrder) -> tuple[int, dict[str, Any]]:
         inventory, orders = self.engines["inventory"], self.engines["orders"]
@@ -185,16 +186,19 @@ class Baseline:
             )
 
     async def _email(self, order_id: str, subject: str, body: str) -> None:
-        response = await self.mail.post(
-            "/v3/mail/send",
-            json={
-                "personalizations": [{"to": [{"email": self.customer["email"]}]}],
-                "from": {"email": _SENDER},
-                "subject": subject,
-                "content": [{"type": "text/plain", "value": body}],
-            },
-        )
-        response.raise_for_status()
+        if self._mail is None:
+            self._mail = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10), raise_for_status=True, trust_env=False
+            )
+        message = {
+            "personalizations": [{"to": [{"email": self.customer["email"]}]}],
+            "from": {"email": _SENDER},
+            "subject": subject,
+            "content": [{"type": "text/plain", "value": body}],
+        }
+        headers = self._mail_headers
+        async with self._mail.post(self._mail_url, json=message, headers=headers) as sent:
+            await sent.read()
         async with self.engines["notifications"].begin() as connection:
             await connection.execute(
                 text("INSERT INTO deliveries (order_id, subject) VALUES (:order_id, :subject)"),
