@@ -122,6 +122,17 @@ class UnitOfWork:
         self._session: Session | None = None
         self._pending: list[Event[Record]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._autocommit = False
+
+    def autocommit(self) -> Self:
+        """This unit, made to send each statement as a transaction of its own: for a unit of
+        one statement, which PostgreSQL applies atomically by itself, without the BEGIN and
+        COMMIT round trips (two of three). `publish` is refused: outbox rows must commit with
+        what they announce. Call before `async with`."""
+        if self._session is not None:
+            raise UnitOfWorkError("the unit of work is open already")
+        self._autocommit = True
+        return self
 
     @property
     def session(self) -> Session:
@@ -143,6 +154,8 @@ class UnitOfWork:
         envelope (its id and time are what consumers will see)."""
         if self._outbox is None:
             raise UnitOfWorkError("this unit of work has no outbox to publish to")
+        if self._autocommit:
+            raise UnitOfWorkError("a unit of work in autocommit cannot publish")
         self.session  # noqa: B018 - raises when the unit of work is not open
         event = (
             Event(record, traceparent=traceparent)
@@ -164,6 +177,8 @@ class UnitOfWork:
             raise UnitOfWorkError("the unit of work is already open")
         pooled = await self._engine.raw_connection()
         driver: psycopg.AsyncConnection[tuple[Any, ...]] = pooled.driver_connection  # type: ignore[assignment]
+        if self._autocommit:
+            await driver.set_autocommit(True)  # client-side only: nothing is sent
         self._pooled = pooled
         self._session = Session(driver, self._engine.dialect)
         self._pending = []
@@ -182,7 +197,16 @@ class UnitOfWork:
         gone = False
         committed = False
         try:
-            if exc_type is None:
+            if self._autocommit:
+                # Each statement committed as it ran; what failed rolled back alone.
+                committed = exc_type is None
+                gone = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                if not gone and not connection.closed:
+                    try:
+                        await connection.set_autocommit(False)
+                    except psycopg.Error:
+                        gone = True
+            elif exc_type is None:
                 try:
                     if self._pending and self._outbox is not None:
                         await self._outbox.write(connection, self._pending)

@@ -24,7 +24,9 @@ is visible in the table (status, claimed_at, last_error) for an operator to rese
 
 The claim, and the outcome after the send, commit through their own unit of work (not the
 handler's): a claim must be durable before SendGrid is called, and a failure must be on
-record even though the handler's transaction then rolls back. Recording `sent` at once, too,
+record even though the handler's transaction then rolls back. Each is one statement,
+committed by itself (autocommit: no BEGIN and COMMIT round trips); a delivery found claimed
+before is read and changed in a transaction, under its row lock. Recording `sent` at once, too,
 keeps a notification to several recipients (low stock, to every admin) exact when one of
 them fails: those already sent are known to be sent when the handler is retried.
 """
@@ -117,7 +119,7 @@ class Postman:
         """Record that `delivery` is not sent, on purpose, and why (unless it was sent, or may
         have been, already)."""
         log.info("%s skipped: %s", delivery, reason)
-        async with self.new_unit_of_work() as uow:
+        async with self.new_unit_of_work().autocommit() as uow:
             statement = insert(deliveries).values(
                 event_id=delivery.event_id,
                 recipient=delivery.recipient,
@@ -142,9 +144,9 @@ class Postman:
         return await self.sms_sender.send(message)
 
     async def _claim(self, delivery: Delivery) -> Step:
-        async with self.new_unit_of_work() as uow:
-            session = uow.session
-            claimed = await session.execute(
+        # The first claim of a delivery, by far the usual case, is one INSERT: committed alone.
+        async with self.new_unit_of_work().autocommit() as uow:
+            claimed = await uow.session.execute(
                 insert(deliveries)
                 .values(
                     event_id=delivery.event_id,
@@ -158,6 +160,9 @@ class Postman:
             )
             if claimed.first() is not None:
                 return next_step(None)
+        # Claimed before: what it says now decides, read and changed under its row lock.
+        async with self.new_unit_of_work() as uow:
+            session = uow.session
             status = (
                 await session.execute(
                     select(deliveries.c.status).where(*_is(delivery)).with_for_update()
@@ -180,7 +185,7 @@ class Postman:
     async def _record(
         self, delivery: Delivery, status: DeliveryStatus, detail: str, message_id: str | None
     ) -> None:
-        async with self.new_unit_of_work() as uow:
+        async with self.new_unit_of_work().autocommit() as uow:
             await uow.session.execute(
                 update(deliveries)
                 .where(*_is(delivery))

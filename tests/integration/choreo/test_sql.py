@@ -35,9 +35,13 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.exc import IntegrityError, NoResultFound, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.db import UnitOfWork, unit_of_work_factory
+from choreo.avro import default_store
+from choreo.db import UnitOfWork, UnitOfWorkError, unit_of_work_factory
 from choreo.errors import Failure, failure_of
+from choreo.outbox import OutboxWriter
 from choreo.sql import UnsupportedStatementError
+
+from .conftest import new_key, stock_event
 
 
 class Colour(enum.StrEnum):
@@ -161,6 +165,33 @@ async def test_what_waits_for_the_commit_runs_after_it_and_never_after_a_rollbac
     await step(2, fail=False)
 
     assert seen == [2]
+
+
+async def test_a_unit_in_autocommit_commits_each_statement_and_leaves_no_trace_on_the_pool(
+    tables: AsyncEngine,
+) -> None:
+    kept, failed_after = a_thing(1), a_thing(2)
+    writer = OutboxWriter(default_store(), "/test_service")
+
+    async def insert_then_fail(thing: dict[str, object], uow: UnitOfWork) -> None:
+        async with uow:
+            await uow.session.execute(insert(things).values(**thing))
+            raise RuntimeError("the block failed after its statement")
+
+    async def publish() -> None:
+        async with UnitOfWork(tables, writer).autocommit() as uow:
+            uow.publish(stock_event(new_key(), 0).record)  # its outbox row would commit alone
+
+    with pytest.raises(RuntimeError):
+        await insert_then_fail(kept, UnitOfWork(tables).autocommit())
+    with pytest.raises(UnitOfWorkError):
+        await publish()
+    # The next unit on the pool's connection is a transaction again: it rolls back.
+    with pytest.raises(RuntimeError):
+        await insert_then_fail(failed_after, UnitOfWork(tables))
+    async with tables.connect() as connection:
+        found = (await connection.execute(select(things.c.id))).scalars().all()
+    assert found == [kept["id"]]
 
 
 async def test_errors_are_sqlalchemys_and_classified_alike(tables: AsyncEngine) -> None:
