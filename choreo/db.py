@@ -125,10 +125,11 @@ class UnitOfWork:
         self._autocommit = False
 
     def autocommit(self) -> Self:
-        """This unit, made to send each statement as a transaction of its own: for a unit of
-        one statement, which PostgreSQL applies atomically by itself, without the BEGIN and
-        COMMIT round trips (two of three). `publish` is refused: outbox rows must commit with
-        what they announce. Call before `async with`."""
+        """This unit, made to send each statement of its next `async with` block as a
+        transaction of its own: for a block of one statement, which PostgreSQL applies
+        atomically by itself, without the BEGIN and COMMIT round trips (two of three). In that
+        block `publish` is refused: outbox rows must commit with what they announce. The
+        block after it is a transaction again."""
         if self._session is not None:
             raise UnitOfWorkError("the unit of work is open already")
         self._autocommit = True
@@ -225,6 +226,7 @@ class UnitOfWork:
         finally:
             callbacks, self._after_commit = self._after_commit, []
             self._pending = []
+            self._autocommit = False
             self._session = None
             self._pooled = None
             await greenlet_spawn(pooled.invalidate if gone or connection.closed else pooled.close)

@@ -124,7 +124,7 @@ async def list_products(
 async def lookup_products(uow: UnitOfWork, product_ids: Sequence[str]) -> LookupResult:
     """The products on sale among `product_ids` (in the order asked), and the ids that are not."""
     wanted = list(dict.fromkeys(product_ids))
-    async with uow:
+    async with uow.autocommit():  # one SELECT: no transaction around it
         rows = await uow.session.execute(_on_sale().where(products.c.id.in_(wanted)))
         found = {
             row.id: LookupItem(

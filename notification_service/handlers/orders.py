@@ -45,7 +45,7 @@ async def on_order_created(
 ) -> None:
     order_id, user_id = record.order_id, record.user_id
     item_count = sum(line.quantity for line in record.items)
-    async with notifier.new_unit_of_work() as facts:
+    async with notifier.new_unit_of_work().autocommit() as facts:  # one INSERT
         await facts.session.execute(
             insert(orders)
             .values(
@@ -91,7 +91,7 @@ async def on_order_cancelled(
     event: Event[records.Record],
     notifier: Notifier,
 ) -> None:
-    async with notifier.new_unit_of_work() as facts:
+    async with notifier.new_unit_of_work().autocommit() as facts:  # one INSERT
         await facts.session.execute(
             insert(order_cancellations)
             .values(

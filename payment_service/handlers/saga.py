@@ -291,7 +291,7 @@ async def _charge(
     # the provider about this intent instead of creating another. Should the process die
     # before, the intent is an orphan: the redelivered event charges with a new one, and the
     # open-intent sweep (handlers/intents.py) cancels this one.
-    async with charging.new_unit_of_work() as phase_one:
+    async with charging.new_unit_of_work().autocommit() as phase_one:  # one INSERT
         await phase_one.session.execute(
             insert(charge_attempts).values(
                 order_id=payment.order_id,
