@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo import records
@@ -26,6 +26,10 @@ from choreo.sql import Session
 from inventory_service import domain
 from inventory_service.domain import ReservationStatus, StockLevel, StockMove, Transition
 from inventory_service.tables import products, reservation_lines, reservations, stock_adjustments
+
+# The statements run for every order are built once, with bind parameters, and executed with
+# their values: a statement built anew per call costs ~125 µs of client CPU against ~60 µs
+# (building it and its cache key; choreo.sql compiles each shape once either way).
 
 INITIAL_STOCK_REASON = "initial stock"
 
@@ -59,6 +63,25 @@ class NewProduct:
 
 # Events (docs/saga.md, inventory).
 
+# The tombstone of an order that came past its deadline (nothing reserved).
+_RECORD_EXPIRY = (
+    insert(reservations)
+    .values(
+        order_id=bindparam("order_id"),
+        status=ReservationStatus.EXPIRED_BEFORE_RESERVATION,
+        reason=bindparam("reason"),
+    )
+    .on_conflict_do_nothing()
+)
+_CLAIM_RESERVATION = (
+    insert(reservations)
+    .values(order_id=bindparam("order_id"), status=ReservationStatus.RESERVED)
+    .on_conflict_do_nothing()
+    .returning(reservations.c.order_id)
+)
+# Its lines, one parameter set each (executemany).
+_ADD_RESERVATION_LINES = insert(reservation_lines)
+
 
 async def on_order_created(
     record: records.OrderCreated,
@@ -74,22 +97,10 @@ async def on_order_created(
     session = uow.session
     moment, deadline = now(), record.deadline
     if domain.too_late_to_reserve(deadline, moment):
-        await session.execute(
-            insert(reservations)
-            .values(
-                order_id=order_id,
-                status=ReservationStatus.EXPIRED_BEFORE_RESERVATION,
-                reason=domain.expiry_reason(deadline, moment),
-            )
-            .on_conflict_do_nothing()
-        )
+        reason = domain.expiry_reason(deadline, moment)
+        await session.execute(_RECORD_EXPIRY, {"order_id": order_id, "reason": reason})
         return
-    claimed = await session.execute(
-        insert(reservations)
-        .values(order_id=order_id, status=ReservationStatus.RESERVED)
-        .on_conflict_do_nothing()
-        .returning(reservations.c.order_id)
-    )
+    claimed = await session.execute(_CLAIM_RESERVATION, {"order_id": order_id})
     if claimed.first() is None:
         return  # a duplicate OrderCreated, or the order was cancelled before it arrived
     locked = await _lock_products(session, lines)
@@ -106,7 +117,7 @@ async def on_order_created(
         uow.publish(rejected, traceparent=event.traceparent)
         return
     await session.execute(
-        insert(reservation_lines),
+        _ADD_RESERVATION_LINES,
         [{"order_id": order_id, "product_id": p, "quantity": q} for p, q in lines.items()],
     )
     reserved = records.StockReserved(
@@ -142,6 +153,20 @@ async def on_order_confirmed(
     await _move_reservation(record.order_id, event, uow, domain.on_order_confirmed, reason=None)
 
 
+_LOCK_RESERVATION = (
+    select(reservations.c.status)
+    .where(reservations.c.order_id == bindparam("order_id"))
+    .with_for_update()
+)
+# What a decision leaves for an order not reserved yet, unless its OrderCreated came meanwhile.
+_LEAVE_TOMBSTONE = (
+    insert(reservations)
+    .values(order_id=bindparam("order_id"), status=bindparam("status"), reason=bindparam("reason"))
+    .on_conflict_do_nothing()
+    .returning(reservations.c.order_id)
+)
+
+
 async def _move_reservation(
     order_id: str,
     event: Event[records.Record],
@@ -151,19 +176,15 @@ async def _move_reservation(
     reason: str | None,
 ) -> None:
     session = uow.session
-    row = await session.execute(
-        select(reservations.c.status).where(reservations.c.order_id == order_id).with_for_update()
-    )
+    row = await session.execute(_LOCK_RESERVATION, {"order_id": order_id})
     status = row.scalar_one_or_none()
     transition = decide(None if status is None else ReservationStatus(status))
     if transition is None:
         return
     if transition.move is None:  # the tombstone: the order has no reservation yet
         created = await session.execute(
-            insert(reservations)
-            .values(order_id=order_id, status=transition.status, reason=reason)
-            .on_conflict_do_nothing()
-            .returning(reservations.c.order_id)
+            _LEAVE_TOMBSTONE,
+            {"order_id": order_id, "status": transition.status, "reason": reason},
         )
         if created.first() is None:
             raise TransientError(f"order {order_id} was reserved meanwhile; deciding again")
@@ -277,23 +298,26 @@ async def adjust_stock(
 # Rows and events.
 
 
+_LOCK_PRODUCTS = (
+    select(
+        products.c.id,
+        products.c.name,
+        products.c.low_stock_threshold,
+        products.c.low_stock_alerted,
+        products.c.available,
+        products.c.reserved,
+        products.c.sold,
+        products.c.deleted_at,
+    )
+    .where(products.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(products.c.id)
+    .with_for_update()
+)
+
+
 async def _lock_products(session: Session, product_ids: Iterable[str]) -> dict[str, LockedProduct]:
     """The products of `product_ids` that exist (deleted ones too), locked in id order."""
-    rows = await session.execute(
-        select(
-            products.c.id,
-            products.c.name,
-            products.c.low_stock_threshold,
-            products.c.low_stock_alerted,
-            products.c.available,
-            products.c.reserved,
-            products.c.sold,
-            products.c.deleted_at,
-        )
-        .where(products.c.id.in_(sorted(product_ids)))
-        .order_by(products.c.id)
-        .with_for_update()
-    )
+    rows = await session.execute(_LOCK_PRODUCTS, {"ids": sorted(product_ids)})
     return {
         row.id: LockedProduct(
             id=row.id,
@@ -307,23 +331,29 @@ async def _lock_products(session: Session, product_ids: Iterable[str]) -> dict[s
     }
 
 
+_RESERVATION_LINES = (
+    select(reservation_lines.c.product_id, reservation_lines.c.quantity)
+    .where(reservation_lines.c.order_id == bindparam("order_id"))
+    .order_by(reservation_lines.c.product_id)
+)
+
+
 async def _reservation_lines(session: Session, order_id: str) -> dict[str, int]:
-    rows = await session.execute(
-        select(reservation_lines.c.product_id, reservation_lines.c.quantity)
-        .where(reservation_lines.c.order_id == order_id)
-        .order_by(reservation_lines.c.product_id)
-    )
+    rows = await session.execute(_RESERVATION_LINES, {"order_id": order_id})
     return {row.product_id: row.quantity for row in rows}
+
+
+_SET_STATUS = (
+    update(reservations)
+    .where(reservations.c.order_id == bindparam("order_key"))
+    .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=func.now())
+)
 
 
 async def _set_status(
     session: Session, order_id: str, status: ReservationStatus, reason: str | None
 ) -> None:
-    await session.execute(
-        update(reservations)
-        .where(reservations.c.order_id == order_id)
-        .values(status=status, reason=reason, updated_at=func.now())
-    )
+    await session.execute(_SET_STATUS, {"order_key": order_id, "status": status, "reason": reason})
 
 
 async def _record_adjustment(
@@ -345,6 +375,19 @@ async def _record_adjustment(
     )
 
 
+_WRITE_LEVEL = (
+    update(products)
+    .where(products.c.id == bindparam("product_key"))
+    .values(
+        available=bindparam("available"),
+        reserved=bindparam("reserved"),
+        sold=bindparam("sold"),
+        low_stock_alerted=bindparam("low_stock_alerted"),
+        updated_at=func.now(),
+    )
+)
+
+
 async def _write_level(
     uow: UnitOfWork,
     product: LockedProduct,
@@ -356,15 +399,14 @@ async def _write_level(
     crossing of the threshold (domain.low_stock_alert)."""
     threshold = product.low_stock_threshold
     await uow.session.execute(
-        update(products)
-        .where(products.c.id == product.id)
-        .values(
-            available=level.available,
-            reserved=level.reserved,
-            sold=level.sold,
-            low_stock_alerted=level.is_low(threshold),
-            updated_at=func.now(),
-        )
+        _WRITE_LEVEL,
+        {
+            "product_key": product.id,
+            "available": level.available,
+            "reserved": level.reserved,
+            "sold": level.sold,
+            "low_stock_alerted": level.is_low(threshold),
+        },
     )
     uow.publish(_level_changed(product.id, level, now), traceparent=traceparent)
     if domain.low_stock_alert(level, threshold, alerted=product.low_stock_alerted):

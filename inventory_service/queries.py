@@ -9,15 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Select, func, or_, select, tuple_
+from sqlalchemy import bindparam, func, or_, select, tuple_
 
 from choreo.db import UnitOfWork
 from choreo.pagination import decode_cursor, split_page
 from choreo.sql import Row
 from inventory_service.domain import ProductNotFoundError
 from inventory_service.tables import products
+
+# The statements run for every order are built once, with bind parameters, and executed with
+# their values: a statement built anew per call costs ~125 µs of client CPU against ~60 µs
+# (building it and its cache key; choreo.sql compiles each shape once either way).
+
+_ON_SALE = select(products).where(products.c.deleted_at.is_(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +84,13 @@ class ProductFilter:
     max_price: int | None = None
 
 
+_PRODUCT_ON_SALE = _ON_SALE.where(products.c.id == bindparam("product_id"))
+
+
 async def get_product(uow: UnitOfWork, product_id: str) -> AdminProductView:
     """The product, unless it is missing or deleted (ProductNotFoundError)."""
     async with uow:
-        rows = await uow.session.execute(_on_sale().where(products.c.id == product_id))
+        rows = await uow.session.execute(_PRODUCT_ON_SALE, {"product_id": product_id})
         row = rows.first()
     if row is None:
         raise ProductNotFoundError(f"no product {product_id}")
@@ -93,7 +101,7 @@ async def list_products(
     uow: UnitOfWork, criteria: ProductFilter, *, limit: int, cursor: str | None
 ) -> ProductPage:
     """One page of products on sale matching `criteria`, and the cursor of the next (or None)."""
-    query = _on_sale()
+    query = _ON_SALE
     if criteria.category is not None:
         query = query.where(func.lower(products.c.category) == func.lower(criteria.category))
     if criteria.q:
@@ -121,11 +129,14 @@ async def list_products(
     return ProductPage([_product(row) for row in page], next_cursor)
 
 
+_PRODUCTS_ON_SALE = _ON_SALE.where(products.c.id.in_(bindparam("ids", expanding=True)))
+
+
 async def lookup_products(uow: UnitOfWork, product_ids: Sequence[str]) -> LookupResult:
     """The products on sale among `product_ids` (in the order asked), and the ids that are not."""
     wanted = list(dict.fromkeys(product_ids))
     async with uow.autocommit():  # one SELECT: no transaction around it
-        rows = await uow.session.execute(_on_sale().where(products.c.id.in_(wanted)))
+        rows = await uow.session.execute(_PRODUCTS_ON_SALE, {"ids": wanted})
         found = {
             row.id: LookupItem(
                 id=row.id,
@@ -140,10 +151,6 @@ async def lookup_products(uow: UnitOfWork, product_ids: Sequence[str]) -> Lookup
         items=[found[i] for i in wanted if i in found],
         missing=[i for i in wanted if i not in found],
     )
-
-
-def _on_sale() -> Select[Any]:
-    return select(products).where(products.c.deleted_at.is_(None))
 
 
 def _escape_like(text: str) -> str:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import BindParameter, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo.db import UnitOfWorkFactory
@@ -60,6 +60,10 @@ from notification_service.twilio_sender import Sms, TwilioSender
 
 log = logging.getLogger(__name__)
 
+# The statements run for every message are built once, with bind parameters, and executed with
+# their values: a statement built anew per call costs ~125 µs of client CPU against ~60 µs
+# (building it and its cache key; choreo.sql compiles each shape once either way).
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -73,6 +77,91 @@ class Delivery:
     def __str__(self) -> str:
         what = "e-mail" if self.channel is Channel.EMAIL else self.channel.value.upper()
         return f"{self.kind} {what} of event {self.event_id} to user {self.recipient}"
+
+
+def _key_of(delivery: Delivery) -> dict[str, str]:
+    """The values of `_IS_DELIVERY`'s parameters for `delivery`."""
+    return {
+        "delivery_event": delivery.event_id,
+        "delivery_recipient": delivery.recipient,
+        "delivery_kind": delivery.kind.value,
+        "delivery_channel": delivery.channel.value,
+    }
+
+
+# A delivery's identity (`_key_of`): its row, or the values that name it in a new one.
+_EVENT_ID: BindParameter[str] = bindparam("delivery_event")
+_RECIPIENT: BindParameter[str] = bindparam("delivery_recipient")
+_KIND: BindParameter[str] = bindparam("delivery_kind")
+_CHANNEL: BindParameter[str] = bindparam("delivery_channel")
+_IS_DELIVERY = (
+    deliveries.c.event_id == _EVENT_ID,
+    deliveries.c.recipient == _RECIPIENT,
+    deliveries.c.kind == _KIND,
+    deliveries.c.channel == _CHANNEL,
+)
+
+_SKIP = (
+    insert(deliveries)
+    .values(
+        event_id=_EVENT_ID,
+        recipient=_RECIPIENT,
+        kind=_KIND,
+        channel=_CHANNEL,
+        status=DeliveryStatus.SKIPPED.value,
+        last_error=bindparam("reason"),
+    )
+    .on_conflict_do_update(
+        constraint="deliveries_once",
+        set_={"last_error": bindparam("reason"), "updated_at": func.now()},
+        where=deliveries.c.status == DeliveryStatus.SKIPPED.value,
+    )
+)
+_CLAIM = (
+    insert(deliveries)
+    .values(
+        event_id=_EVENT_ID,
+        recipient=_RECIPIENT,
+        kind=_KIND,
+        channel=_CHANNEL,
+        status=DeliveryStatus.CLAIMED.value,
+    )
+    .on_conflict_do_nothing(constraint="deliveries_once")
+    .returning(deliveries.c.id)
+)
+_LOCK_DELIVERY = select(deliveries.c.status).where(*_IS_DELIVERY).with_for_update()
+_CLAIM_AGAIN = (
+    update(deliveries)
+    .where(*_IS_DELIVERY)
+    .values(
+        status=DeliveryStatus.CLAIMED.value,
+        attempts=deliveries.c.attempts + 1,
+        claimed_at=func.now(),
+        updated_at=func.now(),
+    )
+)
+_RECORD_SENT = (
+    update(deliveries)
+    .where(*_IS_DELIVERY)
+    .values(
+        status=DeliveryStatus.SENT.value,
+        last_error=None,
+        provider_message_id=bindparam("provider_message_id"),
+        sent_at=func.now(),
+        updated_at=func.now(),
+    )
+)
+_RECORD_NOT_SENT = (
+    update(deliveries)
+    .where(*_IS_DELIVERY)
+    .values(
+        status=bindparam("status"),
+        last_error=bindparam("last_error"),
+        provider_message_id=bindparam("provider_message_id"),
+        sent_at=None,
+        updated_at=func.now(),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -120,21 +209,7 @@ class Postman:
         have been, already)."""
         log.info("%s skipped: %s", delivery, reason)
         async with self.new_unit_of_work().autocommit() as uow:
-            statement = insert(deliveries).values(
-                event_id=delivery.event_id,
-                recipient=delivery.recipient,
-                kind=delivery.kind.value,
-                channel=delivery.channel.value,
-                status=DeliveryStatus.SKIPPED.value,
-                last_error=reason,
-            )
-            await uow.session.execute(
-                statement.on_conflict_do_update(
-                    constraint="deliveries_once",
-                    set_={"last_error": reason, "updated_at": func.now()},
-                    where=deliveries.c.status == DeliveryStatus.SKIPPED.value,
-                )
-            )
+            await uow.session.execute(_SKIP, {**_key_of(delivery), "reason": reason})
 
     async def _send(self, message: Email | Sms) -> SendResult:
         if isinstance(message, Email):
@@ -145,64 +220,34 @@ class Postman:
 
     async def _claim(self, delivery: Delivery) -> Step:
         # The first claim of a delivery, by far the usual case, is one INSERT: committed alone.
+        key = _key_of(delivery)
         async with self.new_unit_of_work().autocommit() as uow:
-            claimed = await uow.session.execute(
-                insert(deliveries)
-                .values(
-                    event_id=delivery.event_id,
-                    recipient=delivery.recipient,
-                    kind=delivery.kind.value,
-                    channel=delivery.channel.value,
-                    status=DeliveryStatus.CLAIMED.value,
-                )
-                .on_conflict_do_nothing(constraint="deliveries_once")
-                .returning(deliveries.c.id)
-            )
+            claimed = await uow.session.execute(_CLAIM, key)
             if claimed.first() is not None:
                 return next_step(None)
         # Claimed before: what it says now decides, read and changed under its row lock.
         async with self.new_unit_of_work() as uow:
             session = uow.session
-            status = (
-                await session.execute(
-                    select(deliveries.c.status).where(*_is(delivery)).with_for_update()
-                )
-            ).scalar_one()
+            status = (await session.execute(_LOCK_DELIVERY, key)).scalar_one()
             step = next_step(DeliveryStatus(status))
             if step is Step.SEND_AGAIN:
-                await session.execute(
-                    update(deliveries)
-                    .where(*_is(delivery))
-                    .values(
-                        status=DeliveryStatus.CLAIMED.value,
-                        attempts=deliveries.c.attempts + 1,
-                        claimed_at=func.now(),
-                        updated_at=func.now(),
-                    )
-                )
+                await session.execute(_CLAIM_AGAIN, key)
             return step
 
     async def _record(
         self, delivery: Delivery, status: DeliveryStatus, detail: str, message_id: str | None
     ) -> None:
+        key = _key_of(delivery)
         async with self.new_unit_of_work().autocommit() as uow:
-            await uow.session.execute(
-                update(deliveries)
-                .where(*_is(delivery))
-                .values(
-                    status=status.value,
-                    last_error=None if status is DeliveryStatus.SENT else detail,
-                    provider_message_id=message_id,
-                    sent_at=func.now() if status is DeliveryStatus.SENT else None,
-                    updated_at=func.now(),
+            if status is DeliveryStatus.SENT:
+                await uow.session.execute(_RECORD_SENT, {**key, "provider_message_id": message_id})
+            else:
+                await uow.session.execute(
+                    _RECORD_NOT_SENT,
+                    {
+                        **key,
+                        "status": status.value,
+                        "last_error": detail,
+                        "provider_message_id": message_id,
+                    },
                 )
-            )
-
-
-def _is(delivery: Delivery) -> tuple[ColumnElement[bool], ...]:
-    return (
-        deliveries.c.event_id == delivery.event_id,
-        deliveries.c.recipient == delivery.recipient,
-        deliveries.c.kind == delivery.kind.value,
-        deliveries.c.channel == delivery.channel.value,
-    )

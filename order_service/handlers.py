@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import DateTime, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from choreo import records
@@ -52,6 +52,10 @@ from order_service.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+# The statements run for every order are built once, with bind parameters, and executed with
+# their values: a statement built anew per call costs ~125 µs of client CPU against ~60 µs
+# (building it and its cache key; choreo.sql compiles each shape once either way).
 
 SERVICE_NAME = "order_service"
 
@@ -111,6 +115,28 @@ class PlacedOrder:
     new: NewOrder | None = None
 
 
+_INSERT_ORDER = (
+    pg_insert(orders)
+    .values(
+        id=bindparam("id"),
+        user_id=bindparam("user_id"),
+        status=OrderStatus.PENDING.value,
+        total_amount=bindparam("total_amount"),
+        currency=bindparam("currency"),
+        payment_method_id=bindparam("payment_method_id"),
+        deadline=bindparam("deadline"),
+        idempotency_key=bindparam("idempotency_key"),
+        request_hash=bindparam("request_hash"),
+        created_at=bindparam("created_at"),
+        updated_at=bindparam("updated_at"),
+    )
+    .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
+    .returning(orders.c.id)
+)
+# Its lines, one parameter set each (executemany).
+_INSERT_ITEMS = insert(order_items)
+
+
 async def place_order(
     command: PlaceOrder,
     uow: UnitOfWork,
@@ -136,22 +162,19 @@ async def place_order(
     deadline = created_at + saga_timeout
     async with uow:
         inserted = await uow.session.execute(
-            pg_insert(orders)
-            .values(
-                id=order_id,
-                user_id=command.user_id,
-                status=OrderStatus.PENDING.value,
-                total_amount=priced.total,
-                currency=priced.currency,
-                payment_method_id=command.payment_method_id,
-                deadline=deadline,
-                idempotency_key=command.idempotency_key,
-                request_hash=fingerprint,
-                created_at=created_at,
-                updated_at=created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
-            .returning(orders.c.id)
+            _INSERT_ORDER,
+            {
+                "id": order_id,
+                "user_id": command.user_id,
+                "total_amount": priced.total,
+                "currency": priced.currency,
+                "payment_method_id": command.payment_method_id,
+                "deadline": deadline,
+                "idempotency_key": command.idempotency_key,
+                "request_hash": fingerprint,
+                "created_at": created_at,
+                "updated_at": created_at,
+            },
         )
         if inserted.first() is None:
             # A concurrent request with the same key committed first; this one wrote nothing.
@@ -160,7 +183,7 @@ async def place_order(
             assert winner is not None
             return PlacedOrder(_replay(winner, fingerprint))
         await uow.session.execute(
-            insert(order_items),
+            _INSERT_ITEMS,
             [
                 {
                     "order_id": order_id,
@@ -212,27 +235,62 @@ async def on_payment_failed(
     await _apply(record.order_id, event, uow, SagaEvent.PAYMENT_FAILED, summary, check=check)
 
 
+_KEEP_REFUND = (
+    pg_insert(order_refunds)
+    .values(
+        refund_id=bindparam("refund_id"),
+        order_id=bindparam("order_id"),
+        amount=bindparam("amount"),
+        currency=bindparam("currency"),
+        refunded_at=bindparam("refunded_at"),
+    )
+    .on_conflict_do_nothing()
+)
+
+
 async def on_payment_refunded(
     record: records.PaymentRefunded, uow: UnitOfWork, *, event: Event[records.Record]
 ) -> None:
     """Keep the refund for the reports, and show it on the order's timeline. The order's
     status is not the refund's business: a refund follows a cancellation already applied."""
     await uow.session.execute(
-        pg_insert(order_refunds)
-        .values(
-            refund_id=record.refund_id,
-            order_id=record.order_id,
-            amount=record.amount,
-            currency=record.currency,
-            refunded_at=record.refunded_at,
-        )
-        .on_conflict_do_nothing()
+        _KEEP_REFUND,
+        {
+            "refund_id": record.refund_id,
+            "order_id": record.order_id,
+            "amount": record.amount,
+            "currency": record.currency,
+            "refunded_at": record.refunded_at,
+        },
     )
     if await _lock(uow, record.order_id) is not None:
         summary = f"refund of {record.amount} {record.currency} issued"
         await _append_timeline(
             uow, record.order_id, event, "consumed", _source_name(event.source), summary
         )
+
+
+_KEEP_RISK_DECISION = (
+    pg_insert(order_risk)
+    .values(
+        order_id=bindparam("order_id"),
+        decision=bindparam("decision"),
+        score=bindparam("score"),
+        assessed_at=bindparam("assessed_at"),
+        review_expires_at=bindparam("review_expires_at"),
+    )
+    .on_conflict_do_nothing()
+)
+# A held order's deadline moves to `held_until` unless it is later already.
+_EXTEND_HOLD = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("order_key"),
+        orders.c.status == OrderStatus.ON_HOLD.value,
+        orders.c.deadline < bindparam("held_until"),
+    )
+    .values(deadline=bindparam("held_until"))
+)
 
 
 async def on_risk_assessed(
@@ -246,15 +304,14 @@ async def on_risk_assessed(
     (ON_HOLD) and moves its deadline past the review's expiry, by which the payment service
     will have rejected it: the deadline sweep only cancels a hold the payment service lost."""
     await uow.session.execute(
-        pg_insert(order_risk)
-        .values(
-            order_id=record.order_id,
-            decision=record.decision,
-            score=record.score,
-            assessed_at=record.assessed_at,
-            review_expires_at=record.review_expires_at,
-        )
-        .on_conflict_do_nothing()
+        _KEEP_RISK_DECISION,
+        {
+            "order_id": record.order_id,
+            "decision": record.decision,
+            "score": record.score,
+            "assessed_at": record.assessed_at,
+            "review_expires_at": record.review_expires_at,
+        },
     )
     rules = ", ".join(reason.rule for reason in record.reasons) or "no rule matched"
     summary = f"risk screening: {record.decision} (score {record.score}; {rules})"
@@ -267,14 +324,35 @@ async def on_risk_assessed(
     summary += f", review until {expires.isoformat(timespec='seconds')}"
     await _apply(record.order_id, event, uow, SagaEvent.HELD_FOR_REVIEW, summary)
     await uow.session.execute(
-        update(orders)
-        .where(
-            orders.c.id == record.order_id,
-            orders.c.status == OrderStatus.ON_HOLD.value,
-            orders.c.deadline < expires + saga_timeout,
-        )
-        .values(deadline=expires + saga_timeout)
+        _EXTEND_HOLD, {"order_key": record.order_id, "held_until": expires + saga_timeout}
     )
+
+
+# The deadline moves to `until` unless it is later already. `until` is typed as the values
+# bound before were (a timezone-aware datetime): `greatest()` gives it no type of its own.
+_AWAIT_PAYMENT_ACTION = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("order_key"),
+        orders.c.status == OrderStatus.AWAITING_PAYMENT_ACTION.value,
+    )
+    .values(
+        deadline=func.greatest(orders.c.deadline, bindparam("until", type_=DateTime(timezone=True)))
+    )
+    .returning(orders.c.id)
+)
+_KEEP_PAYMENT_ACTION = (
+    pg_insert(order_payment_actions)
+    .values(
+        order_id=bindparam("order_id"),
+        provider_payment_id=bindparam("provider_payment_id"),
+        client_secret=bindparam("client_secret"),
+        next_action_type=bindparam("next_action_type"),
+        redirect_url=bindparam("redirect_url"),
+        required_at=bindparam("required_at"),
+    )
+    .on_conflict_do_nothing()
+)
 
 
 async def on_payment_action_required(
@@ -294,29 +372,21 @@ async def on_payment_action_required(
         record.order_id, event, uow, SagaEvent.PAYMENT_ACTION_REQUIRED, summary, check=check
     )
     waiting = await uow.session.execute(
-        update(orders)
-        .where(
-            orders.c.id == record.order_id,
-            orders.c.status == OrderStatus.AWAITING_PAYMENT_ACTION.value,
-        )
-        .values(
-            deadline=func.greatest(orders.c.deadline, record.required_at + payment_action_timeout)
-        )
-        .returning(orders.c.id)
+        _AWAIT_PAYMENT_ACTION,
+        {"order_key": record.order_id, "until": record.required_at + payment_action_timeout},
     )
     if waiting.first() is None:
         return  # decided, held or cancelled meanwhile: nothing for the customer to do
     await uow.session.execute(
-        pg_insert(order_payment_actions)
-        .values(
-            order_id=record.order_id,
-            provider_payment_id=record.provider_payment_id,
-            client_secret=record.client_secret,
-            next_action_type=record.next_action_type,
-            redirect_url=record.redirect_url,
-            required_at=record.required_at,
-        )
-        .on_conflict_do_nothing()
+        _KEEP_PAYMENT_ACTION,
+        {
+            "order_id": record.order_id,
+            "provider_payment_id": record.provider_payment_id,
+            "client_secret": record.client_secret,
+            "next_action_type": record.next_action_type,
+            "redirect_url": record.redirect_url,
+            "required_at": record.required_at,
+        },
     )
 
 
@@ -417,6 +487,28 @@ async def _apply(
     await _write(uow, order, transition, utc_now(), event.traceparent)
 
 
+_FORGET_PAYMENT_ACTION = delete(order_payment_actions).where(
+    order_payment_actions.c.order_id == bindparam("order_key")
+)
+_DECIDE_REVIEW = (
+    update(order_risk)
+    .where(
+        order_risk.c.order_id == bindparam("order_key"), order_risk.c.review_decided_at.is_(None)
+    )
+    .values(review_decided_at=bindparam("review_decided_at"))
+)
+_UPDATE_ORDER = (
+    update(orders)
+    .where(orders.c.id == bindparam("order_key"))
+    .values(
+        status=bindparam("status"),
+        cancel_reason=bindparam("cancel_reason"),
+        charged=bindparam("charged"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
 async def _write(
     uow: UnitOfWork,
     order: Row,
@@ -429,26 +521,22 @@ async def _write(
     waiting = OrderStatus.AWAITING_PAYMENT_ACTION
     if order.status == waiting.value and state.status is not waiting:
         # The customer's action is no longer of use: its client secret goes.
-        await uow.session.execute(
-            delete(order_payment_actions).where(order_payment_actions.c.order_id == order.id)
-        )
+        await uow.session.execute(_FORGET_PAYMENT_ACTION, {"order_key": order.id})
     if order.status == OrderStatus.ON_HOLD.value and state.status is not OrderStatus.ON_HOLD:
         # The hold ended: approved, rejected or expired (the payment's outcome), cancelled.
         await uow.session.execute(
-            update(order_risk)
-            .where(order_risk.c.order_id == order.id, order_risk.c.review_decided_at.is_(None))
-            .values(review_decided_at=moment)
+            _DECIDE_REVIEW, {"order_key": order.id, "review_decided_at": moment}
         )
     if state != _state_of(order):
         await uow.session.execute(
-            update(orders)
-            .where(orders.c.id == order.id)
-            .values(
-                status=state.status.value,
-                cancel_reason=state.cancel_reason.value if state.cancel_reason else None,
-                charged=state.charged,
-                updated_at=moment,
-            )
+            _UPDATE_ORDER,
+            {
+                "order_key": order.id,
+                "status": state.status.value,
+                "cancel_reason": state.cancel_reason.value if state.cancel_reason else None,
+                "charged": state.charged,
+                "updated_at": moment,
+            },
         )
     for emitted in transition.emitted:
         record = _record_of(emitted, order, moment)
@@ -483,6 +571,17 @@ async def _emit(
     await _append_timeline(uow, event.subject, event, "emitted", SERVICE_NAME, summary)
 
 
+_ADD_TO_TIMELINE = insert(order_timeline).values(
+    order_id=bindparam("order_id"),
+    event_id=bindparam("event_id"),
+    event_type=bindparam("event_type"),
+    direction=bindparam("direction"),
+    source=bindparam("source"),
+    occurred_at=bindparam("occurred_at"),
+    summary=bindparam("summary"),
+)
+
+
 async def _append_timeline(
     uow: UnitOfWork,
     order_id: str,
@@ -492,31 +591,34 @@ async def _append_timeline(
     summary: str,
 ) -> None:
     await uow.session.execute(
-        insert(order_timeline).values(
-            order_id=order_id,
-            event_id=event.id,
-            event_type=event.type,
-            direction=direction,
-            source=source,
-            occurred_at=event.time,
-            summary=summary,
-        )
+        _ADD_TO_TIMELINE,
+        {
+            "order_id": order_id,
+            "event_id": event.id,
+            "event_type": event.type,
+            "direction": direction,
+            "source": source,
+            "occurred_at": event.time,
+            "summary": summary,
+        },
     )
+
+
+_LOCK_ORDER = select(orders).where(orders.c.id == bindparam("order_id")).with_for_update()
 
 
 async def _lock(uow: UnitOfWork, order_id: str) -> Row | None:
-    result = await uow.session.execute(
-        select(orders).where(orders.c.id == order_id).with_for_update()
-    )
+    result = await uow.session.execute(_LOCK_ORDER, {"order_id": order_id})
     return result.first()
 
 
+_ORDER_BY_KEY = select(orders.c.id, orders.c.request_hash).where(
+    orders.c.user_id == bindparam("user_id"), orders.c.idempotency_key == bindparam("key")
+)
+
+
 async def _order_by_key(uow: UnitOfWork, user_id: str, key: str) -> Row | None:
-    result = await uow.session.execute(
-        select(orders.c.id, orders.c.request_hash).where(
-            orders.c.user_id == user_id, orders.c.idempotency_key == key
-        )
-    )
+    result = await uow.session.execute(_ORDER_BY_KEY, {"user_id": user_id, "key": key})
     return result.first()
 
 

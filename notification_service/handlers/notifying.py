@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo import records
@@ -38,6 +38,10 @@ from notification_service.tables import contacts, notifications, preferences
 from notification_service.twilio_sender import Sms
 
 log = logging.getLogger(__name__)
+
+# The statements run for every notice are built once, with bind parameters, and executed with
+# their values: a statement built anew per call costs ~125 µs of client CPU against ~60 µs
+# (building it and its cache key; choreo.sql compiles each shape once either way).
 
 
 @dataclass(frozen=True)
@@ -107,22 +111,35 @@ async def notify(
         await notifier.postman.deliver(sms_delivery, sms)
     if Channel.IN_APP in plan.channels:
         await uow.session.execute(
-            insert(notifications)
-            .values(
-                user_id=contact.user_id,
-                kind=kind.value,
-                title=message.subject,
-                body=message.text,
-                event_id=event.id,
-            )
-            .on_conflict_do_nothing(constraint="notifications_once")
+            _ADD_NOTIFICATION,
+            {
+                "user_id": contact.user_id,
+                "kind": kind.value,
+                "title": message.subject,
+                "body": message.text,
+                "event_id": event.id,
+            },
         )
 
 
-async def _chosen_channels(session: Session, user_id: str) -> ChosenChannels:
-    stored = await session.scalar(
-        select(preferences.c.channels).where(preferences.c.user_id == user_id)
+_ADD_NOTIFICATION = (
+    insert(notifications)
+    .values(
+        user_id=bindparam("user_id"),
+        kind=bindparam("kind"),
+        title=bindparam("title"),
+        body=bindparam("body"),
+        event_id=bindparam("event_id"),
     )
+    .on_conflict_do_nothing(constraint="notifications_once")
+)
+_CHOSEN_CHANNELS = select(preferences.c.channels).where(
+    preferences.c.user_id == bindparam("user_id")
+)
+
+
+async def _chosen_channels(session: Session, user_id: str) -> ChosenChannels:
+    stored = await session.scalar(_CHOSEN_CHANNELS, {"user_id": user_id})
     return chosen_channels(stored)
 
 
@@ -136,23 +153,27 @@ CONTACT_COLUMNS = (
 )
 
 
+_CONTACT = select(*CONTACT_COLUMNS).where(contacts.c.user_id == bindparam("user_id"))
+
+
 async def contact_of(session: Session, user_id: str) -> Contact | None:
-    row = (
-        await session.execute(select(*CONTACT_COLUMNS).where(contacts.c.user_id == user_id))
-    ).first()
+    row = (await session.execute(_CONTACT, {"user_id": user_id})).first()
     return None if row is None else Contact(*row)
 
 
-async def admins_of(session: Session) -> list[Contact]:
-    rows = await session.execute(
-        select(*CONTACT_COLUMNS)
-        .where(
-            contacts.c.role == ADMIN_ROLE,
-            contacts.c.deleted_at.is_(None),
-            contacts.c.email.is_not(None),
-        )
-        .order_by(contacts.c.user_id)
+_ADMINS = (
+    select(*CONTACT_COLUMNS)
+    .where(
+        contacts.c.role == ADMIN_ROLE,
+        contacts.c.deleted_at.is_(None),
+        contacts.c.email.is_not(None),
     )
+    .order_by(contacts.c.user_id)
+)
+
+
+async def admins_of(session: Session) -> list[Contact]:
+    rows = await session.execute(_ADMINS)
     return [Contact(*row) for row in rows]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo import records
@@ -35,6 +35,22 @@ from notification_service.tables import order_cancellations, orders
 
 log = logging.getLogger(__name__)
 
+# The statements run for every notice are built once, with bind parameters, and executed with
+# their values: a statement built anew per call costs ~125 µs of client CPU against ~60 µs
+# (building it and its cache key; choreo.sql compiles each shape once either way).
+
+_REMEMBER_ORDER = (
+    insert(orders)
+    .values(
+        order_id=bindparam("order_id"),
+        user_id=bindparam("user_id"),
+        total=bindparam("total"),
+        currency=bindparam("currency"),
+        item_count=bindparam("item_count"),
+    )
+    .on_conflict_do_nothing()
+)
+
 
 async def on_order_created(
     record: records.OrderCreated,
@@ -47,15 +63,14 @@ async def on_order_created(
     item_count = sum(line.quantity for line in record.items)
     async with notifier.new_unit_of_work().autocommit() as facts:  # one INSERT
         await facts.session.execute(
-            insert(orders)
-            .values(
-                order_id=uuid.UUID(order_id),
-                user_id=user_id,
-                total=record.total_amount,
-                currency=record.currency,
-                item_count=item_count,
-            )
-            .on_conflict_do_nothing()
+            _REMEMBER_ORDER,
+            {
+                "order_id": uuid.UUID(order_id),
+                "user_id": user_id,
+                "total": record.total_amount,
+                "currency": record.currency,
+                "item_count": item_count,
+            },
         )
     if await _contradicts_cancellation(uow.session, order_id, Kind.ORDER_RECEIVED):
         return
@@ -84,6 +99,17 @@ async def on_order_confirmed(
     await notify_user(uow, notifier, event, record.user_id, Kind.ORDER_CONFIRMED, context)
 
 
+_REMEMBER_CANCELLATION = (
+    insert(order_cancellations)
+    .values(
+        order_id=bindparam("order_id"),
+        reason=bindparam("reason"),
+        cancelled_at=bindparam("cancelled_at"),
+    )
+    .on_conflict_do_nothing()
+)
+
+
 async def on_order_cancelled(
     record: records.OrderCancelled,
     uow: UnitOfWork,
@@ -93,13 +119,12 @@ async def on_order_cancelled(
 ) -> None:
     async with notifier.new_unit_of_work().autocommit() as facts:  # one INSERT
         await facts.session.execute(
-            insert(order_cancellations)
-            .values(
-                order_id=uuid.UUID(record.order_id),
-                reason=record.reason,
-                cancelled_at=record.cancelled_at,
-            )
-            .on_conflict_do_nothing()
+            _REMEMBER_CANCELLATION,
+            {
+                "order_id": uuid.UUID(record.order_id),
+                "reason": record.reason,
+                "cancelled_at": record.cancelled_at,
+            },
         )
     context = {
         **_order_context(record.order_id),
@@ -186,27 +211,28 @@ async def on_low_stock_detected(
         await notify(uow, notifier, event, admin, Kind.LOW_STOCK, context)
 
 
+_CANCELLATION_REASON = select(order_cancellations.c.reason).where(
+    order_cancellations.c.order_id == bindparam("order_id")
+)
+
+
 async def _contradicts_cancellation(session: Session, order_id: str, kind: Kind) -> bool:
     """Whether `kind` is not to be sent because the order is known to be cancelled."""
     if kind not in CONTRADICTED_BY_CANCELLATION:
         return False
-    reason = await session.scalar(
-        select(order_cancellations.c.reason).where(
-            order_cancellations.c.order_id == uuid.UUID(order_id)
-        )
-    )
+    reason = await session.scalar(_CANCELLATION_REASON, {"order_id": uuid.UUID(order_id)})
     if reason is None:
         return False
     log.info("no %s notification of order %s: it was cancelled (%s) before", kind, order_id, reason)
     return True
 
 
+_CUSTOMER_OF = select(orders.c.user_id).where(orders.c.order_id == bindparam("order_id"))
+
+
 async def _customer_of(session: Session, order_id: str) -> str:
-    user_id = (
-        await session.execute(
-            select(orders.c.user_id).where(orders.c.order_id == uuid.UUID(order_id))
-        )
-    ).scalar_one_or_none()
+    found = await session.execute(_CUSTOMER_OF, {"order_id": uuid.UUID(order_id)})
+    user_id = found.scalar_one_or_none()
     if user_id is None:
         raise NotKnownYetError(f"order {order_id} not known yet")
     return str(user_id)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Update, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo import records
@@ -59,6 +59,10 @@ from payment_service.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+# The saga's statements are built once, their values bound on each execution: built anew, a
+# statement cost ~125 µs of client CPU per execution, built once ~60 µs (choreo.sql compiles each
+# shape once; a saga runs ~20 statements).
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,25 @@ class OrderPayment:
         return self.terms
 
 
+# The order's row, each statement below setting what it records. `order_key`: SQLAlchemy binds
+# the SET columns under their own names.
+_UPDATE_ORDER_ROW = update(order_payments).where(
+    order_payments.c.order_id == bindparam("order_key")
+)
+
+# Once: a redelivered OrderCreated changes nothing.
+_RECORD_ORDER_TERMS = _UPDATE_ORDER_ROW.where(order_payments.c.order_known.is_(False)).values(
+    order_known=True,
+    user_id=bindparam("user_id"),
+    amount=bindparam("amount"),
+    currency=bindparam("currency"),
+    payment_method_id=bindparam("payment_method_id"),
+    client_ip=bindparam("client_ip"),
+    deadline=bindparam("deadline"),
+    updated_at=func.now(),
+)
+
+
 async def on_order_created(
     record: records.OrderCreated,
     uow: UnitOfWork,
@@ -121,18 +144,16 @@ async def on_order_created(
     order_id = uuid.UUID(record.order_id)
     await _ensure_row(uow.session, order_id)
     await uow.session.execute(
-        update(order_payments)
-        .where(order_payments.c.order_id == order_id, order_payments.c.order_known.is_(False))
-        .values(
-            order_known=True,
-            user_id=record.user_id,
-            amount=record.total_amount,
-            currency=record.currency,
-            payment_method_id=record.payment_method_id,
-            client_ip=record.client_ip,
-            deadline=record.deadline,
-            updated_at=func.now(),
-        )
+        _RECORD_ORDER_TERMS,
+        {
+            "order_key": order_id,
+            "user_id": record.user_id,
+            "amount": record.total_amount,
+            "currency": record.currency,
+            "payment_method_id": record.payment_method_id,
+            "client_ip": record.client_ip,
+            "deadline": record.deadline,
+        },
     )
     await settle_order(uow, order_id, charging, event.traceparent)
 
@@ -145,7 +166,7 @@ async def on_stock_reserved(
     charging: Charging,
 ) -> None:
     order_id = uuid.UUID(record.order_id)
-    await _record_fact(uow.session, order_id, stock_reserved=True)
+    await _record_fact(uow.session, order_id, _RECORD_STOCK_RESERVED)
     await settle_order(uow, order_id, charging, event.traceparent)
 
 
@@ -157,24 +178,36 @@ async def on_order_cancelled(
     charging: Charging,
 ) -> None:
     order_id = uuid.UUID(record.order_id)
-    await _record_fact(uow.session, order_id, cancelled=True)
+    await _record_fact(uow.session, order_id, _RECORD_CANCELLED)
     await settle_order(uow, order_id, charging, event.traceparent)
 
 
-async def _record_fact(session: Session, order_id: uuid.UUID, **fact: bool) -> None:
+_RECORD_STOCK_RESERVED = _UPDATE_ORDER_ROW.values(stock_reserved=True, updated_at=func.now())
+_RECORD_CANCELLED = _UPDATE_ORDER_ROW.values(cancelled=True, updated_at=func.now())
+
+
+async def _record_fact(session: Session, order_id: uuid.UUID, recording: Update) -> None:
     await _ensure_row(session, order_id)
-    await session.execute(
-        update(order_payments)
-        .where(order_payments.c.order_id == order_id)
-        .values(**fact, updated_at=func.now())
-    )
+    await session.execute(recording, {"order_key": order_id})
+
+
+_CREATE_ORDER_ROW = (
+    insert(order_payments).values(order_id=bindparam("order_id")).on_conflict_do_nothing()
+)
 
 
 async def _ensure_row(session: Session, order_id: uuid.UUID) -> None:
     """Create the order's row if this is its first event. The fact's UPDATE that follows locks
     the row until commit, and `load_order_payment` locks it (FOR UPDATE) before anything is
     decided, so no separate lock is taken (a statement fewer per event, issue 14)."""
-    await session.execute(insert(order_payments).values(order_id=order_id).on_conflict_do_nothing())
+    await session.execute(_CREATE_ORDER_ROW, {"order_id": order_id})
+
+
+_RECORD_EXPIRED = _UPDATE_ORDER_ROW.values(
+    status=ChargeStatus.EXPIRED.value,
+    no_charge_reason=bindparam("no_charge_reason"),
+    updated_at=func.now(),
+)
 
 
 async def settle_order(
@@ -200,28 +233,23 @@ async def settle_order(
         elif action is Action.EXPIRE:
             reason = expiry_reason(payment.facts, now, charging.charge_margin)
             log.warning("order %s: %s", order_id, reason)
-            await _update(
-                uow.session,
-                order_id,
-                status=ChargeStatus.EXPIRED.value,
-                no_charge_reason=reason,
+            await uow.session.execute(
+                _RECORD_EXPIRED, {"order_key": order_id, "no_charge_reason": reason}
             )
         else:
             await _refund(uow, payment, charging, traceparent)
 
 
+_LOCK_ORDER_PAYMENT = (
+    select(order_payments, charge_attempts.c.provider_payment_id.label("attempt_payment_id"))
+    .outerjoin(charge_attempts, charge_attempts.c.order_id == order_payments.c.order_id)
+    .where(order_payments.c.order_id == bindparam("order_id"))
+    .with_for_update(of=order_payments)
+)
+
+
 async def load_order_payment(session: Session, order_id: uuid.UUID) -> OrderPayment:
-    row = (
-        await session.execute(
-            select(
-                order_payments,
-                charge_attempts.c.provider_payment_id.label("attempt_payment_id"),
-            )
-            .outerjoin(charge_attempts, charge_attempts.c.order_id == order_payments.c.order_id)
-            .where(order_payments.c.order_id == order_id)
-            .with_for_update(of=order_payments)
-        )
-    ).one()
+    row = (await session.execute(_LOCK_ORDER_PAYMENT, {"order_id": order_id})).one()
     status = ChargeStatus(row.status)
     if status is ChargeStatus.NONE and row.attempt_payment_id is not None:
         status = ChargeStatus.CHARGING
@@ -244,6 +272,15 @@ async def load_order_payment(session: Session, order_id: uuid.UUID) -> OrderPaym
         provider_payment_id=row.provider_payment_id,
         attempt_payment_id=row.attempt_payment_id,
     )
+
+
+# Phase one of a charge: the intent, committed before it is confirmed.
+_RECORD_CHARGE_ATTEMPT = insert(charge_attempts).values(
+    order_id=bindparam("order_id"),
+    provider_payment_id=bindparam("provider_payment_id"),
+    provider_payment_method_id=bindparam("provider_payment_method_id"),
+    card_fingerprint=bindparam("card_fingerprint"),
+)
 
 
 async def _charge(
@@ -293,12 +330,13 @@ async def _charge(
     # open-intent sweep (handlers/intents.py) cancels this one.
     async with charging.new_unit_of_work().autocommit() as phase_one:  # one INSERT
         await phase_one.session.execute(
-            insert(charge_attempts).values(
-                order_id=payment.order_id,
-                provider_payment_id=intent.id,
-                provider_payment_method_id=payment_method_id,
-                card_fingerprint=fingerprint,
-            )
+            _RECORD_CHARGE_ATTEMPT,
+            {
+                "order_id": payment.order_id,
+                "provider_payment_id": intent.id,
+                "provider_payment_method_id": payment_method_id,
+                "card_fingerprint": fingerprint,
+            },
         )
     if charging.too_late(payment.facts):
         # The process was held up (paused, starved) since settle() said CHARGE: leave the
@@ -341,6 +379,19 @@ async def _resume_charge(
         raise ProviderUnavailableError(f"charge {intent_id} is still processing at the provider")
 
 
+_RECORD_HELD = _UPDATE_ORDER_ROW.values(
+    status=ChargeStatus.HELD.value,
+    provider_payment_id=bindparam("provider_payment_id"),
+    updated_at=func.now(),
+)
+_RECORD_SUCCEEDED = _UPDATE_ORDER_ROW.values(
+    status=ChargeStatus.SUCCEEDED.value,
+    provider_payment_id=bindparam("provider_payment_id"),
+    charged_at=bindparam("charged_at"),
+    updated_at=func.now(),
+)
+
+
 async def _record_outcome(
     uow: UnitOfWork,
     payment: OrderPayment,
@@ -363,11 +414,8 @@ async def _record_outcome(
         expires = await open_review(
             uow.session, payment.order_id, charging.now(), charging.screening.review_expiry
         )
-        await _update(
-            uow.session,
-            payment.order_id,
-            status=ChargeStatus.HELD.value,
-            provider_payment_id=intent.id,
+        await uow.session.execute(
+            _RECORD_HELD, {"order_key": payment.order_id, "provider_payment_id": intent.id}
         )
         if screened is not None:
             _publish_assessment(uow, payment, screened, expires, traceparent)
@@ -377,12 +425,9 @@ async def _record_outcome(
     if intent.state is IntentState.SUCCEEDED:
         terms = payment.require_terms()
         now = datetime.now(UTC)
-        await _update(
-            uow.session,
-            payment.order_id,
-            status=ChargeStatus.SUCCEEDED.value,
-            provider_payment_id=intent.id,
-            charged_at=now,
+        await uow.session.execute(
+            _RECORD_SUCCEEDED,
+            {"order_key": payment.order_id, "provider_payment_id": intent.id, "charged_at": now},
         )
         succeeded = records.PaymentSucceeded(
             order_id=str(payment.order_id),
@@ -403,6 +448,13 @@ async def _record_outcome(
         raise ProviderUnavailableError(f"the provider has not decided on charge {intent.id} yet")
 
 
+_RECORD_AWAITING_ACTION = _UPDATE_ORDER_ROW.values(
+    status=ChargeStatus.AWAITING_ACTION.value,
+    provider_payment_id=bindparam("provider_payment_id"),
+    updated_at=func.now(),
+)
+
+
 async def _await_customer(
     uow: UnitOfWork,
     payment: OrderPayment,
@@ -417,11 +469,8 @@ async def _await_customer(
     if intent.action is None:
         raise PermanentError(f"charge {intent.id} requires an action the provider did not name")
     terms = payment.require_terms()
-    await _update(
-        uow.session,
-        payment.order_id,
-        status=ChargeStatus.AWAITING_ACTION.value,
-        provider_payment_id=intent.id,
+    await uow.session.execute(
+        _RECORD_AWAITING_ACTION, {"order_key": payment.order_id, "provider_payment_id": intent.id}
     )
     uow.publish(
         records.PaymentActionRequired(
@@ -497,6 +546,9 @@ async def capture_hold(
     await _record_outcome(uow, payment, captured, traceparent, charging)
 
 
+_RECORD_VOIDED = _UPDATE_ORDER_ROW.values(status=ChargeStatus.VOIDED.value, updated_at=func.now())
+
+
 async def void_hold(
     uow: UnitOfWork,
     payment: OrderPayment,
@@ -524,7 +576,7 @@ async def void_hold(
                 _publish_assessment(uow, payment, screened, None, traceparent)
     await close_review(uow.session, payment.order_id, status, charging.now())
     if failure is None:
-        await _update(uow.session, payment.order_id, status=ChargeStatus.VOIDED.value)
+        await uow.session.execute(_RECORD_VOIDED, {"order_key": payment.order_id})
         return
     code, message = failure
     await _record_failure(uow, payment, payment.provider_payment_id, code, message, traceparent)
@@ -579,6 +631,16 @@ async def close_review(
     )
 
 
+_RECORD_FAILED = _UPDATE_ORDER_ROW.values(
+    status=ChargeStatus.FAILED.value,
+    provider_payment_id=bindparam("provider_payment_id"),
+    decline_code=bindparam("decline_code"),
+    failure_message=bindparam("failure_message"),
+    charged_at=bindparam("charged_at"),
+    updated_at=func.now(),
+)
+
+
 async def _record_failure(
     uow: UnitOfWork,
     payment: OrderPayment,
@@ -589,14 +651,15 @@ async def _record_failure(
 ) -> None:
     terms = payment.require_terms()
     now = datetime.now(UTC)
-    await _update(
-        uow.session,
-        payment.order_id,
-        status=ChargeStatus.FAILED.value,
-        provider_payment_id=provider_payment_id,
-        decline_code=code,
-        failure_message=message,
-        charged_at=now,
+    await uow.session.execute(
+        _RECORD_FAILED,
+        {
+            "order_key": payment.order_id,
+            "provider_payment_id": provider_payment_id,
+            "decline_code": code,
+            "failure_message": message,
+            "charged_at": now,
+        },
     )
     failed = records.PaymentFailed(
         order_id=str(payment.order_id),
@@ -609,6 +672,16 @@ async def _record_failure(
         failed_at=now,
     )
     uow.publish(failed, traceparent=traceparent)
+
+
+_RECORD_REFUNDED = _UPDATE_ORDER_ROW.values(
+    status=ChargeStatus.REFUNDED.value,
+    refund_id=bindparam("refund_id"),
+    provider_refund_id=bindparam("provider_refund_id"),
+    refunded_amount=bindparam("refunded_amount"),
+    refunded_at=bindparam("refunded_at"),
+    updated_at=func.now(),
+)
 
 
 async def _refund(
@@ -629,14 +702,15 @@ async def _refund(
         },
     )
     now = datetime.now(UTC)
-    await _update(
-        uow.session,
-        payment.order_id,
-        status=ChargeStatus.REFUNDED.value,
-        refund_id=refund_id,
-        provider_refund_id=refund.id,
-        refunded_amount=refund.amount,
-        refunded_at=now,
+    await uow.session.execute(
+        _RECORD_REFUNDED,
+        {
+            "order_key": payment.order_id,
+            "refund_id": refund_id,
+            "provider_refund_id": refund.id,
+            "refunded_amount": refund.amount,
+            "refunded_at": now,
+        },
     )
     refunded = records.PaymentRefunded(
         order_id=str(payment.order_id),
@@ -650,37 +724,35 @@ async def _refund(
     uow.publish(refunded, traceparent=traceparent)
 
 
+# The user's cards with their provider customer; the two statements below pick one.
+_USER_CARDS = (
+    select(
+        customers.c.provider_customer_id,
+        payment_methods.c.provider_payment_method_id,
+        payment_methods.c.fingerprint,
+    )
+    .join(customers, customers.c.user_id == payment_methods.c.user_id)
+    .where(payment_methods.c.user_id == bindparam("user_id"))
+)
+_DEFAULT_CARD = _USER_CARDS.where(payment_methods.c.is_default)
+_CHOSEN_CARD = _USER_CARDS.where(payment_methods.c.id == bindparam("payment_method_id"))
+
+
 async def _method_to_charge(
     session: Session, terms: OrderTerms
 ) -> tuple[str, str, str | None] | None:
     """The provider's customer and payment method to charge for the order, and the card's
     fingerprint (None for a card saved before fingerprints were kept), if the user has it."""
-    query = (
-        select(
-            customers.c.provider_customer_id,
-            payment_methods.c.provider_payment_method_id,
-            payment_methods.c.fingerprint,
-        )
-        .join(customers, customers.c.user_id == payment_methods.c.user_id)
-        .where(payment_methods.c.user_id == terms.user_id)
-    )
+    parameters: dict[str, Any] = {"user_id": terms.user_id}
     if terms.payment_method_id is None:
-        query = query.where(payment_methods.c.is_default)
+        query = _DEFAULT_CARD
     else:
         try:
-            chosen = uuid.UUID(terms.payment_method_id)
+            parameters["payment_method_id"] = uuid.UUID(terms.payment_method_id)
         except ValueError:
             return None
-        query = query.where(payment_methods.c.id == chosen)
-    row = (await session.execute(query)).first()
+        query = _CHOSEN_CARD
+    row = (await session.execute(query, parameters)).first()
     if row is None:
         return None
     return row.provider_customer_id, row.provider_payment_method_id, row.fingerprint
-
-
-async def _update(session: Session, order_id: uuid.UUID, **values: Any) -> None:
-    await session.execute(
-        update(order_payments)
-        .where(order_payments.c.order_id == order_id)
-        .values(**values, updated_at=func.now())
-    )
