@@ -25,7 +25,6 @@ from gateway_service.proxy import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
-    is_event_stream,
     relay,
     request_headers,
     response_headers,
@@ -120,11 +119,11 @@ async def forward(
     except InvalidRequestError as error:
         raise ApiError(400, "invalid_request", str(error)) from None
     response: Response
-    if is_event_stream(answer):
-        response = StreamingResponse(relay(answer, draining), status_code=answer.status_code)
+    if answer.events is not None:
+        response = StreamingResponse(relay(answer.events, draining), status_code=answer.status)
     else:
-        response = Response(content=answer.content, status_code=answer.status_code)
-    for name, value in response_headers(answer.headers.raw):
+        response = Response(content=answer.content, status_code=answer.status)
+    for name, value in response_headers(answer.headers):
         response.headers.append(name, value)
     for name, value in limit_headers(admission).items():
         response.headers[name] = value

@@ -3,6 +3,8 @@ events)."""
 
 from __future__ import annotations
 
+import httpx
+
 from choreo.auth import verifier_from_settings
 from choreo.service import Service
 from choreo.web import ApiDocs
@@ -12,17 +14,13 @@ from gateway_service.config import Settings
 from gateway_service.domain import CircuitBreaker, Limit
 from gateway_service.edge import Gatekeeper
 from gateway_service.openapi import ApiCatalog
-from gateway_service.proxy import Proxy, Upstream, http_client
+from gateway_service.proxy import KEEPALIVE_EXPIRY_SECONDS, Proxy, Upstream
 from gateway_service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway_service.service import SERVER_OPTIONS, middleware, ops_router
 
 
 def build(settings: Settings | None = None) -> Service:
     settings = settings or Settings()
-    client = http_client(
-        timeout_seconds=settings.upstream_timeout_seconds,
-        connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
-    )
     upstreams = {
         name: Upstream(
             name,
@@ -34,7 +32,11 @@ def build(settings: Settings | None = None) -> Service:
         )
         for name, url in settings.upstream_urls.items()
     }
-    proxy = Proxy(client, upstreams)
+    proxy = Proxy(
+        upstreams,
+        timeout_seconds=settings.upstream_timeout_seconds,
+        connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+    )
     limiter: RateLimiter = (
         RedisRateLimiter.from_url(settings.redis_url, prefix=settings.rate_limit_prefix)
         if settings.redis_url
@@ -48,8 +50,13 @@ def build(settings: Settings | None = None) -> Service:
         ),
         trust_forwarded=settings.trust_forwarded,
     )
+    # The services' OpenAPI documents, fetched at most once a minute, keep httpx: only the
+    # proxied requests are worth aiohttp's lower cost.
+    catalog_client = httpx.AsyncClient(
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS), trust_env=False
+    )
     catalog = ApiCatalog(
-        client,
+        catalog_client,
         settings.upstream_urls,
         owns_path=domain.owns_path,
         is_public=domain.is_public,
@@ -61,12 +68,12 @@ def build(settings: Settings | None = None) -> Service:
         middleware=middleware(settings),
         server_options=SERVER_OPTIONS,
         docs=ApiDocs.NONE,  # the merged document and its page are the gateway's routes
-        # `http` first: the services' client is closed when the gateway stops.
+        # The proxy's and the catalog's clients are closed when the gateway stops (`aclose`).
         resources={
-            "http": client,
             "proxy": proxy,
             "gatekeeper": gatekeeper,
             "api_catalog": catalog,
+            "api_catalog_client": catalog_client,
         },
         token_verifier=verifier_from_settings(settings.jwks_source_url, settings.jwks_json),
     )

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
-import httpx
 from fastapi.responses import JSONResponse
 
 from choreo.auth import SigningKeysUnavailableError, TokenVerifier
 from choreo.deps import Verifier
 from gateway_service.api import ProxyDep
-from gateway_service.proxy import HEALTH_TIMEOUT_SECONDS, Proxy, UpstreamUnavailableError
+from gateway_service.proxy import HEALTH_TIMEOUT_SECONDS, Proxy
 
 # A first fetch of the keys that takes longer than this is reported as under way (it goes on).
 KEYS_TIMEOUT_SECONDS: Final = HEALTH_TIMEOUT_SECONDS
@@ -39,11 +38,8 @@ async def readyz(proxy: ProxyDep, verifier: Verifier) -> JSONResponse:
 
 
 async def _upstream_health(proxy: Proxy, name: str) -> dict[str, Any]:
-    try:
-        await proxy.check_health(name)
-        health = "ok"
-    except (httpx.HTTPError, UpstreamUnavailableError) as error:
-        health = f"error: {type(error).__name__}: {error}"[:200]
+    problem = await proxy.check_health(name)
+    health = "ok" if problem is None else f"error: {problem}"[:200]
     return {"health": health, "circuit": proxy.upstreams[name].breaker.state.value}
 
 
