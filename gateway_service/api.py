@@ -17,6 +17,7 @@ from choreo.deps import Draining, resource
 from choreo.web import ApiError, current_request_id, current_traceparent
 from gateway_service.domain import API_PREFIX, retry_after_seconds, route_for
 from gateway_service.edge import Gatekeeper, limit_headers
+from gateway_service.headers import request_headers, response_headers
 from gateway_service.openapi import ApiCatalog
 from gateway_service.proxy import (
     InvalidRequestError,
@@ -26,8 +27,6 @@ from gateway_service.proxy import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     relay,
-    request_headers,
-    response_headers,
 )
 from gateway_service.security import (
     DOCS_ASSETS,
