@@ -42,6 +42,9 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # The templates ship with the package and never change under a running service:
+            # no check of each file's modification time on every render.
+            auto_reload=False,
         )
         for kind in Kind:
             self._environment.get_template(f"{kind}.txt")
