@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 # The saga's statements are built once, their values bound on each execution: built anew, a
 # statement cost ~125 µs of client CPU per execution, built once ~60 µs (choreo.sql compiles each
-# shape once; a saga runs ~20 statements).
+# shape once; a saga runs ~20 statements). An INSERT's columns are the keys of the parameters it
+# is executed with.
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,7 @@ async def _record_fact(session: Session, order_id: uuid.UUID, recording: Update)
     await session.execute(recording, {"order_key": order_id})
 
 
-_CREATE_ORDER_ROW = (
-    insert(order_payments).values(order_id=bindparam("order_id")).on_conflict_do_nothing()
-)
+_CREATE_ORDER_ROW = insert(order_payments).on_conflict_do_nothing()
 
 
 async def _ensure_row(session: Session, order_id: uuid.UUID) -> None:
@@ -275,12 +274,7 @@ async def load_order_payment(session: Session, order_id: uuid.UUID) -> OrderPaym
 
 
 # Phase one of a charge: the intent, committed before it is confirmed.
-_RECORD_CHARGE_ATTEMPT = insert(charge_attempts).values(
-    order_id=bindparam("order_id"),
-    provider_payment_id=bindparam("provider_payment_id"),
-    provider_payment_method_id=bindparam("provider_payment_method_id"),
-    card_fingerprint=bindparam("card_fingerprint"),
-)
+_RECORD_CHARGE_ATTEMPT = insert(charge_attempts)
 
 
 async def _charge(
