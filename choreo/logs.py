@@ -51,7 +51,7 @@ def resolve_log_format(choice: LogFormat, is_terminal: bool) -> LogFormat:
 QUIET_LOGGERS: Final = {
     "aiokafka": logging.WARNING,
     "uvicorn.access": logging.WARNING,  # `choreo.web` logs each request, with its request id
-    "httpx": logging.WARNING,  # one INFO line per outgoing call (Stripe, SendGrid, services)
+    "httpx": logging.WARNING,  # one INFO line per call (JWKS fetches, the OpenAPI merger)
 }
 
 # Lines that every start and stop prints at INFO and that tell a reader nothing (by logger and
