@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Update, bindparam, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo import records
@@ -19,7 +19,7 @@ from choreo.db import UnitOfWork, UnitOfWorkFactory
 from choreo.errors import PermanentError
 from choreo.events import Event
 from choreo.revocations import is_revoked
-from choreo.sql import Session
+from choreo.sql import Row, Session
 from payment_service.domain import (
     ACCOUNT_DELETED,
     ACCOUNT_DELETED_MESSAGE,
@@ -122,17 +122,51 @@ _UPDATE_ORDER_ROW = update(order_payments).where(
     order_payments.c.order_id == bindparam("order_key")
 )
 
+
+def _recording(facts: dict[str, Any], *, once: bool = False) -> Select[Any]:
+    """One statement that records an event's `facts` on the order's row (created if this is
+    the order's first event) and returns the row as `load_order_payment` reads it.
+
+    INSERT ... ON CONFLICT DO UPDATE locks the row it updates until commit, as the SELECT ...
+    FOR UPDATE of `load_order_payment` does (PostgreSQL, "INSERT", ON CONFLICT clause), so the
+    row it returns is the one the handler decides on: one statement where it took three (create
+    the row if missing, update it, read it under lock; issue 14). With `once`, a row that has
+    the facts already is left as it is and locked, and nothing is returned (a redelivered
+    OrderCreated: the caller reads the row itself).
+    """
+    values: dict[str, Any] = {name: bindparam(name) for name in facts}
+    upsert = insert(order_payments).values(order_id=bindparam("order_id"), **values)
+    recorded = (
+        upsert.on_conflict_do_update(
+            index_elements=[order_payments.c.order_id],
+            set_={**{name: upsert.excluded[name] for name in facts}, "updated_at": func.now()},
+            where=order_payments.c.order_known.is_(False) if once else None,
+        )
+        .returning(*order_payments.c)
+        .cte("recorded")
+    )
+    return select(
+        recorded, charge_attempts.c.provider_payment_id.label("attempt_payment_id")
+    ).outerjoin(charge_attempts, charge_attempts.c.order_id == recorded.c.order_id)
+
+
 # Once: a redelivered OrderCreated changes nothing.
-_RECORD_ORDER_TERMS = _UPDATE_ORDER_ROW.where(order_payments.c.order_known.is_(False)).values(
-    order_known=True,
-    user_id=bindparam("user_id"),
-    amount=bindparam("amount"),
-    currency=bindparam("currency"),
-    payment_method_id=bindparam("payment_method_id"),
-    client_ip=bindparam("client_ip"),
-    deadline=bindparam("deadline"),
-    updated_at=func.now(),
+_RECORD_ORDER_TERMS = _recording(
+    dict.fromkeys(
+        (
+            "order_known",
+            "user_id",
+            "amount",
+            "currency",
+            "payment_method_id",
+            "client_ip",
+            "deadline",
+        )
+    ),
+    once=True,
 )
+_RECORD_STOCK_RESERVED = _recording({"stock_reserved": None})
+_RECORD_CANCELLED = _recording({"cancelled": None})
 
 
 async def on_order_created(
@@ -143,20 +177,23 @@ async def on_order_created(
     charging: Charging,
 ) -> None:
     order_id = uuid.UUID(record.order_id)
-    await _ensure_row(uow.session, order_id)
-    await uow.session.execute(
-        _RECORD_ORDER_TERMS,
-        {
-            "order_key": order_id,
-            "user_id": record.user_id,
-            "amount": record.total_amount,
-            "currency": record.currency,
-            "payment_method_id": record.payment_method_id,
-            "client_ip": record.client_ip,
-            "deadline": record.deadline,
-        },
-    )
-    await settle_order(uow, order_id, charging, event.traceparent)
+    row = (
+        await uow.session.execute(
+            _RECORD_ORDER_TERMS,
+            {
+                "order_id": order_id,
+                "order_known": True,
+                "user_id": record.user_id,
+                "amount": record.total_amount,
+                "currency": record.currency,
+                "payment_method_id": record.payment_method_id,
+                "client_ip": record.client_ip,
+                "deadline": record.deadline,
+            },
+        )
+    ).one_or_none()
+    payment = _order_payment(row) if row is not None else None
+    await settle_order(uow, order_id, charging, event.traceparent, payment)
 
 
 async def on_stock_reserved(
@@ -167,8 +204,8 @@ async def on_stock_reserved(
     charging: Charging,
 ) -> None:
     order_id = uuid.UUID(record.order_id)
-    await _record_fact(uow.session, order_id, _RECORD_STOCK_RESERVED)
-    await settle_order(uow, order_id, charging, event.traceparent)
+    payment = await _record_fact(uow.session, order_id, _RECORD_STOCK_RESERVED, "stock_reserved")
+    await settle_order(uow, order_id, charging, event.traceparent, payment)
 
 
 async def on_order_cancelled(
@@ -179,27 +216,15 @@ async def on_order_cancelled(
     charging: Charging,
 ) -> None:
     order_id = uuid.UUID(record.order_id)
-    await _record_fact(uow.session, order_id, _RECORD_CANCELLED)
-    await settle_order(uow, order_id, charging, event.traceparent)
+    payment = await _record_fact(uow.session, order_id, _RECORD_CANCELLED, "cancelled")
+    await settle_order(uow, order_id, charging, event.traceparent, payment)
 
 
-_RECORD_STOCK_RESERVED = _UPDATE_ORDER_ROW.values(stock_reserved=True, updated_at=func.now())
-_RECORD_CANCELLED = _UPDATE_ORDER_ROW.values(cancelled=True, updated_at=func.now())
-
-
-async def _record_fact(session: Session, order_id: uuid.UUID, recording: Update) -> None:
-    await _ensure_row(session, order_id)
-    await session.execute(recording, {"order_key": order_id})
-
-
-_CREATE_ORDER_ROW = insert(order_payments).on_conflict_do_nothing()
-
-
-async def _ensure_row(session: Session, order_id: uuid.UUID) -> None:
-    """Create the order's row if this is its first event. The fact's UPDATE that follows locks
-    the row until commit, and `load_order_payment` locks it (FOR UPDATE) before anything is
-    decided, so no separate lock is taken (a statement fewer per event, issue 14)."""
-    await session.execute(_CREATE_ORDER_ROW, {"order_id": order_id})
+async def _record_fact(
+    session: Session, order_id: uuid.UUID, recording: Select[Any], fact: str
+) -> OrderPayment:
+    row = (await session.execute(recording, {"order_id": order_id, fact: True})).one()
+    return _order_payment(row)
 
 
 _RECORD_EXPIRED = _UPDATE_ORDER_ROW.values(
@@ -210,14 +235,21 @@ _RECORD_EXPIRED = _UPDATE_ORDER_ROW.values(
 
 
 async def settle_order(
-    uow: UnitOfWork, order_id: uuid.UUID, charging: Charging, traceparent: str | None
+    uow: UnitOfWork,
+    order_id: uuid.UUID,
+    charging: Charging,
+    traceparent: str | None,
+    payment: OrderPayment | None = None,
 ) -> None:
     """Do what the order's facts call for, step by step, until they call for nothing.
 
-    `load_order_payment` locks the order's row, until the caller's unit of work ends.
+    `load_order_payment` locks the order's row, until the caller's unit of work ends; a caller
+    that read the row under lock in this unit already passes it as `payment` (the first step
+    decides on it, each later one reads the row again).
     """
     while True:
-        payment = await load_order_payment(uow.session, order_id)
+        if payment is None:
+            payment = await load_order_payment(uow.session, order_id)
         now = charging.now()
         action = settle(payment.facts, now, charging.charge_margin)
         if action is Action.NOTHING:
@@ -237,6 +269,7 @@ async def settle_order(
             )
         else:
             await _refund(uow, payment, charging, traceparent)
+        payment = None
 
 
 _LOCK_ORDER_PAYMENT = (
@@ -249,6 +282,12 @@ _LOCK_ORDER_PAYMENT = (
 
 async def load_order_payment(session: Session, order_id: uuid.UUID) -> OrderPayment:
     row = (await session.execute(_LOCK_ORDER_PAYMENT, {"order_id": order_id})).one()
+    return _order_payment(row)
+
+
+def _order_payment(row: Row) -> OrderPayment:
+    """The order's row and its phase-one intent, as `_LOCK_ORDER_PAYMENT` and `_recording`
+    read them."""
     status = ChargeStatus(row.status)
     if status is ChargeStatus.NONE and row.attempt_payment_id is not None:
         status = ChargeStatus.CHARGING
