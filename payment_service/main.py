@@ -69,20 +69,15 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
             "card_intake": domain.CardIntake.of_environment(settings.env),
         }
 
-    sweep_from: datetime | None = None  # None: the process's first pass lists every intent
-
-    async def settle_open_intents() -> None:
+    async def sweep_open_intents() -> None:
         """The intents the provider holds open for this service's orders (handlers/intents.py):
         settled or cancelled, each under its order's row lock (skipped when held); each pass
-        lists from where the last one left intents open."""
-        nonlocal sweep_from
-        swept = await handlers.settle_open_intents(
+        lists from where the last one, of this process or an earlier one, left intents open."""
+        await handlers.sweep_open_intents(
             service.unit_of_work(),
             service.resource("charging", handlers.Charging),
             grace=timedelta(seconds=settings.intent_sweep_grace_seconds),
-            since=sweep_from,
         )
-        sweep_from = swept.resume_from
 
     async def expire_reviews() -> None:
         await handlers.expire_reviews(
@@ -96,7 +91,7 @@ def build(settings: Settings | None = None, *, now: Callable[[], datetime] = utc
         error_statuses=ERROR_STATUSES,
         periodic=[
             PeriodicJob(
-                "the open-intent sweep", settings.intent_sweep_interval_seconds, settle_open_intents
+                "the open-intent sweep", settings.intent_sweep_interval_seconds, sweep_open_intents
             ),
             PeriodicJob(
                 "the review sweep", settings.risk_review_sweep_interval_seconds, expire_reviews

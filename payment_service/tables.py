@@ -215,3 +215,14 @@ stripe_events = Table(
     Column("outcome", Text, nullable=False),  # settled (it moved an order on) or ignored
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Where the open-intent sweep's next pass starts listing the provider's intents (created at or
+# after `resume_from`), kept here so that a restarted process goes on from where the last one
+# stopped instead of paging through every intent ever created (handlers/intents.py).
+intent_sweeps = Table(
+    "intent_sweeps",
+    metadata,
+    Column("sweep", Text, primary_key=True),
+    Column("resume_from", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

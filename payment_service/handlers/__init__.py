@@ -1,6 +1,6 @@
 """What the payment service does on each event (saga) and command (vault, risk lists)."""
 
-from payment_service.handlers.intents import settle_open_intents
+from payment_service.handlers.intents import settle_open_intents, sweep_open_intents
 from payment_service.handlers.reviews import (
     ReviewClosedError,
     ReviewNotFoundError,
@@ -56,5 +56,6 @@ __all__ = [
     "on_user_updated",
     "remove_list_entry",
     "settle_open_intents",
+    "sweep_open_intents",
     "verified",
 ]
