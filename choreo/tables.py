@@ -90,15 +90,18 @@ NOTIFY_TRIGGER_DDL = (
     f"""
     CREATE OR REPLACE FUNCTION choreo_outbox_notify() RETURNS trigger AS $$
     BEGIN
-        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', (SELECT max(id)::text FROM inserted));
         RETURN NULL;
     END;
     $$ LANGUAGE plpgsql
     """,
     """
     CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION choreo_outbox_notify()
     """,
 )
-"""Wakes the relay when a transaction that wrote outbox rows commits (for a database made from
-`kit_metadata` directly, as the benchmark's scratch databases are; migrations carry their own)."""
+"""Wakes the relay when a transaction that wrote outbox rows commits, naming the highest id each
+INSERT wrote (PostgreSQL sends a transaction's notifications at its commit, one per distinct
+payload). For a database made from `kit_metadata` directly, as the benchmark's scratch
+databases are; migrations carry their own."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
@@ -340,4 +341,39 @@ async def test_the_active_relay_reports_its_backlog_and_a_stopped_one_none(
     finally:
         for relay, _ in started:
             await stop(relay)
+        await producer.stop()
+
+
+async def test_a_notification_naming_rows_read_already_wakes_no_read(
+    uow_factory: UnitOfWorkFactory, database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    """A commit that raced the relay's last read notifies rows that read returned: the relay
+    drops that notification instead of reading again for nothing; a notification naming a
+    row it has not read wakes it as before."""
+    producer = kafka.producer(kafka_bootstrap)
+    await producer.start()
+    relay = Relay(sync_dsn(database_url), producer, poll_interval=3600.0)  # no fallback read
+    running = asyncio.create_task(relay.run())
+    key = new_key()
+    try:
+        async with uow_factory() as uow:
+            uow.publish(stock_event(key, 0).record)
+        await eventually(lambda: relay.published == 1, "the first row published")
+        reads = relay.reads
+        async with await psycopg.AsyncConnection.connect(
+            sync_dsn(database_url), autocommit=True
+        ) as conn:
+            cursor = await conn.execute("SELECT max(id) FROM outbox")
+            row = await cursor.fetchone()
+            assert row is not None
+            await conn.execute("SELECT pg_notify('choreo_outbox', %s)", (str(row[0]),))
+        async with uow_factory() as uow:  # its notification comes after the stale one
+            uow.publish(stock_event(key, 1).record)
+        await eventually(lambda: relay.published == 2, "the second row published")
+        assert relay.reads == reads + 1, "the stale notification woke the relay for a read"
+        received = await read_until(kafka_bootstrap, topic, 2)
+        assert received.by_key[key] == [0, 1]
+    finally:
+        relay.stop()
+        await running
         await producer.stop()
