@@ -10,13 +10,12 @@ import functools
 import logging
 import operator
 import os
-import pickle
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
@@ -24,6 +23,7 @@ from choreo import dev_defaults
 from choreo.stack.part import Part
 from choreo.stack.probes import PROBE_USER_AGENT, http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
+from choreo.stack.stripe_state import MIN_SAVE_INTERVAL, StateFile
 
 TEST_SECRET_KEY = dev_defaults.STRIPE_API_KEY
 """localstripe accepts any `sk_test_` key; this one is the stack's default."""
@@ -77,78 +77,53 @@ WEBHOOK_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed")
 """The events the emulator sends to the payment service's endpoint (localstripe sends each
 once, a second after it happened, with no retry): the two of an intent's outcome it emits."""
 
-SAVE_SHARE = 0.05
-"""The most of the emulator's time its saves may take: after a save that took d seconds, the
-next waits at least d / SAVE_SHARE (and at least `MIN_SAVE_INTERVAL`)."""
-MIN_SAVE_INTERVAL = 1.0
+
+async def _keep_saving(state: StateFile, store: dict[str, Any]) -> AsyncIterator[None]:
+    """An aiohttp cleanup context: saves every `MIN_SAVE_INTERVAL` while the app runs, and a
+    whole snapshot at its end (SIGTERM, Ctrl-C), which also holds any change no request made
+    (localstripe settles a SEPA debit half a second after its request)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(MIN_SAVE_INTERVAL)
+            state.save(store)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        state.snapshot(store)
 
 
-class _StateFile:
-    """localstripe's persistence, bounded: its whole store pickled to `path` now and then.
+class _Mutating:
+    """Whether a mutating request (POST, PUT, DELETE) is being handled: the objects it reads
+    from the store are the ones it may change. localstripe handles one request at a time on
+    the event loop between awaits, and its handlers do not await while they change objects."""
 
-    localstripe itself pickles its whole store after every POST, PUT and DELETE, to
-    /tmp/localstripe.pickle (one file for every instance on the machine), so each call cost
-    more as history grew (~120 ms a saga with a 2 MB store, issue 14). Here a change only marks
-    the store dirty; a background task saves it at most every `MIN_SAVE_INTERVAL` seconds and
-    at most `SAVE_SHARE` of the time, and once more when the emulator stops (SIGTERM, Ctrl-C).
-    A SIGKILL loses the changes since the last save: a second's worth, or more for a store so
-    large that one save takes over 50 ms.
-    """
+    def __init__(self) -> None:
+        self.active = 0
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.dirty = False
-        self.saves = 0
-
-    def load(self, store: dict[str, object]) -> None:
-        if self.path is None or not self.path.exists():
-            return
-        with self.path.open("rb") as source:
-            saved = pickle.load(source)
-        store.clear()
-        store.update(saved)
-
-    def mark(self, store: dict[str, object]) -> None:
-        del store
-        self.dirty = self.path is not None
-
-    def save(self, store: dict[str, object]) -> float:
-        """Save now (on the event loop, so no handler changes the store meanwhile); seconds."""
-        started = time.perf_counter()
-        if self.path is not None and self.dirty:
-            self.dirty = False
-            partial = self.path.with_name(self.path.name + ".partial")
-            with partial.open("wb") as target:
-                pickle.dump(dict(store), target, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(partial, self.path)  # a crash mid-save never leaves a truncated store
-            self.saves += 1
-        return time.perf_counter() - started
-
-    async def keep_saving(self, store: dict[str, object]) -> AsyncIterator[None]:
-        """An aiohttp cleanup context: saves while the app runs, and once more at its end."""
-
-        async def loop() -> None:
-            pause = MIN_SAVE_INTERVAL
-            while True:
-                await asyncio.sleep(pause)
-                pause = max(MIN_SAVE_INTERVAL, self.save(store) / SAVE_SHARE)
-
-        task = asyncio.create_task(loop())
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method not in ("POST", "PUT", "DELETE"):
+            return await handler(request)  # type: ignore[no-any-return]
+        self.active += 1
         try:
-            yield
+            return await handler(request)  # type: ignore[no-any-return]
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            self.save(store)
+            self.active -= 1
 
 
-def _keep_state_in(state_file: Path | None) -> _StateFile:
-    """Point localstripe's persistence at `state_file` (None: keep nothing), bounded, and
-    index its store by object type."""
+def _keep_state_in(state_file: Path | None) -> tuple[StateFile, _Mutating]:
+    """Keep localstripe's store in `state_file` (None: keep nothing), a snapshot and a journal
+    of what changed (choreo.stack.stripe_state), and index its store by object type."""
     from localstripe import resources
 
-    state = _StateFile(state_file)
+    state = StateFile(state_file, is_stored=lambda value: isinstance(value, resources.StripeObject))
+    mutating = _Mutating()
     by_type: dict[str, dict[str, Any]] = {}
 
     def kind(key: str) -> str:
@@ -160,15 +135,20 @@ def _keep_state_in(state_file: Path | None) -> _StateFile:
         for key, value in store.items():
             by_type.setdefault(kind(key), {})[key] = value
 
+    def get_item(store: dict[str, Any], key: str, default: Any = None) -> Any:
+        if mutating.active:
+            state.mark(key)
+        return dict.get(store, key, default)
+
     def set_item(store: dict[str, Any], key: str, value: Any) -> None:
         dict.__setitem__(store, key, value)
         by_type.setdefault(kind(key), {})[key] = value
-        state.mark(store)
+        state.mark(key)
 
     def del_item(store: dict[str, Any], key: str) -> None:
         dict.__delitem__(store, key)
         by_type.get(kind(key), {}).pop(key, None)
-        state.mark(store)
+        state.mark(key)
 
     def list_all(
         cls: Any, /, url: str, limit: Any = None, starting_after: Any = None, **kwargs: Any
@@ -181,19 +161,24 @@ def _keep_state_in(state_file: Path | None) -> _StateFile:
         if kwargs:
             raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
         listed = resources.List(url, limit=limit, starting_after=starting_after)
-        objects = by_type.get(cls.object, {}).values()
+        objects = by_type.get(cls.object, {})
         keep = _created_filter(created, resources.UserError)
-        listed._list = [o for o in objects if keep(o.created)] if keep else list(objects)
+        found = {k: o for k, o in objects.items() if keep(o.created)} if keep else objects
+        if mutating.active:  # a change may follow (an invoice's pending items)
+            for key in found:
+                state.mark(key)
+        listed._list = list(found.values())
         return listed
 
     # Functions, not bound methods: set on the class, each receives the store as `self`.
     resources.Store.try_load_from_disk = load
-    resources.Store.dump_to_disk = lambda store: state.mark(store)
+    resources.Store.dump_to_disk = lambda store: None  # saved by `_keep_saving` instead
+    resources.Store.get = get_item
     resources.Store.__setitem__ = set_item
     resources.Store.__delitem__ = del_item
     resources.StripeObject._api_list_all = classmethod(list_all)
     resources.store.try_load_from_disk()
-    return state
+    return state, mutating
 
 
 def _report_failed_authentication() -> None:
@@ -268,13 +253,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     arguments = parser.parse_args(argv)
 
-    state = _keep_state_in(arguments.state_file)
+    state, mutating = _keep_state_in(arguments.state_file)
     _report_failed_authentication()
-    from aiohttp import web
     from localstripe.resources import store
     from localstripe.server import app
 
-    app.cleanup_ctx.append(lambda _: state.keep_saving(store))
+    app.middlewares.append(mutating.middleware)
+    app.cleanup_ctx.append(lambda _: _keep_saving(state, store))
     if arguments.webhook_url is not None:
         # localstripe keeps its endpoints in memory only: registered at every start.
         from localstripe.webhooks import register_webhook
