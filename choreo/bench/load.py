@@ -355,12 +355,22 @@ class Driver:
         product = self._chance.choice(self.shop.products[saga.kind])
         try:
             token = await self._token(customer)
-            response = await self.gateway.request(
-                "POST",
-                "/orders",
-                json={"items": [{"product_id": product, "quantity": 1}]},
-                headers={"Authorization": f"Bearer {token}"},
-            )
+            # Sent again once, with the same key, when the gateway closed a kept-alive
+            # connection as the request went out on it (seen at twice the saturating load):
+            # the order service answers a repeated key with the order it made the first time.
+            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
+            for last in (False, True):
+                try:
+                    response = await self.gateway.request(
+                        "POST",
+                        "/orders",
+                        json={"items": [{"product_id": product, "quantity": 1}]},
+                        headers=headers,
+                    )
+                    break
+                except aiohttp.ServerDisconnectedError:
+                    if last:
+                        raise
         except (aiohttp.ClientError, TimeoutError) as error:
             saga.answered = time.time()
             saga.error = type(error).__name__
