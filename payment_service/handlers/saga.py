@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,8 +123,9 @@ _UPDATE_ORDER_ROW = update(order_payments).where(
 )
 
 
-def _recording(facts: dict[str, Any], *, once: bool = False) -> Select[Any]:
-    """One statement that records an event's `facts` on the order's row (created if this is
+def _recording(facts: Sequence[str], *, once: bool = False) -> Select[Any]:
+    """One statement that records an event's `facts` (columns, set from the parameters of the
+    same names) on the order's row (created if this is
     the order's first event) and returns the row as `load_order_payment` reads it.
 
     INSERT ... ON CONFLICT DO UPDATE locks the row it updates until commit, as the SELECT ...
@@ -152,21 +153,19 @@ def _recording(facts: dict[str, Any], *, once: bool = False) -> Select[Any]:
 
 # Once: a redelivered OrderCreated changes nothing.
 _RECORD_ORDER_TERMS = _recording(
-    dict.fromkeys(
-        (
-            "order_known",
-            "user_id",
-            "amount",
-            "currency",
-            "payment_method_id",
-            "client_ip",
-            "deadline",
-        )
+    (
+        "order_known",
+        "user_id",
+        "amount",
+        "currency",
+        "payment_method_id",
+        "client_ip",
+        "deadline",
     ),
     once=True,
 )
-_RECORD_STOCK_RESERVED = _recording({"stock_reserved": None})
-_RECORD_CANCELLED = _recording({"cancelled": None})
+_RECORD_STOCK_RESERVED = _recording(("stock_reserved",))
+_RECORD_CANCELLED = _recording(("cancelled",))
 
 
 async def on_order_created(
