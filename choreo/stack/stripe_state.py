@@ -221,6 +221,11 @@ def _resolve_references(
             key = key_of(item)
             if key is not None and key in store:
                 return store[key]
+        if isinstance(item, tuple) and depth < _MAX_FIXUP_DEPTH:
+            parts = [resolved(part, depth + 1) for part in item]
+            if all(new is old for new, old in zip(parts, item, strict=True)):
+                return item
+            return type(item)(*parts) if hasattr(item, "_fields") else tuple(parts)
         fix(item, depth + 1)  # a container, or an object kept inside another
         return item
 

@@ -148,3 +148,22 @@ def test_a_deleted_object_stays_deleted(tmp_path: Path) -> None:
     state.save(store)
 
     assert set(reloaded(path)) == {"customer:cus_2"}
+
+
+def test_references_inside_lists_dicts_and_tuples_are_resolved(tmp_path: Path) -> None:
+    path = tmp_path / "stripe.pickle"
+    charge = Stored("charge", "ch_1")
+    holder = Stored("invoice", "in_1", lines=[charge], by_id={"ch_1": charge}, pair=(charge, 1))
+    store = stored(charge, holder)
+    state = state_file(path)
+    state.snapshot(store)
+    holder.status = "paid"
+    state.mark("invoice:in_1")
+    state.save(store)
+
+    again = reloaded(path)
+    charge_again, holder_again = again["charge:ch_1"], again["invoice:in_1"]
+    assert holder_again.status == "paid"
+    assert holder_again.lines[0] is charge_again
+    assert holder_again.by_id["ch_1"] is charge_again
+    assert holder_again.pair[0] is charge_again
