@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 from prometheus_client import Gauge
@@ -27,6 +29,65 @@ SUBSCRIBERS = Gauge(
     "Subscribers a listener wakes (open streams, say), by channel.",
     ("channel",),
 )
+
+
+class Notifications:
+    """The notifications a connection that LISTENs receives, waited for asleep.
+
+    psycopg's `notifies()` wakes its event loop every 100 ms while it waits (its wait
+    interval, kept so that a blocking program sees Ctrl-C), each time taking the socket out
+    of the loop's poller and putting it back: every relay and listener of an idle service
+    did so, ~10 times a second each. Here a wait is one reader on the socket, woken only when
+    the server sends something. Notifications that arrive while the connection runs a
+    statement are collected by psycopg as it reads the results (a notify handler), and libpq's
+    own buffer is read before each wait, so none is missed.
+
+    Only one coroutine may use the connection at a time, as with psycopg's own
+    `notifies()`: a statement runs between waits, never during one.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self._received: deque[psycopg.Notify] = deque()
+        conn.add_notify_handler(self._received.append)
+
+    async def next(self) -> psycopg.Notify:
+        """The next notification, once the server has sent one. Raises
+        psycopg.OperationalError when the connection is lost (or closed)."""
+        self._read()
+        while not self._received:
+            await self._readable()
+            self._read()
+        return self._received.popleft()
+
+    def close(self) -> None:
+        """Stop collecting notifications (the connection may go on running statements)."""
+        self._conn.remove_notify_handler(self._received.append)
+
+    def _read(self) -> None:
+        """Parse what the socket and libpq's buffer hold; the handler collects each notify."""
+        if self._conn.closed:
+            raise psycopg.OperationalError("the listening connection is closed")
+        pgconn = self._conn.pgconn
+        pgconn.consume_input()
+        while (notify := pgconn.notifies()) is not None:
+            if pgconn.notify_handler is not None:
+                pgconn.notify_handler(notify)
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        fileno = self._conn.fileno()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fileno, wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fileno)
 
 
 class Listener:
@@ -103,12 +164,13 @@ class Listener:
                         await receiving
 
     async def _receive(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
-        async for notify in conn.notifies():
+        """Until the connection fails (psycopg.OperationalError) or the task is cancelled."""
+        notifications = Notifications(conn)
+        while True:
+            notify = await notifications.next()
             key = notify.payload.rpartition(":")[0] or notify.payload
             for woken in self._subscribers.get(key, ()):
                 woken.set()
-        # notifies() ends only when the connection is closed
-        raise psycopg.OperationalError("the listening connection was closed")
 
     def _wake_all(self) -> None:
         for events in self._subscribers.values():

@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 
 from choreo.avro import SchemaStore
 from choreo.events import Event, headers_of
+from choreo.listener import Notifications
 from choreo.logs import note_published
 from choreo.records import Record
 from choreo.signing import SIGNATURE_HEADER, EventSigner
@@ -203,12 +204,13 @@ class Relay:
             await self._check_log_ends(conn)
             try:
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                notifications = Notifications(conn)
                 while not self._stopping.is_set():
                     published = await self._publish_batch(conn)
                     await self._count_backlog(conn)
                     if published < self._batch_size:
                         await self._delete_expired(conn)
-                        await self._wait_for_rows(conn)
+                        await self._wait_for_rows(notifications)
             finally:
                 ACTIVE.labels(self._name).set(0)
                 # The next active relay, perhaps another replica's, reports the backlog.
@@ -220,11 +222,11 @@ class Relay:
         row = await cursor.fetchone()
         return bool(row and row[0])
 
-    async def _wait_for_rows(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    async def _wait_for_rows(self, notifications: Notifications) -> None:
         """Sleep until a commit NOTIFYs rows not read yet, the poll interval passes (fallback),
         or stop()."""
         waiter = asyncio.ensure_future(self._stopping.wait())
-        notified = asyncio.ensure_future(self._next_notify(conn))
+        notified = asyncio.ensure_future(self._next_notify(notifications))
         try:
             await asyncio.wait(
                 {waiter, notified},
@@ -237,7 +239,7 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                 await notified
 
-    async def _next_notify(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    async def _next_notify(self, notifications: Notifications) -> None:
         """The next notification that may announce rows not read yet.
 
         Each outbox INSERT notifies, at its commit, the highest id it wrote. A commit that
@@ -245,7 +247,8 @@ class Relay:
         it) names an id that read returned: it is dropped instead of waking the relay for a
         read that finds nothing (~2 such reads per saga over the four relays, issue 14). A
         notification naming no id (a database not migrated yet) always wakes the relay."""
-        async for notify in conn.notifies():
+        while True:
+            notify = await notifications.next()
             if not notify.payload.isdigit() or int(notify.payload) not in self._read_ids:
                 return
 

@@ -51,6 +51,7 @@ from choreo.revocations import Revocations, on_sessions_revoked, on_user_deleted
 from choreo.settings import ServiceSettings
 from choreo.signing import PUBLISHERS, EventKeyError, EventKeys, EventSigner
 from choreo.web import ApiDocs, ReadinessCheck, create_app
+from choreo.web.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -529,10 +530,11 @@ class Service:
         )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling the service when it starts shutting down: uvicorn then waits
-    (up to `timeout_graceful_shutdown`) for open responses to end, and the app's own shutdown
-    comes only after, too late for a response that never ends by itself (a stream)."""
+class _Server(Server):
+    """The kit's uvicorn server (`choreo.web.server`), telling the service when it starts
+    shutting down: uvicorn then waits (up to `timeout_graceful_shutdown`) for open responses to
+    end, and the app's own shutdown comes only after, too late for a response that never ends
+    by itself (a stream)."""
 
     def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
         super().__init__(config)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from choreo.stack.part import Part
 from choreo.stack.probes import http_ok
 from choreo.stack.process import OutputSink, ProcessSpec, log_output
+from choreo.web import server
 
 HEALTH_PATH = "/healthz"
 
@@ -162,4 +163,4 @@ def serve(app: FastAPI, description: str, default_port: int, argv: Sequence[str]
     )
     parser.add_argument("--port", type=int, default=default_port)
     arguments = parser.parse_args(argv)
-    uvicorn.run(app, host=arguments.host, port=arguments.port, log_config=_LOG_CONFIG)
+    server.run(app, host=arguments.host, port=arguments.port, log_config=_LOG_CONFIG)

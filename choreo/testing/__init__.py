@@ -51,6 +51,7 @@ from choreo.stack.postgres import EmbeddedPostgres
 from choreo.stack.probes import http_ok
 from choreo.stack.process import ChildProcess, ProcessSpec
 from choreo.stack.stripe import TEST_SECRET_KEY, LocalStripe
+from choreo.web.server import Server
 
 DATABASE_OF_SERVICE = {
     "user": "users",
@@ -420,7 +421,7 @@ async def serving(app: ASGIApp, *, port: int | None = None) -> AsyncIterator[str
     the test's own code answers its requests, and can change how."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
-    server = uvicorn.Server(config)
+    server = Server(config)
     task = asyncio.create_task(server.serve(), name=f"serve :{port}")
     try:
         while not server.started:
@@ -430,7 +431,7 @@ async def serving(app: ASGIApp, *, port: int | None = None) -> AsyncIterator[str
             await asyncio.sleep(0.02)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.stop()
         await task
 
 
