@@ -49,7 +49,7 @@ IDLE_FETCH_MAX_WAIT_MS = 2000
 """A consumer that has read nothing for `IDLE_AFTER_SECONDS` asks the broker to hold its
 fetches up to `IDLE_FETCH_MAX_WAIT_MS` (when it polls faster than that), and goes back to its
 own wait with the first record it reads. The memory broker of `choreo up` is polled every
-60 ms for latency (choreo.kafka.FAST_FETCH_MAX_WAIT_MS), and answering polls is nearly all an
+30 ms for latency (choreo.kafka.FAST_FETCH_MAX_WAIT_MS), and answering polls is nearly all an
 idle broker does: 500 -> 2,000 ms took it from 0.044 to 0.013 cores, and the first record after
 a quiet spell waits longer (choreo bench at one order per 4 s: p50 161 -> 203 ms; issue 14)."""
 
