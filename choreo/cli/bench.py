@@ -14,6 +14,7 @@ from choreo.cli.options import PrefixOption
 from choreo.cli.output import EXIT_USAGE, console, error_console, fail, prose, run
 from choreo.cli.up import BasePortOption, PortOption, stack_ports
 from choreo.kafka import PLAINTEXT, KafkaSecurity, KafkaSecurityError
+from choreo.stack.config import EMBEDDED_PARTITIONS
 from choreo.stack.errors import StackError
 from choreo.stack.supervisor import stop_signals_interrupt
 
@@ -141,7 +142,7 @@ def bench(
             " --partitions).",
             min=1,
         ),
-    ] = 6,
+    ] = EMBEDDED_PARTITIONS,
     port: PortOption = None,
     base_port: BasePortOption = None,
     topic_prefix: PrefixOption = "",

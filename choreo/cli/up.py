@@ -14,7 +14,13 @@ from rich.text import Text
 
 from choreo.cli.output import prose
 from choreo.logs import LogFormat, resolve_log_format
-from choreo.stack.config import SERVICES, StackConfig, StackPorts, resolve_endpoints
+from choreo.stack.config import (
+    EMBEDDED_PARTITIONS,
+    SERVICES,
+    StackConfig,
+    StackPorts,
+    resolve_endpoints,
+)
 from choreo.stack.console import PrefixedOutput, print_url_table
 from choreo.stack.demo import seed_catalog
 from choreo.stack.errors import StackError
@@ -82,7 +88,9 @@ def up(
             " loses a record, dead letter or committed offset.",
         ),
     ] = False,
-    partitions: Annotated[int, typer.Option(help="Partitions of each topic created.", min=1)] = 6,
+    partitions: Annotated[
+        int, typer.Option(help="Partitions of each topic created.", min=1)
+    ] = EMBEDDED_PARTITIONS,
     port: PortOption = None,
     base_port: BasePortOption = None,
     timeout: Annotated[

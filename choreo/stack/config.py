@@ -84,11 +84,26 @@ class StackPorts:
         return port
 
 
+EMBEDDED_PARTITIONS = 2
+"""Partitions of each topic the embedded stack creates (`choreo up --partitions`).
+
+Tansu answers a fetch by re-reading every partition asked for at halving intervals within the
+fetch's wait, and the consumers' aiokafka clients encode and decode every partition of every
+fetch in Python, so an idle or lightly loaded stack pays per partition for each poll. Two stacks
+side by side (`choreo bench`, open-loop 2 orders/s each, 60 s; issue 14): 6 partitions 450.7 ms
+of CPU per saga over the services, broker and PostgreSQL (the broker 199.0), 2 partitions 326.3
+(108.5), POST -> outcome p50 255.8 against 215.1 ms; saturated (closed-loop 16 each, two pairs
+with the sides swapped) 147.3 / 147.3 against 153.0 / 143.4 ms per saga and 5.95 / 5.70
+against 5.20 / 5.92 sagas/s: no loss. Two still let a service apply two records of a topic at
+once, and two replicas share the work. Apache Kafka answers a fetch when records arrive, so
+deployments on it (docker-compose, Kubernetes) keep more partitions for more replicas."""
+
+
 @dataclass(frozen=True)
 class StackConfig:
     data_dir: Path = Path(".choreo")
     ports: StackPorts = field(default_factory=StackPorts)
-    partitions: int = 6
+    partitions: int = EMBEDDED_PARTITIONS
     durable_broker: bool = False
     environment: Mapping[str, str] = field(default_factory=dict)
     """The environment `choreo up` runs in: parts it names are not started, and the children

@@ -49,10 +49,20 @@ async def entries_when(
     return found
 
 
+async def partitions_of(running: ChoreoUp, topic: str) -> list[int]:
+    producer = kafka.producer(running.bootstrap_servers)
+    await producer.start()
+    try:
+        return sorted(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+
+
 async def test_a_null_header_on_every_partition_stops_no_order(choreo_up: ChoreoUp) -> None:
     # Issue 11's reproduction: before, each consumer of order.create crash-looped on it.
-    keys = {str(uuid.uuid4()) for _ in range(6)}
-    for partition, key in enumerate(sorted(keys)):
+    partitions = await partitions_of(choreo_up, "order.create")
+    keys = {str(uuid.uuid4()) for _ in partitions}
+    for partition, key in zip(partitions, sorted(keys), strict=True):
         headers = [("ce_id", b"1"), ("x-note", None)]
         await put(choreo_up, key, b"any value", headers, partition=partition)
 
@@ -61,7 +71,7 @@ async def test_a_null_header_on_every_partition_stops_no_order(choreo_up: Choreo
     order_id = await gateway.order(customer, await gateway.product())
 
     assert (await gateway.settled(customer, order_id))["status"] == "CONFIRMED"
-    entries = await entries_when(choreo_up, keys, 18)
+    entries = await entries_when(choreo_up, keys, len(keys) * len(CONSUMERS_OF_ORDER_CREATE))
     assert Counter((e["key"], e["consumer"]) for e in entries) == {
         (key, consumer): 1 for key in keys for consumer in CONSUMERS_OF_ORDER_CREATE
     }
