@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import aiohttp
 import stripe
 from stripe import _util as stripe_util
-from stripe.params import PaymentIntentListParams
+from stripe.params import PaymentIntentListParams, PaymentIntentListParamsCreated
 
 from payment_service.domain import (
     PAYMENT_CANCELED,
@@ -231,18 +231,27 @@ class StripeGateway:
             intent = await self._client.v1.payment_intents.retrieve_async(intent_id)
         return _intent(intent)
 
-    async def open_intents(self, created_since: datetime | None = None) -> list[OpenIntent]:
+    async def open_intents(
+        self, created_since: datetime | None = None, created_until: datetime | None = None
+    ) -> list[OpenIntent]:
         """Every open intent of the account whose metadata names an order, created at or after
-        `created_since` (all when None), oldest or newest first as the provider lists them.
+        `created_since` (from the first when None) and at or before `created_until` (to the
+        last when None), whole seconds, oldest or newest first as the provider lists them.
 
-        Read page by page with the list's `created[gte]` filter (Stripe API reference, "List
-        all PaymentIntents"); Stripe's search would filter on status too, but the emulator has
-        none, so every intent created since is read and the open ones kept.
+        Read page by page with the list's `created[gte]` and `created[lte]` filters (Stripe API
+        reference, "List all PaymentIntents"); Stripe's search would filter on status too, but
+        the emulator has none, so every intent created in the window is read and the open ones
+        kept.
         """
         found = []
         params: PaymentIntentListParams = {"limit": 100}
+        created: PaymentIntentListParamsCreated = {}
         if created_since is not None:
-            params["created"] = {"gte": int(created_since.timestamp())}
+            created["gte"] = int(created_since.timestamp())
+        if created_until is not None:
+            created["lte"] = int(created_until.timestamp())
+        if created:
+            params["created"] = created
         with _translated_errors():
             page = await self._client.v1.payment_intents.list_async(params=params)
             async for intent in page.auto_paging_iter():

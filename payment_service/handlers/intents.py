@@ -27,13 +27,15 @@ from payment_service.tables import intent_sweeps, order_payments
 log = logging.getLogger(__name__)
 
 
-CLOCK_MARGIN = timedelta(minutes=1)
-"""How far before a pass's start the next pass looks when nothing held it back: the intents'
-`created` comes from the provider's clock, which may differ a little from this host's (by
-seconds, with both on NTP). Every intent in that window is listed again (a page of 100 cost the
-emulator 100-350 ms with 9,400 orders behind it, the payment service as much to read), so it
-is kept short: with 5 minutes, a restart after a run at 10 orders/s listed ~3,000 intents in
-its first pass, and the card a customer added meanwhile waited past the gateway's 10 s."""
+CLOCK_MARGIN = timedelta(seconds=10)
+"""How far before the last pass's cutoff (its start less the grace) the next pass lists from
+when nothing held it back. A pass lists only the intents created up to its cutoff, by the
+provider's clock, so one created after the pass, or too young for it, is listed by the next
+if the provider's clock is no more than the grace plus this margin behind this host's (70 s
+with the default grace; seconds at most with both on NTP). Every intent in the margin is listed
+twice, so it is short: with a minute, and young intents listed too, each intent was read by two
+passes (the payment service parsed, and the emulator served, each twice; issue 14), and a
+restart after a run at 10 orders/s listed ~3,000 intents in its first pass."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,17 @@ async def settle_open_intents(
     its own, so one failing (the provider away, say) holds back no other; it is tried again at
     the next pass.
 
-    The next pass lists from the oldest intent this one left open for later (too young, held
-    by a handler, undecided at the provider, failed), else from this pass's start less
-    `CLOCK_MARGIN`: so a pass reads the intents of the last minutes, not every intent ever
-    created (10,000 orders behind it made each pass page through 10,000 intents)."""
+    Only intents created up to the cutoff (this pass's start less `grace`) are listed: a
+    younger one is the next pass's. The next pass lists from the oldest intent this one left
+    open for later (held by a handler, undecided at the provider, failed), else from the
+    cutoff less `CLOCK_MARGIN`: so each intent is read by about one pass, not every intent
+    ever created (10,000 orders behind it made each pass page through 10,000 intents)."""
     started = charging.now()
     cutoff = started - grace
     acted = 0
     again: list[datetime] = []  # creation times of intents to look at next time
-    for listed in await charging.gateway.open_intents(created_since=since):
+    listing = await charging.gateway.open_intents(created_since=since, created_until=cutoff)
+    for listed in listing:
         if listed.created > cutoff:
             again.append(listed.created)
             continue
@@ -83,7 +87,7 @@ async def settle_open_intents(
             again.append(listed.created)
     if acted:
         log.info("settled or cancelled %d open intent(s)", acted)
-    return SweepPass(acted, min(again, default=started - CLOCK_MARGIN))
+    return SweepPass(acted, min(again, default=cutoff - CLOCK_MARGIN))
 
 
 OPEN_INTENT_SWEEP = "open_intents"

@@ -102,6 +102,8 @@ async def test_open_intents_are_listed_from_a_creation_time(
     assert ours(await gateway.open_intents()) == [opened.id]
     assert ours(await gateway.open_intents(created_since=moment)) == [opened.id]
     assert ours(await gateway.open_intents(created_since=moment + timedelta(seconds=1))) == []
+    assert ours(await gateway.open_intents(created_until=moment)) == [opened.id]
+    assert ours(await gateway.open_intents(created_until=moment - timedelta(seconds=1))) == []
 
     async with httpx.AsyncClient(base_url=stripe_api_base, auth=(TEST_SECRET_KEY, "")) as raw:
         malformed = await raw.get("/v1/payment_intents", params={"created[after]": created})
