@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Text, Uuid, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from choreo import records
@@ -22,6 +22,7 @@ from choreo.sql import Session
 from notification_service.deliveries import Delivery, Postman
 from notification_service.domain import (
     ADMIN_ROLE,
+    CONTRADICTED_BY_CANCELLATION,
     Channel,
     ChosenChannels,
     Contact,
@@ -34,7 +35,7 @@ from notification_service.domain import (
 )
 from notification_service.messages import Renderer
 from notification_service.sendgrid_mailer import Email
-from notification_service.tables import contacts, notifications, preferences
+from notification_service.tables import contacts, notifications, order_cancellations, preferences
 from notification_service.twilio_sender import Sms
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,39 @@ async def notify_user(
     user_id: str,
     kind: Kind,
     context: Mapping[str, object],
+    *,
+    order_id: str | None = None,
 ) -> None:
-    contact = await contact_of(uow.session, user_id)
+    """Notify user `user_id`, unless they were deleted. With `order_id`, a notice that a
+    known cancellation of that order makes untrue (domain.CONTRADICTED_BY_CANCELLATION) is not
+    sent. Raises NotKnownYetError while the user's contact has not arrived."""
+    cancellable = order_id if kind in CONTRADICTED_BY_CANCELLATION else None
+    recipient = await recipient_of(uow.session, user_id, cancellable)
+    if recipient.cancelled is not None:
+        log.info(
+            "no %s notification of order %s: it was cancelled (%s) before",
+            kind,
+            order_id,
+            recipient.cancelled,
+        )
+        return
+    contact = recipient.contact
     if contact is None:
         raise NotKnownYetError(f"contact of user {user_id} not known yet")
     if not contact.reachable:
         log.info("no %s notification of event %s: user %s was deleted", kind, event.id, user_id)
         return
-    await notify(uow, notifier, event, contact, kind, context)
+    await notify(uow, notifier, event, contact, kind, context, chosen=recipient.chosen)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What notifying one user reads: their contact (None: not known yet), the channels they
+    chose, and, when an order was named, its cancellation reason if one is known."""
+
+    contact: Contact | None
+    chosen: ChosenChannels
+    cancelled: str | None
 
 
 async def notify(
@@ -83,14 +109,18 @@ async def notify(
     contact: Contact,
     kind: Kind,
     context: Mapping[str, object],
+    *,
+    chosen: ChosenChannels | None = None,
 ) -> None:
-    """Notify `contact` on the channels chosen for this kind: the e-mail and the SMS each at
-    most once, the in-app notification in the handler's transaction."""
+    """Notify `contact` on the channels chosen for this kind (`chosen`, read when not given):
+    the e-mail and the SMS each at most once, the in-app notification in the handler's
+    transaction."""
     if contact.email is None:
         return
     context = {"name": contact.greeting_name, **context}
     message = notifier.renderer.render(kind, context)
-    chosen = await _chosen_channels(uow.session, contact.user_id)
+    if chosen is None:
+        chosen = await _chosen_channels(uow.session, contact.user_id)
     sms_available = notifier.postman.sms_sender is not None
     plan = plan_channels(kind, chosen, phone=contact.phone, sms_available=sms_available)
     if Channel.EMAIL in plan.channels:
@@ -150,6 +180,37 @@ _CONTACT = select(*CONTACT_COLUMNS).where(contacts.c.user_id == bindparam("user_
 async def contact_of(session: Session, user_id: str) -> Contact | None:
     row = (await session.execute(_CONTACT, {"user_id": user_id})).first()
     return None if row is None else Contact(*row)
+
+
+# One statement where three ran (the contact, the preferences, the order's cancellation): each
+# order notice reads all three (issue 14). `wanted` is the one row the left joins hang on, so a
+# user or order not known yet still gives one row.
+_WANTED = select(
+    bindparam("user_id", type_=Text).label("user_id"),
+    bindparam("order_id", type_=Uuid).label("order_id"),
+).subquery("wanted")
+_RECIPIENT = select(
+    *CONTACT_COLUMNS, preferences.c.channels, order_cancellations.c.reason
+).select_from(
+    _WANTED.outerjoin(contacts, contacts.c.user_id == _WANTED.c.user_id)
+    .outerjoin(preferences, preferences.c.user_id == _WANTED.c.user_id)
+    .outerjoin(order_cancellations, order_cancellations.c.order_id == _WANTED.c.order_id)
+)
+
+
+async def recipient_of(session: Session, user_id: str, order_id: str | None = None) -> Recipient:
+    row = (
+        await session.execute(
+            _RECIPIENT,
+            {"user_id": user_id, "order_id": uuid.UUID(order_id) if order_id else None},
+        )
+    ).one()
+    *contact, channels, reason = row
+    return Recipient(
+        contact=Contact(*contact) if contact[0] is not None else None,
+        chosen=chosen_channels(channels),
+        cancelled=reason,
+    )
 
 
 _ADMINS = (

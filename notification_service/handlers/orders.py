@@ -63,14 +63,14 @@ async def on_order_created(
                 "item_count": item_count,
             },
         )
-    if await _contradicts_cancellation(uow.session, order_id, Kind.ORDER_RECEIVED):
-        return
     context = {
         **_order_context(order_id),
         "items": count_of(item_count, "item"),
         "total": format_money(record.total_amount, record.currency),
     }
-    await notify_user(uow, notifier, event, user_id, Kind.ORDER_RECEIVED, context)
+    await notify_user(
+        uow, notifier, event, user_id, Kind.ORDER_RECEIVED, context, order_id=order_id
+    )
 
 
 async def on_order_confirmed(
@@ -81,13 +81,13 @@ async def on_order_confirmed(
     notifier: Notifier,
 ) -> None:
     order_id = record.order_id
-    if await _contradicts_cancellation(uow.session, order_id, Kind.ORDER_CONFIRMED):
-        return
     context = {
         **_order_context(order_id),
         "total": format_money(record.total_amount, record.currency),
     }
-    await notify_user(uow, notifier, event, record.user_id, Kind.ORDER_CONFIRMED, context)
+    await notify_user(
+        uow, notifier, event, record.user_id, Kind.ORDER_CONFIRMED, context, order_id=order_id
+    )
 
 
 _REMEMBER_CANCELLATION = insert(order_cancellations).on_conflict_do_nothing()
