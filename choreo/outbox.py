@@ -192,6 +192,14 @@ class Relay:
     async def _run_once(self) -> None:
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         async with conn:
+            # The relay's writes (a batch marked published, the log ends, a republish) need not
+            # wait for their WAL to reach disk: one lost in a crash of PostgreSQL leaves rows
+            # unpublished, which are sent again and which consumers skip by their inbox. The
+            # rows themselves were written by the services' transactions, which do wait; and
+            # any later commit that waits flushes the WAL written before it (PostgreSQL,
+            # "Asynchronous Commit"). Each mark so costs its backend ~100-170 us less CPU and
+            # the relay ~0.7-1.5 ms less wait before its next read (issue 14).
+            await conn.execute("SET synchronous_commit = off")
             database = conn.info.dbname
             while not await self._try_lock(conn, database):
                 if await self._sleep(self._lock_retry_interval):
