@@ -255,7 +255,9 @@ class Kafka:
         return last
 
 
-def consumer_of(kafka: Kafka, handle: Callable[[Record], Awaitable[None]]) -> Consumer:
+def consumer_of(
+    kafka: Kafka, handle: Callable[[Record], Awaitable[None]], *, retry_topic: str | None = None
+) -> Consumer:
     unused: Any = None
     consumer = Consumer(
         name="test_service",
@@ -265,6 +267,7 @@ def consumer_of(kafka: Kafka, handle: Callable[[Record], Awaitable[None]]) -> Co
         uow_factory=unused,
         store=default_store(),
         dlq_topic="test.dlq",
+        retry_topic=retry_topic,
     )
 
     # Each record goes to `handle` instead of decode, inbox and handler (test_records' concern).
@@ -389,3 +392,62 @@ def test_outages_are_listed_oldest_first_with_how_long_they_have_lasted() -> Non
         "order.event[0]@4: for 12 s: OperationalError: down",
         "order.event[1]@9: for 3 s: OperationalError: down",
     ]
+
+
+# --- the retry topic's looks ---------------------------------------------------------------------
+
+RETRY0 = TopicPartition("test.retry", 0)
+RETRY1 = TopicPartition("test.retry", 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_retry_partitions_rest_between_looks_and_stay_while_they_deliver() -> None:
+    clock = Clock()
+    looks = group._RetryLooks("test.retry", clock)
+    assigned = {TP0, RETRY0, RETRY1}
+    assert looks.resting(assigned, {}, idle=False) == set()  # the first look, at the start
+    clock.now += group.RETRY_LOOK_SECONDS
+    assert looks.resting(assigned, {TP0: []}, idle=False) == {RETRY0, RETRY1}
+    clock.now += group.RETRY_LOOK_EVERY_SECONDS - group.RETRY_LOOK_SECONDS
+    assert looks.resting(assigned, {}, idle=False) == set()  # the next look
+    clock.now += group.RETRY_LOOK_SECONDS * 0.9
+    assert looks.resting(assigned, {RETRY1: []}, idle=False) == set()  # a replay: keep looking
+    clock.now += group.RETRY_LOOK_SECONDS * 0.9
+    assert looks.resting(assigned, {}, idle=False) == set()
+    clock.now += group.RETRY_LOOK_SECONDS
+    assert looks.resting(assigned, {}, idle=False) == {RETRY0, RETRY1}
+    # An idle consumer's fetches outlast a look: its retry partitions stay in them.
+    assert looks.resting(assigned, {}, idle=True) == set()
+
+
+def test_without_a_retry_topic_nothing_rests() -> None:
+    clock = Clock()
+    looks = group._RetryLooks(None, clock)
+    clock.now += 3600
+    assert looks.resting({TP0, RETRY0}, {}, idle=False) == set()
+
+
+async def test_the_poll_loop_pauses_the_retry_partitions_between_looks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group, "RETRY_LOOK_SECONDS", 0.05)
+    monkeypatch.setattr(group, "RETRY_LOOK_EVERY_SECONDS", 0.4)
+    kafka = Kafka({TP0: records(TP0, range(1)), RETRY0: records(RETRY0, range(1))})
+    consumer = consumer_of(kafka, Gate(open=True), retry_topic="test.retry")
+    running = asyncio.create_task(consumer.run())
+    await eventually(
+        lambda: ("pause", RETRY0) in kafka.moves(), "the retry partition paused", timeout=5
+    )
+    await eventually(lambda: ("resume", RETRY0) in kafka.moves(), "a look at it", timeout=5)
+    await eventually(lambda: kafka.moves().count(("pause", RETRY0)) == 2, "paused again", timeout=5)
+    assert all(tp == RETRY0 for _, tp in kafka.moves())  # the event topic is never paused
+    consumer.stop()
+    await asyncio.wait_for(running, 5)
+    assert kafka.committed() == {TP0: 1, RETRY0: 1}
