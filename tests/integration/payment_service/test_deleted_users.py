@@ -5,7 +5,7 @@ from __future__ import annotations
 from choreo.auth import SigningKey
 from choreo.events import Event
 from choreo.records import UserDeleted
-from choreo.testing import StartService, publish
+from choreo.testing import StartService, eventually, publish
 from choreo.testing import records as make
 
 from .conftest import (
@@ -38,6 +38,14 @@ async def test_no_order_of_a_deleted_user_is_charged_and_their_token_is_refused(
             await add_card(client, card(VISA))
     left, stayed = new_id(), new_id()
     await publish(kafka_bootstrap, topics, user_deleted(leaver))
+
+    async def refused_now() -> bool:
+        async with payment.client(signing_key.issue(leaver)) as client:
+            return (await client.get("/api/v1/payment-methods")).status_code == 401
+
+    # user.event and the saga's topics are read concurrently: the orders come once the
+    # deletion is applied, as orders placed after it would (else which comes first is a race).
+    await eventually(refused_now, "the deletion applied")
     await publish(
         kafka_bootstrap,
         topics,
