@@ -102,16 +102,26 @@ examples) may seed: seeded, every worker's next port is the same one, and two fi
 pick before either binds collide (seen once: eight tests of one worker on 127.0.0.1:25156)."""
 
 
+_GIVEN: set[int] = set()
+"""Ports this process handed out already: a stack's parts are given theirs one after another
+before any binds, so a free port must not be one given before (a fresh-clone CI run once gave
+the broker and the order service of one `choreo up` the same port)."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing uses right now, outside the ephemeral range."""
+    """A TCP port on 127.0.0.1 that nothing uses right now and that this process has not
+    handed out before, outside the ephemeral range."""
     for _ in range(100):
         port = _PORT_CHOICE.choice(_TEST_PORTS)
+        if port in _GIVEN:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        return port
     raise RuntimeError("no free port in 20000-32767")
 
 
